@@ -1,0 +1,79 @@
+#pragma once
+// LlamaForCausalLM / MistralForCausalLM. Parameter names follow Hugging Face's ("model.layers.0.mlp.up_proj.weight",
+// "lm_head.weight"), so named_parameters() maps one to one onto checkpoint and PEFT keys.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <memory>
+#include <vector>
+
+#include "qtune/io/hf_config.h"
+#include "qtune/io/weight_source.h"
+#include "qtune/nn/attention.h"
+#include "qtune/nn/embedding.h"
+#include "qtune/nn/kv_cache.h"
+#include "qtune/nn/linear.h"
+#include "qtune/nn/mlp.h"
+#include "qtune/nn/rmsnorm.h"
+#include "qtune/nn/rope.h"
+
+namespace qtune::nn {
+
+class DecoderLayerImpl : public torch::nn::Module {
+ public:
+  DecoderLayerImpl(const io::ModelConfig& config, int64_t index, LinearFactory& factory,
+                   const io::WeightSource& weights, at::TensorOptions options);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask,
+                     at::Tensor* cached_keys, at::Tensor* cached_values);
+
+ private:
+  std::shared_ptr<RMSNormImpl> input_layernorm_, post_attention_layernorm_;
+  std::shared_ptr<AttentionImpl> self_attn_;
+  std::shared_ptr<MLPImpl> mlp_;
+};
+
+// The trunk ("model."): embeddings, layers, final norm.
+class DecoderModelImpl : public torch::nn::Module {
+ public:
+  DecoderModelImpl(const io::ModelConfig& config, LinearFactory& factory, const io::WeightSource& weights,
+                   at::TensorOptions options);
+  std::shared_ptr<EmbeddingImpl> embed_tokens;
+  std::vector<std::shared_ptr<DecoderLayerImpl>> layers;
+  std::shared_ptr<RMSNormImpl> norm;
+};
+
+struct ForwardOptions {
+  at::Tensor position_ids;  // [B, T] int64; default: cache length + 0..T-1
+  at::Tensor segment_ids;   // [B, T] int64; packed samples attend only within their segment
+  KVCache* cache = nullptr;
+};
+
+class CausalLMImpl : public torch::nn::Module {
+ public:
+  CausalLMImpl(io::ModelConfig config, LinearFactory& factory, const io::WeightSource& weights,
+               at::TensorOptions options);
+
+  // Final hidden states [B, T, hidden] for input_ids [B, T].
+  at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {});
+  at::Tensor logits(const at::Tensor& hidden);  // [.., vocab] in the model dtype
+  at::Tensor forward(const at::Tensor& input_ids, const ForwardOptions& options = {}) {
+    return logits(hidden_states(input_ids, options));
+  }
+
+  const io::ModelConfig& config() const { return config_; }
+  at::TensorOptions options() const { return options_; }
+  const at::Tensor& lm_head_weight() const { return tied_ ? model_->embed_tokens->weight() : lm_head_->weight(); }
+  DecoderModelImpl& trunk() { return *model_; }
+
+ private:
+  io::ModelConfig config_;
+  at::TensorOptions options_;
+  std::shared_ptr<DecoderModelImpl> model_;
+  RotaryEmbedding rope_;
+  std::shared_ptr<DenseLinearImpl> lm_head_;  // null when tied to the embeddings
+  bool tied_;
+};
+using CausalLM = std::shared_ptr<CausalLMImpl>;
+
+}  // namespace qtune::nn

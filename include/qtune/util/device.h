@@ -1,0 +1,14 @@
+#pragma once
+// --device auto|cpu|cuda and --dtype auto|fp32|bf16|fp16, resolved once at the front end.
+#include <ATen/ATen.h>
+
+#include <string>
+
+namespace qtune {
+
+at::Device resolve_device(const std::string& spec);  // "auto": cuda when a GPU is usable, else cpu
+// "auto": fp32 on CPU; bf16 on a GPU that supports it, else fp16.
+at::ScalarType resolve_dtype(const std::string& spec, at::Device device);
+std::string dtype_label(at::ScalarType type);
+
+}  // namespace qtune

@@ -1,0 +1,17 @@
+#pragma once
+// Each subcommand registers itself on the app and returns the action to run once parsing succeeded.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace qtune::cli {
+
+using Action = std::function<int()>;
+
+void add_inspect(CLI::App& app, Action& action);
+void add_generate(CLI::App& app, Action& action);
+void add_eval(CLI::App& app, Action& action);
+void add_init(CLI::App& app, Action& action);
+
+}  // namespace qtune::cli

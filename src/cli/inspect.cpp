@@ -1,0 +1,72 @@
+// qtune inspect MODEL_DIR: what a checkpoint holds, from its headers alone (no tensor data is read).
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <map>
+
+#include "commands.h"
+#include "qtune/io/hf_config.h"
+#include "qtune/io/sharded_checkpoint.h"
+
+namespace qtune::cli {
+namespace {
+
+std::string human_bytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
+}
+
+std::string human_count(int64_t n) {
+  if (n >= 1'000'000'000) return fmt::format("{:.2f}B", n / 1e9);
+  if (n >= 1'000'000) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1'000) return fmt::format("{:.1f}K", n / 1e3);
+  return std::to_string(n);
+}
+
+int run_inspect(const std::string& dir) {
+  const auto config = io::ModelConfig::load(dir);
+  const auto ckpt = io::ShardedCheckpoint::open(dir);
+  fmt::print("model        {}\n", dir);
+  fmt::print("architecture {} ({} layers, hidden {}, intermediate {}, heads {} / kv heads {}, head_dim {})\n",
+             config.model_type, config.num_hidden_layers, config.hidden_size, config.intermediate_size,
+             config.num_attention_heads, config.num_key_value_heads, config.head_dim);
+  fmt::print("vocab        {} (tied embeddings: {})\n", config.vocab_size, config.tie_word_embeddings ? "yes" : "no");
+  fmt::print("context      {} positions, rope {} theta {}{}\n", config.max_position_embeddings, config.rope.type,
+             config.rope.theta, config.rope.type == "default" ? "" : fmt::format(" factor {}", config.rope.factor));
+  if (config.sliding_window) fmt::print("sliding window {}\n", *config.sliding_window);
+
+  std::map<std::string, std::pair<int64_t, uint64_t>> by_dtype;  // dtype -> (tensors, bytes)
+  int64_t stored_params = 0;
+  for (const auto& shard : ckpt->shards())
+    for (const auto& t : shard->tensors()) {
+      auto& [count, bytes] = by_dtype[io::dtype_name(t.dtype)];
+      ++count;
+      bytes += t.nbytes();
+      stored_params += t.numel();
+    }
+  fmt::print("parameters   {} by config ({}), {} values stored\n", human_count(config.num_parameters()),
+             config.num_parameters(), stored_params);
+  fmt::print("files        {} shard(s), {} of tensor data\n", ckpt->shards().size(), human_bytes(ckpt->total_bytes()));
+  fmt::print("{:<8} {:>8} {:>14}\n", "dtype", "tensors", "bytes");
+  for (const auto& [dtype, cb] : by_dtype) fmt::print("{:<8} {:>8} {:>14}\n", dtype, cb.first, human_bytes(cb.second));
+  const bool has_tokenizer = std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model");
+  fmt::print("tokenizer    {}\n", has_tokenizer ? "tokenizer.model (SentencePiece)" : "none found");
+  return 0;
+}
+
+}  // namespace
+
+void add_inspect(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("inspect", "Show a model directory's architecture, parameters and tensors (headers only)");
+  auto dir = std::make_shared<std::string>();
+  cmd->add_option("MODEL_DIR", *dir, "Hugging Face model directory (config.json + *.safetensors)")->required();
+  cmd->callback([&action, dir] { action = [dir] { return run_inspect(*dir); }; });
+}
+
+}  // namespace qtune::cli

@@ -1,0 +1,34 @@
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "qtune/util/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"qtune: QLoRA fine-tuning of Llama/Mistral models on a 4-bit frozen base, in one native binary"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "qtune 0.1.0");
+  qtune::cli::Action action;
+  qtune::cli::add_inspect(app, action);
+  qtune::cli::add_generate(app, action);
+  qtune::cli::add_eval(app, action);
+  qtune::cli::add_init(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    return action();
+  } catch (const qtune::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+}

@@ -1,0 +1,54 @@
+#include "qtune/eval/perplexity.h"
+
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+
+#include "qtune/util/error.h"
+
+namespace qtune::eval {
+
+at::Tensor next_token_nll(nn::CausalLMImpl& model, const std::vector<int64_t>& ids) {
+  torch::NoGradGuard no_grad;
+  if (ids.size() < 2) return at::empty({0}, at::kFloat);
+  auto input = at::tensor(ids, at::kLong).unsqueeze(0);
+  auto logits = model.forward(input).squeeze(0).to(at::kFloat);  // [T, V]
+  auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1), -1);
+  auto targets = input.squeeze(0).narrow(0, 1, input.size(1) - 1).to(logp.device());
+  return -logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kCPU);
+}
+
+PerplexityResult sliding_window_perplexity(nn::CausalLMImpl& model, const std::vector<int64_t>& ids,
+                                           int64_t max_length, int64_t stride) {
+  if (max_length < 2) fail("--seq-len must be at least 2, got {}", max_length);
+  if (stride < 1 || stride > max_length) fail("--stride must be in [1, seq-len = {}], got {}", max_length, stride);
+  PerplexityResult result;
+  const int64_t n = static_cast<int64_t>(ids.size());
+  int64_t prev_end = 0;
+  for (int64_t begin = 0; begin < n; begin += stride) {
+    const int64_t end = std::min(begin + max_length, n);
+    const int64_t target_len = end - prev_end;  // tokens not scored by an earlier window
+    std::vector<int64_t> window(ids.begin() + begin, ids.begin() + end);
+    auto nll = next_token_nll(model, window);  // nll[j] predicts window[j + 1]
+    const int64_t scored = std::min<int64_t>(target_len, nll.size(0));
+    result.nll_sum += nll.narrow(0, nll.size(0) - scored, scored).sum().item<double>();
+    result.predicted_tokens += scored;
+    prev_end = end;
+    if (end == n) break;
+  }
+  return result;
+}
+
+PerplexityResult document_perplexity(nn::CausalLMImpl& model, const std::vector<std::vector<int64_t>>& docs,
+                                     int64_t max_length) {
+  PerplexityResult result;
+  for (const auto& doc : docs) {
+    std::vector<int64_t> ids(doc.begin(), doc.begin() + std::min<int64_t>(max_length, doc.size()));
+    auto nll = next_token_nll(model, ids);
+    result.nll_sum += nll.sum().item<double>();
+    result.predicted_tokens += nll.size(0);
+  }
+  return result;
+}
+
+}  // namespace qtune::eval

@@ -1,0 +1,89 @@
+#include "qtune/nn/decoder.h"
+
+#include "qtune/util/error.h"
+
+namespace qtune::nn {
+
+DecoderLayerImpl::DecoderLayerImpl(const io::ModelConfig& c, int64_t index, LinearFactory& factory,
+                                   const io::WeightSource& weights, at::TensorOptions options) {
+  const std::string prefix = fmt::format("model.layers.{}", index);
+  input_layernorm_ = register_module(
+      "input_layernorm", std::make_shared<RMSNormImpl>(
+                             load_frozen(weights, prefix + ".input_layernorm.weight", {c.hidden_size}, options),
+                             c.rms_norm_eps));
+  self_attn_ = register_module("self_attn", std::make_shared<AttentionImpl>(c, prefix + ".self_attn", factory, weights));
+  post_attention_layernorm_ = register_module(
+      "post_attention_layernorm",
+      std::make_shared<RMSNormImpl>(
+          load_frozen(weights, prefix + ".post_attention_layernorm.weight", {c.hidden_size}, options), c.rms_norm_eps));
+  mlp_ = register_module("mlp", std::make_shared<MLPImpl>(c, prefix + ".mlp", factory, weights));
+}
+
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                                     const AttentionMask& mask, at::Tensor* cached_keys, at::Tensor* cached_values) {
+  auto h = x + self_attn_->forward(input_layernorm_->forward(x), cos, sin, mask, cached_keys, cached_values);
+  return h + mlp_->forward(post_attention_layernorm_->forward(h));
+}
+
+DecoderModelImpl::DecoderModelImpl(const io::ModelConfig& c, LinearFactory& factory, const io::WeightSource& weights,
+                                   at::TensorOptions options) {
+  embed_tokens = register_module(
+      "embed_tokens", std::make_shared<EmbeddingImpl>(
+                          load_frozen(weights, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, options)));
+  torch::nn::ModuleList list;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers.push_back(std::make_shared<DecoderLayerImpl>(c, i, factory, weights, options));
+    list->push_back(layers.back());
+  }
+  register_module("layers", list);
+  norm = register_module("norm", std::make_shared<RMSNormImpl>(
+                                     load_frozen(weights, "model.norm.weight", {c.hidden_size}, options), c.rms_norm_eps));
+}
+
+CausalLMImpl::CausalLMImpl(io::ModelConfig config, LinearFactory& factory, const io::WeightSource& weights,
+                           at::TensorOptions options)
+    : config_(std::move(config)),
+      options_(options),
+      rope_(config_.rope, config_.head_dim),
+      tied_(config_.tie_word_embeddings) {
+  model_ = register_module("model", std::make_shared<DecoderModelImpl>(config_, factory, weights, options));
+  // A tied checkpoint may or may not store lm_head.weight (transformers ties it to the embeddings either way).
+  if (!tied_) {
+    if (!weights.has("lm_head.weight"))
+      fail("checkpoint has no 'lm_head.weight' but config.json says tie_word_embeddings: false");
+    lm_head_ = register_module(
+        "lm_head", std::make_shared<DenseLinearImpl>(
+                       LinearSpec{"lm_head", config_.hidden_size, config_.vocab_size, false},
+                       load_frozen(weights, "lm_head.weight", {config_.vocab_size, config_.hidden_size}, options),
+                       at::Tensor()));
+  }
+}
+
+at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const ForwardOptions& opts) {
+  if (input_ids.dim() != 2) fail("input_ids must be [batch, seq], got {} dims", input_ids.dim());
+  const int64_t b = input_ids.size(0), t = input_ids.size(1);
+  const int64_t past = opts.cache ? opts.cache->length() : 0;
+  const auto dev = model_->embed_tokens->weight().device();
+  auto ids = input_ids.to(dev);
+  at::Tensor pos = opts.position_ids.defined()
+                       ? opts.position_ids.to(dev)
+                       : at::arange(past, past + t, at::TensorOptions().dtype(at::kLong).device(dev)).expand({b, t});
+  at::Tensor key_pos = pos;
+  if (past > 0)
+    key_pos = at::arange(0, past + t, at::TensorOptions().dtype(at::kLong).device(dev)).expand({b, past + t});
+  const auto mask = make_attention_mask(pos, key_pos, config_.sliding_window,
+                                        opts.segment_ids.defined() ? opts.segment_ids.to(dev) : at::Tensor());
+  auto [cos, sin] = rope_.cos_sin(pos, options_.dtype().toScalarType());
+
+  auto x = model_->embed_tokens->forward(ids);
+  for (size_t i = 0; i < model_->layers.size(); ++i) {
+    at::Tensor* k = opts.cache ? &opts.cache->keys[i] : nullptr;
+    at::Tensor* v = opts.cache ? &opts.cache->values[i] : nullptr;
+    x = model_->layers[i]->forward(x, cos, sin, mask, k, v);
+  }
+  return model_->norm->forward(x);
+}
+
+at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) { return at::linear(hidden, lm_head_weight()); }
+
+}  // namespace qtune::nn

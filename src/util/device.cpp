@@ -1,0 +1,37 @@
+#include "qtune/util/device.h"
+
+#include <torch/cuda.h>
+
+#include "qtune/util/error.h"
+
+namespace qtune {
+
+at::Device resolve_device(const std::string& spec) {
+  if (spec == "cpu") return at::kCPU;
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available())
+      fail("--device {}: no usable CUDA GPU on this machine (use --device cpu or auto)", spec);
+    return at::Device(spec);
+  }
+  if (spec == "auto") return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  fail("--device '{}': expected auto, cpu, cuda or cuda:N", spec);
+}
+
+at::ScalarType resolve_dtype(const std::string& spec, at::Device device) {
+  if (spec == "fp32" || spec == "float32") return at::kFloat;
+  if (spec == "bf16" || spec == "bfloat16") return at::kBFloat16;
+  if (spec == "fp16" || spec == "float16") return at::kHalf;
+  if (spec == "auto") return device.is_cuda() ? at::kBFloat16 : at::kFloat;
+  fail("--dtype '{}': expected auto, fp32, bf16 or fp16", spec);
+}
+
+std::string dtype_label(at::ScalarType type) {
+  switch (type) {
+    case at::kFloat: return "fp32";
+    case at::kBFloat16: return "bf16";
+    case at::kHalf: return "fp16";
+    default: return c10::toString(type);
+  }
+}
+
+}  // namespace qtune
