@@ -3,11 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 
 #include "commands.h"
 #include "model_options.h"
+#include "qtune/data/text_file.h"
 #include "qtune/eval/perplexity.h"
 #include "qtune/util/error.h"
 
@@ -23,24 +22,9 @@ struct EvalArgs {
   bool json = false;
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot read the --text file", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string strip(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
-}
-
 int run_eval(const EvalArgs& args) {
   auto [model, tokenizer] = args.model.load();
-  const std::string text = read_text(args.text_file);
+  const std::string text = data::read_text_file(args.text_file, "--text");
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : std::min<int64_t>(model->config().max_position_embeddings, 2048);
   const auto t0 = std::chrono::steady_clock::now();
   eval::PerplexityResult result;
@@ -48,14 +32,7 @@ int run_eval(const EvalArgs& args) {
   int64_t documents = 0;
   if (!args.split_on.empty()) {
     std::vector<std::vector<int64_t>> docs;
-    size_t start = 0;
-    while (start <= text.size()) {
-      size_t end = text.find(args.split_on, start);
-      if (end == std::string::npos) end = text.size();
-      const auto doc = strip(text.substr(start, end - start));
-      if (!doc.empty()) docs.push_back(tokenizer.encode(doc, /*add_bos=*/true));
-      start = end + args.split_on.size();
-    }
+    for (const auto& doc : data::split_documents(text, args.split_on)) docs.push_back(tokenizer.encode(doc, /*add_bos=*/true));
     if (docs.empty()) fail("{}: no text between the --split-on separators", args.text_file);
     documents = static_cast<int64_t>(docs.size());
     result = eval::document_perplexity(*model, docs, seq_len);

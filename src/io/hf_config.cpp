@@ -2,13 +2,23 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "qtune/util/error.h"
+#include "qtune/util/json_show.h"
 
 namespace qtune::io {
 namespace {
 
 using json = nlohmann::json;
+
+
+// is_number_integer() is also true for unsigned values above INT64_MAX, which get<int64_t>() would wrap
+// (2^64-1 read as -1).
+bool is_int64(const json& v) {
+  return v.is_number_integer() &&
+         !(v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()));
+}
 
 const json* find(const json& j, const char* key) {
   auto it = j.find(key);
@@ -21,13 +31,20 @@ int64_t get_int(const json& j, const char* key, const std::string& src, std::opt
     if (fallback) return *fallback;
     fail("{}: missing required key '{}' (an integer)", src, key);
   }
-  if (!v->is_number_integer()) fail("{}: key '{}' must be an integer, got {}", src, key, v->dump());
+  if (!is_int64(*v)) fail("{}: key '{}' must be an integer, got {}", src, key, json_show(*v));
   return v->get<int64_t>();
 }
 
-int64_t get_positive(const json& j, const char* key, const std::string& src, std::optional<int64_t> fallback = {}) {
+// Sizes above these are not real models, and bounding them keeps parameter counts inside int64.
+constexpr int64_t kMaxWidth = 1 << 20;   // hidden, intermediate, heads, head_dim, window, positions
+constexpr int64_t kMaxVocab = 1 << 24;
+constexpr int64_t kMaxLayers = 1 << 12;
+
+int64_t get_positive(const json& j, const char* key, const std::string& src, std::optional<int64_t> fallback = {},
+                     int64_t max = kMaxWidth) {
   const int64_t v = get_int(j, key, src, fallback);
   if (v <= 0) fail("{}: key '{}' must be a positive integer, got {}", src, key, v);
+  if (v > max) fail("{}: key '{}' = {} is larger than any supported model (at most {})", src, key, v, max);
   return v;
 }
 
@@ -37,21 +54,21 @@ double get_double(const json& j, const char* key, const std::string& src, std::o
     if (fallback) return *fallback;
     fail("{}: missing required key '{}' (a number)", src, key);
   }
-  if (!v->is_number()) fail("{}: key '{}' must be a number, got {}", src, key, v->dump());
+  if (!v->is_number()) fail("{}: key '{}' must be a number, got {}", src, key, json_show(*v));
   return v->get<double>();
 }
 
 bool get_bool(const json& j, const char* key, const std::string& src, bool fallback) {
   const json* v = find(j, key);
   if (v == nullptr) return fallback;
-  if (!v->is_boolean()) fail("{}: key '{}' must be true or false, got {}", src, key, v->dump());
+  if (!v->is_boolean()) fail("{}: key '{}' must be true or false, got {}", src, key, json_show(*v));
   return v->get<bool>();
 }
 
 std::optional<int64_t> get_optional_int(const json& j, const char* key, const std::string& src) {
   const json* v = find(j, key);
   if (v == nullptr) return std::nullopt;
-  if (!v->is_number_integer()) fail("{}: key '{}' must be an integer or null, got {}", src, key, v->dump());
+  if (!is_int64(*v)) fail("{}: key '{}' must be an integer or null, got {}", src, key, json_show(*v));
   return v->get<int64_t>();
 }
 
@@ -71,8 +88,11 @@ RopeConfig parse_rope(const json& j, const std::string& src) {
   if (params == nullptr) return rope;
   if (!params->is_object()) fail("{}: key '{}' must be an object or null", src, params_key);
   const std::string where = fmt::format("{} ({})", src, params_key);
-  const json* type = find(*params, "rope_type");
-  if (type == nullptr) type = find(*params, "type");
+  const char* type_key = "rope_type";
+  const json* type = find(*params, type_key);
+  if (type == nullptr) type = find(*params, type_key = "type");
+  if (type != nullptr && !type->is_string())
+    fail("{}: key '{}' must be a string, got {}", where, type_key, json_show(*type));
   rope.type = type ? type->get<std::string>() : "default";
   if (rope.type == "default") return rope;
   if (rope.type == "linear") {
@@ -105,7 +125,7 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
 
   c.hidden_size = get_positive(j, "hidden_size", src);
   c.intermediate_size = get_positive(j, "intermediate_size", src);
-  c.num_hidden_layers = get_positive(j, "num_hidden_layers", src);
+  c.num_hidden_layers = get_positive(j, "num_hidden_layers", src, std::nullopt, kMaxLayers);
   c.num_attention_heads = get_positive(j, "num_attention_heads", src);
   c.num_key_value_heads = get_positive(j, "num_key_value_heads", src, c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
@@ -115,11 +135,14 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     fail("{}: hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given", src,
          c.hidden_size, c.num_attention_heads);
   c.head_dim = get_positive(j, "head_dim", src, c.hidden_size / c.num_attention_heads);
+  if (c.num_attention_heads * c.head_dim > kMaxWidth)
+    fail("{}: num_attention_heads x head_dim = {} is larger than any supported model (at most {})", src,
+         c.num_attention_heads * c.head_dim, kMaxWidth);
   if (c.head_dim % 2 != 0) fail("{}: head_dim ({}) must be even for rotary embeddings", src, c.head_dim);
   c.rms_norm_eps = get_double(j, "rms_norm_eps", src, 1e-6);
   c.rope = parse_rope(j, src);
-  c.max_position_embeddings = get_positive(j, "max_position_embeddings", src, 2048);
-  c.vocab_size = get_positive(j, "vocab_size", src);
+  c.max_position_embeddings = get_positive(j, "max_position_embeddings", src, 2048, kMaxVocab);
+  c.vocab_size = get_positive(j, "vocab_size", src, std::nullopt, kMaxVocab);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", src, false);
   c.attention_bias = get_bool(j, "attention_bias", src, false);
   c.mlp_bias = get_bool(j, "mlp_bias", src, false);
@@ -130,22 +153,22 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
       fail("{}: key 'sliding_window' must be positive or null, got {}", src, *c.sliding_window);
   }
   if (const json* act = find(j, "hidden_act"); act && *act != "silu")
-    fail("{}: hidden_act {} is not supported (expected \"silu\")", src, act->dump());
+    fail("{}: hidden_act {} is not supported (expected \"silu\")", src, json_show(*act));
   if (const json* tp = find(j, "pretraining_tp"); tp && !(tp->is_number_integer() && tp->get<int64_t>() == 1))
-    fail("{}: pretraining_tp {} is not supported (expected 1)", src, tp->dump());
+    fail("{}: pretraining_tp {} is not supported (expected 1)", src, json_show(*tp));
 
   c.bos_token_id = get_optional_int(j, "bos_token_id", src);
   c.pad_token_id = get_optional_int(j, "pad_token_id", src);
   if (const json* eos = find(j, "eos_token_id")) {
-    if (eos->is_number_integer()) {
+    if (is_int64(*eos)) {
       c.eos_token_ids.push_back(eos->get<int64_t>());
     } else if (eos->is_array()) {
       for (const auto& e : *eos) {
-        if (!e.is_number_integer()) fail("{}: key 'eos_token_id' must hold integers, got {}", src, eos->dump());
+        if (!is_int64(e)) fail("{}: key 'eos_token_id' must hold integers, got {}", src, json_show(*eos));
         c.eos_token_ids.push_back(e.get<int64_t>());
       }
     } else {
-      fail("{}: key 'eos_token_id' must be an integer or a list of integers, got {}", src, eos->dump());
+      fail("{}: key 'eos_token_id' must be an integer or a list of integers, got {}", src, json_show(*eos));
     }
   }
   for (const char* key : {"torch_dtype", "dtype"})

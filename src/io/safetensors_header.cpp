@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "qtune/util/error.h"
+#include "qtune/util/json_show.h"
 
 namespace qtune::io {
 namespace {
@@ -22,6 +23,7 @@ constexpr DTypeEntry kDTypes[] = {
     {DType::I64, "I64", 8}, {DType::I32, "I32", 4}, {DType::I16, "I16", 2}, {DType::I8, "I8", 1},
     {DType::U8, "U8", 1},   {DType::BOOL, "BOOL", 1},
 };
+
 
 const DTypeEntry& entry(DType dtype) {
   for (const auto& e : kDTypes)
@@ -49,11 +51,13 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const n
   uint64_t numel = 1;
   for (const auto& dim : *shape_it) {
     if (!dim.is_number_unsigned())
-      fail("{}: tensor '{}': shape entries must be non-negative integers, got {}", path, name, dim.dump());
+      fail("{}: tensor '{}': shape entries must be non-negative integers, got {}", path, name, json_show(dim));
     const auto d = dim.get<uint64_t>();
-    if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-        (d != 0 && numel > std::numeric_limits<uint64_t>::max() / d))
-      fail("{}: tensor '{}': shape {} overflows", path, name, shape_it->dump());
+    // Every running product must fit int64: TensorInfo::numel() and at::empty(shape) multiply in int64, and a
+    // later 0 dim ([2^32, 2^31, 0]) would otherwise hide an intermediate overflow from the byte-size check.
+    constexpr auto kMax = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+    if (d > kMax || (d != 0 && numel > kMax / d))
+      fail("{}: tensor '{}': shape {} overflows", path, name, json_show(*shape_it));
     numel *= d;
     info.shape.push_back(static_cast<int64_t>(d));
   }
@@ -133,12 +137,15 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* file, size_t file_size
   std::sort(header.tensors.begin(), header.tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
     return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
   });
-  for (size_t i = 1; i < header.tensors.size(); ++i) {
-    const auto& prev = header.tensors[i - 1];
-    const auto& cur = header.tensors[i];
-    if (cur.begin < prev.end && cur.nbytes() > 0 && prev.nbytes() > 0)
-      fail("{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap", path, prev.name, prev.begin, prev.end, cur.name,
+  // Empty tensors occupy no bytes, so they are skipped: comparing with the immediate predecessor would let
+  // [0,10) [5,5) [6,8) through. Among non-empty ranges in begin order, the last one has the largest end.
+  const TensorInfo* prev = nullptr;
+  for (const auto& cur : header.tensors) {
+    if (cur.nbytes() == 0) continue;
+    if (prev != nullptr && cur.begin < prev->end)
+      fail("{}: tensors '{}' [{}, {}) and '{}' [{}, {}) overlap", path, prev->name, prev->begin, prev->end, cur.name,
            cur.begin, cur.end);
+    prev = &cur;
   }
   return header;
 }

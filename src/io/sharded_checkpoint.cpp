@@ -67,7 +67,7 @@ std::shared_ptr<ShardedCheckpoint> ShardedCheckpoint::open(const std::string& di
   }
   for (const auto& [tensor, file] : index_map) {
     auto it = ckpt->where_.find(tensor);
-    if (it == ckpt->where_.end())
+    if (it == ckpt->where_.end() || fs::path(ckpt->shards_[it->second]->path()).filename() != file)
       fail("{}: model.safetensors.index.json maps '{}' to {}, which does not contain it", dir, tensor, file);
   }
   return ckpt;

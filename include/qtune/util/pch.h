@@ -4,6 +4,8 @@
 #include <torch/types.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh Debian/Ubuntu machine: system packages, the Python venv (.venv) that holds the
+# test oracles and the pinned PyPI torch whose LibTorch qtune links, then a Release build in build/.
+# Re-running it only does what is missing. Environment: QTUNE_BUILD_DIR (default build), QTUNE_SKIP_BUILD=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+build_dir=${QTUNE_BUILD_DIR:-build}
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+packages=(build-essential cmake ninja-build ccache pkg-config git
+          libyaml-cpp-dev libspdlog-dev libfmt-dev libsentencepiece-dev nlohmann-json3-dev libgtest-dev libcli11-dev
+          clang libclang-rt-14-dev)
+python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The venv is complete when every pinned requirement is satisfied; pip is only run when one is not.
+req=scripts/requirements-oracle.txt
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python - "$req" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split('#')[0].strip()
+    if line:
+        name, want = line.split('==')
+        if version(name) != want:
+            sys.exit(1)
+PY
+then
+  log "installing the oracle venv (torch, transformers, peft, bitsandbytes, ...): a few minutes the first time"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r "$req"
+fi
+
+if [ "${QTUNE_SKIP_BUILD:-0}" != 1 ]; then
+  torch_cmake=$(.venv/bin/python -c 'import torch; print(torch.utils.cmake_prefix_path)')
+  if [ ! -f "$build_dir/build.ninja" ]; then
+    log "configuring $build_dir"
+    cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_cmake" >/dev/null
+  fi
+  log "building (ccache: $(command -v ccache >/dev/null && echo on || echo off))"
+  start=$(date +%s)
+  cmake --build "$build_dir" -j"$(nproc)"
+  log "built in $(( $(date +%s) - start ))s: $root/$build_dir/qtune"
+fi

@@ -1,0 +1,123 @@
+// The `qtune` binary end to end: help texts, the commands on a real model and on one it creates, and the
+// errors a user sees for bad input (exit code 1, "error: ..." naming the file).
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <sys/wait.h>
+
+#include "test_util.h"
+
+namespace {
+
+struct Run {
+  int code = -1;
+  std::string out, err;
+};
+
+Run run(const std::string& args) {
+  const auto bin = qtune::test::qtune_bin();
+  EXPECT_FALSE(bin.empty()) << "QTUNE_BIN not set: run through ctest";
+  const auto err_file = std::filesystem::temp_directory_path() / ("qtune_cli_err_" + std::to_string(::getpid()));
+  const std::string cmd = bin + " " + args + " 2>" + err_file.string();
+  Run r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+  const int status = ::pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  r.err = ss.str();
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+
+std::string stories() { return qtune::test::shared_dir() + "/models/stories260K"; }
+
+TEST(Cli, HelpForEveryCommand) {
+  auto top = run("--help");
+  EXPECT_EQ(top.code, 0);
+  for (const std::string cmd : {"inspect", "generate", "eval", "init"}) {
+    EXPECT_TRUE(contains(top.out, cmd)) << cmd;
+    auto help = run(cmd + " --help");
+    EXPECT_EQ(help.code, 0) << cmd;
+    EXPECT_TRUE(contains(help.out, "MODEL_DIR") || contains(help.out, "OUT_DIR")) << help.out;
+  }
+  EXPECT_TRUE(contains(run("generate --help").out, "--temperature"));
+  EXPECT_TRUE(contains(run("eval --help").out, "--stride"));
+}
+
+TEST(Cli, InspectGenerateEvalOnStories260K) {
+  QTUNE_REQUIRE_SHARED();
+  auto inspect = run("inspect " + stories());
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_TRUE(contains(inspect.out, "llama (5 layers, hidden 64")) << inspect.out;
+  EXPECT_TRUE(contains(inspect.out, "260032")) << inspect.out;
+  EXPECT_TRUE(contains(inspect.out, "F32")) << inspect.out;
+
+  auto gen = run("generate " + stories() + " --prompt 'Once upon a time' -n 20 --device cpu");
+  ASSERT_EQ(gen.code, 0) << gen.err;
+  EXPECT_TRUE(contains(gen.out, "Once upon a time, there was a little girl named Lily. She loved to play")) << gen.out;
+  EXPECT_TRUE(contains(gen.err, "tokens/s")) << gen.err;
+
+  auto ev = run("eval " + stories() + " --text " + qtune::test::shared_dir() +
+                "/data/tinystories_valid_head.txt --split-on '<|endoftext|>' --seq-len 512 --json");
+  ASSERT_EQ(ev.code, 0) << ev.err;
+  auto j = nlohmann::json::parse(ev.out);
+  EXPECT_EQ(j["predicted_tokens"].get<int64_t>(), 7158);
+  EXPECT_NEAR(j["perplexity"].get<double>(), 3.3169, 5e-5);
+}
+
+TEST(Cli, InitCreatesAModelThatGeneratesAndEvaluates) {
+  const auto dir = qtune::test::temp_dir();
+  auto init = run("init " + dir + "/m --config " + std::string(QTUNE_TEST_SOURCE_DIR) +
+                  "/configs/models/tiny-llama.json --corpus-out " + dir + "/text.txt --seed 1");
+  ASSERT_EQ(init.code, 0) << init.err;
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"})
+    EXPECT_TRUE(std::filesystem::exists(dir + "/m/" + f)) << f;
+  auto gen = run("generate " + dir + "/m --prompt 'One day, Lily' -n 8 --temperature 0.8 --seed 3");
+  ASSERT_EQ(gen.code, 0) << gen.err;
+  EXPECT_TRUE(contains(gen.out, "One day, Lily")) << gen.out;
+  auto ev = run("eval " + dir + "/m --text " + dir + "/text.txt --seq-len 64 --json");
+  ASSERT_EQ(ev.code, 0) << ev.err;
+  // An untrained model is close to uniform over its 512 pieces.
+  const double ppl = nlohmann::json::parse(ev.out)["perplexity"].get<double>();
+  EXPECT_GT(ppl, 300.0);
+  EXPECT_LT(ppl, 900.0);
+}
+
+TEST(Cli, BadInputGivesAnErrorNamingThePath) {
+  auto missing = run("inspect /nonexistent/model");
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_TRUE(contains(missing.err, "error: /nonexistent/model")) << missing.err;
+
+  const auto dir = qtune::test::temp_dir();
+  std::ofstream(dir + "/config.json") << R"({"model_type": "gpt2", "hidden_size": 8})";
+  auto unsupported = run("inspect " + dir);
+  EXPECT_EQ(unsupported.code, 1);
+  EXPECT_TRUE(contains(unsupported.err, dir + "/config.json")) << unsupported.err;
+  EXPECT_TRUE(contains(unsupported.err, "model_type 'gpt2' is not supported")) << unsupported.err;
+
+  auto no_args = run("generate");
+  EXPECT_NE(no_args.code, 0);
+  EXPECT_TRUE(contains(no_args.err + no_args.out, "MODEL_DIR")) << no_args.err;
+
+  if (!qtune::test::shared_dir().empty()) {
+    auto no_text = run("eval " + stories() + " --text /nonexistent.txt");
+    EXPECT_EQ(no_text.code, 1);
+    EXPECT_TRUE(contains(no_text.err, "--text /nonexistent.txt")) << no_text.err;
+    auto bad_device = run("generate " + stories() + " -p hi --device tpu");
+    EXPECT_EQ(bad_device.code, 1);
+    EXPECT_TRUE(contains(bad_device.err, "expected auto, cpu, cuda")) << bad_device.err;
+  }
+}
+
+}  // namespace

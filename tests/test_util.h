@@ -1,0 +1,69 @@
+#pragma once
+// Helpers shared by the tests: where the shared data and the oracle outputs are, temp dirs, and
+// capturing the message of an expected qtune::Error.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "qtune/util/error.h"
+#include "qtune/util/remove_tree.h"
+
+namespace qtune::test {
+
+inline std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : fallback;
+}
+
+// ../shared (real pretrained models and data); "" when absent.
+inline std::string shared_dir() {
+  const std::string dir = env_or("QTUNE_SHARED_DIR", std::string(QTUNE_TEST_SOURCE_DIR) + "/../shared");
+  return std::filesystem::exists(dir + "/README.md") ? dir : "";
+}
+
+// Where the ctest oracle fixture wrote transformers' models and outputs.
+inline std::string oracle_dir() { return env_or("QTUNE_ORACLE_DIR", std::string(QTUNE_TEST_BINARY_DIR) + "/oracle"); }
+
+inline std::string qtune_bin() { return env_or("QTUNE_BIN", std::string(QTUNE_TEST_BINARY_DIR) + "/qtune"); }
+
+// A fresh empty directory under the system temp dir, unique to the running test.
+inline std::string temp_dir() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  auto dir = std::filesystem::temp_directory_path() /
+             (std::string("qtune_test_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
+  qtune::remove_tree(dir.string());
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+// The message of the qtune::Error that `f` throws; fails the test if it throws nothing or something else.
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const qtune::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected qtune::Error, got std::exception: " << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "expected a qtune::Error, nothing was thrown";
+  return "";
+}
+
+}  // namespace qtune::test
+
+#define QTUNE_REQUIRE_SHARED()                                                                           \
+  do {                                                                                                   \
+    if (::qtune::test::shared_dir().empty())                                                             \
+      GTEST_SKIP() << "../shared is absent (set QTUNE_SHARED_DIR): skipping the real-model check";       \
+  } while (0)
+
+#define QTUNE_REQUIRE_ORACLE()                                                                            \
+  do {                                                                                                    \
+    if (::qtune::test::oracle_dir().empty() ||                                                            \
+        !std::filesystem::exists(::qtune::test::oracle_dir() + "/models/manifest.json"))                  \
+      GTEST_FAIL() << "oracle outputs missing: run through ctest (the oracle_transformers_models fixture)"; \
+  } while (0)
