@@ -13,5 +13,7 @@ void add_inspect(CLI::App& app, Action& action);
 void add_generate(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_init(CLI::App& app, Action& action);
+void add_bench(CLI::App& app, Action& action);
+void add_quantize(CLI::App& app, Action& action);
 
 }  // namespace qtune::cli

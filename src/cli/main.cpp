@@ -15,6 +15,8 @@ int main(int argc, char** argv) {
   qtune::cli::add_generate(app, action);
   qtune::cli::add_eval(app, action);
   qtune::cli::add_init(app, action);
+  qtune::cli::add_bench(app, action);
+  qtune::cli::add_quantize(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

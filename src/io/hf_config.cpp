@@ -171,6 +171,14 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
       fail("{}: key 'eos_token_id' must be an integer or a list of integers, got {}", src, json_show(*eos));
     }
   }
+  if (const json* q = find(j, "quantization_config")) {
+    if (!q->is_object()) fail("{}: key 'quantization_config' must be an object", src);
+    const json* method = find(*q, "quant_method");
+    if (method == nullptr || *method != "bitsandbytes")
+      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\")", src,
+           method ? json_show(*method) : "missing");
+    c.quantization_config = *q;
+  }
   for (const char* key : {"torch_dtype", "dtype"})
     if (const json* dt = find(j, key); dt && dt->is_string()) c.torch_dtype = dt->get<std::string>();
   return c;
@@ -227,6 +235,7 @@ json ModelConfig::to_json() const {
   else if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;
   j["pad_token_id"] = pad_token_id ? json(*pad_token_id) : json(nullptr);
   j["torch_dtype"] = torch_dtype;
+  if (!quantization_config.is_null()) j["quantization_config"] = quantization_config;
   return j;
 }
 

@@ -1,5 +1,7 @@
 #include "qtune/nn/decoder.h"
 
+#include <fmt/ranges.h>
+
 #include "qtune/util/error.h"
 
 namespace qtune::nn {
@@ -75,7 +77,8 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const Forwar
                                         opts.segment_ids.defined() ? opts.segment_ids.to(dev) : at::Tensor());
   auto [cos, sin] = rope_.cos_sin(pos, options_.dtype().toScalarType());
 
-  auto x = model_->embed_tokens->forward(ids);
+  // The embeddings may be kept in fp32 (trained as a LoRA modules_to_save); the trunk runs in the model dtype.
+  auto x = model_->embed_tokens->forward(ids).to(options_.dtype().toScalarType());
   for (size_t i = 0; i < model_->layers.size(); ++i) {
     at::Tensor* k = opts.cache ? &opts.cache->keys[i] : nullptr;
     at::Tensor* v = opts.cache ? &opts.cache->values[i] : nullptr;
@@ -84,6 +87,22 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const Forwar
   return model_->norm->forward(x);
 }
 
-at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) { return at::linear(hidden, lm_head_weight()); }
+at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) {
+  // A trained lm_head may be fp32 in a 16-bit model: multiply in its dtype, return the model's.
+  const auto& w = lm_head_weight();
+  return at::linear(hidden.to(w.scalar_type()), w).to(hidden.scalar_type());
+}
+
+void CausalLMImpl::set_lm_head_weight(at::Tensor weight) {
+  if (weight.dim() != 2 || weight.size(0) != config_.vocab_size || weight.size(1) != config_.hidden_size)
+    fail("lm_head weight must be [{}, {}], got [{}]", config_.vocab_size, config_.hidden_size,
+         fmt::join(weight.sizes(), ", "));
+  const bool requires_grad = weight.requires_grad();
+  auto head = std::make_shared<DenseLinearImpl>(LinearSpec{"lm_head", config_.hidden_size, config_.vocab_size, false},
+                                                std::move(weight), at::Tensor());
+  head->weight().set_requires_grad(requires_grad);  // DenseLinearImpl registers its weight frozen
+  lm_head_ = lm_head_ ? replace_module("lm_head", head) : register_module("lm_head", head);
+  tied_ = false;
+}
 
 }  // namespace qtune::nn

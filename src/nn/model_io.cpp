@@ -3,11 +3,16 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <filesystem>
+#include <algorithm>
 #include <functional>
+#include <optional>
 
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_checkpoint.h"
+#include "qtune/nn/quant_linear_factory.h"
+#include "qtune/nn/quantized_linear.h"
+#include "qtune/quant/bnb_format.h"
 #include "qtune/util/error.h"
 
 namespace qtune::nn {
@@ -15,11 +20,20 @@ namespace qtune::nn {
 CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, LinearFactory* factory) {
   auto config = io::ModelConfig::load(dir);
   auto checkpoint = io::ShardedCheckpoint::open(dir);
+  if (factory != nullptr) return std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
+  // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
+  if (!config.quantization_config.is_null()) {
+    QuantLinearFactory stored(quant::QuantPlan{}, options, /*prequantized=*/true);
+    return std::make_shared<CausalLMImpl>(config, stored, *checkpoint, options);
+  }
   DenseLinearFactory dense(options);
-  return std::make_shared<CausalLMImpl>(config, factory ? *factory : dense, *checkpoint, options);
+  return std::make_shared<CausalLMImpl>(config, dense, *checkpoint, options);
 }
 
 bool RandomInit::has(const std::string& name) const {
+  // Fresh models hold plain weights and biases only (no quantization state).
+  auto ends_with = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+  if (!ends_with(".weight") && !ends_with(".bias")) return false;
   return name != "lm_head.weight" || !config_.tie_word_embeddings;
 }
 
@@ -37,11 +51,42 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   io::NamedTensors tensors;
-  for (const auto& item : model.named_parameters(/*recurse=*/true)) tensors.emplace_back(item.key(), item.value());
+  std::vector<std::string> quantized_prefixes, dense_linears;
+  std::optional<quant::LayerQuant> four_bit;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    if (auto q = std::dynamic_pointer_cast<QuantizedLinearImpl>(item.value())) {
+      const auto& name = item.key();
+      if (auto w4 = dynamic_cast<const quant::Quant4Weight*>(&q->weight())) {
+        quant::append_bnb_4bit(tensors, name + ".weight", w4->state());
+        const auto& st = w4->state();
+        four_bit = quant::LayerQuant{st.format == quant::Format4::NF4 ? quant::WeightFormat::NF4 : quant::WeightFormat::FP4,
+                                     st.blocksize, st.nested.has_value()};
+      } else if (auto w8 = dynamic_cast<const quant::Int8Weight*>(&q->weight())) {
+        quant::append_bnb_int8(tensors, name, w8->state());
+      }
+      if (q->bias().defined()) tensors.emplace_back(name + ".bias", q->bias());
+      quantized_prefixes.push_back(name + ".");
+    } else if (std::dynamic_pointer_cast<DenseLinearImpl>(item.value()) && item.key() != "lm_head") {
+      dense_linears.push_back(item.key());
+    }
+  }
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    const bool inside_quantized = std::any_of(quantized_prefixes.begin(), quantized_prefixes.end(),
+                                              [&](const std::string& p) { return item.key().rfind(p, 0) == 0; });
+    if (!inside_quantized) tensors.emplace_back(item.key(), item.value());
+  }
   io::write_safetensors((fs::path(dir) / "model.safetensors").string(), tensors, {{"format", "pt"}});
   auto config = model.config().to_json();
   const auto type = model.options().dtype().toScalarType();
-  config["torch_dtype"] = type == at::kBFloat16 ? "bfloat16" : type == at::kHalf ? "float16" : "float32";
+  const std::string dtype_name = type == at::kBFloat16 ? "bfloat16" : type == at::kHalf ? "float16" : "float32";
+  config["torch_dtype"] = dtype_name;
+  config.erase("quantization_config");
+  if (four_bit || !quantized_prefixes.empty()) {
+    // transformers reads every 4-bit layer from its stored state; the dense ones must be named as skipped.
+    dense_linears.push_back("lm_head");
+    config["quantization_config"] = quant::bnb_4bit_quantization_config(
+        four_bit.value_or(quant::LayerQuant{}), dtype_name, dense_linears);
+  }
   io::write_text_atomically((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
   nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
   io::write_text_atomically((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");

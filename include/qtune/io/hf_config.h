@@ -41,6 +41,7 @@ struct ModelConfig {
   std::optional<int64_t> pad_token_id;
   double initializer_range = 0.02;
   std::string torch_dtype = "float32";
+  nlohmann::json quantization_config;  // null unless the checkpoint is stored quantized (bitsandbytes layout)
 
   static ModelConfig from_json(const nlohmann::json& json, const std::string& source);
   static ModelConfig load(const std::string& path_or_dir);  // a config.json or the directory holding it

@@ -13,6 +13,8 @@ class WeightSource {
   virtual bool has(const std::string& name) const = 0;
   // A CPU tensor with exactly `shape`, in whatever dtype the source stores it.
   virtual at::Tensor get(const std::string& name, at::IntArrayRef shape) const = 0;
+  // Any stored tensor as it is (quantization state, whose shapes the model config does not determine).
+  virtual at::Tensor get_raw(const std::string& name) const { return get(name, {}); }
 };
 
 }  // namespace qtune::io

@@ -64,6 +64,9 @@ class CausalLMImpl : public torch::nn::Module {
   const io::ModelConfig& config() const { return config_; }
   at::TensorOptions options() const { return options_; }
   const at::Tensor& lm_head_weight() const { return tied_ ? model_->embed_tokens->weight() : lm_head_->weight(); }
+  // Gives lm_head a weight of its own, [vocab, hidden] in any dtype, keeping its requires_grad (unties a tied model).
+  // LoRA's modules_to_save uses it to train lm_head (in fp32) apart from the embeddings.
+  void set_lm_head_weight(at::Tensor weight);
   DecoderModelImpl& trunk() { return *model_; }
 
  private:

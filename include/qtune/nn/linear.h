@@ -24,6 +24,10 @@ class LinearImpl : public torch::nn::Module {
  public:
   explicit LinearImpl(LinearSpec spec) : spec_(std::move(spec)) {}
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // The weight as a dense fp32 [out_features, in_features] tensor (dequantized when stored quantized), and the
+  // bias (undefined when there is none): what merging and export start from.
+  virtual at::Tensor dense_weight() const = 0;
+  virtual at::Tensor bias() const { return {}; }
   const LinearSpec& spec() const { return spec_; }
 
  private:
@@ -36,8 +40,9 @@ class DenseLinearImpl : public LinearImpl {
  public:
   DenseLinearImpl(LinearSpec spec, at::Tensor weight, at::Tensor bias);
   at::Tensor forward(const at::Tensor& x) override;
+  at::Tensor dense_weight() const override { return weight_.to(at::kFloat); }
+  at::Tensor bias() const override { return bias_; }
   const at::Tensor& weight() const { return weight_; }
-  const at::Tensor& bias() const { return bias_; }
 
  private:
   at::Tensor weight_, bias_;

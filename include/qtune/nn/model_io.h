@@ -28,7 +28,8 @@ class RandomInit : public io::WeightSource {
   uint64_t seed_;
 };
 
-// Writes config.json, generation_config.json and model.safetensors (dtype of the model) to `dir`.
+// Writes config.json, generation_config.json and model.safetensors to `dir`: dense weights in the model's dtype,
+// quantized linears in bitsandbytes' layout with the matching quantization_config (quant/bnb_format.h).
 void save_pretrained(CausalLMImpl& model, const std::string& dir);
 
 }  // namespace qtune::nn

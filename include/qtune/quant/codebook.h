@@ -15,9 +15,10 @@ inline constexpr std::array<float, 16> kNF4 = {
     0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
 
 // FP4 (e2m1 with bitsandbytes' bias): sign bit 3, then 0, 0.0625, 8, 12, 4, 6, 2, 3 divided by 12; not sorted.
+// Code 8 is +0, not -0: bitsandbytes writes it as the Python integer -0.
 inline constexpr std::array<float, 16> kFP4 = {
     0.0f / 12, 0.0625f / 12, 8.0f / 12, 12.0f / 12, 4.0f / 12, 6.0f / 12, 2.0f / 12, 3.0f / 12,
-    -0.0f / 12, -0.0625f / 12, -8.0f / 12, -12.0f / 12, -4.0f / 12, -6.0f / 12, -2.0f / 12, -3.0f / 12};
+    0.0f / 12, -0.0625f / 12, -8.0f / 12, -12.0f / 12, -4.0f / 12, -6.0f / 12, -2.0f / 12, -3.0f / 12};
 
 inline const std::array<float, 16>& codebook(Format4 format) { return format == Format4::NF4 ? kNF4 : kFP4; }
 

@@ -1,0 +1,37 @@
+#pragma once
+// The LinearFactory of the frozen base: each projection becomes NF4/FP4 (Linear4bit), int8 (Linear8bit) or
+// dense, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
+// (the 16-bit copy of one weight at a time, never of the model); a checkpoint already quantized by qtune or by
+// transformers + bitsandbytes is read as stored.
+#include <string>
+#include <vector>
+
+#include "qtune/nn/linear.h"
+#include "qtune/quant/quant_plan.h"
+
+namespace qtune::nn {
+
+struct QuantizedLayerInfo {
+  std::string name;
+  std::string format;   // nf4, fp4, int8, 16bit
+  int64_t parameters = 0;
+  int64_t storage_bytes = 0;
+  bool from_checkpoint = false;  // read pre-quantized rather than quantized while loading
+};
+
+class QuantLinearFactory : public LinearFactory {
+ public:
+  // `prequantized`: the checkpoint carries a quantization_config, so layers stored dense stay dense.
+  QuantLinearFactory(quant::QuantPlan plan, at::TensorOptions options, bool prequantized = false);
+  Linear make(const LinearSpec& spec, const io::WeightSource& weights) override;
+  const std::vector<QuantizedLayerInfo>& layers() const { return layers_; }
+  double average_bits() const;  // over the layers built so far
+
+ private:
+  quant::QuantPlan plan_;
+  at::TensorOptions options_;
+  bool prequantized_;
+  std::vector<QuantizedLayerInfo> layers_;
+};
+
+}  // namespace qtune::nn

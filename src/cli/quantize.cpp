@@ -1,0 +1,101 @@
+// qtune quantize MODEL_DIR --out DIR: a 4-bit (or mixed) checkpoint in bitsandbytes' layout, loadable by
+// qtune and by transformers + bitsandbytes.
+#include <fmt/format.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+#include "commands.h"
+#include "qtune/io/sharded_checkpoint.h"
+#include "qtune/nn/model_io.h"
+#include "qtune/nn/quant_linear_factory.h"
+#include "qtune/util/device.h"
+#include "qtune/util/error.h"
+
+namespace qtune::cli {
+namespace {
+namespace fs = std::filesystem;
+
+struct QuantizeArgs {
+  std::string model_dir, out_dir, format = "nf4", plan_file, dtype = "auto";
+  bool no_double_quant = false;
+  int64_t block_size = 64;
+  std::vector<std::string> keep_int8, keep_16bit;
+};
+
+quant::QuantPlan plan_of(const QuantizeArgs& a) {
+  quant::QuantPlan plan;
+  if (!a.plan_file.empty()) {
+    plan = quant::QuantPlan::load_yaml(a.plan_file);
+  } else {
+    plan.base.format = quant::parse_weight_format(a.format, "--format");
+    plan.base.blocksize = a.block_size;
+    plan.base.double_quant = !a.no_double_quant;
+  }
+  for (const auto& p : a.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
+  for (const auto& p : a.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
+  plan.validate("--plan / --block-size");
+  return plan;
+}
+
+// The checkpoint's own dtype for the layers kept dense (embeddings, norms, lm_head) unless --dtype says otherwise.
+at::ScalarType output_dtype(const std::string& flag, const io::ModelConfig& config) {
+  if (flag != "auto") return resolve_dtype(flag, at::kCPU);
+  if (config.torch_dtype == "bfloat16") return at::kBFloat16;
+  if (config.torch_dtype == "float16") return at::kHalf;
+  return at::kFloat;
+}
+
+int run_quantize(const QuantizeArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (fs::exists(fs::path(a.out_dir) / "model.safetensors"))
+    fail("--out {}: already holds a model.safetensors; choose an empty directory", a.out_dir);
+  const auto config = io::ModelConfig::load(a.model_dir);
+  if (!config.quantization_config.is_null())
+    fail("{}: is already quantized (config.json has a quantization_config); quantize its 16-bit original", a.model_dir);
+  const auto dtype = output_dtype(a.dtype, config);
+  const auto options = at::TensorOptions().dtype(dtype);
+  nn::QuantLinearFactory factory(plan_of(a), options);
+  auto checkpoint = io::ShardedCheckpoint::open(a.model_dir);
+  nn::CausalLMImpl model(config, factory, *checkpoint, options);
+  nn::save_pretrained(model, a.out_dir);
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"})
+    if (fs::exists(fs::path(a.model_dir) / f))
+      fs::copy_file(fs::path(a.model_dir) / f, fs::path(a.out_dir) / f, fs::copy_options::overwrite_existing);
+
+  std::map<std::string, std::pair<int64_t, int64_t>> by_format;  // format -> (layers, parameters)
+  for (const auto& l : factory.layers()) {
+    auto& [n, p] = by_format[l.format];
+    ++n;
+    p += l.parameters;
+  }
+  for (const auto& [format, np] : by_format)
+    fmt::print("{:<6} {:>4} linears, {:>12} parameters\n", format, np.first, np.second);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto before = checkpoint->total_bytes();
+  const auto after = io::ShardedCheckpoint::open(a.out_dir)->total_bytes();
+  fmt::print("linear weights at {:.3f} bits per parameter; checkpoint {:.2f} MiB -> {:.2f} MiB; wrote {} in {:.2f}s\n",
+             factory.average_bits(), before / 1048576.0, after / 1048576.0, a.out_dir, secs);
+  return 0;
+}
+
+}  // namespace
+
+void add_quantize(CLI::App& app, Action& action) {
+  auto* cmd = app.add_subcommand("quantize", "Write a 4-bit / mixed-precision checkpoint (bitsandbytes layout)");
+  auto a = std::make_shared<QuantizeArgs>();
+  cmd->add_option("MODEL_DIR", a->model_dir, "16-bit Hugging Face model directory")->required();
+  cmd->add_option("--out,-o", a->out_dir, "Output directory")->required();
+  cmd->add_option("--format", a->format, "nf4 | fp4 | int8 for the decoder projections")->capture_default_str();
+  cmd->add_flag("--no-double-quant", a->no_double_quant, "Keep the 4-bit absmax values in fp32");
+  cmd->add_option("--block-size", a->block_size, "4-bit block size (power of two, 32..4096)")->capture_default_str();
+  cmd->add_option("--plan", a->plan_file, "YAML quantization plan (see qtune quantize --help and docs)");
+  cmd->add_option("--keep-int8", a->keep_int8, "Glob of modules kept in int8 (e.g. 'layers.0.*'); repeatable");
+  cmd->add_option("--keep-16bit", a->keep_16bit, "Glob of modules kept unquantized (e.g. '*.down_proj'); repeatable");
+  cmd->add_option("--dtype", a->dtype, "dtype of the unquantized tensors: auto (the checkpoint's) | fp32 | bf16 | fp16")
+      ->capture_default_str();
+  cmd->callback([&action, a] { action = [a] { return run_quantize(*a); }; });
+}
+
+}  // namespace qtune::cli

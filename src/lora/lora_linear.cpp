@@ -1,0 +1,76 @@
+#include "qtune/lora/lora_linear.h"
+
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
+
+#include "qtune/util/error.h"
+
+namespace qtune::lora {
+namespace {
+
+// Where the base keeps its weights: its first parameter or buffer (quantized bases store codes as buffers).
+at::Device device_of(torch::nn::Module& m) {
+  for (const auto& p : m.parameters()) return p.device();
+  for (const auto& b : m.buffers()) return b.device();
+  return at::kCPU;
+}
+
+}  // namespace
+
+LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropout, at::Generator generator)
+    : nn::LinearImpl(base ? base->spec() : nn::LinearSpec{}),
+      base_(std::move(base)),
+      target_(target),
+      dropout_(dropout) {
+  if (!base_) fail("LoRA: no base linear to wrap");
+  const auto& s = spec();
+  if (target_.r <= 0) fail("LoRA adapter of '{}': r must be a positive integer, got {}", s.name, target_.r);
+  if (!(dropout_ >= 0 && dropout_ < 1))
+    fail("LoRA adapter of '{}': dropout must lie in [0, 1), got {}", s.name, dropout_);
+  register_module("base_layer", base_);
+  for (auto& p : base_->parameters()) p.set_requires_grad(false);
+
+  // kaiming_uniform_(a=sqrt(5)): gain sqrt(2 / (1 + a²)) = sqrt(1/3), bound = gain · sqrt(3 / fan_in) = 1/sqrt(in).
+  const double bound = 1.0 / std::sqrt(static_cast<double>(s.in_features));
+  auto a = at::empty({target_.r, s.in_features}, at::kFloat).uniform_(-bound, bound, generator);
+  auto b = at::zeros({s.out_features, target_.r}, at::kFloat);
+  const auto device = device_of(*base_);
+  lora_A_ = register_module("lora_A", std::make_shared<LoraWeightImpl>(a.to(device)));
+  lora_B_ = register_module("lora_B", std::make_shared<LoraWeightImpl>(b.to(device)));
+}
+
+at::Tensor LoraLinearImpl::forward(const at::Tensor& x) {
+  if (merged()) {
+    if (!merged_cast_.defined() || merged_cast_.scalar_type() != x.scalar_type()) {
+      merged_cast_ = merged_.to(x.scalar_type());
+      const auto b = base_->bias();
+      bias_cast_ = b.defined() ? b.to(x.scalar_type()) : at::Tensor();
+    }
+    return at::linear(x, merged_cast_, bias_cast_);
+  }
+  auto result = base_->forward(x);
+  // As PEFT: the input is cast to the adapter dtype (fp32), and the sum back to the base output's dtype.
+  auto h = x.to(lora_A_->weight.scalar_type());
+  if (dropout_ > 0) h = at::dropout(h, dropout_, is_training());
+  auto delta = at::linear(at::linear(h, lora_A_->weight), lora_B_->weight) * target_.scale;
+  return (result + delta).to(result.scalar_type());
+}
+
+at::Tensor LoraLinearImpl::merged_weight() const {
+  torch::NoGradGuard no_grad;
+  auto w = base_->dense_weight().to(at::kFloat);
+  // PEFT's get_delta_weight order: (B @ A) * scaling, then added to the weight.
+  auto delta = at::mm(lora_B_->weight.to(at::kFloat), lora_A_->weight.to(at::kFloat)).to(w.device()) * target_.scale;
+  return w + delta;
+}
+
+void LoraLinearImpl::merge() {
+  if (merged()) return;  // PEFT warns and does nothing as well
+  merged_ = merged_weight();
+  merged_cast_ = bias_cast_ = at::Tensor();
+}
+
+void LoraLinearImpl::unmerge() { merged_ = merged_cast_ = bias_cast_ = at::Tensor(); }
+
+}  // namespace qtune::lora

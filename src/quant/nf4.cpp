@@ -1,0 +1,131 @@
+#include "qtune/quant/nf4.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "qtune/util/error.h"
+
+namespace qtune::quant {
+namespace {
+
+void check_blocksize(int64_t blocksize) {
+  if (blocksize < 32 || blocksize > 4096 || (blocksize & (blocksize - 1)) != 0)
+    fail("4-bit quantization: block size {} must be a power of two from 32 to 4096", blocksize);
+}
+
+}  // namespace
+
+at::Tensor dynamic_map_signed() {
+  // The same ATen ops as bitsandbytes' Python, so the float32 values come out identical.
+  constexpr int kMaxExponentBits = 7, kNonSignBits = 7;
+  std::vector<double> data;
+  for (int i = 0; i < kMaxExponentBits; ++i) {
+    const int64_t fraction_items = (int64_t{1} << (i + kNonSignBits - kMaxExponentBits)) + 1;
+    auto boundaries = at::linspace(0.1, 1, fraction_items, at::kFloat);
+    auto means = (boundaries.narrow(0, 0, fraction_items - 1) + boundaries.narrow(0, 1, fraction_items - 1)) / 2.0;
+    const double scale = std::pow(10.0, -(kMaxExponentBits - 1) + i);
+    auto pos = (means * scale).contiguous(), neg = (means * -scale).contiguous();
+    data.insert(data.end(), pos.data_ptr<float>(), pos.data_ptr<float>() + pos.numel());
+    data.insert(data.end(), neg.data_ptr<float>(), neg.data_ptr<float>() + neg.numel());
+  }
+  data.push_back(0.0);
+  data.push_back(1.0);
+  data.resize(256, 0.0);
+  std::sort(data.begin(), data.end());
+  return at::tensor(data, at::kDouble).to(at::kFloat);
+}
+
+Blockwise8 quantize_blockwise_8bit(const at::Tensor& values, const at::Tensor& map, int64_t blocksize) {
+  auto x = values.to(at::kCPU, at::kFloat).contiguous().reshape({-1});
+  auto code = map.to(at::kCPU, at::kFloat).contiguous();
+  if (code.numel() != 256) fail("8-bit blockwise quantization: the map must hold 256 values, got {}", code.numel());
+  const int64_t n = x.numel(), blocks = (n + blocksize - 1) / blocksize;
+  Blockwise8 out{at::empty({n}, at::kByte), at::empty({blocks}, at::kFloat)};
+  const float* a = x.data_ptr<float>();
+  const float* c = code.data_ptr<float>();
+  uint8_t* q = out.codes.data_ptr<uint8_t>();
+  float* absmax = out.absmax.data_ptr<float>();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t first = b * blocksize, last = std::min(first + blocksize, n);
+    float m = -std::numeric_limits<float>::max();
+    for (int64_t i = first; i < last; ++i) m = std::fmax(m, std::fabs(a[i]));
+    absmax[b] = m;
+    for (int64_t i = first; i < last; ++i) {
+      const float normed = a[i] / m;
+      // The entry at or left of `normed` (the first one standing for -1, as quantize_cpu arranges), then its
+      // right neighbour if strictly closer: the exact nearest value, ties to the lower one. bitsandbytes 0.50's
+      // native CPU kernel searches approximately (a bucketed lookup) and picks the second-nearest value for a
+      // few codes in a thousand; tests/unit/oracle_bnb_4bit_test.cpp checks that those are the only differences.
+      int64_t idx = std::upper_bound(c + 1, c + 256, normed) - c - 1;
+      if (idx < 255 && std::fabs(normed - c[idx + 1]) < std::fabs(normed - c[idx])) ++idx;
+      q[i] = static_cast<uint8_t>(idx);
+    }
+  }
+  return out;
+}
+
+Quant4State quantize_4bit(const at::Tensor& weight, const Quantize4Options& options) {
+  check_blocksize(options.blocksize);
+  if (!at::isFloatingType(weight.scalar_type()))
+    fail("4-bit quantization needs a floating-point tensor, got {}", c10::toString(weight.scalar_type()));
+  Quant4State state;
+  state.format = options.format;
+  state.blocksize = options.blocksize;
+  state.shape = weight.sizes().vec();
+  state.dtype = weight.scalar_type();
+  const auto& book = codebook(options.format);
+  state.code = at::tensor(std::vector<float>(book.begin(), book.end()));
+
+  // As bitsandbytes' default quantize_4bit: scale full blocks by the reciprocal of their absmax, the
+  // remainder block by division, clamp to [-1, 1], then bucketize against the midpoints of the sorted codes.
+  auto flat = weight.detach().to(at::kCPU).reshape({-1}).to(at::kFloat);
+  const int64_t n = flat.numel(), bs = options.blocksize, rem = n % bs, full = n - rem;
+  at::Tensor absmax, scaled;
+  if (full > 0) {
+    auto blocks = flat.narrow(0, 0, full).reshape({full / bs, bs});
+    absmax = std::get<0>(blocks.abs().max(-1));
+    scaled = at::clamp(blocks * (1.0 / absmax.clamp_min(1e-38)).view({-1, 1}), -1, 1).reshape({-1});
+  } else {
+    absmax = at::empty({0}, at::kFloat);
+    scaled = at::empty({0}, at::kFloat);
+  }
+  if (rem > 0) {
+    auto tail = flat.narrow(0, full, rem);
+    auto am = tail.abs().max().clamp_min(1e-38);
+    absmax = at::cat({absmax, am.unsqueeze(0)});
+    scaled = at::cat({scaled, at::clamp(tail / am, -1, 1)});
+  }
+  if (scaled.numel() % 2 != 0) scaled = at::constant_pad_nd(scaled, {0, 1});
+  auto sorted = std::get<0>(state.code.sort());
+  auto order = std::get<1>(state.code.sort());
+  auto bounds = (sorted.narrow(0, 0, 15) + sorted.narrow(0, 1, 15)) / 2;
+  auto q = at::bucketize(scaled, bounds, /*out_int32=*/true);
+  if (options.format != Format4::NF4) q = order.index({q.to(at::kLong)});
+  auto q8 = q.to(at::kByte);
+  state.packed = at::bitwise_or(at::bitwise_left_shift(q8.slice(0, 0, q8.numel(), 2), 4), q8.slice(0, 1, q8.numel(), 2))
+                     .unsqueeze(1)
+                     .contiguous();
+
+  if (options.double_quant) {
+    // functional.py quantize_4bit(compress_statistics=True): subtract the mean, then 8-bit blocks of 256.
+    auto offset = absmax.mean();
+    auto map = dynamic_map_signed();
+    auto nested = quantize_blockwise_8bit(absmax - offset, map, 256);
+    state.nested = NestedAbsmax{nested.codes, nested.absmax, map, 256, offset.item<float>()};
+  } else {
+    state.absmax = absmax.contiguous();
+  }
+  return state;
+}
+
+double bits_per_parameter(const Quant4State& s) {
+  const double n = static_cast<double>(s.numel());
+  double extra_bits = 0;
+  if (s.nested)
+    extra_bits = 8.0 * s.nested->codes.numel() + 32.0 * s.nested->absmax.numel() + 32.0;
+  else
+    extra_bits = 32.0 * s.absmax.numel();
+  return (4.0 * 2 * s.packed.numel() + extra_bits) / n;
+}
+
+}  // namespace qtune::quant
