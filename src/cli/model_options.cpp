@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "qtune/nn/model_io.h"
+#include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
 
 namespace qtune::cli {
@@ -14,13 +15,28 @@ void ModelOptions::add_to(CLI::App& cmd) {
       ->required();
   cmd.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   cmd.add_option("--dtype", dtype, "auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)")->capture_default_str();
+  cmd.add_option("--quant", quant, "Quantize the projections while loading: none | nf4 | fp4 | int8 (double quant, block 64)")
+      ->capture_default_str();
+  cmd.add_option("--plan", plan_file, "Quantize while loading by this YAML plan (from qtune quantize --plan auto)");
 }
 
 std::pair<nn::CausalLM, data::Tokenizer> ModelOptions::load() const {
   const auto t0 = std::chrono::steady_clock::now();
   const auto dev = resolve_device(device);
   const auto type = resolve_dtype(dtype, dev);
-  auto model = nn::load_causal_lm(dir, at::TensorOptions().dtype(type).device(dev));
+  const auto options = at::TensorOptions().dtype(type).device(dev);
+  nn::CausalLM model;
+  if (quant != "none" || !plan_file.empty()) {
+    quant::QuantPlan plan;
+    if (!plan_file.empty()) plan = quant::QuantPlan::load_yaml(plan_file);
+    else plan.base.format = quant::parse_weight_format(quant, "--quant");
+    nn::QuantLinearFactory factory(plan, options);
+    model = nn::load_causal_lm(dir, options, &factory);
+    fmt::print(stderr, "quantized {} linears while loading: {:.3f} bits per weight\n", factory.layers().size(),
+               factory.average_bits());
+  } else {
+    model = nn::load_causal_lm(dir, options);
+  }
   auto tokenizer = data::Tokenizer::load(dir, &model->config());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(stderr, "loaded {} ({} layers, {} on {}) in {:.2f}s\n", dir, model->config().num_hidden_layers,

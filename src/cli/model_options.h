@@ -13,6 +13,8 @@ struct ModelOptions {
   std::string dir;
   std::string device = "auto";
   std::string dtype = "auto";
+  std::string quant = "none";  // quantize the projections while loading: none | nf4 | fp4 | int8
+  std::string plan_file;       // or by a YAML plan
 
   void add_to(CLI::App& cmd);
   // Loads the model and its tokenizer; prints a one-line summary to stderr.

@@ -7,7 +7,11 @@
 #include <map>
 
 #include "commands.h"
+#include "qtune/data/text_file.h"
+#include "qtune/data/tokenizer.h"
+#include "qtune/io/atomic_file.h"
 #include "qtune/io/sharded_checkpoint.h"
+#include "qtune/quant/sensitivity.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
@@ -22,11 +26,49 @@ struct QuantizeArgs {
   bool no_double_quant = false;
   int64_t block_size = 64;
   std::vector<std::string> keep_int8, keep_16bit;
+  // --plan auto
+  std::string calib_file, plan_out, high = "int8";
+  double budget_bits = 4.5;
+  int64_t calib_tokens = 4096, calib_seq_len = 256;
 };
+
+// --plan auto: the sensitivity scan on the calibration text, printed as a table and written as YAML.
+quant::QuantPlan auto_plan(const QuantizeArgs& a) {
+  if (a.calib_file.empty()) fail("--plan auto needs --calib FILE (text the model is meant for)");
+  const auto config = io::ModelConfig::load(a.model_dir);
+  const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
+  const auto ids = tokenizer.encode(data::read_text_file(a.calib_file, "--calib"), /*add_bos=*/true);
+  std::vector<std::vector<int64_t>> windows;
+  for (size_t i = 0; i + 1 < ids.size() && static_cast<int64_t>(i) < a.calib_tokens; i += a.calib_seq_len)
+    windows.emplace_back(ids.begin() + i, ids.begin() + std::min(ids.size(), i + a.calib_seq_len));
+  quant::SensitivityOptions o;
+  o.low = {quant::parse_weight_format(a.format, "--format"), a.block_size, !a.no_double_quant};
+  o.high = quant::parse_weight_format(a.high, "--high");
+  o.budget_bits = a.budget_bits;
+  o.seq_len = a.calib_seq_len;
+  const auto r = quant::sensitivity_scan(a.model_dir, windows, o);
+  fmt::print("calibration: {} windows of up to {} tokens from {}; dense loss {:.5f}\n", windows.size(), a.calib_seq_len,
+             a.calib_file, r.dense_loss);
+  fmt::print("{:<40} {:>10} {:>14} {:>8}  {}\n", "linear", "params", "loss increase", "bits", "kept");
+  for (const auto& l : r.layers)
+    fmt::print("{:<40} {:>10} {:>+14.6f} {:>8.3f}  {}\n", l.name, l.parameters, l.loss_increase,
+               l.kept_high ? l.high_bits : l.low_bits, l.kept_high ? a.high : a.format);
+  fmt::print("plan: {} of {} linears in {}, {:.3f} bits per weight (budget {}); calibration loss dense {:.5f}, "
+             "all {} {:.5f}, plan {:.5f}\n",
+             r.plan.rules.size(), r.layers.size(), a.high, r.average_bits, a.budget_bits, r.dense_loss, a.format,
+             r.all_low_loss, r.planned_loss);
+  const std::string plan_path = a.plan_out.empty() ? (fs::path(a.out_dir) / "quant_plan.yaml").string() : a.plan_out;
+  fs::create_directories(fs::path(plan_path).parent_path().empty() ? "." : fs::path(plan_path).parent_path());
+  io::write_text_atomically(plan_path, r.plan.to_yaml());
+  fmt::print("wrote the plan to {}\n", plan_path);
+  return r.plan;
+}
 
 quant::QuantPlan plan_of(const QuantizeArgs& a) {
   quant::QuantPlan plan;
-  if (!a.plan_file.empty()) {
+  if (a.plan_file == "auto") {
+    plan = auto_plan(a);
+  } else if (!a.plan_file.empty()) {
     plan = quant::QuantPlan::load_yaml(a.plan_file);
   } else {
     plan.base.format = quant::parse_weight_format(a.format, "--format");
@@ -90,7 +132,13 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--format", a->format, "nf4 | fp4 | int8 for the decoder projections")->capture_default_str();
   cmd->add_flag("--no-double-quant", a->no_double_quant, "Keep the 4-bit absmax values in fp32");
   cmd->add_option("--block-size", a->block_size, "4-bit block size (power of two, 32..4096)")->capture_default_str();
-  cmd->add_option("--plan", a->plan_file, "YAML quantization plan (see qtune quantize --help and docs)");
+  cmd->add_option("--plan", a->plan_file,
+                  "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
+  cmd->add_option("--calib", a->calib_file, "Calibration text for --plan auto");
+  cmd->add_option("--budget-bits", a->budget_bits, "Average bits per linear weight for --plan auto")->capture_default_str();
+  cmd->add_option("--high", a->high, "Format of the layers --plan auto keeps: int8 | 16bit")->capture_default_str();
+  cmd->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens used by --plan auto")->capture_default_str();
+  cmd->add_option("--plan-out", a->plan_out, "Where --plan auto writes its YAML (default OUT/quant_plan.yaml)");
   cmd->add_option("--keep-int8", a->keep_int8, "Glob of modules kept in int8 (e.g. 'layers.0.*'); repeatable");
   cmd->add_option("--keep-16bit", a->keep_16bit, "Glob of modules kept unquantized (e.g. '*.down_proj'); repeatable");
   cmd->add_option("--dtype", a->dtype, "dtype of the unquantized tensors: auto (the checkpoint's) | fp32 | bf16 | fp16")

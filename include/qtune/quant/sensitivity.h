@@ -1,0 +1,41 @@
+#pragma once
+// The sensitivity scan behind `qtune quantize --plan auto`: quantize one linear at a time, measure how much the
+// calibration loss rises, then keep the most sensitive linears at higher precision until the average bits per
+// weight reach the budget. The result is a QuantPlan a recipe can load.
+#include <string>
+#include <vector>
+
+#include "qtune/quant/quant_plan.h"
+
+namespace qtune::quant {
+
+struct SensitivityOptions {
+  LayerQuant low{WeightFormat::NF4, 64, true};  // what every linear gets by default
+  WeightFormat high = WeightFormat::Int8;        // what the most sensitive ones are kept in
+  double budget_bits = 4.5;                      // average over all linear weights
+  int64_t seq_len = 256;                         // calibration windows
+  int64_t max_tokens = 4096;                     // calibration tokens used
+};
+
+struct LayerSensitivity {
+  std::string name;
+  int64_t parameters = 0;
+  double loss_increase = 0;  // calibration mean NLL with only this linear quantized, minus the dense one
+  double low_bits = 0, high_bits = 0;
+  bool kept_high = false;
+};
+
+struct SensitivityResult {
+  double dense_loss = 0;
+  double all_low_loss = 0;    // every linear in the low format
+  double planned_loss = 0;    // with the chosen plan
+  double average_bits = 0;    // of the chosen plan
+  std::vector<LayerSensitivity> layers;  // in model order
+  QuantPlan plan;
+};
+
+// `calibration`: token windows (each starting where the text does) scored as next-token prediction.
+SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
+                                   const SensitivityOptions& options);
+
+}  // namespace qtune::quant

@@ -1,0 +1,127 @@
+#include "qtune/quant/sensitivity.h"
+
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+
+#include "qtune/eval/perplexity.h"
+#include "qtune/io/sharded_checkpoint.h"
+#include "qtune/nn/decoder.h"
+#include "qtune/nn/quantized_linear.h"
+#include "qtune/quant/int8.h"
+#include "qtune/quant/nf4.h"
+#include "qtune/util/error.h"
+
+namespace qtune::quant {
+namespace {
+
+c10::intrusive_ptr<QuantizedWeight> quantize_as(const at::Tensor& w, const LayerQuant& q) {
+  if (q.format == WeightFormat::Int8) return c10::make_intrusive<Int8Weight>(quantize_int8_rowwise(w));
+  return c10::make_intrusive<Quant4Weight>(
+      quantize_4bit(w, {q.format == WeightFormat::NF4 ? Format4::NF4 : Format4::FP4, q.blocksize, q.double_quant}));
+}
+
+// A linear that holds its dense weight and a quantized candidate, and uses whichever is switched on: the scan
+// flips one layer at a time without rebuilding the model.
+class ScanLinearImpl : public nn::LinearImpl {
+ public:
+  ScanLinearImpl(nn::LinearSpec spec, at::Tensor weight, at::Tensor bias) : LinearImpl(std::move(spec)), weight_(weight), bias_(bias) {}
+  at::Tensor forward(const at::Tensor& x) override {
+    if (!active_) return at::linear(x, weight_, bias_);
+    auto y = at::matmul(x, active_->dequantize(x.scalar_type()).t());
+    return bias_.defined() ? y + bias_ : y;
+  }
+  at::Tensor dense_weight() const override { return weight_; }
+  at::Tensor bias() const override { return bias_; }
+  void use(const c10::intrusive_ptr<QuantizedWeight>& w) { active_ = w; }  // null: the dense weight
+  const at::Tensor& weight() const { return weight_; }
+
+ private:
+  at::Tensor weight_, bias_;
+  c10::intrusive_ptr<QuantizedWeight> active_;
+};
+
+class ScanFactory : public nn::LinearFactory {
+ public:
+  nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override {
+    auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, at::kFloat);
+    at::Tensor b;
+    if (spec.bias) b = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, at::kFloat);
+    auto linear = std::make_shared<ScanLinearImpl>(spec, w, b);
+    order.push_back(spec.name);
+    layers[spec.name] = linear;
+    return linear;
+  }
+  std::vector<std::string> order;
+  std::map<std::string, std::shared_ptr<ScanLinearImpl>> layers;
+};
+
+double mean_nll(nn::CausalLMImpl& model, const std::vector<std::vector<int64_t>>& windows, int64_t seq_len) {
+  return eval::document_perplexity(model, windows, seq_len).mean_nll();
+}
+
+}  // namespace
+
+SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
+                                   const SensitivityOptions& o) {
+  if (calibration.empty()) fail("sensitivity scan: the calibration text produced no tokens");
+  if (o.budget_bits <= 0) fail("--budget-bits must be positive, got {}", o.budget_bits);
+  torch::NoGradGuard no_grad;
+  const auto config = io::ModelConfig::load(model_dir);
+  auto checkpoint = io::ShardedCheckpoint::open(model_dir);
+  ScanFactory factory;
+  nn::CausalLMImpl model(config, factory, *checkpoint, at::TensorOptions().dtype(at::kFloat));
+
+  SensitivityResult result;
+  result.dense_loss = mean_nll(model, calibration, o.seq_len);
+  std::map<std::string, c10::intrusive_ptr<QuantizedWeight>> low, high;
+  for (const auto& name : factory.order) {
+    auto& linear = *factory.layers[name];
+    low[name] = quantize_as(linear.weight(), o.low);
+    if (o.high != WeightFormat::Dense)
+      high[name] = quantize_as(linear.weight(), LayerQuant{o.high, o.low.blocksize, o.low.double_quant});
+    linear.use(low[name]);
+    LayerSensitivity s;
+    s.name = name;
+    s.parameters = linear.weight().numel();
+    s.loss_increase = mean_nll(model, calibration, o.seq_len) - result.dense_loss;
+    s.low_bits = low[name]->bits_per_parameter();
+    s.high_bits = o.high == WeightFormat::Dense ? 16.0 : high[name]->bits_per_parameter();
+    result.layers.push_back(s);
+    linear.use({});
+  }
+
+  // Greedy: most harmful first, kept high while the parameter-weighted average stays within the budget.
+  double total_params = 0, total_bits = 0;
+  for (const auto& s : result.layers) {
+    total_params += static_cast<double>(s.parameters);
+    total_bits += s.low_bits * static_cast<double>(s.parameters);
+  }
+  if (total_bits / total_params > o.budget_bits)
+    fail("--budget-bits {} is below what the low format alone costs ({:.3f} bits per weight)", o.budget_bits,
+         total_bits / total_params);
+  std::vector<size_t> by_harm(result.layers.size());
+  for (size_t i = 0; i < by_harm.size(); ++i) by_harm[i] = i;
+  std::stable_sort(by_harm.begin(), by_harm.end(),
+                   [&](size_t a, size_t b) { return result.layers[a].loss_increase > result.layers[b].loss_increase; });
+  for (size_t i : by_harm) {
+    auto& s = result.layers[i];
+    const double extra = (s.high_bits - s.low_bits) * static_cast<double>(s.parameters);
+    if (s.loss_increase <= 0 || (total_bits + extra) / total_params > o.budget_bits) continue;
+    total_bits += extra;
+    s.kept_high = true;
+    result.plan.rules.push_back({s.name, o.high});
+  }
+  result.plan.base = o.low;
+  result.average_bits = total_bits / total_params;
+
+  for (const auto& name : factory.order) factory.layers[name]->use(low[name]);
+  result.all_low_loss = mean_nll(model, calibration, o.seq_len);
+  for (const auto& s : result.layers) factory.layers[s.name]->use(s.kept_high ? high[s.name] : low[s.name]);
+  result.planned_loss = mean_nll(model, calibration, o.seq_len);
+  return result;
+}
+
+}  // namespace qtune::quant
