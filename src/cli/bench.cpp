@@ -200,10 +200,14 @@ void add_bench(CLI::App& app, Action& action) {
   // subjects (CLI11 alone would say only "A subcommand is required").
   bench->require_subcommand(0, 1);
   bench->allow_extras();
+  // A subject's own unknown arguments arrive here too (and this callback runs after the subject's).
   bench->callback([&action, bench] {
-    if (!bench->get_subcommands().empty()) return;
     const auto extras = bench->remaining();
-    action = [extras]() -> int {
+    const auto subjects = bench->get_subcommands();
+    if (!subjects.empty() && extras.empty()) return;
+    const std::string subject = subjects.empty() ? "" : subjects.front()->get_name();
+    action = [extras, subject]() -> int {
+      if (!subject.empty()) fail("bench {}: unexpected argument(s) '{}' (see --help)", subject, fmt::join(extras, " "));
       if (extras.empty()) fail("bench: name a subject to measure: dequant");
       fail("bench: unknown subject '{}': the subjects are: dequant", fmt::join(extras, " "));
     };

@@ -70,6 +70,10 @@ at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   return at::from_blob(ptr, info->shape, [keep_alive](void*) {}, opts);
 }
 
+void SafetensorsFile::release(const std::string& name) const {
+  if (const TensorInfo* info = find(name)) file_->release(header_.data_start + info->begin, info->nbytes());
+}
+
 void write_safetensors(const std::string& path, const NamedTensors& tensors,
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();

@@ -41,6 +41,8 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
       qweight = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(
           w, {layer.format == quant::WeightFormat::NF4 ? quant::Format4::NF4 : quant::Format4::FP4, layer.blocksize,
               layer.double_quant}));
+    w.reset();
+    weights.release(weight_name);
   }
   qweight->to(options_.device());
   info.format = qweight->format();

@@ -18,6 +18,9 @@ class MappedFile {
   const std::string& path() const { return path_; }
   uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  // Lets the kernel drop the pages wholly inside [offset, offset + length) (they are re-read from the file if
+  // touched again): after a tensor is quantized its 16-bit pages need not stay resident.
+  void release(size_t offset, size_t length) const;
 
  private:
   MappedFile() = default;

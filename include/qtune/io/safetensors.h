@@ -29,6 +29,8 @@ class SafetensorsFile {
   // A CPU tensor over the mapped bytes (copied only when misaligned for its dtype). Throws naming the file
   // when the tensor is absent.
   at::Tensor tensor(const std::string& name) const;
+  // Drops the resident pages of `name` (see MappedFile::release); views of it stay valid, reading from disk.
+  void release(const std::string& name) const;
 
  private:
   std::shared_ptr<MappedFile> file_;

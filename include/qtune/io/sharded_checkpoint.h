@@ -19,6 +19,7 @@ class ShardedCheckpoint : public WeightSource {
   at::Tensor get(const std::string& name, at::IntArrayRef shape) const override;
   at::Tensor tensor(const std::string& name) const;  // any shape
   at::Tensor get_raw(const std::string& name) const override { return tensor(name); }
+  void release(const std::string& name) const override { shard_of(name).release(name); }
   const TensorInfo& info(const std::string& name) const;
 
   const std::string& dir() const { return dir_; }

@@ -15,6 +15,8 @@ class WeightSource {
   virtual at::Tensor get(const std::string& name, at::IntArrayRef shape) const = 0;
   // Any stored tensor as it is (quantization state, whose shapes the model config does not determine).
   virtual at::Tensor get_raw(const std::string& name) const { return get(name, {}); }
+  // The caller is done with `name` (it kept a quantized copy): a memory-mapped source may drop its pages.
+  virtual void release(const std::string& name) const {}
 };
 
 }  // namespace qtune::io
