@@ -200,14 +200,10 @@ void add_bench(CLI::App& app, Action& action) {
   // subjects (CLI11 alone would say only "A subcommand is required").
   bench->require_subcommand(0, 1);
   bench->allow_extras();
-  // A subject's own unknown arguments arrive here too (and this callback runs after the subject's).
   bench->callback([&action, bench] {
+    if (!bench->get_subcommands().empty()) return;
     const auto extras = bench->remaining();
-    const auto subjects = bench->get_subcommands();
-    if (!subjects.empty() && extras.empty()) return;
-    const std::string subject = subjects.empty() ? "" : subjects.front()->get_name();
-    action = [extras, subject]() -> int {
-      if (!subject.empty()) fail("bench {}: unexpected argument(s) '{}' (see --help)", subject, fmt::join(extras, " "));
+    action = [extras]() -> int {
       if (extras.empty()) fail("bench: name a subject to measure: dequant");
       fail("bench: unknown subject '{}': the subjects are: dequant", fmt::join(extras, " "));
     };
@@ -215,6 +211,7 @@ void add_bench(CLI::App& app, Action& action) {
 
   auto* dequant = bench->add_subcommand(
       "dequant", "Dequantization speed (NF4, NF4 + double quant, int8) against the memory-bandwidth bound of a copy");
+  dequant->allow_extras(false);  // subcommands inherit allow_extras: a subject rejects what it does not know
   auto args = std::make_shared<DequantBenchArgs>();
   dequant->add_option("--rows", args->rows, "Weight rows (output features)")->capture_default_str()->check(CLI::PositiveNumber);
   dequant->add_option("--cols", args->cols, "Weight columns (input features)")->capture_default_str()->check(CLI::PositiveNumber);

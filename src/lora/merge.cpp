@@ -34,6 +34,11 @@ void collect(torch::nn::Module& module, const std::string& path, io::NamedTensor
 
 }  // namespace
 
+quant::Quant4State merged_4bit(const LoraLinearImpl& layer, const quant::Quantize4Options& options) {
+  torch::NoGradGuard no_grad;
+  return quant::quantize_4bit(layer.merged_weight(), options);
+}
+
 io::NamedTensors merged_state_dict(nn::CausalLMImpl& model) {
   torch::NoGradGuard no_grad;
   io::NamedTensors out;

@@ -53,8 +53,8 @@ TEST(DequantCpuPaths, FourBitVectorisedEqualsPortable) {
     bool nested;
   };
   // Partial last blocks with odd and even tails, the smallest and the largest block size.
-  const std::vector<Case> cases = {{{64, 96}, 64, true}, {{33, 77}, 32, false}, {{4099}, 128, true},
-                                   {{3, 5000}, 4096, false}, {{1}, 64, false}, {{300, 701}, 256, false}};
+  const std::vector<Case> cases = {{{64, 96}, 64, true},     {{33, 77}, 32, false}, {{4099}, 128, true},
+                                   {{3, 5000}, 4096, false}, {{1}, 64, false},      {{300, 701}, 256, false}};
   uint64_t seed = 7;
   for (const auto& c : cases) {
     const auto state = random_4bit(c.shape, c.blocksize, c.nested, seed++);

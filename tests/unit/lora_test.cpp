@@ -8,11 +8,13 @@
 #include <map>
 #include <set>
 
+#include "qtune/kernels/dequant.h"
 #include "qtune/lora/inject.h"
 #include "qtune/lora/lora_config.h"
 #include "qtune/lora/lora_linear.h"
 #include "qtune/lora/merge.h"
 #include "qtune/nn/model_io.h"
+#include "qtune/nn/quantized_linear.h"
 #include "test_util.h"
 
 namespace {
@@ -462,6 +464,32 @@ TEST(LoraModulesToSave, UntiedLmHeadTrainsInFp32In16BitModel) {
   logits.to(at::kFloat).sum().backward();
   EXPECT_TRUE(model->lm_head_weight().grad().defined());
   EXPECT_TRUE(model->trunk().embed_tokens->weight().grad().defined());
+}
+
+}  // namespace
+
+namespace {
+
+// Merging onto a 4-bit base happens on the dequantized fp32 weight; requantizing the result keeps the update
+// (it moves the codes), and the merged 4-bit layer is as close to W + scale·B·A as 4-bit rounding allows.
+TEST(LoraMerge, MergedFourBitKeepsTheUpdate) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  auto w = at::randn({64, 128}, gen, at::kFloat) * 0.05;
+  auto state = qtune::quant::quantize_4bit(w, {qtune::quant::Format4::NF4, 64, true});
+  auto base = std::make_shared<qtune::nn::QuantizedLinearImpl>(
+      qtune::nn::LinearSpec{"m.q_proj", 128, 64, false}, c10::make_intrusive<qtune::quant::Quant4Weight>(state), at::Tensor());
+  qtune::lora::LoraLinearImpl lora(base, {8, 16.0, 2.0}, 0.0, at::make_generator<at::CPUGeneratorImpl>(1));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : lora.named_parameters())
+      if (p.key() == "lora_B.weight") p.value().normal_(0.0, 0.02, gen);
+  }
+  auto merged = lora.merged_weight();
+  auto requantized = qtune::kernels::dequantize_4bit(qtune::lora::merged_4bit(lora, {qtune::quant::Format4::NF4, 64, true}), at::kFloat);
+  auto base_only = base->dense_weight();
+  // The update survives: the requantized weight is nearer the merged weight than the old codes are.
+  EXPECT_LT((requantized - merged).abs().mean().item<double>(), (base_only - merged).abs().mean().item<double>());
+  EXPECT_FALSE(at::equal(requantized, base_only));
 }
 
 }  // namespace
