@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job, for now: create a tiny Llama (random weights, a BPE tokenizer trained on the built-in
 # synthetic corpus) as an ordinary Hugging Face directory, then load, inspect, generate and evaluate it.
-# When ../shared holds the real pretrained stories260K, the same commands run on it too.
+# When ../shared holds the real pretrained stories260K, the same commands run on it, and on its NF4 quantization.
 # The trainer issue replaces this with a QLoRA fine-tuning demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +24,12 @@ if [ -d "$shared/models/stories260K" ]; then
   step "the real pretrained stories260K from $shared: greedy continuation and held-out perplexity"
   "$qtune" generate "$shared/models/stories260K" --prompt "Once upon a time" -n 60
   "$qtune" eval "$shared/models/stories260K" --text "$shared/data/tinystories_valid_head.txt" \
+    --split-on '<|endoftext|>' --seq-len 512
+  step "qtune quantize: stories260K to NF4 with double quantization (bitsandbytes layout), then the same checks"
+  rm -rf "$out/stories260K-nf4"
+  "$qtune" quantize "$shared/models/stories260K" --out "$out/stories260K-nf4"
+  "$qtune" generate "$out/stories260K-nf4" --prompt "Once upon a time" -n 60
+  "$qtune" eval "$out/stories260K-nf4" --text "$shared/data/tinystories_valid_head.txt" \
     --split-on '<|endoftext|>' --seq-len 512
 else
   echo "(../shared not found: skipping the real-model part)"
