@@ -34,60 +34,6 @@ struct DequantBenchArgs {
   std::string device = "auto";
 };
 
-// A valid random NF4 state, as tests/unit/dequant_test.cpp builds one: any byte is a pair of codes, absmax
-// positive; the nested map is a stand-in (the kernel's speed does not depend on its values).
-quant::Quant4State random_nf4(int64_t rows, int64_t cols, bool nested, at::Generator& gen) {
-  quant::Quant4State s;
-  s.format = quant::Format4::NF4;
-  s.blocksize = 64;
-  s.shape = {rows, cols};
-  s.code = at::tensor(std::vector<float>(quant::kNF4.begin(), quant::kNF4.end()));
-  s.packed = at::randint(256, {(s.numel() + 1) / 2, 1}, gen, at::kByte);
-  if (nested) {
-    quant::NestedAbsmax n;
-    n.codes = at::randint(256, {s.blocks()}, gen, at::kByte);
-    n.map = at::linspace(-1.0, 1.0, 256, at::kFloat);
-    n.absmax = at::rand({(s.blocks() + 255) / 256}, gen, at::kFloat) + 0.1;
-    n.offset = 0.37f;
-    s.nested = n;
-  } else {
-    s.absmax = at::rand({s.blocks()}, gen, at::kFloat) * 3 + 1e-3;
-  }
-  return s;
-}
-
-quant::Quant4State to_device(quant::Quant4State s, const at::Device& device) {
-  s.packed = s.packed.to(device);
-  s.code = s.code.to(device);
-  if (s.nested) {
-    s.nested->codes = s.nested->codes.to(device);
-    s.nested->map = s.nested->map.to(device);
-    s.nested->absmax = s.nested->absmax.to(device);
-  } else {
-    s.absmax = s.absmax.to(device);
-  }
-  return s;
-}
-
-// The raw description the CPU kernel takes, as the dispatcher builds it (src/kernels/dequant.cpp).
-kernels::Dequant4bitParams params_of(const quant::Quant4State& s) {
-  kernels::Dequant4bitParams p;
-  p.packed = s.packed.data_ptr<uint8_t>();
-  p.n = s.numel();
-  p.blocksize = s.blocksize;
-  p.code = s.code.data_ptr<float>();
-  if (s.nested) {
-    p.absmax_codes = s.nested->codes.data_ptr<uint8_t>();
-    p.nested_map = s.nested->map.data_ptr<float>();
-    p.nested_absmax = s.nested->absmax.data_ptr<float>();
-    p.nested_blocksize = s.nested->blocksize;
-    p.offset = s.nested->offset;
-  } else {
-    p.absmax = s.absmax.data_ptr<float>();
-  }
-  return p;
-}
-
 kernels::DequantInt8Params params_of(const quant::Int8State& s) {
   return {s.codes.data_ptr<int8_t>(), s.row_absmax.data_ptr<float>(), s.rows(), s.cols()};
 }
@@ -140,8 +86,8 @@ std::string dtype_name(at::ScalarType t) { return t == at::kFloat ? "fp32" : t =
 void bench_device(const DequantBenchArgs& args, const at::Device& device) {
   const bool cuda = device.is_cuda();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(42);
-  const auto nf4_dq = to_device(random_nf4(args.rows, args.cols, true, gen), device);
-  const auto nf4 = to_device(random_nf4(args.rows, args.cols, false, gen), device);
+  const auto nf4_dq = quant::random_quant4_state({args.rows, args.cols}, 64, quant::Format4::NF4, true, gen).to(device);
+  const auto nf4 = quant::random_quant4_state({args.rows, args.cols}, 64, quant::Format4::NF4, false, gen).to(device);
   const auto int8 = quant::quantize_int8_rowwise((at::randn({args.rows, args.cols}, gen) * 0.02).to(device));
 
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
@@ -161,7 +107,7 @@ void bench_device(const DequantBenchArgs& args, const at::Device& device) {
                  dtype_name(dtype), kernel_s * 1e3, gbs, copy_s * 1e3, copy_gbs, 100.0 * gbs / copy_gbs, api_s * 1e3);
     };
     for (const auto* state : {&nf4_dq, &nf4}) {
-      const auto params = params_of(*state);
+      const auto params = kernels::params_of(*state);
       row(state->nested ? "nf4 b64 dq" : "nf4 b64", input_bytes(*state),
           [&] { kernels::dequantize_4bit_cpu(params, out); }, [&] { kernels::dequantize_4bit(*state, dtype); });
     }

@@ -4,17 +4,16 @@
 
 #if QTUNE_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
 #endif
 
 namespace qtune::kernels {
-namespace {
-
-OutType out_type(at::ScalarType dtype) {
+OutType out_type_of(at::ScalarType dtype, const char* what) {
   switch (dtype) {
     case at::kFloat: return OutType::F32;
     case at::kBFloat16: return OutType::BF16;
     case at::kHalf: return OutType::F16;
-    default: fail("dequantize: output dtype must be fp32, bf16 or fp16, got {}", c10::toString(dtype));
+    default: fail("{}: output dtype must be fp32, bf16 or fp16, got {}", what, c10::toString(dtype));
   }
 }
 
@@ -36,17 +35,16 @@ Dequant4bitParams params_of(const quant::Quant4State& s) {
   return p;
 }
 
-}  // namespace
-
 bool cuda_kernels_built() { return QTUNE_WITH_CUDA != 0; }
 
 at::Tensor dequantize_4bit(const quant::Quant4State& state, at::ScalarType dtype) {
   state.validate("dequantize_4bit");
-  const auto type = out_type(dtype);
+  const auto type = out_type_of(dtype, "dequantize_4bit");
   auto out = at::empty(state.shape, at::TensorOptions().dtype(dtype).device(state.packed.device()));
   const auto params = params_of(state);
   if (state.packed.is_cuda()) {
 #if QTUNE_WITH_CUDA
+    const c10::cuda::CUDAGuard guard(state.packed.device());  // launch on the codes' GPU, on its current stream
     dequantize_4bit_cuda(params, type, out.data_ptr(), at::cuda::getCurrentCUDAStream().stream());
 #else
     fail("dequantize_4bit: qtune was built without CUDA kernels (QTUNE_CUDA=OFF)");

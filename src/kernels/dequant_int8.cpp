@@ -1,5 +1,7 @@
 #include "qtune/kernels/dequant_int8.h"
 
+#include "qtune/kernels/dequant.h"
+
 #include "qtune/util/error.h"
 
 #if QTUNE_WITH_CUDA
@@ -8,22 +10,10 @@
 #endif
 
 namespace qtune::kernels {
-namespace {
-
-OutType out_type(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat: return OutType::F32;
-    case at::kBFloat16: return OutType::BF16;
-    case at::kHalf: return OutType::F16;
-    default: fail("dequantize_int8: output dtype must be fp32, bf16 or fp16, got {}", c10::toString(dtype));
-  }
-}
-
-}  // namespace
 
 at::Tensor dequantize_int8(const quant::Int8State& state, at::ScalarType dtype) {
   state.validate("dequantize_int8");
-  const auto type = out_type(dtype);
+  const auto type = out_type_of(dtype, "dequantize_int8");
   auto out = at::empty(state.codes.sizes(), at::TensorOptions().dtype(dtype).device(state.codes.device()));
   DequantInt8Params params;
   params.codes = state.codes.data_ptr<int8_t>();

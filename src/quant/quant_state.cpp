@@ -34,4 +34,39 @@ void Quant4State::validate(const std::string& what) const {
   }
 }
 
+Quant4State Quant4State::to(at::Device device) const {
+  Quant4State s = *this;
+  s.packed = packed.to(device);
+  s.code = code.to(device);
+  if (absmax.defined()) s.absmax = absmax.to(device);
+  if (nested) {
+    s.nested->codes = nested->codes.to(device);
+    s.nested->absmax = nested->absmax.to(device);
+    s.nested->map = nested->map.to(device);
+  }
+  return s;
+}
+
+Quant4State random_quant4_state(std::vector<int64_t> shape, int64_t blocksize, Format4 format, bool nested,
+                                at::Generator& gen) {
+  Quant4State s;
+  s.format = format;
+  s.blocksize = blocksize;
+  s.shape = std::move(shape);
+  const auto& book = codebook(format);
+  s.code = at::tensor(std::vector<float>(book.begin(), book.end()));
+  s.packed = at::randint(256, {(s.numel() + 1) / 2, 1}, gen, at::kByte);
+  if (nested) {
+    NestedAbsmax n;
+    n.codes = at::randint(256, {s.blocks()}, gen, at::kByte);
+    n.map = at::linspace(-1.0, 1.0, 256, at::kFloat);
+    n.absmax = at::rand({(s.blocks() + 255) / 256}, gen, at::kFloat) + 0.1;
+    n.offset = 0.37f;
+    s.nested = n;
+  } else {
+    s.absmax = at::rand({s.blocks()}, gen, at::kFloat) * 3 + 1e-3;
+  }
+  return s;
+}
+
 }  // namespace qtune::quant

@@ -30,16 +30,7 @@ int64_t Quant4Weight::storage_bytes() const {
   return bytes;
 }
 
-void Quant4Weight::to(at::Device device) {
-  state_.packed = state_.packed.to(device);
-  state_.code = state_.code.to(device);
-  if (state_.absmax.defined()) state_.absmax = state_.absmax.to(device);
-  if (state_.nested) {
-    state_.nested->codes = state_.nested->codes.to(device);
-    state_.nested->absmax = state_.nested->absmax.to(device);
-    state_.nested->map = state_.nested->map.to(device);
-  }
-}
+void Quant4Weight::to(at::Device device) { state_ = state_.to(device); }
 
 Int8Weight::Int8Weight(Int8State state) : state_(std::move(state)) { state_.validate("int8 weight"); }
 

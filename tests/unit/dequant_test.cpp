@@ -15,27 +15,9 @@ namespace {
 using qtune::quant::Format4;
 using qtune::quant::Quant4State;
 
-// Random but valid state: any byte is a valid pair of codes, absmax positive.
 Quant4State random_state(std::vector<int64_t> shape, int64_t blocksize, Format4 format, bool nested, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  Quant4State s;
-  s.format = format;
-  s.blocksize = blocksize;
-  s.shape = std::move(shape);
-  const auto& book = qtune::quant::codebook(format);
-  s.code = at::tensor(std::vector<float>(book.begin(), book.end()));
-  s.packed = at::randint(256, {(s.numel() + 1) / 2, 1}, gen, at::kByte);
-  if (nested) {
-    qtune::quant::NestedAbsmax n;
-    n.codes = at::randint(256, {s.blocks()}, gen, at::kByte);
-    n.map = at::linspace(-1.0, 1.0, 256, at::kFloat);
-    n.absmax = at::rand({(s.blocks() + 255) / 256}, gen, at::kFloat) + 0.1;
-    n.offset = 0.37f;
-    s.nested = n;
-  } else {
-    s.absmax = at::rand({s.blocks()}, gen, at::kFloat) * 3 + 1e-3;
-  }
-  return s;
+  return qtune::quant::random_quant4_state(std::move(shape), blocksize, format, nested, gen);
 }
 
 // The plain reference: element i is code[nibble i] * absmax[i / blocksize] in fp32, rounded once.
@@ -112,16 +94,7 @@ TEST(Dequant4bit, CudaEqualsCpuBitForBit) {
   uint64_t seed = 100;
   for (const auto& c : cases()) {
     auto cpu = random_state(c.shape, c.blocksize, c.format, c.nested, seed++);
-    auto gpu = cpu;
-    gpu.packed = cpu.packed.cuda();
-    gpu.code = cpu.code.cuda();
-    if (c.nested) {
-      gpu.nested->codes = cpu.nested->codes.cuda();
-      gpu.nested->map = cpu.nested->map.cuda();
-      gpu.nested->absmax = cpu.nested->absmax.cuda();
-    } else {
-      gpu.absmax = cpu.absmax.cuda();
-    }
+    auto gpu = cpu.to(at::kCUDA);
     for (auto dtype : {at::kFloat, at::kBFloat16, at::kHalf})
       EXPECT_TRUE(bitwise_equal(qtune::kernels::dequantize_4bit(gpu, dtype), qtune::kernels::dequantize_4bit(cpu, dtype)))
           << "numel " << cpu.numel() << " dtype " << c10::toString(dtype);

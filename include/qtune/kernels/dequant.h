@@ -10,6 +10,11 @@ namespace qtune::kernels {
 
 at::Tensor dequantize_4bit(const quant::Quant4State& state, at::ScalarType dtype);
 
+// The kernels' output type for `dtype` (fp32, bf16 or fp16; anything else is an error naming `what`).
+OutType out_type_of(at::ScalarType dtype, const char* what);
+// The raw description of a (validated) state that the CPU and CUDA kernels take.
+Dequant4bitParams params_of(const quant::Quant4State& state);
+
 // Implementations behind the dispatch (out: contiguous, numel == state.numel(), on the state's device).
 void dequantize_4bit_cpu(const Dequant4bitParams& params, at::Tensor& out);
 bool cuda_kernels_built();

@@ -35,6 +35,13 @@ struct Quant4State {
   int64_t blocks() const { return (numel() + blocksize - 1) / blocksize; }
   // Throws naming `what` when sizes, dtypes or devices disagree.
   void validate(const std::string& what) const;
+  // The same state with every tensor on `device`.
+  Quant4State to(at::Device device) const;
 };
+
+// A valid random state (any byte is a pair of codes; absmax positive; a stand-in nested map), for benchmarks
+// and kernel tests, where the values need not come from a real weight.
+Quant4State random_quant4_state(std::vector<int64_t> shape, int64_t blocksize, Format4 format, bool nested,
+                                at::Generator& gen);
 
 }  // namespace qtune::quant

@@ -1,26 +1,13 @@
 // CUDA 4-bit dequantization: one thread per packed byte (two outputs). Products are rounded as in
 // bitsandbytes (fp32 multiply, no fused multiply-add, then one rounding to the output type), so the
 // GPU result equals the CPU one bit for bit.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "cuda_common.cuh"
 #include "qtune/kernels/dequant_params.h"
 
 namespace qtune::kernels {
 namespace {
 
-template <typename T>
-__device__ __forceinline__ T convert(float v);
-template <>
-__device__ __forceinline__ float convert<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 convert<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half convert<__half>(float v) { return __float2half_rn(v); }
+using cuda::convert;
 
 __device__ __forceinline__ float scale_of(const Dequant4bitParams& p, int64_t block) {
   if (p.absmax != nullptr) return p.absmax[block];
@@ -45,19 +32,14 @@ __global__ void dequantize_4bit_kernel(Dequant4bitParams p, T* out) {
   }
 }
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("dequantize_4bit_cuda: ") + what + ": " + cudaGetErrorString(err));
-}
 
 }  // namespace
 
 void dequantize_4bit_cuda(const Dequant4bitParams& params, OutType out_type, void* out, void* stream) {
   const int64_t bytes = (params.n + 1) / 2;
   if (bytes == 0) return;
-  constexpr int kThreads = 256;
-  // Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
-  const int64_t wanted = (bytes + kThreads - 1) / kThreads;
-  const int grid = static_cast<int>(wanted < 65535 ? wanted : 65535);
+  constexpr int kThreads = cuda::kThreads;
+  const int grid = cuda::grid_for(bytes);
   auto s = static_cast<cudaStream_t>(stream);
   switch (out_type) {
     case OutType::F32: dequantize_4bit_kernel<float><<<grid, kThreads, 0, s>>>(params, static_cast<float*>(out)); break;
@@ -66,7 +48,7 @@ void dequantize_4bit_cuda(const Dequant4bitParams& params, OutType out_type, voi
       break;
     case OutType::F16: dequantize_4bit_kernel<__half><<<grid, kThreads, 0, s>>>(params, static_cast<__half*>(out)); break;
   }
-  check(cudaGetLastError(), "kernel launch");
+  cuda::check_launch("dequantize_4bit_cuda");
 }
 
 }  // namespace qtune::kernels

@@ -2,26 +2,13 @@
 // columns, so loads and stores are coalesced and the row's absmax is read once per thread. Products are
 // rounded as in bitsandbytes (two fp32 multiplies, never fused or reassociated, then one rounding to the
 // output type), so the GPU result equals the CPU one bit for bit.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "cuda_common.cuh"
 #include "qtune/kernels/dequant_int8_params.h"
 
 namespace qtune::kernels {
 namespace {
 
-template <typename T>
-__device__ __forceinline__ T convert(float v);
-template <>
-__device__ __forceinline__ float convert<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __nv_bfloat16 convert<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <>
-__device__ __forceinline__ __half convert<__half>(float v) { return __float2half_rn(v); }
+using cuda::convert;
 
 template <typename T>
 __global__ void dequantize_int8_kernel(DequantInt8Params p, T* out) {
@@ -34,17 +21,13 @@ __global__ void dequantize_int8_kernel(DequantInt8Params p, T* out) {
   }
 }
 
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("dequantize_int8_cuda: ") + what + ": " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 void dequantize_int8_cuda(const DequantInt8Params& params, OutType out_type, void* out, void* stream) {
   if (params.rows == 0 || params.cols == 0) return;
   // 256 threads cover a 4096-wide row in 16 coalesced sweeps; a block per row up to the 65535 grid the 4-bit
   // kernel uses too, the grid-stride loop covers taller matrices.
-  constexpr int kThreads = 256;
+  constexpr int kThreads = cuda::kThreads;
   const int grid = static_cast<int>(params.rows < 65535 ? params.rows : 65535);
   auto s = static_cast<cudaStream_t>(stream);
   switch (out_type) {
@@ -54,7 +37,7 @@ void dequantize_int8_cuda(const DequantInt8Params& params, OutType out_type, voi
       break;
     case OutType::F16: dequantize_int8_kernel<__half><<<grid, kThreads, 0, s>>>(params, static_cast<__half*>(out)); break;
   }
-  check(cudaGetLastError(), "kernel launch");
+  cuda::check_launch("dequantize_int8_cuda");
 }
 
 }  // namespace qtune::kernels
