@@ -40,6 +40,12 @@ int run_inspect(const std::string& dir) {
   fmt::print("context      {} positions, rope {} theta {}{}\n", config.max_position_embeddings, config.rope.type,
              config.rope.theta, config.rope.type == "default" ? "" : fmt::format(" factor {}", config.rope.factor));
   if (config.sliding_window) fmt::print("sliding window {}\n", *config.sliding_window);
+  if (!config.quantization_config.is_null()) {
+    const auto& q = config.quantization_config;
+    const bool four_bit = q.value("load_in_4bit", false);
+    fmt::print("quantized    bitsandbytes {}{}\n", four_bit ? q.value("bnb_4bit_quant_type", std::string("nf4")) : "int8",
+               four_bit && q.value("bnb_4bit_use_double_quant", false) ? " with double quantization" : "");
+  }
 
   std::map<std::string, std::pair<int64_t, uint64_t>> by_dtype;  // dtype -> (tensors, bytes)
   int64_t stored_params = 0;

@@ -94,6 +94,27 @@ TEST(Cli, InitCreatesAModelThatGeneratesAndEvaluates) {
   EXPECT_LT(ppl, 900.0);
 }
 
+TEST(Cli, QuantizeWritesACheckpointThatInspectEvalAndGenerateRead) {
+  QTUNE_REQUIRE_SHARED();
+  const auto dir = qtune::test::temp_dir();
+  auto q = run("quantize " + stories() + " --out " + dir + "/q --format nf4");
+  ASSERT_EQ(q.code, 0) << q.err;
+  EXPECT_TRUE(contains(q.out, "nf4      35 linears")) << q.out;
+  auto inspect = run("inspect " + dir + "/q");
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  EXPECT_TRUE(contains(inspect.out, "quantized    bitsandbytes nf4 with double quantization")) << inspect.out;
+  EXPECT_TRUE(contains(inspect.out, "U8")) << inspect.out;
+  auto ev = run("eval " + dir + "/q --text " + qtune::test::shared_dir() +
+                "/data/tinystories_valid_head.txt --split-on '<|endoftext|>' --seq-len 512 --json");
+  ASSERT_EQ(ev.code, 0) << ev.err;
+  const double ppl = nlohmann::json::parse(ev.out)["perplexity"].get<double>();
+  EXPECT_GT(ppl, 3.3169) << "4 bits cost something";
+  EXPECT_LT(ppl, 4.0) << "but not much";
+  auto again = run("quantize " + stories() + " --out " + dir + "/q");
+  EXPECT_EQ(again.code, 1);
+  EXPECT_TRUE(contains(again.err, "already holds a model.safetensors")) << again.err;
+}
+
 TEST(Cli, BadInputGivesAnErrorNamingThePath) {
   auto missing = run("inspect /nonexistent/model");
   EXPECT_EQ(missing.code, 1);
