@@ -3,7 +3,10 @@
 // capturing the message of an expected qtune::Error.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 
@@ -51,6 +54,24 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected a qtune::Error, nothing was thrown";
   return "";
+}
+
+// Equal dtype, shape and bytes (NaN payloads and signed zeros included), wherever the tensors live; on a
+// mismatch, says where the first differing element is.
+inline ::testing::AssertionResult bitwise_equal(const at::Tensor& actual, const at::Tensor& expected) {
+  if (actual.scalar_type() != expected.scalar_type() || actual.sizes() != expected.sizes())
+    return ::testing::AssertionFailure() << "got " << actual.scalar_type() << " " << actual.sizes() << ", expected "
+                                         << expected.scalar_type() << " " << expected.sizes();
+  auto a = actual.to(at::kCPU).contiguous(), e = expected.to(at::kCPU).contiguous();
+  const auto* pa = static_cast<const uint8_t*>(a.data_ptr());
+  const auto* pe = static_cast<const uint8_t*>(e.data_ptr());
+  const int64_t size = a.element_size();
+  for (int64_t i = 0; i < a.numel(); ++i)
+    if (std::memcmp(pa + i * size, pe + i * size, size) != 0)
+      return ::testing::AssertionFailure() << "first difference at flat index " << i << ": got "
+                                           << a.flatten()[i].item<double>() << ", expected "
+                                           << e.flatten()[i].item<double>();
+  return ::testing::AssertionSuccess();
 }
 
 }  // namespace qtune::test

@@ -30,19 +30,23 @@ CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, Linea
   return std::make_shared<CausalLMImpl>(config, dense, *checkpoint, options);
 }
 
+namespace {
+
+bool ends_with(const std::string& name, const std::string& suffix) {
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
 bool RandomInit::has(const std::string& name) const {
   // Fresh models hold plain weights and biases only (no quantization state).
-  auto ends_with = [&](const std::string& s) { return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
-  if (!ends_with(".weight") && !ends_with(".bias")) return false;
+  if (!ends_with(name, ".weight") && !ends_with(name, ".bias")) return false;
   return name != "lm_head.weight" || !config_.tie_word_embeddings;
 }
 
 at::Tensor RandomInit::get(const std::string& name, at::IntArrayRef shape) const {
-  auto ends_with = [&](const std::string& suffix) {
-    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  if (ends_with("norm.weight")) return at::ones(shape, at::kFloat);
-  if (ends_with(".bias")) return at::zeros(shape, at::kFloat);
+  if (ends_with(name, "norm.weight")) return at::ones(shape, at::kFloat);
+  if (ends_with(name, ".bias")) return at::zeros(shape, at::kFloat);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed_ ^ std::hash<std::string>{}(name));
   return at::normal(0.0, config_.initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat));
 }

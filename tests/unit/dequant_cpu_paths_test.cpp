@@ -9,6 +9,7 @@
 
 #include "qtune/kernels/dequant.h"
 #include "qtune/kernels/dequant_int8.h"
+#include "test_util.h"
 
 namespace {
 
@@ -18,27 +19,10 @@ struct GenericKernels {
   ~GenericKernels() { unsetenv("QTUNE_CPU_KERNELS"); }
 };
 
-bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  return std::memcmp(a.data_ptr(), b.data_ptr(), a.numel() * a.element_size()) == 0;
-}
-
 qtune::quant::Quant4State random_4bit(std::vector<int64_t> shape, int64_t blocksize, bool nested, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  qtune::quant::Quant4State s;
-  s.blocksize = blocksize;
-  s.shape = std::move(shape);
-  const auto& book = qtune::quant::codebook(qtune::quant::Format4::NF4);
-  s.code = at::tensor(std::vector<float>(book.begin(), book.end()));
-  s.packed = at::randint(256, {(s.numel() + 1) / 2, 1}, gen, at::kByte);
-  if (nested) {
-    qtune::quant::NestedAbsmax n;
-    n.codes = at::randint(256, {s.blocks()}, gen, at::kByte);
-    n.map = at::linspace(-1.0, 1.0, 256, at::kFloat);
-    n.absmax = at::rand({(s.blocks() + 255) / 256}, gen, at::kFloat) + 0.1;
-    n.offset = 0.37f;
-    s.nested = n;
-  } else {
+  auto s = qtune::quant::random_quant4_state(std::move(shape), blocksize, qtune::quant::Format4::NF4, nested, gen);
+  if (!nested) {
     // Spread over many binades, with a few exact zeros, so the table building meets every rounding case.
     s.absmax = at::exp(at::randn({s.blocks()}, gen, at::kFloat) * 8);
     s.absmax.slice(0, 0, s.blocks(), 7).zero_();
@@ -65,7 +49,7 @@ TEST(DequantCpuPaths, FourBitVectorisedEqualsPortable) {
         GenericKernels generic;
         portable = qtune::kernels::dequantize_4bit(state, dtype);
       }
-      EXPECT_TRUE(bitwise_equal(fast, portable)) << "numel " << state.numel() << " block " << c.blocksize << " "
+      EXPECT_TRUE(qtune::test::bitwise_equal(fast, portable)) << "numel " << state.numel() << " block " << c.blocksize << " "
                                                   << c10::toString(dtype);
     }
   }
@@ -84,7 +68,7 @@ TEST(DequantCpuPaths, Int8VectorisedEqualsPortable) {
         GenericKernels generic;
         portable = qtune::kernels::dequantize_int8(state, dtype);
       }
-      EXPECT_TRUE(bitwise_equal(fast, portable)) << rows << "x" << cols << " " << c10::toString(dtype);
+      EXPECT_TRUE(qtune::test::bitwise_equal(fast, portable)) << rows << "x" << cols << " " << c10::toString(dtype);
     }
   }
 }

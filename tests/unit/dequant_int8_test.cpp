@@ -45,12 +45,6 @@ at::Tensor reference(const Int8State& s, at::ScalarType dtype) {
   return at::tensor(values).to(dtype).view({rows, cols});
 }
 
-bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  auto ac = a.to(at::kCPU).contiguous(), bc = b.to(at::kCPU).contiguous();
-  return std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.numel() * ac.element_size()) == 0;
-}
-
 // Odd widths (not a multiple of any vector length), one row, one column, a tall thin matrix, an empty one.
 const std::vector<std::pair<int64_t, int64_t>> kShapes = {{1, 1},   {3, 5},   {7, 4099}, {64, 96},
                                                            {300, 701}, {4100, 3}, {0, 8}};
@@ -64,7 +58,7 @@ TEST(DequantInt8, CpuEqualsReferenceBitForBit) {
       auto out = qtune::kernels::dequantize_int8(state, dtype);
       EXPECT_EQ(out.sizes(), at::IntArrayRef({rows, cols}));
       EXPECT_EQ(out.scalar_type(), dtype);
-      EXPECT_TRUE(bitwise_equal(out, reference(state, dtype)));
+      EXPECT_TRUE(qtune::test::bitwise_equal(out, reference(state, dtype)));
     }
   }
 }
@@ -77,7 +71,7 @@ TEST(DequantInt8, ThreadCountDoesNotChangeTheResult) {
   at::set_num_threads(2);
   auto two = qtune::kernels::dequantize_int8(state, at::kBFloat16);
   at::set_num_threads(before);
-  EXPECT_TRUE(bitwise_equal(one, two));
+  EXPECT_TRUE(qtune::test::bitwise_equal(one, two));
 }
 
 TEST(DequantInt8, CudaEqualsCpuBitForBit) {
@@ -90,7 +84,7 @@ TEST(DequantInt8, CudaEqualsCpuBitForBit) {
     for (auto dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
       auto out = qtune::kernels::dequantize_int8(gpu, dtype);
       EXPECT_TRUE(out.is_cuda());
-      EXPECT_TRUE(bitwise_equal(out, qtune::kernels::dequantize_int8(cpu, dtype)))
+      EXPECT_TRUE(qtune::test::bitwise_equal(out, qtune::kernels::dequantize_int8(cpu, dtype)))
           << rows << "x" << cols << " " << c10::toString(dtype);
     }
   }

@@ -43,12 +43,6 @@ at::Tensor reference(const Quant4State& s, at::ScalarType dtype) {
   return at::tensor(values).to(dtype).view(s.shape);
 }
 
-bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
-  auto ac = a.to(at::kCPU).contiguous(), bc = b.to(at::kCPU).contiguous();
-  return std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.numel() * ac.element_size()) == 0;
-}
-
 struct Case {
   std::vector<int64_t> shape;
   int64_t blocksize;
@@ -72,7 +66,7 @@ TEST(Dequant4bit, CpuEqualsReferenceBitForBit) {
                                         << c.nested << " dtype " << c10::toString(dtype));
       auto out = qtune::kernels::dequantize_4bit(state, dtype);
       EXPECT_EQ(out.sizes(), at::IntArrayRef(c.shape));
-      EXPECT_TRUE(bitwise_equal(out, reference(state, dtype)));
+      EXPECT_TRUE(qtune::test::bitwise_equal(out, reference(state, dtype)));
     }
   }
 }
@@ -85,7 +79,7 @@ TEST(Dequant4bit, ThreadCountDoesNotChangeTheResult) {
   at::set_num_threads(2);
   auto two = qtune::kernels::dequantize_4bit(state, at::kFloat);
   at::set_num_threads(before);
-  EXPECT_TRUE(bitwise_equal(one, two));
+  EXPECT_TRUE(qtune::test::bitwise_equal(one, two));
 }
 
 TEST(Dequant4bit, CudaEqualsCpuBitForBit) {
@@ -96,7 +90,7 @@ TEST(Dequant4bit, CudaEqualsCpuBitForBit) {
     auto cpu = random_state(c.shape, c.blocksize, c.format, c.nested, seed++);
     auto gpu = cpu.to(at::kCUDA);
     for (auto dtype : {at::kFloat, at::kBFloat16, at::kHalf})
-      EXPECT_TRUE(bitwise_equal(qtune::kernels::dequantize_4bit(gpu, dtype), qtune::kernels::dequantize_4bit(cpu, dtype)))
+      EXPECT_TRUE(qtune::test::bitwise_equal(qtune::kernels::dequantize_4bit(gpu, dtype), qtune::kernels::dequantize_4bit(cpu, dtype)))
           << "numel " << cpu.numel() << " dtype " << c10::toString(dtype);
   }
 }

@@ -16,20 +16,6 @@ namespace {
 
 using namespace qtune;
 
-// Bitwise equality; on a mismatch, says where the first difference is.
-::testing::AssertionResult bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  if (a.scalar_type() != b.scalar_type() || a.numel() != b.numel())
-    return ::testing::AssertionFailure() << "dtype/size differ: " << a.toString() << a.sizes() << " vs " << b.toString()
-                                         << b.sizes();
-  auto ac = a.contiguous().reshape({-1}), bc = b.contiguous().reshape({-1});
-  if (std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.numel() * ac.element_size()) == 0)
-    return ::testing::AssertionSuccess();
-  auto diff = (ac.to(at::kDouble) != bc.to(at::kDouble)).nonzero();
-  const int64_t i = diff.numel() ? diff[0][0].item<int64_t>() : 0;
-  return ::testing::AssertionFailure() << diff.size(0) << " of " << ac.numel() << " differ; first at " << i << ": "
-                                       << ac[i].item<double>() << " vs " << bc[i].item<double>();
-}
-
 std::vector<nlohmann::json> cases() {
   std::ifstream in(test::oracle_dir() + "/bnb_4bit/manifest.json");
   EXPECT_TRUE(in.good()) << "bitsandbytes oracle output missing: run through ctest";
@@ -54,15 +40,15 @@ TEST(OracleBnb4bit, QuantizedStateEqualsBitsandbytes) {
     auto ref = io::SafetensorsFile::open(c["file"]);
     const auto opts = options_of(c);
     auto state = quant::quantize_4bit(ref->tensor("input"), opts);
-    EXPECT_TRUE(bitwise_equal(state.code, ref->tensor("quant_map")));
-    EXPECT_TRUE(bitwise_equal(state.packed, ref->tensor("packed"))) << "packed codes differ";
+    EXPECT_TRUE(test::bitwise_equal(state.code, ref->tensor("quant_map")));
+    EXPECT_TRUE(test::bitwise_equal(state.packed, ref->tensor("packed"))) << "packed codes differ";
     if (!opts.double_quant) {
-      EXPECT_TRUE(bitwise_equal(state.absmax, ref->tensor("absmax")));
+      EXPECT_TRUE(test::bitwise_equal(state.absmax, ref->tensor("absmax")));
       continue;
     }
     ASSERT_TRUE(state.nested.has_value());
-    EXPECT_TRUE(bitwise_equal(state.nested->absmax, ref->tensor("nested_absmax")));
-    EXPECT_TRUE(bitwise_equal(state.nested->map, ref->tensor("nested_quant_map"))) << "dynamic map differs";
+    EXPECT_TRUE(test::bitwise_equal(state.nested->absmax, ref->tensor("nested_absmax")));
+    EXPECT_TRUE(test::bitwise_equal(state.nested->map, ref->tensor("nested_quant_map"))) << "dynamic map differs";
     EXPECT_EQ(state.nested->offset, ref->tensor("offset").item<float>());
     // Nested codes: ours are the nearest map value to (absmax - offset) / nested absmax. Where bitsandbytes'
     // approximate CPU search chose otherwise, its choice must be strictly farther; nowhere else may we differ.
@@ -103,7 +89,7 @@ TEST(OracleBnb4bit, DequantizeOfBitsandbytesStateEqualsBitsandbytes) {
       state.absmax = ref->tensor("absmax").clone();
     for (auto [dtype, key] : {std::pair{at::kFloat, "dequant_f32"}, std::pair{at::kBFloat16, "dequant_bf16"},
                               std::pair{at::kHalf, "dequant_f16"}})
-      EXPECT_TRUE(bitwise_equal(kernels::dequantize_4bit(state, dtype), ref->tensor(key))) << key;
+      EXPECT_TRUE(test::bitwise_equal(kernels::dequantize_4bit(state, dtype), ref->tensor(key))) << key;
   }
 }
 
@@ -112,7 +98,7 @@ TEST(OracleBnb4bit, DynamicMapEqualsBitsandbytes) {
   for (const auto& c : cases()) {
     if (!c["double_quant"].get<bool>()) continue;
     auto ref = io::SafetensorsFile::open(c["file"]);
-    EXPECT_TRUE(bitwise_equal(quant::dynamic_map_signed(), ref->tensor("nested_quant_map")));
+    EXPECT_TRUE(test::bitwise_equal(quant::dynamic_map_signed(), ref->tensor("nested_quant_map")));
     return;
   }
   FAIL() << "no double-quant case in the oracle";

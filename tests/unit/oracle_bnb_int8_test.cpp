@@ -33,23 +33,6 @@ std::vector<std::string> case_names(const qtune::io::SafetensorsFile& file) {
   return names;
 }
 
-// Equal dtype, shape and bytes; on a mismatch, says where the first differing element is.
-::testing::AssertionResult bits_equal(const at::Tensor& actual, const at::Tensor& expected) {
-  if (actual.scalar_type() != expected.scalar_type() || actual.sizes() != expected.sizes())
-    return ::testing::AssertionFailure() << "got " << actual.scalar_type() << " " << actual.sizes() << ", expected "
-                                         << expected.scalar_type() << " " << expected.sizes();
-  auto a = actual.contiguous(), e = expected.contiguous();
-  const auto* pa = static_cast<const uint8_t*>(a.data_ptr());
-  const auto* pe = static_cast<const uint8_t*>(e.data_ptr());
-  const int64_t size = a.element_size();
-  for (int64_t i = 0; i < a.numel(); ++i)
-    if (std::memcmp(pa + i * size, pe + i * size, size) != 0)
-      return ::testing::AssertionFailure() << "first difference at flat index " << i << ": got "
-                                           << a.flatten()[i].item<double>() << ", expected "
-                                           << e.flatten()[i].item<double>();
-  return ::testing::AssertionSuccess();
-}
-
 TEST(OracleBnbInt8, CoversTheRequiredCases) {
   REQUIRE_BNB_INT8_ORACLE();
   auto file = qtune::io::SafetensorsFile::open(oracle_file());
@@ -71,8 +54,8 @@ TEST(OracleBnbInt8, CodesAndRowStatsEqualBitsandbytes) {
   for (const auto& name : case_names(*file)) {
     SCOPED_TRACE(name);
     const auto state = qtune::quant::quantize_int8_rowwise(file->tensor(name + ".weight"));
-    EXPECT_TRUE(bits_equal(state.codes, file->tensor(name + ".codes"))) << "codes";
-    EXPECT_TRUE(bits_equal(state.row_absmax, file->tensor(name + ".row_stats"))) << "row stats";
+    EXPECT_TRUE(qtune::test::bitwise_equal(state.codes, file->tensor(name + ".codes"))) << "codes";
+    EXPECT_TRUE(qtune::test::bitwise_equal(state.row_absmax, file->tensor(name + ".row_stats"))) << "row stats";
   }
 }
 
@@ -84,9 +67,9 @@ TEST(OracleBnbInt8, DequantizedValuesEqualBitsandbytes) {
     // Dequantize bitsandbytes' own state, so this checks the dequantization alone.
     const qtune::quant::Int8State state{file->tensor(name + ".codes").contiguous(),
                                         file->tensor(name + ".row_stats").contiguous()};
-    EXPECT_TRUE(bits_equal(qtune::kernels::dequantize_int8(state, at::kFloat), file->tensor(name + ".dequant_f32")));
-    EXPECT_TRUE(bits_equal(qtune::kernels::dequantize_int8(state, at::kBFloat16), file->tensor(name + ".dequant_bf16")));
-    EXPECT_TRUE(bits_equal(qtune::kernels::dequantize_int8(state, at::kHalf), file->tensor(name + ".dequant_f16")));
+    EXPECT_TRUE(qtune::test::bitwise_equal(qtune::kernels::dequantize_int8(state, at::kFloat), file->tensor(name + ".dequant_f32")));
+    EXPECT_TRUE(qtune::test::bitwise_equal(qtune::kernels::dequantize_int8(state, at::kBFloat16), file->tensor(name + ".dequant_bf16")));
+    EXPECT_TRUE(qtune::test::bitwise_equal(qtune::kernels::dequantize_int8(state, at::kHalf), file->tensor(name + ".dequant_f16")));
   }
 }
 
