@@ -15,5 +15,8 @@ void add_eval(CLI::App& app, Action& action);
 void add_init(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_quantize(CLI::App& app, Action& action);
+void add_train(CLI::App& app, Action& action);
+void add_plan(CLI::App& app, Action& action);
+void add_demo_data(CLI::App& app, Action& action);
 
 }  // namespace qtune::cli

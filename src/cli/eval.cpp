@@ -1,12 +1,19 @@
 // qtune eval MODEL_DIR --text FILE: perplexity of a text file.
+// qtune eval MODEL_DIR --data FILE.jsonl [--exact-match]: loss on the trained tokens of a dataset, and answers checked.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <sstream>
 
 #include "commands.h"
 #include "model_options.h"
+#include "qtune/data/chat_template.h"
+#include "qtune/data/collate.h"
+#include "qtune/data/records.h"
 #include "qtune/data/text_file.h"
+#include "qtune/eval/exact_match.h"
+#include "qtune/train/trainer.h"
 #include "qtune/eval/perplexity.h"
 #include "qtune/util/error.h"
 
@@ -20,9 +27,74 @@ struct EvalArgs {
   int64_t stride = 0;
   std::string split_on;
   bool json = false;
+  // --data mode
+  std::string data_file, format = "alpaca-jsonl", chat_template = "alpaca";
+  bool exact = false;
+  int64_t max_new_tokens = 32, show = 3, limit = 0;
 };
 
+// The "category" field of each JSONL line (empty when absent), to group exact-match counts.
+std::vector<std::string> categories_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::istringstream in(data::read_text_file(path, "--data"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    out.push_back(j.is_object() && j.contains("category") && j["category"].is_string() ? j["category"].get<std::string>() : "");
+  }
+  return out;
+}
+
+int run_data_eval(const EvalArgs& args) {
+  auto [model, tokenizer] = args.model.load();
+  auto records = data::read_records(args.data_file, data::parse_data_format(args.format));
+  auto categories = categories_of(args.data_file);
+  if (args.limit > 0 && static_cast<int64_t>(records.size()) > args.limit) records.resize(args.limit);
+  const auto tmpl = data::parse_chat_template(args.chat_template);
+  const int64_t seq_len = args.seq_len > 0 ? args.seq_len : model->config().max_position_embeddings;
+  auto set = data::tokenize_records(records, tmpl, tokenizer, /*train_on_prompt=*/false, seq_len);
+  data::LoaderOptions lo;
+  lo.batch_size = 8;
+  lo.max_seq_len = seq_len;
+  lo.shuffle = false;
+  data::DataLoader loader(std::move(set.samples), lo, tokenizer.pad_id().value_or(tokenizer.eos_id()));
+  const auto loss = train::evaluate(*model, loader);
+  nlohmann::json j = {{"file", args.data_file}, {"records", records.size()}, {"loss", loss.loss},
+                      {"perplexity", loss.perplexity}, {"target_tokens", loss.tokens}};
+  if (!args.json)
+    fmt::print("{}: {} records; loss on the answer tokens {:.4f} (perplexity {:.3f}, {} tokens)\n", args.data_file,
+               records.size(), loss.loss, loss.perplexity, loss.tokens);
+  if (args.exact) {
+    const auto em = eval::exact_match(*model, tokenizer, records, tmpl, args.max_new_tokens, categories);
+    j["exact_match"] = em.rate();
+    j["correct"] = em.correct;
+    for (const auto& [cat, ct] : em.by_category)
+      if (!cat.empty()) j["by_category"][cat] = {{"correct", ct.first}, {"total", ct.second}};
+    if (!args.json) {
+      fmt::print("exact match {}/{} = {:.1f}%", em.correct, em.total, 100.0 * em.rate());
+      if (em.by_category.size() > 1 || !em.by_category.begin()->first.empty()) {
+        fmt::print(" (");
+        bool first = true;
+        for (const auto& [cat, ct] : em.by_category)
+          fmt::print("{}{} {}/{}", first ? "" : ", ", cat, ct.first, ct.second), first = false;
+        fmt::print(")");
+      }
+      fmt::print("\n");
+      for (int64_t i = 0; i < std::min<int64_t>(args.show, em.checks.size()); ++i) {
+        const auto& c = em.checks[i];
+        fmt::print("--- example {}: {}\n{}\n>>> model: {}\n>>> expected: {}\n", i + 1, c.correct ? "correct" : "wrong",
+                   c.prompt, c.got, c.expected);
+      }
+    }
+  }
+  if (args.json) fmt::print("{}\n", j.dump());
+  return 0;
+}
+
 int run_eval(const EvalArgs& args) {
+  if (!args.data_file.empty()) return run_data_eval(args);
+  if (args.text_file.empty()) fail("qtune eval: give --text FILE (perplexity) or --data FILE (a dataset's answers)");
   auto [model, tokenizer] = args.model.load();
   const std::string text = data::read_text_file(args.text_file, "--text");
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : std::min<int64_t>(model->config().max_position_embeddings, 2048);
@@ -61,10 +133,18 @@ int run_eval(const EvalArgs& args) {
 }  // namespace
 
 void add_eval(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("eval", "Perplexity of a text file under the model");
+  auto* cmd = app.add_subcommand("eval", "Perplexity of a text file, or loss and exact-match answers on a dataset");
   auto args = std::make_shared<EvalArgs>();
   args->model.add_to(*cmd);
-  cmd->add_option("--text", args->text_file, "UTF-8 text file to score")->required();
+  cmd->add_option("--text", args->text_file, "UTF-8 text file to score");
+  cmd->add_option("--data", args->data_file, "A dataset (JSONL): loss on its answer tokens, and --exact-match");
+  cmd->add_option("--format", args->format, "--data format: alpaca-jsonl | chat-jsonl")->capture_default_str();
+  cmd->add_option("--template", args->chat_template, "--data chat template: llama2 | mistral | chatml | alpaca | none")
+      ->capture_default_str();
+  cmd->add_flag("--exact-match", args->exact, "Generate each answer greedily and compare it with the expected one");
+  cmd->add_option("--max-new-tokens", args->max_new_tokens, "Longest generated answer")->capture_default_str();
+  cmd->add_option("--show", args->show, "Examples to print")->capture_default_str();
+  cmd->add_option("--limit", args->limit, "Use only the first N records");
   cmd->add_option("--seq-len", args->seq_len, "Window length in tokens (default: the model's context, at most 2048)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--stride", args->stride, "Window step in tokens (default: seq-len / 2)")->check(CLI::PositiveNumber);

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "qtune/data/synthetic_corpus.h"
+#include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/nn/model_io.h"
@@ -21,6 +22,7 @@ struct InitArgs {
   std::string config_file;
   std::string tokenizer;
   std::string corpus_out;
+  std::string tokenizer_corpus;
   uint64_t seed = 0;
 };
 
@@ -35,9 +37,10 @@ int run_init(const InitArgs& args) {
     if (!fs::exists(src)) fail("--tokenizer {}: no tokenizer.model there", args.tokenizer);
     fs::copy_file(src, out / "tokenizer.model", fs::copy_options::overwrite_existing);
   } else {
-    // Train a BPE tokenizer on the built-in synthetic corpus, sized to the config's vocabulary.
-    const auto corpus = data::synthetic_corpus(20000, args.seed);
+    // Train a BPE tokenizer on the given text (or the built-in synthetic corpus), sized to the config's vocabulary.
     const auto corpus_path = out / "tokenizer_corpus.tmp.txt";
+    const auto corpus = args.tokenizer_corpus.empty() ? data::synthetic_corpus(20000, args.seed)
+                                                      : data::read_text_file(args.tokenizer_corpus, "--tokenizer-corpus");
     io::write_text_atomically(corpus_path.string(), corpus);
     data::train_bpe_tokenizer(corpus_path.string(), (out / "tokenizer").string(), config.vocab_size);
     fs::remove(corpus_path);
@@ -73,6 +76,7 @@ void add_init(CLI::App& app, Action& action) {
       ->required()->check(CLI::ExistingFile);
   cmd->add_option("--tokenizer", args->tokenizer,
                   "Copy this tokenizer.model (default: train a BPE tokenizer on the built-in synthetic corpus)");
+  cmd->add_option("--tokenizer-corpus", args->tokenizer_corpus, "Train the BPE tokenizer on this text file instead");
   cmd->add_option("--corpus-out", args->corpus_out, "Also write held-out synthetic text (e.g. for qtune eval)");
   cmd->add_option("--seed", args->seed, "Seed of the initialisation and the corpus")->capture_default_str();
   cmd->callback([&action, args] { action = [args] { return run_init(*args); }; });

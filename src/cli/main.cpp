@@ -11,12 +11,15 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "qtune 0.1.0");
   qtune::cli::Action action;
+  qtune::cli::add_train(app, action);
+  qtune::cli::add_plan(app, action);
   qtune::cli::add_inspect(app, action);
   qtune::cli::add_generate(app, action);
   qtune::cli::add_eval(app, action);
   qtune::cli::add_init(app, action);
   qtune::cli::add_bench(app, action);
   qtune::cli::add_quantize(app, action);
+  qtune::cli::add_demo_data(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "qtune/export/peft_adapter.h"
+#include "qtune/lora/inject.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
@@ -18,6 +20,7 @@ void ModelOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--quant", quant, "Quantize the projections while loading: none | nf4 | fp4 | int8 (double quant, block 64)")
       ->capture_default_str();
   cmd.add_option("--plan", plan_file, "Quantize while loading by this YAML plan (from qtune quantize --plan auto)");
+  cmd.add_option("--adapter", adapter, "Apply this PEFT LoRA adapter (e.g. a qtune train run's adapter/ directory)");
 }
 
 std::pair<nn::CausalLM, data::Tokenizer> ModelOptions::load() const {
@@ -26,17 +29,26 @@ std::pair<nn::CausalLM, data::Tokenizer> ModelOptions::load() const {
   const auto type = resolve_dtype(dtype, dev);
   const auto options = at::TensorOptions().dtype(type).device(dev);
   nn::CausalLM model;
-  if (quant != "none" || !plan_file.empty()) {
-    quant::QuantPlan plan;
-    if (!plan_file.empty()) plan = quant::QuantPlan::load_yaml(plan_file);
-    else plan.base.format = quant::parse_weight_format(quant, "--quant");
-    nn::QuantLinearFactory factory(plan, options);
+  const bool prequantized = !io::ModelConfig::load(dir).quantization_config.is_null();
+  quant::QuantPlan plan;
+  if (!plan_file.empty()) plan = quant::QuantPlan::load_yaml(plan_file);
+  else plan.base.format = quant::parse_weight_format(quant, "--quant");
+  nn::QuantLinearFactory factory(plan, options, prequantized);
+  if (!adapter.empty()) {
+    auto config = exporting::read_peft_config(adapter);
+    lora::LoraLinearFactory lora_factory(factory, config, 0);
+    model = nn::load_causal_lm(dir, options, &lora_factory);
+    lora::apply_modules_to_save(*model, config.modules_to_save);
+    exporting::load_peft_adapter(*model, adapter);
+    model->eval();
+    fmt::print(stderr, "adapter {}: r {}, alpha {}, {} modules\n", adapter, config.r, config.alpha,
+               lora_factory.wrapped().size());
+  } else {
     model = nn::load_causal_lm(dir, options, &factory);
+  }
+  if (quant != "none" || !plan_file.empty())
     fmt::print(stderr, "quantized {} linears while loading: {:.3f} bits per weight\n", factory.layers().size(),
                factory.average_bits());
-  } else {
-    model = nn::load_causal_lm(dir, options);
-  }
   auto tokenizer = data::Tokenizer::load(dir, &model->config());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(stderr, "loaded {} ({} layers, {} on {}) in {:.2f}s\n", dir, model->config().num_hidden_layers,

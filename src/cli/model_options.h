@@ -15,6 +15,7 @@ struct ModelOptions {
   std::string dtype = "auto";
   std::string quant = "none";  // quantize the projections while loading: none | nf4 | fp4 | int8
   std::string plan_file;       // or by a YAML plan
+  std::string adapter;         // a PEFT adapter directory applied on top (qtune train's run/adapter)
 
   void add_to(CLI::App& cmd);
   // Loads the model and its tokenizer; prints a one-line summary to stderr.

@@ -2,6 +2,9 @@
 
 #include <fmt/ranges.h>
 
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "qtune/autograd/checkpoint.h"
 #include "qtune/util/error.h"
 
 namespace qtune::nn {
@@ -75,11 +78,24 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const Forwar
     key_pos = at::arange(0, past + t, at::TensorOptions().dtype(at::kLong).device(dev)).expand({b, past + t});
   const auto mask = make_attention_mask(pos, key_pos, config_.sliding_window,
                                         opts.segment_ids.defined() ? opts.segment_ids.to(dev) : at::Tensor());
-  auto [cos, sin] = rope_.cos_sin(pos, options_.dtype().toScalarType());
+  // (Not a structured binding: C++17 lambdas cannot capture those.)
+  at::Tensor cos, sin;
+  std::tie(cos, sin) = rope_.cos_sin(pos, options_.dtype().toScalarType());
 
   // The embeddings may be kept in fp32 (trained as a LoRA modules_to_save); the trunk runs in the model dtype.
   auto x = model_->embed_tokens->forward(ids).to(options_.dtype().toScalarType());
+  const bool recompute = checkpointing_ && is_training() && !opts.cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < model_->layers.size(); ++i) {
+    if (recompute) {
+      auto layer = model_->layers[i];
+      std::vector<at::Tensor> trainable;
+      for (const auto& p : layer->parameters())
+        if (p.requires_grad()) trainable.push_back(p);
+      x = autograd::checkpoint(
+          [layer, cos, sin, mask](const at::Tensor& in) { return layer->forward(in, cos, sin, mask, nullptr, nullptr); },
+          x, trainable);
+      continue;
+    }
     at::Tensor* k = opts.cache ? &opts.cache->keys[i] : nullptr;
     at::Tensor* v = opts.cache ? &opts.cache->values[i] : nullptr;
     x = model_->layers[i]->forward(x, cos, sin, mask, k, v);

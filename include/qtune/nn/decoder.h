@@ -68,6 +68,10 @@ class CausalLMImpl : public torch::nn::Module {
   // LoRA's modules_to_save uses it to train lm_head (in fp32) apart from the embeddings.
   void set_lm_head_weight(at::Tensor weight);
   DecoderModelImpl& trunk() { return *model_; }
+  // While training with grad enabled (and no KV cache), each decoder layer keeps only its input and is recomputed in
+  // backward (autograd/checkpoint.h): activation memory of one layer instead of all of them.
+  void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
+  bool gradient_checkpointing() const { return checkpointing_; }
 
  private:
   io::ModelConfig config_;
@@ -76,6 +80,7 @@ class CausalLMImpl : public torch::nn::Module {
   RotaryEmbedding rope_;
   std::shared_ptr<DenseLinearImpl> lm_head_;  // null when tied to the embeddings
   bool tied_;
+  bool checkpointing_ = false;
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 

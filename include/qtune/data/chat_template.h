@@ -1,0 +1,74 @@
+#pragma once
+// Turning a Record into token ids and labels: the chat template renders it as text pieces (prompt or response)
+// with BOS/EOS as token ids between them, and each piece is tokenized on its own so that the prompt/response
+// boundary is exact and the prompt can be masked out of the loss.
+//
+// Tokenizing piece by piece vs. SentencePiece's add_dummy_prefix: encoding a piece on its own prefixes it with
+// "▁" (a space). qtune keeps that prefix only where the rendered text has one there: at the start of the text after
+// a BOS id (as Meta's reference encodes each llama2 turn with bos=True) and after a piece that ends with a space
+// (llama2's "[/INST] {answer}": the prefix *is* that space, which SentencePiece stripped from the previous piece).
+// Everywhere else (mistral's "[/INST]{answer}", chatml's "assistant\n{answer}", alpaca's "### Response:\n{answer}")
+// the piece is encoded without it (torchtune's trim_leading_whitespace), so that the ids are those of the rendered
+// text encoded as a whole, up to merges across a piece boundary. prompt_ids() uses the same pieces, so what
+// generation feeds the model is exactly what training showed it before a response.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qtune/data/records.h"
+#include "qtune/data/tokenizer.h"
+
+namespace qtune::data {
+
+enum class ChatTemplate { Llama2, Mistral, ChatML, Alpaca, None };
+
+ChatTemplate parse_chat_template(const std::string& name);  // llama2 | mistral | chatml | alpaca | none
+const char* chat_template_name(ChatTemplate t);
+
+// One piece of a rendered record: text, or the tokenizer's BOS/EOS inserted as an id (never as "<s>" text,
+// which SentencePiece would split into characters).
+struct TemplatePiece {
+  enum class Kind { Text, Bos, Eos };
+  Kind kind = Kind::Text;
+  std::string text;
+  bool response = false;  // an assistant's reply or the EOS that ends it: trained even when the prompt is masked
+};
+
+// The record rendered with the template. `for_generation`: without the final assistant reply (a record may then
+// end with a user turn), ending where the reply starts. Text records render as BOS + text + EOS, all "response".
+// A conversation that the template cannot render (no turns, not ending with an assistant turn when training,
+// unknown roles, turns not alternating) is an error naming record.source.
+std::vector<TemplatePiece> render_pieces(const Record& r, ChatTemplate t, bool for_generation = false);
+// The same pieces joined as one string with "<s>"/"</s>" for BOS/EOS: for showing and testing the templates.
+std::string render_text(const Record& r, ChatTemplate t, bool for_generation = false);
+
+struct TokenizedSample {
+  std::vector<int64_t> input_ids;
+  std::vector<int64_t> labels;  // aligned with input_ids (HF convention: position t's label is input_ids[t] or -100)
+  bool truncated = false;       // longer than max_seq_len: cut, keeping the start
+};
+
+constexpr int64_t kIgnoreLabel = -100;
+
+// Exactly one BOS at the start (llama2 multi-turn: one per turn, each after the previous turn's EOS, as Meta's
+// reference), an EOS after every assistant reply (trained: its label is the EOS id), prompt tokens labelled -100
+// unless train_on_prompt. Text records: BOS + text + EOS, all trained. Cut to max_seq_len (keeping the start).
+TokenizedSample tokenize_record(const Record& r, ChatTemplate t, const Tokenizer& tok, bool train_on_prompt,
+                                int64_t max_seq_len);
+
+// The prompt as generation sees it: all turns but the final assistant reply, ending where that reply starts.
+// A prefix of tokenize_record's input_ids (before any truncation).
+std::vector<int64_t> prompt_ids(const Record& r, ChatTemplate t, const Tokenizer& tok);
+
+struct TokenizedDataset {
+  std::vector<TokenizedSample> samples;
+  int64_t truncated = 0;  // samples cut to max_seq_len
+  int64_t dropped = 0;    // samples left with nothing to train on after the cut (prompt longer than max_seq_len)
+};
+
+// tokenize_record over all records; samples without a single trained label after truncation are dropped (and
+// counted), since they would only add padding and a batch of them has no loss.
+TokenizedDataset tokenize_records(const std::vector<Record>& records, ChatTemplate t, const Tokenizer& tok,
+                                  bool train_on_prompt, int64_t max_seq_len);
+
+}  // namespace qtune::data

@@ -1,0 +1,42 @@
+#pragma once
+// Mixed precision as QLoRA runs it: the frozen base computes in a 16-bit "compute dtype" (bitsandbytes'
+// bnb_4bit_compute_dtype), while adapters, their gradients and optimizer state stay fp32 (the LoRA layer casts its
+// input up and its delta back). bf16 needs no loss scaling; fp16 does, since small adapter gradients underflow its
+// 5-bit exponent: DynamicLossScaler is torch.cuda.amp.GradScaler's algorithm.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qtune::train {
+
+// recipe train.precision (auto | bf16 | fp16 | fp32) on a device -> the base's compute dtype.
+// auto: bf16 on a GPU that has it, else fp16; fp32 on CPU (CPU bf16 matmuls are slow without AMX, tiny models gain nothing).
+at::ScalarType compute_dtype(const std::string& precision, at::Device device);
+
+class DynamicLossScaler {
+ public:
+  explicit DynamicLossScaler(double initial_scale = 65536.0, double growth_factor = 2.0, double backoff_factor = 0.5,
+                             int64_t growth_interval = 2000);
+  double scale() const { return scale_; }
+  // Divides the gradients by the scale; false (and the scale backs off) if any is inf/NaN: skip the step then.
+  bool unscale_and_check(const std::vector<at::Tensor>& params);
+  // After a good step: grows the scale after growth_interval good steps in a row.
+  void update_after_good_step();
+  int64_t good_steps() const { return good_steps_; }
+  int64_t skipped_steps() const { return skipped_; }
+  // For checkpoints.
+  std::vector<double> state() const { return {scale_, static_cast<double>(good_steps_), static_cast<double>(skipped_)}; }
+  void load_state(const std::vector<double>& s);
+
+ private:
+  double scale_, growth_, backoff_;
+  int64_t interval_, good_steps_ = 0, skipped_ = 0;
+};
+
+// Global L2 norm of the gradients (fp32 accumulation), and clipping to max_norm (no-op when max_norm <= 0).
+double clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm);
+
+}  // namespace qtune::train

@@ -1,0 +1,113 @@
+#pragma once
+// A training recipe: the only source of a run's settings. Every key is declared once in recipe_schema() with its
+// type, default and one-line description; the YAML file and `key=value` overrides go through that table, so an
+// unknown key, a wrong type or a bad choice is an error naming the key (with a did-you-mean) before anything loads.
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qtune/lora/lora_config.h"
+
+namespace qtune::train {
+
+struct ModelSection {
+  std::string path;       // Hugging Face directory (config.json + *.safetensors)
+  std::string tokenizer;  // tokenizer.model or a directory holding one; default: model.path
+  std::string dtype = "auto";  // compute dtype of the frozen base: auto (bf16 on CUDA, fp32 on CPU) | bf16 | fp16 | fp32
+};
+
+struct QuantSection {
+  std::string format = "nf4";  // nf4 | fp4 | int8 | none
+  bool double_quant = true;
+  int64_t block_size = 64;
+  std::vector<std::string> keep_int8, keep_16bit;  // glob patterns over module names
+  std::string plan;                                // a plan YAML (qtune quantize --plan-out); overrides the keys above
+};
+
+struct LoraSection {
+  lora::LoraConfig config;
+  std::string init_adapter;  // a PEFT adapter directory to start from
+};
+
+struct DataSection {
+  std::string train, eval;
+  std::string format = "alpaca-jsonl";  // alpaca-jsonl | chat-jsonl | text
+  std::string chat_template = "alpaca";  // llama2 | mistral | chatml | alpaca | none
+  int64_t max_seq_len = 512;
+  bool packing = true;
+  bool train_on_prompt = false;
+  uint64_t seed = 42;
+  double eval_fraction = 0.0;  // held out of data.train when data.eval is empty
+};
+
+struct OptimSection {
+  std::string name = "paged_adamw";  // adamw | paged_adamw | adamw_8bit | paged_adamw_8bit
+  double lr = 2e-4;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+struct ScheduleSection {
+  std::string kind = "constant";  // constant | linear | cosine
+  double warmup_ratio = 0.03;
+  int64_t warmup_steps = -1;  // >= 0 overrides warmup_ratio
+  double min_lr_ratio = 0.0;
+};
+
+struct TrainSection {
+  std::string mode = "lora";  // lora: adapters on the frozen (quantized) base | full: every weight trains, dense
+  int64_t batch_size = 4;
+  int64_t grad_accum = 4;
+  int64_t max_steps = 0;  // > 0 wins over epochs
+  double epochs = 1;
+  double max_grad_norm = 0.3;
+  std::string precision = "auto";  // auto | bf16 | fp16 | fp32
+  bool gradient_checkpointing = true;
+  uint64_t seed = 42;
+  int64_t log_every = 10, eval_every = 0, save_every = 0;  // steps; 0 = only at the end
+  int64_t eval_batches = 0;  // 0 = the whole eval set
+  int64_t keep_last = 2;
+  std::string output_dir = "runs/run";
+};
+
+struct Recipe {
+  std::string name = "run";
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  ModelSection model;
+  QuantSection quant;
+  LoraSection lora;
+  DataSection data;
+  OptimSection optim;
+  ScheduleSection schedule;
+  TrainSection train;
+  std::string source;  // the file it came from, for messages
+
+  // Reads a YAML recipe, then applies `overrides` ("lora.r=32"), then validates. Relative paths in the file are
+  // taken relative to the file's directory when they exist there, else to the working directory.
+  static Recipe load(const std::string& path, const std::vector<std::string>& overrides = {});
+  static Recipe from_yaml_text(const std::string& text, const std::string& source,
+                               const std::vector<std::string>& overrides = {});
+  void apply_override(const std::string& key_equals_value);
+  void validate() const;  // cross-key checks (choices, ranges, files that must exist)
+  std::string to_yaml() const;  // every key, in schema order (saved beside each checkpoint)
+  // Keys whose values change what a run computes (all but logging/saving cadence and output_dir).
+  std::map<std::string, std::string> run_affecting_values() const;
+};
+
+// One row of the schema.
+struct RecipeKey {
+  std::string key;   // "lora.r"
+  std::string type;  // int | float | bool | string | list | map
+  std::string description;
+  std::vector<std::string> choices;  // empty: any value of the type
+  std::function<void(Recipe&, const std::string& yaml_value, const std::string& where)> set;
+  std::function<std::string(const Recipe&)> show;  // the value as YAML flow text
+  bool affects_run = true;
+};
+
+const std::vector<RecipeKey>& recipe_schema();
+std::string recipe_help();  // the table `qtune train --help-recipe` prints
+
+}  // namespace qtune::train

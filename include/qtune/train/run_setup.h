@@ -1,0 +1,69 @@
+#pragma once
+// Everything a run needs, built from a recipe in a fixed order: device and dtype -> config -> tokenizer -> data ->
+// base linears (quantized by the plan) -> adapters -> modules_to_save / init_adapter -> step counts. `qtune plan`
+// uses the weight-free parts (config, tokenizer, data) to check a recipe before anything heavy loads.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "qtune/data/collate.h"
+#include "qtune/data/tokenizer.h"
+#include "qtune/io/hf_config.h"
+#include "qtune/lora/inject.h"
+#include "qtune/nn/decoder.h"
+#include "qtune/quant/quant_plan.h"
+#include "qtune/train/recipe.h"
+
+namespace qtune::train {
+
+struct DataStats {
+  int64_t records = 0;
+  int64_t truncated = 0;      // samples cut at data.max_seq_len
+  int64_t dropped = 0;        // samples with no trained token (e.g. a prompt longer than max_seq_len)
+  int64_t train_samples = 0, eval_samples = 0;
+  int64_t train_tokens = 0;   // input tokens
+  int64_t train_targets = 0;  // trained target tokens per epoch
+  int64_t longest = 0;
+};
+
+struct RunData {
+  std::vector<data::TokenizedSample> train, eval;
+  DataStats stats;
+};
+
+// The quantization plan of the recipe's quant section (quant.plan wins when set).
+quant::QuantPlan quant_plan_of(const Recipe& recipe);
+// The tokenizer (model.tokenizer, else model.path) with the model's special ids.
+data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& config);
+// Reads, templates, tokenizes and splits the data; errors name the file and line.
+RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
+data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval);
+// Optimizer steps and warmup steps of the recipe for a loader with `batches_per_epoch` micro-batches.
+std::pair<int64_t, int64_t> step_counts(const Recipe& recipe, int64_t batches_per_epoch);
+
+struct RunSetup {
+  Recipe recipe;
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;  // compute dtype of the base
+  io::ModelConfig config;
+  data::Tokenizer tokenizer;
+  DataStats stats;
+  std::unique_ptr<nn::LinearFactory> base_factory;
+  std::unique_ptr<lora::LoraLinearFactory> lora_factory;
+  nn::CausalLM model;
+  std::unique_ptr<data::DataLoader> train_loader, eval_loader;
+  std::vector<std::pair<std::string, at::Tensor>> trainable;  // what the optimizer steps
+  int64_t total_steps = 0, warmup_steps = 0;
+
+  // Loads everything; prints what it did to `out` (nullptr: silent).
+  static RunSetup create(const Recipe& recipe, std::FILE* out);
+  // Copies tokenizer.model (and tokenizer_config.json / special_tokens_map.json when present) into `dir`.
+  void copy_tokenizer_files(const std::string& dir) const;
+};
+
+}  // namespace qtune::train

@@ -1,0 +1,51 @@
+#pragma once
+// `qtune train`: the training loop of a recipe, set up in the order torchtune writes down (model -> tokenizer ->
+// adapters -> data -> optimizer -> schedule), then: micro-batches accumulated with a token-weighted loss, clipping,
+// the optimizer step at the schedule's learning rate, logs, evals and saves.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "qtune/data/collate.h"
+#include "qtune/nn/decoder.h"
+#include "qtune/train/recipe.h"
+
+namespace qtune::train {
+
+struct EvalResult {
+  double loss = NAN;  // mean over target tokens
+  double perplexity = NAN;
+  int64_t tokens = 0;
+};
+
+struct TrainSummary {
+  int64_t steps = 0;
+  int64_t tokens = 0;  // target tokens trained on
+  int64_t skipped_steps = 0;  // fp16 steps skipped on inf/NaN gradients
+  double first_loss = NAN, last_loss = NAN;
+  std::optional<EvalResult> eval_before, eval_after;
+  double seconds = 0;
+  std::string run_dir;
+  std::string adapter_dir;  // lora mode: the PEFT adapter written at the end
+  std::string model_dir;    // full mode: the Hugging Face model written at the end
+};
+
+struct TrainOptions {
+  std::FILE* out = stdout;                // progress and messages
+  std::optional<bool> terminal;           // default: whether `out` is a terminal
+  bool eval_before = true;                // measure eval loss before the first step too
+  // Called after every optimizer step with (step, loss); tests use it to watch or inject.
+  std::function<void(int64_t step, double loss)> on_step;
+  // Called after backward, before clipping: tests inject inf gradients here to exercise the fp16 loss scaler.
+  std::function<void(int64_t step)> after_backward;
+};
+
+// Mean loss over the target tokens of the loader's first `max_batches` batches (0: all), in eval mode, no grad.
+EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches = 0);
+
+TrainSummary run_training(const Recipe& recipe, const TrainOptions& options = {});
+
+}  // namespace qtune::train

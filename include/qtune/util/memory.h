@@ -1,0 +1,16 @@
+#pragma once
+// Memory figures for progress lines, benchmarks and `qtune plan` checks.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+namespace qtune {
+
+// CUDA: peak bytes allocated by the caching allocator on that device; CPU: the process's peak RSS (VmHWM).
+int64_t peak_memory_bytes(at::Device device);
+int64_t current_rss_bytes();
+// "1.23 GiB", "512 MiB"
+std::string format_bytes(double bytes);
+
+}  // namespace qtune

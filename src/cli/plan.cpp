@@ -1,0 +1,80 @@
+// qtune plan RECIPE.yaml [key=value ...]: checks a recipe, its model and its data without loading weights or
+// training, and prints what the run would hold at its peak, so a user knows whether it fits the card.
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "qtune/optim/optimizer.h"
+#include "qtune/train/memory_estimate.h"
+#include "qtune/train/precision.h"
+#include "qtune/train/recipe.h"
+#include "qtune/train/run_setup.h"
+#include "qtune/util/device.h"
+#include "qtune/util/memory.h"
+
+namespace qtune::cli {
+namespace {
+
+struct PlanArgs {
+  std::string recipe;
+  std::vector<std::string> overrides;
+  std::string device;
+  double card_gib = 0;
+};
+
+int run_plan(const PlanArgs& a) {
+  auto recipe = train::Recipe::load(a.recipe, a.overrides);
+  const auto config = io::ModelConfig::load(recipe.model.path);
+  const auto tokenizer = train::load_tokenizer(recipe, config);
+  const auto data = train::load_data(recipe, tokenizer);
+  const at::Device device = a.device.empty() ? resolve_device(recipe.device) : at::Device(a.device);
+  const auto dtype = recipe.train.mode == "full" && recipe.train.precision == "auto"
+                         ? at::kFloat
+                         : (recipe.model.dtype == "auto" ? train::compute_dtype(recipe.train.precision, device)
+                                                         : resolve_dtype(recipe.model.dtype, device));
+  const auto plan = recipe.train.mode == "full" ? quant::QuantPlan{} : train::quant_plan_of(recipe);
+  const int64_t pad = tokenizer.pad_id().value_or(tokenizer.eos_id());
+  data::DataLoader loader(data.train, train::loader_options(recipe, false), pad);
+  const auto [steps, warmup] = train::step_counts(recipe, loader.batches_per_epoch(0));
+
+  fmt::print("recipe {}: OK\n", a.recipe);
+  fmt::print("model  {}: {} layers, hidden {}, intermediate {}, heads {}/{} kv, vocab {}\n", recipe.model.path,
+             config.num_hidden_layers, config.hidden_size, config.intermediate_size, config.num_attention_heads,
+             config.num_key_value_heads, config.vocab_size);
+  fmt::print("data   {} records -> {} train / {} eval samples; {} train tokens, {} trained per epoch; longest {}; "
+             "{} truncated, {} dropped\n",
+             data.stats.records, data.stats.train_samples, data.stats.eval_samples, data.stats.train_tokens,
+             data.stats.train_targets, data.stats.longest, data.stats.truncated, data.stats.dropped);
+  fmt::print("steps  {} optimizer steps ({} warmup) of {} x {} micro-batches; {} micro-batches per epoch\n", steps,
+             warmup, recipe.train.grad_accum, recipe.train.batch_size, loader.batches_per_epoch(0));
+  const auto m = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
+  fmt::print("\npeak memory estimate on {} ({} compute, {} x {} tokens per micro-batch, {} trainable parameters):\n",
+             device.str(), dtype_label(dtype), recipe.train.batch_size, recipe.data.max_seq_len, m.trainable_params);
+  for (const auto& [label, bytes] : m.rows()) fmt::print("  {:<20} {:>12}\n", label, format_bytes(double(bytes)));
+  fmt::print("  {:<20} {:>12}\n", "total", format_bytes(double(m.total())));
+  fmt::print("  activations with gradient checkpointing {}, without {} (train.gradient_checkpointing: {})\n",
+             format_bytes(double(m.activations_checkpointing)), format_bytes(double(m.activations_no_checkpointing)),
+             recipe.train.gradient_checkpointing ? "true" : "false");
+  if (a.card_gib > 0) {
+    const double card = a.card_gib * 1024 * 1024 * 1024;
+    // The CUDA context and allocator fragmentation take some of a card beyond what the allocator hands out.
+    const double usable = card - 0.6 * 1024 * 1024 * 1024;
+    fmt::print("\n{} on a {:.0f} GiB card ({} usable after ~0.6 GiB of CUDA context)\n",
+               m.total() <= usable ? "FITS" : "DOES NOT FIT", a.card_gib, format_bytes(usable));
+    return m.total() <= usable ? 0 : 3;
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_plan(CLI::App& app, Action& action) {
+  auto args = std::make_shared<PlanArgs>();
+  auto* cmd = app.add_subcommand("plan", "Check a recipe, its model and data, and estimate the run's peak memory");
+  cmd->add_option("RECIPE", args->recipe, "The recipe")->required();
+  cmd->add_option("OVERRIDES", args->overrides, "key=value overrides of recipe keys");
+  cmd->add_option("--device", args->device, "Estimate for this device (default: the recipe's), e.g. cuda");
+  cmd->add_option("--card-gib", args->card_gib, "Say whether the run fits a card with this many GiB (exit 3 if not)");
+  cmd->callback([&action, args] { action = [args] { return run_plan(*args); }; });
+}
+
+}  // namespace qtune::cli

@@ -1,0 +1,52 @@
+// qtune train RECIPE.yaml [key=value ...]: fine-tune LoRA adapters on the 4-bit base (or, train.mode full, a whole
+// small model), as the recipe says.
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "qtune/train/recipe.h"
+#include "qtune/train/trainer.h"
+#include "qtune/util/error.h"
+#include "qtune/util/memory.h"
+
+namespace qtune::cli {
+
+void add_train(CLI::App& app, Action& action) {
+  struct Args {
+    std::string recipe;
+    std::vector<std::string> overrides;
+    bool help_recipe = false, no_eval_before = false;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("train", "Fine-tune LoRA adapters (or a whole model) as a YAML recipe says");
+  cmd->add_option("RECIPE", args->recipe, "The recipe (see recipes/; qtune train --help-recipe lists every key)");
+  cmd->add_option("OVERRIDES", args->overrides, "key=value overrides of recipe keys, e.g. lora.r=32 optim.lr=1e-4");
+  cmd->add_flag("--help-recipe", args->help_recipe, "Print every recipe key with its type, default and meaning");
+  cmd->add_flag("--no-eval-before", args->no_eval_before, "Skip the eval before the first step");
+  cmd->footer("Example: qtune train recipes/demo-qlora.yaml train.max_steps=50 lora.r=8");
+  cmd->callback([args, &action] {
+    action = [args] {
+      if (args->help_recipe) {
+        fmt::print("{}", train::recipe_help());
+        return 0;
+      }
+      if (args->recipe.empty()) fail("qtune train: give a recipe file (or --help-recipe for the keys)");
+      const auto recipe = train::Recipe::load(args->recipe, args->overrides);
+      train::TrainOptions options;
+      options.eval_before = !args->no_eval_before;
+      const auto s = train::run_training(recipe, options);
+      fmt::print("trained {} steps on {} target tokens in {:.1f}s; train loss {:.4f} -> {:.4f}\n", s.steps, s.tokens,
+                 s.seconds, s.first_loss, s.last_loss);
+      if (s.eval_before && s.eval_after)
+        fmt::print("eval loss {:.4f} -> {:.4f} (perplexity {:.3f} -> {:.3f})\n", s.eval_before->loss, s.eval_after->loss,
+                   s.eval_before->perplexity, s.eval_after->perplexity);
+      else if (s.eval_after)
+        fmt::print("eval loss {:.4f} (perplexity {:.3f})\n", s.eval_after->loss, s.eval_after->perplexity);
+      if (s.skipped_steps) fmt::print("{} fp16 steps skipped on inf/NaN gradients\n", s.skipped_steps);
+      fmt::print("run directory: {} (metrics.jsonl, loss.svg, recipe.yaml); {}: {}\n", s.run_dir,
+                 s.adapter_dir.empty() ? "model" : "adapter", s.adapter_dir.empty() ? s.model_dir : s.adapter_dir);
+      return 0;
+    };
+  });
+}
+
+}  // namespace qtune::cli

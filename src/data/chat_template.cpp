@@ -1,0 +1,275 @@
+#include "qtune/data/chat_template.h"
+
+#include <optional>
+#include <utility>
+
+#include "qtune/util/error.h"
+
+namespace qtune::data {
+namespace {
+
+using Kind = TemplatePiece::Kind;
+
+// Stanford Alpaca's prompts (tatsu-lab/stanford_alpaca, train.py PROMPT_DICT), with "### Response:\n".
+constexpr const char* kAlpacaWithInput =
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.";
+constexpr const char* kAlpacaNoInput =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
+
+std::string strip(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+struct Turn {
+  std::string user;
+  std::optional<std::string> assistant;  // absent: the open turn a generation prompt ends with
+};
+
+struct Conversation {
+  std::optional<std::string> system;
+  std::vector<Turn> turns;
+};
+
+Conversation conversation_of(const Record& r, bool for_generation) {
+  const std::string problem = conversation_problem(r.messages, for_generation);
+  if (!problem.empty()) fail("{}: {}", r.source.empty() ? "record" : r.source, problem);
+  Conversation c;
+  size_t i = 0;
+  if (r.messages[0].role == "system") c.system = r.messages[i++].content;
+  for (; i < r.messages.size(); i += 2) {
+    Turn turn{r.messages[i].content, std::nullopt};
+    if (i + 1 < r.messages.size()) turn.assistant = r.messages[i + 1].content;
+    c.turns.push_back(std::move(turn));
+  }
+  if (for_generation && c.turns.back().assistant) c.turns.back().assistant.reset();
+  return c;
+}
+
+// Collects pieces, joining adjacent text of the same kind so that it is tokenized as one string.
+class Pieces {
+ public:
+  void text(const std::string& s, bool response = false) {
+    if (s.empty()) return;
+    if (!out_.empty() && out_.back().kind == Kind::Text && out_.back().response == response) {
+      out_.back().text += s;
+      return;
+    }
+    out_.push_back({Kind::Text, s, response});
+  }
+  void bos() { out_.push_back({Kind::Bos, "", false}); }
+  void eos() { out_.push_back({Kind::Eos, "", true}); }
+  std::vector<TemplatePiece> take() { return std::move(out_); }
+
+ private:
+  std::vector<TemplatePiece> out_;
+};
+
+// Meta's llama/generation.py chat_completion: each turn is "[INST] {user} [/INST] {answer} " between BOS and EOS,
+// the system prompt wrapped in <<SYS>> and prepended to the first user message, contents stripped.
+void llama2(const Conversation& c, Pieces& p) {
+  for (size_t k = 0; k < c.turns.size(); ++k) {
+    std::string user = c.turns[k].user;
+    if (k == 0 && c.system) user = "<<SYS>>\n" + *c.system + "\n<</SYS>>\n\n" + user;
+    p.bos();
+    p.text("[INST] " + strip(user) + " [/INST] ");
+    if (c.turns[k].assistant) {
+      p.text(strip(*c.turns[k].assistant) + " ", true);
+      p.eos();
+    }
+  }
+}
+
+// Mistral-7B-Instruct's template: one BOS, "[INST] {user} [/INST]{answer}</s>" per turn.
+void mistral(const Conversation& c, Pieces& p) {
+  p.bos();
+  for (size_t k = 0; k < c.turns.size(); ++k) {
+    const std::string& user = c.turns[k].user;
+    p.text("[INST] " + (k == 0 && c.system ? *c.system + "\n\n" + user : user) + " [/INST]");
+    if (c.turns[k].assistant) {
+      p.text(*c.turns[k].assistant, true);
+      p.eos();
+    }
+  }
+}
+
+// ChatML: "<|im_start|>{role}\n{content}<|im_end|>\n" per message; the EOS id follows the assistant's <|im_end|>
+// (the tokenizers qtune targets have no <|im_end|> token that could end generation by itself).
+void chatml(const Conversation& c, Pieces& p) {
+  p.bos();
+  if (c.system) p.text("<|im_start|>system\n" + *c.system + "<|im_end|>\n");
+  for (size_t k = 0; k < c.turns.size(); ++k) {
+    if (k > 0) p.text("\n");  // the newline after the previous reply's <|im_end|>, which the EOS id came between
+    p.text("<|im_start|>user\n" + c.turns[k].user + "<|im_end|>\n<|im_start|>assistant\n");
+    if (c.turns[k].assistant) {
+      p.text(*c.turns[k].assistant + "<|im_end|>", true);
+      p.eos();
+    }
+  }
+}
+
+// Stanford Alpaca; a system message replaces the fixed preamble; later turns repeat Instruction/Response.
+void alpaca(const Record& r, const Conversation& c, Pieces& p) {
+  p.bos();
+  const bool with_input = r.alpaca && !r.alpaca->input.empty();
+  const std::string preamble = c.system ? *c.system : (with_input ? kAlpacaWithInput : kAlpacaNoInput);
+  for (size_t k = 0; k < c.turns.size(); ++k) {
+    if (k == 0 && with_input)
+      p.text(preamble + "\n\n### Instruction:\n" + r.alpaca->instruction + "\n\n### Input:\n" + r.alpaca->input +
+             "\n\n### Response:\n");
+    else
+      p.text((k == 0 ? preamble + "\n\n" : std::string("\n\n")) + "### Instruction:\n" + c.turns[k].user +
+             "\n\n### Response:\n");
+    if (c.turns[k].assistant) {
+      p.text(*c.turns[k].assistant, true);
+      p.eos();
+    }
+  }
+}
+
+// No template: "{user}\n{answer}" per turn (a system message as a first line of its own).
+void none(const Conversation& c, Pieces& p) {
+  p.bos();
+  if (c.system) p.text(*c.system + "\n");
+  for (const auto& turn : c.turns) {
+    p.text(turn.user + "\n");
+    if (turn.assistant) {
+      p.text(*turn.assistant, true);
+      p.eos();
+    }
+  }
+}
+
+// `text` as it encodes in the middle of a longer text: without the "▁" that add_dummy_prefix puts at the start.
+// Encoding "\n" + text and dropping the ids of "\n" keeps every other space exactly as SentencePiece sees it.
+std::vector<int64_t> encode_continuation(const Tokenizer& tok, const std::string& text) {
+  static const std::string kPrefix = "\n";
+  const auto prefix = tok.encode(kPrefix, false, false);
+  auto ids = tok.encode(kPrefix + text, false, false);
+  if (ids.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), ids.begin()))
+    return std::vector<int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(prefix.size()), ids.end());
+  // A vocabulary that merges "\n" with what follows: keep the dummy prefix rather than cut a merged piece.
+  return tok.encode(text, false, false);
+}
+
+// Tokenizes pieces left to right; `labels` gets the id or -100 per the piece's kind and train_on_prompt.
+void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& tok, bool train_on_prompt,
+                     const std::string& source, std::vector<int64_t>& ids, std::vector<int64_t>* labels) {
+  bool at_text_start = true;  // after BOS, or after a piece ending with a space: SentencePiece's dummy prefix fits
+  auto append = [&](const std::vector<int64_t>& more, bool trained) {
+    ids.insert(ids.end(), more.begin(), more.end());
+    if (labels)
+      for (auto id : more) labels->push_back(trained || train_on_prompt ? id : kIgnoreLabel);
+  };
+  for (const auto& piece : pieces) {
+    switch (piece.kind) {
+      case Kind::Bos:
+        if (tok.bos_id() >= 0) append({tok.bos_id()}, piece.response);
+        at_text_start = true;
+        break;
+      case Kind::Eos:
+        if (tok.eos_id() < 0)
+          fail("{}: the tokenizer {} has no EOS token, which ends every trained reply", source, tok.path());
+        append({tok.eos_id()}, piece.response);
+        at_text_start = false;
+        break;
+      case Kind::Text:
+        if (piece.text.empty()) break;
+        append(at_text_start ? tok.encode(piece.text, false, false) : encode_continuation(tok, piece.text),
+               piece.response);
+        at_text_start = piece.text.back() == ' ';
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+ChatTemplate parse_chat_template(const std::string& name) {
+  if (name == "llama2") return ChatTemplate::Llama2;
+  if (name == "mistral") return ChatTemplate::Mistral;
+  if (name == "chatml") return ChatTemplate::ChatML;
+  if (name == "alpaca") return ChatTemplate::Alpaca;
+  if (name == "none") return ChatTemplate::None;
+  fail("unknown chat template '{}' (expected llama2, mistral, chatml, alpaca or none)", name);
+}
+
+const char* chat_template_name(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::Llama2: return "llama2";
+    case ChatTemplate::Mistral: return "mistral";
+    case ChatTemplate::ChatML: return "chatml";
+    case ChatTemplate::Alpaca: return "alpaca";
+    case ChatTemplate::None: return "none";
+  }
+  return "?";
+}
+
+std::vector<TemplatePiece> render_pieces(const Record& r, ChatTemplate t, bool for_generation) {
+  Pieces p;
+  if (r.is_text()) {
+    p.bos();
+    p.text(r.text, true);
+    if (!for_generation) p.eos();
+    auto pieces = p.take();
+    pieces.front().response = true;  // text records train every token
+    return pieces;
+  }
+  const Conversation c = conversation_of(r, for_generation);
+  switch (t) {
+    case ChatTemplate::Llama2: llama2(c, p); break;
+    case ChatTemplate::Mistral: mistral(c, p); break;
+    case ChatTemplate::ChatML: chatml(c, p); break;
+    case ChatTemplate::Alpaca: alpaca(r, c, p); break;
+    case ChatTemplate::None: none(c, p); break;
+  }
+  return p.take();
+}
+
+std::string render_text(const Record& r, ChatTemplate t, bool for_generation) {
+  std::string out;
+  for (const auto& piece : render_pieces(r, t, for_generation))
+    out += piece.kind == Kind::Bos ? "<s>" : piece.kind == Kind::Eos ? "</s>" : piece.text;
+  return out;
+}
+
+TokenizedSample tokenize_record(const Record& r, ChatTemplate t, const Tokenizer& tok, bool train_on_prompt,
+                                int64_t max_seq_len) {
+  if (max_seq_len < 2) fail("max_seq_len must be at least 2, got {}", max_seq_len);
+  TokenizedSample s;
+  tokenize_pieces(render_pieces(r, t), tok, train_on_prompt, r.source, s.input_ids, &s.labels);
+  if (static_cast<int64_t>(s.input_ids.size()) > max_seq_len) {
+    s.input_ids.resize(max_seq_len);
+    s.labels.resize(max_seq_len);
+    s.truncated = true;
+  }
+  return s;
+}
+
+std::vector<int64_t> prompt_ids(const Record& r, ChatTemplate t, const Tokenizer& tok) {
+  std::vector<int64_t> ids;
+  tokenize_pieces(render_pieces(r, t, /*for_generation=*/true), tok, false, r.source, ids, nullptr);
+  return ids;
+}
+
+TokenizedDataset tokenize_records(const std::vector<Record>& records, ChatTemplate t, const Tokenizer& tok,
+                                  bool train_on_prompt, int64_t max_seq_len) {
+  TokenizedDataset out;
+  out.samples.reserve(records.size());
+  for (const auto& r : records) {
+    auto s = tokenize_record(r, t, tok, train_on_prompt, max_seq_len);
+    out.truncated += s.truncated;
+    // Position 0's label is never predicted (nothing comes before it).
+    const bool trains = s.labels.size() > 1 && std::any_of(s.labels.begin() + 1, s.labels.end(), [](int64_t l) { return l != kIgnoreLabel; });
+    if (!trains) {
+      ++out.dropped;
+      continue;
+    }
+    out.samples.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace qtune::data

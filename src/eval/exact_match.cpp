@@ -1,0 +1,51 @@
+#include "qtune/eval/exact_match.h"
+
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "qtune/eval/generate.h"
+
+namespace qtune::eval {
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+}  // namespace
+
+ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tokenizer,
+                             const std::vector<data::Record>& records, data::ChatTemplate chat_template,
+                             int64_t max_new_tokens, const std::vector<std::string>& categories) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  ExactMatchResult result;
+  GenerateOptions options;
+  options.max_new_tokens = max_new_tokens;
+  options.stop_ids = {tokenizer.eos_id()};
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
+    if (r.is_text() || r.messages.back().role != "assistant") continue;
+    AnswerCheck c;
+    const auto prompt = data::prompt_ids(r, chat_template, tokenizer);
+    auto out = generate(model, prompt, options).tokens;
+    if (!out.empty() && out.back() == tokenizer.eos_id()) out.pop_back();
+    c.prompt = tokenizer.decode(prompt);
+    c.expected = trim(r.messages.back().content);
+    c.got = trim(tokenizer.decode(out));
+    c.correct = c.got == c.expected;
+    c.category = i < categories.size() ? categories[i] : "";
+    result.correct += c.correct;
+    ++result.total;
+    auto& cat = result.by_category[c.category];
+    cat.first += c.correct;
+    ++cat.second;
+    result.checks.push_back(std::move(c));
+  }
+  model.train(was_training);
+  return result;
+}
+
+}  // namespace qtune::eval

@@ -1,0 +1,107 @@
+#include "qtune/train/memory_estimate.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "qtune/optim/optimizer.h"
+
+namespace qtune::train {
+namespace {
+
+struct Projection {
+  std::string name;
+  int64_t in, out;
+};
+
+std::vector<Projection> projections(const io::ModelConfig& c, int64_t layer) {
+  const auto p = fmt::format("model.layers.{}.", layer);
+  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
+  return {{p + "self_attn.q_proj", c.hidden_size, q},        {p + "self_attn.k_proj", c.hidden_size, kv},
+          {p + "self_attn.v_proj", c.hidden_size, kv},       {p + "self_attn.o_proj", q, c.hidden_size},
+          {p + "mlp.gate_proj", c.hidden_size, c.intermediate_size},
+          {p + "mlp.up_proj", c.hidden_size, c.intermediate_size},
+          {p + "mlp.down_proj", c.intermediate_size, c.hidden_size}};
+}
+
+// Bytes of one stored projection in bitsandbytes' layout.
+int64_t stored_bytes(const quant::LayerQuant& q, int64_t n, int64_t out, int64_t dense_bytes) {
+  switch (q.format) {
+    case quant::WeightFormat::NF4:
+    case quant::WeightFormat::FP4: {
+      const int64_t blocks = (n + q.blocksize - 1) / q.blocksize;
+      const int64_t absmax = q.double_quant ? blocks + ((blocks + 255) / 256) * 4 + 256 * 4 + 4 : blocks * 4;
+      return (n + 1) / 2 + absmax + 16 * 4;
+    }
+    case quant::WeightFormat::Int8: return n + out * 4;
+    case quant::WeightFormat::Dense: return n * dense_bytes;
+  }
+  return n * dense_bytes;
+}
+
+}  // namespace
+
+std::vector<std::pair<std::string, int64_t>> MemoryEstimate::rows() const {
+  return {{"base weights", base_weights}, {"trainable (fp32)", trainable}, {"gradients", gradients},
+          {"optimizer state", optimizer_state}, {"activations", activations}, {"logits (chunked)", logits},
+          {"dequant workspace", workspace}};
+}
+
+MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const quant::QuantPlan& plan,
+                               at::ScalarType dtype, bool cuda) {
+  MemoryEstimate m;
+  const int64_t s = at::elementSize(dtype);
+  const bool full = r.train.mode == "full";
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, L = c.num_hidden_layers;
+  const int64_t Hq = c.num_attention_heads * c.head_dim, Hkv = c.num_key_value_heads * c.head_dim;
+  std::vector<int64_t> numels;
+  int64_t largest = 0, lora_in_fp32 = 0, lora_rank_sum = 0;  // per token, per layer (targeted projections)
+  for (int64_t l = 0; l < L; ++l) {
+    for (const auto& p : projections(c, l)) {
+      const int64_t n = p.in * p.out;
+      largest = std::max(largest, n);
+      if (full) {
+        m.base_weights += n * 4;
+        numels.push_back(n);
+        continue;
+      }
+      m.base_weights += stored_bytes(plan.resolve(p.name), n, p.out, s);
+      if (auto t = r.lora.config.resolve(p.name)) {
+        numels.push_back(t->r * p.in), numels.push_back(p.out * t->r);
+        if (l == 0) lora_in_fp32 += p.in * 4 * (r.lora.config.dropout > 0 ? 2 : 1) + (r.lora.config.dropout > 0 ? p.in : 0),
+                    lora_rank_sum += t->r * 4;
+      }
+    }
+  }
+  const int64_t embed = V * H, head = c.tie_word_embeddings ? 0 : V * H;
+  const int64_t norms = (2 * L + 1) * H;
+  m.base_weights += (embed + head + norms) * (full ? 4 : s);
+  if (full) numels.push_back(embed), numels.push_back(head), numels.push_back(norms);
+  for (const auto& name : r.lora.config.modules_to_save) numels.push_back(name == "lm_head" ? V * H : embed);
+  for (auto n : numels) m.trainable_params += n;
+  if (full) m.base_weights = 0;  // counted as trainable below
+  m.trainable = m.trainable_params * 4;
+  m.gradients = m.trainable_params * 4;
+  m.optimizer_state = optim::estimate_state_bytes(r.optim.name, numels);
+  // The paged optimizers keep their state in managed memory that the driver may move to the host.
+
+  const int64_t N = r.train.batch_size * r.data.max_seq_len;  // tokens of the largest micro-batch
+  const int64_t T = r.data.max_seq_len;
+  // Saved for backward per token and layer: the two norms' inputs and outputs, q/k/v after RoPE and the attention
+  // output (fused SDPA keeps those and a log-sum-exp; the CPU math path keeps the [heads, T, T] probabilities
+  // instead), the SwiGLU's gate, up, silu(gate) and product, and the fp32 inputs (and dropout masks) of the adapters.
+  int64_t per_token = s * (4 * H + 2 * Hq + 2 * Hkv + 4 * I) + 4 * 2 + (full ? 0 : lora_in_fp32 + lora_rank_sum);
+  if (full) per_token += s * (3 * H + Hq + I);  // the dense linears' inputs are saved for their weight gradients
+  int64_t attention = cuda ? N / T * c.num_attention_heads * T * 4 : N / T * c.num_attention_heads * T * T * (s + 1);
+  const int64_t layer = N * per_token + attention;
+  m.activations_no_checkpointing = L * layer + N * H * s;
+  // Checkpointing keeps each layer's input, and one layer's activations while it is recomputed.
+  m.activations_checkpointing = L * N * H * s + layer + N * H * s;
+  m.activations = r.train.gradient_checkpointing ? m.activations_checkpointing : m.activations_no_checkpointing;
+  const int64_t rows = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * V));
+  m.logits = std::min(rows, N) * V * 4 * 2 + N * H * (s + 4);
+  m.workspace = full ? 0 : largest * s * 2;
+  return m;
+}
+
+}  // namespace qtune::train

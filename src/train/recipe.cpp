@@ -1,0 +1,468 @@
+#include "qtune/train/recipe.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "qtune/util/error.h"
+
+namespace qtune::train {
+namespace {
+
+// ---- values: YAML node <-> typed field -------------------------------------------------------------------------
+
+template <typename T>
+struct TypeName;
+template <> struct TypeName<int64_t> { static constexpr const char* value = "int"; };
+template <> struct TypeName<uint64_t> { static constexpr const char* value = "int"; };
+template <> struct TypeName<double> { static constexpr const char* value = "float"; };
+template <> struct TypeName<bool> { static constexpr const char* value = "bool"; };
+template <> struct TypeName<std::string> { static constexpr const char* value = "string"; };
+template <> struct TypeName<std::vector<std::string>> { static constexpr const char* value = "list"; };
+template <> struct TypeName<std::map<std::string, int64_t>> { static constexpr const char* value = "map"; };
+template <> struct TypeName<std::map<std::string, double>> { static constexpr const char* value = "map"; };
+
+std::string describe(const YAML::Node& n) {
+  if (n.IsScalar()) return "'" + n.Scalar() + "'";
+  if (n.IsSequence()) return "a list";
+  if (n.IsMap()) return "a mapping";
+  return "nothing";
+}
+
+template <typename T>
+T scalar_as(const YAML::Node& n, const std::string& key, const std::string& where, const char* expected) {
+  if (!n.IsScalar()) fail("{}: '{}' must be {}, got {}", where, key, expected, describe(n));
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    fail("{}: '{}' must be {}, got {}", where, key, expected, describe(n));
+  }
+}
+
+template <typename T>
+T parse_value(const YAML::Node& n, const std::string& key, const std::string& where);
+
+template <>
+int64_t parse_value<int64_t>(const YAML::Node& n, const std::string& key, const std::string& where) {
+  return scalar_as<int64_t>(n, key, where, "an integer");
+}
+template <>
+uint64_t parse_value<uint64_t>(const YAML::Node& n, const std::string& key, const std::string& where) {
+  return scalar_as<uint64_t>(n, key, where, "a non-negative integer");
+}
+template <>
+double parse_value<double>(const YAML::Node& n, const std::string& key, const std::string& where) {
+  return scalar_as<double>(n, key, where, "a number");
+}
+template <>
+bool parse_value<bool>(const YAML::Node& n, const std::string& key, const std::string& where) {
+  return scalar_as<bool>(n, key, where, "true or false");
+}
+template <>
+std::string parse_value<std::string>(const YAML::Node& n, const std::string& key, const std::string& where) {
+  if (n.IsNull()) return "";
+  return scalar_as<std::string>(n, key, where, "a string");
+}
+template <>
+std::vector<std::string> parse_value<std::vector<std::string>>(const YAML::Node& n, const std::string& key,
+                                                               const std::string& where) {
+  if (n.IsNull()) return {};
+  if (n.IsScalar()) return {n.Scalar()};  // "all-linear" or one pattern
+  if (!n.IsSequence()) fail("{}: '{}' must be a list of strings, got {}", where, key, describe(n));
+  std::vector<std::string> out;
+  for (const auto& e : n) out.push_back(scalar_as<std::string>(e, key, where, "a list of strings"));
+  return out;
+}
+template <typename V>
+std::map<std::string, V> parse_map(const YAML::Node& n, const std::string& key, const std::string& where,
+                                   const char* expected) {
+  if (n.IsNull()) return {};
+  if (!n.IsMap()) fail("{}: '{}' must be a mapping of pattern: {}, got {}", where, key, expected, describe(n));
+  std::map<std::string, V> out;
+  for (const auto& kv : n)
+    out[kv.first.as<std::string>()] = scalar_as<V>(kv.second, key + "." + kv.first.as<std::string>(), where, expected);
+  return out;
+}
+template <>
+std::map<std::string, int64_t> parse_value<std::map<std::string, int64_t>>(const YAML::Node& n, const std::string& key,
+                                                                           const std::string& where) {
+  return parse_map<int64_t>(n, key, where, "an integer");
+}
+template <>
+std::map<std::string, double> parse_value<std::map<std::string, double>>(const YAML::Node& n, const std::string& key,
+                                                                         const std::string& where) {
+  return parse_map<double>(n, key, where, "a number");
+}
+
+std::string quote_if_needed(const std::string& s) {
+  YAML::Emitter e;
+  e << s;
+  return e.c_str();
+}
+std::string show_value(int64_t v) { return std::to_string(v); }
+std::string show_value(uint64_t v) { return std::to_string(v); }
+std::string show_value(bool v) { return v ? "true" : "false"; }
+std::string show_value(double v) { return fmt::format("{}", v); }
+std::string show_value(const std::string& v) { return v.empty() ? "\"\"" : quote_if_needed(v); }
+std::string show_value(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + quote_if_needed(v[i]);
+  return out + "]";
+}
+template <typename V>
+std::string show_value(const std::map<std::string, V>& m) {
+  std::string out = "{";
+  bool first = true;
+  for (const auto& [k, v] : m) {
+    out += (first ? "" : ", ") + quote_if_needed(k) + ": " + show_value(v);
+    first = false;
+  }
+  return out + "}";
+}
+
+template <typename Get>
+RecipeKey key(std::string name, std::string description, Get get, std::vector<std::string> choices = {},
+              bool affects_run = true) {
+  using T = std::decay_t<decltype(get(std::declval<Recipe&>()))>;
+  RecipeKey k;
+  k.key = name;
+  k.type = TypeName<T>::value;
+  k.description = std::move(description);
+  k.choices = choices;
+  k.affects_run = affects_run;
+  k.set = [name, get, choices](Recipe& r, const std::string& text, const std::string& where) {
+    YAML::Node node;
+    try {
+      node = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      fail("{}: '{}': cannot parse '{}' as YAML ({})", where, name, text, e.msg);
+    }
+    T value = parse_value<T>(node, name, where);
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (!choices.empty() && std::find(choices.begin(), choices.end(), value) == choices.end())
+        fail("{}: '{}' must be one of {}, got '{}'", where, name, fmt::format("{}", fmt::join(choices, " | ")), value);
+    }
+    get(r) = std::move(value);
+  };
+  k.show = [get](const Recipe& r) { return show_value(get(const_cast<Recipe&>(r))); };
+  return k;
+}
+
+std::vector<RecipeKey> make_schema() {
+  // Defaults follow the QLoRA paper (Dettmers et al. 2023) where it gives one: NF4 + double quant, paged AdamW,
+  // lr 2e-4, constant schedule, warmup ratio 0.03, max grad norm 0.3, adam beta2 0.999, no weight decay.
+  return {
+      key("name", "Run name (shown in logs and the loss plot)", [](Recipe& r) -> auto& { return r.name; }, {}, false),
+      key("device", "auto | cpu | cuda | cuda:N", [](Recipe& r) -> auto& { return r.device; }),
+      key("model.path", "Hugging Face model directory (config.json + *.safetensors)",
+          [](Recipe& r) -> auto& { return r.model.path; }),
+      key("model.tokenizer", "tokenizer.model or its directory (default: model.path)",
+          [](Recipe& r) -> auto& { return r.model.tokenizer; }),
+      key("model.dtype", "Compute dtype of the frozen base", [](Recipe& r) -> auto& { return r.model.dtype; },
+          {"auto", "bf16", "fp16", "fp32"}),
+      key("quant.format", "Format of the frozen projections", [](Recipe& r) -> auto& { return r.quant.format; },
+          {"nf4", "fp4", "int8", "none"}),
+      key("quant.double_quant", "Quantize the 4-bit absmax again (saves ~0.37 bit/param)",
+          [](Recipe& r) -> auto& { return r.quant.double_quant; }),
+      key("quant.block_size", "4-bit block size (32..4096, power of two)",
+          [](Recipe& r) -> auto& { return r.quant.block_size; }),
+      key("quant.keep_int8", "Module globs kept in int8 (e.g. \"layers.0.*\")",
+          [](Recipe& r) -> auto& { return r.quant.keep_int8; }),
+      key("quant.keep_16bit", "Module globs kept in the compute dtype",
+          [](Recipe& r) -> auto& { return r.quant.keep_16bit; }),
+      key("quant.plan", "A quantization plan YAML (qtune quantize --plan-out); replaces the keys above",
+          [](Recipe& r) -> auto& { return r.quant.plan; }),
+      key("lora.r", "Adapter rank", [](Recipe& r) -> auto& { return r.lora.config.r; }),
+      key("lora.alpha", "Adapter scale numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)",
+          [](Recipe& r) -> auto& { return r.lora.config.alpha; }),
+      key("lora.dropout", "Dropout on the adapter input", [](Recipe& r) -> auto& { return r.lora.config.dropout; }),
+      key("lora.targets", "Projections to adapt: all-linear, or q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+          [](Recipe& r) -> auto& { return r.lora.config.target_modules; }),
+      key("lora.rslora", "Rank-stabilised scale alpha/sqrt(r)", [](Recipe& r) -> auto& { return r.lora.config.use_rslora; }),
+      key("lora.rank_pattern", "Per-module rank overrides {regex: r} (PEFT rank_pattern)",
+          [](Recipe& r) -> auto& { return r.lora.config.rank_pattern; }),
+      key("lora.alpha_pattern", "Per-module alpha overrides {regex: alpha} (PEFT alpha_pattern)",
+          [](Recipe& r) -> auto& { return r.lora.config.alpha_pattern; }),
+      key("lora.modules_to_save", "Modules trained in full: lm_head, embed_tokens",
+          [](Recipe& r) -> auto& { return r.lora.config.modules_to_save; }),
+      key("lora.init_adapter", "Start from this PEFT adapter directory", [](Recipe& r) -> auto& { return r.lora.init_adapter; }),
+      key("data.train", "Training data file", [](Recipe& r) -> auto& { return r.data.train; }),
+      key("data.eval", "Eval data file (default: data.eval_fraction of data.train)",
+          [](Recipe& r) -> auto& { return r.data.eval; }),
+      key("data.format", "Data file format", [](Recipe& r) -> auto& { return r.data.format; },
+          {"alpaca-jsonl", "chat-jsonl", "text"}),
+      key("data.chat_template", "How records become text", [](Recipe& r) -> auto& { return r.data.chat_template; },
+          {"llama2", "mistral", "chatml", "alpaca", "none"}),
+      key("data.max_seq_len", "Tokens per row; longer samples are truncated",
+          [](Recipe& r) -> auto& { return r.data.max_seq_len; }),
+      key("data.packing", "Pack short samples into one row (attention and positions stay within each sample)",
+          [](Recipe& r) -> auto& { return r.data.packing; }),
+      key("data.train_on_prompt", "Also train on prompt tokens", [](Recipe& r) -> auto& { return r.data.train_on_prompt; }),
+      key("data.seed", "Shuffle and eval-split seed", [](Recipe& r) -> auto& { return r.data.seed; }),
+      key("data.eval_fraction", "Fraction of data.train held out for eval when data.eval is empty (0: no eval)",
+          [](Recipe& r) -> auto& { return r.data.eval_fraction; }),
+      key("optim.name", "Optimizer", [](Recipe& r) -> auto& { return r.optim.name; },
+          {"adamw", "paged_adamw", "adamw_8bit", "paged_adamw_8bit"}),
+      key("optim.lr", "Peak learning rate", [](Recipe& r) -> auto& { return r.optim.lr; }),
+      key("optim.beta1", "Adam beta1", [](Recipe& r) -> auto& { return r.optim.beta1; }),
+      key("optim.beta2", "Adam beta2", [](Recipe& r) -> auto& { return r.optim.beta2; }),
+      key("optim.eps", "Adam epsilon", [](Recipe& r) -> auto& { return r.optim.eps; }),
+      key("optim.weight_decay", "Decoupled weight decay", [](Recipe& r) -> auto& { return r.optim.weight_decay; }),
+      key("schedule.kind", "Learning-rate schedule after warmup", [](Recipe& r) -> auto& { return r.schedule.kind; },
+          {"constant", "linear", "cosine"}),
+      key("schedule.warmup_ratio", "Warmup as a fraction of the total steps",
+          [](Recipe& r) -> auto& { return r.schedule.warmup_ratio; }),
+      key("schedule.warmup_steps", "Warmup steps (>= 0 overrides warmup_ratio)",
+          [](Recipe& r) -> auto& { return r.schedule.warmup_steps; }),
+      key("schedule.min_lr_ratio", "Floor of linear/cosine decay, as a fraction of optim.lr",
+          [](Recipe& r) -> auto& { return r.schedule.min_lr_ratio; }),
+      key("train.mode", "lora: adapters on the frozen quantized base; full: train every weight (dense, e.g. pretraining)",
+          [](Recipe& r) -> auto& { return r.train.mode; }, {"lora", "full"}),
+      key("train.batch_size", "Rows per micro-batch", [](Recipe& r) -> auto& { return r.train.batch_size; }),
+      key("train.grad_accum", "Micro-batches per optimizer step", [](Recipe& r) -> auto& { return r.train.grad_accum; }),
+      key("train.max_steps", "Optimizer steps (> 0 wins over train.epochs)",
+          [](Recipe& r) -> auto& { return r.train.max_steps; }),
+      key("train.epochs", "Passes over the training data", [](Recipe& r) -> auto& { return r.train.epochs; }),
+      key("train.max_grad_norm", "Clip the global gradient norm (0: no clipping)",
+          [](Recipe& r) -> auto& { return r.train.max_grad_norm; }),
+      key("train.precision", "auto (bf16 where the GPU has it, else fp32) | bf16 | fp16 (dynamic loss scaling) | fp32",
+          [](Recipe& r) -> auto& { return r.train.precision; }, {"auto", "bf16", "fp16", "fp32"}),
+      key("train.gradient_checkpointing", "Recompute each decoder layer in backward instead of storing activations",
+          [](Recipe& r) -> auto& { return r.train.gradient_checkpointing; }),
+      key("train.seed", "Seed of adapter init and dropout", [](Recipe& r) -> auto& { return r.train.seed; }),
+      key("train.log_every", "Log a metrics line every N steps", [](Recipe& r) -> auto& { return r.train.log_every; },
+          {}, false),
+      key("train.eval_every", "Evaluate every N steps (0: at the end only)",
+          [](Recipe& r) -> auto& { return r.train.eval_every; }, {}, false),
+      key("train.eval_batches", "Batches per eval (0: the whole eval set)",
+          [](Recipe& r) -> auto& { return r.train.eval_batches; }, {}, false),
+      key("train.save_every", "Save a checkpoint every N steps (0: at the end only)",
+          [](Recipe& r) -> auto& { return r.train.save_every; }, {}, false),
+      key("train.keep_last", "Checkpoints kept", [](Recipe& r) -> auto& { return r.train.keep_last; }, {}, false),
+      key("train.output_dir", "Run directory (metrics.jsonl, loss.svg, checkpoints, adapter)",
+          [](Recipe& r) -> auto& { return r.train.output_dir; }, {}, false),
+  };
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+const RecipeKey* find_key(const std::string& name) {
+  for (const auto& k : recipe_schema())
+    if (k.key == name) return &k;
+  return nullptr;
+}
+
+[[noreturn]] void unknown_key(const std::string& name, const std::string& where) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& k : recipe_schema()) {
+    // Compare against the full key and, for a bare name, against the key's last component.
+    const auto last = k.key.substr(k.key.rfind('.') + 1);
+    const size_t d = std::min(edit_distance(name, k.key), edit_distance(name, last) + (name.find('.') == std::string::npos ? 0 : 99));
+    if (d < best_d) best_d = d, best = k.key;
+  }
+  const bool close = best_d <= std::max<size_t>(2, name.size() / 3);
+  fail("{}: unknown recipe key '{}'{} (qtune train --help-recipe lists every key)", where, name,
+       close ? fmt::format("; did you mean '{}'?", best) : "");
+}
+
+std::string where_of(const std::string& source, const YAML::Node& node) {
+  const auto mark = node.Mark();
+  return mark.line >= 0 ? fmt::format("{}:{}", source, mark.line + 1) : source;
+}
+
+bool is_section(const std::string& name) {
+  for (const auto& k : recipe_schema())
+    if (k.key.rfind(name + ".", 0) == 0) return true;
+  return false;
+}
+
+void set_from_node(Recipe& r, const std::string& name, const YAML::Node& value, const std::string& where) {
+  const auto* k = find_key(name);
+  if (!k) unknown_key(name, where);
+  k->set(r, YAML::Dump(value), where);
+}
+
+bool exists(const std::string& p) { return std::filesystem::exists(p); }
+
+void require_file(const std::string& path, const std::string& key, const std::string& source, bool required) {
+  if (path.empty()) {
+    if (required) fail("{}: '{}' is required", source, key);
+    return;
+  }
+  if (!exists(path)) fail("{}: '{}' names '{}', which does not exist", source, key, path);
+}
+
+// Sets every key of a YAML recipe text on `r` (no validation).
+void parse_into(Recipe& r, const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    fail("{}:{}: not valid YAML: {}", source, e.mark.line + 1, e.msg);
+  }
+  if (root.IsNull()) fail("{}: the recipe is empty", source);
+  if (!root.IsMap()) fail("{}: a recipe is a mapping of sections (model:, data:, ...), got {}", source, describe(root));
+  for (const auto& top : root) {
+    const auto name = top.first.as<std::string>();
+    const auto where = where_of(source, top.first);
+    if (!is_section(name)) {
+      set_from_node(r, name, top.second, where);
+      continue;
+    }
+    if (top.second.IsNull()) continue;
+    if (!top.second.IsMap()) fail("{}: section '{}' must be a mapping of keys, got {}", where, name, describe(top.second));
+    for (const auto& kv : top.second)
+      set_from_node(r, name + "." + kv.first.as<std::string>(), kv.second, where_of(source, kv.first));
+  }
+}
+
+}  // namespace
+
+const std::vector<RecipeKey>& recipe_schema() {
+  static const std::vector<RecipeKey> schema = make_schema();
+  return schema;
+}
+
+Recipe Recipe::from_yaml_text(const std::string& text, const std::string& source,
+                              const std::vector<std::string>& overrides) {
+  Recipe r;
+  r.source = source;
+  parse_into(r, text, source);
+  for (const auto& o : overrides) r.apply_override(o);
+  r.validate();
+  return r;
+}
+
+Recipe Recipe::load(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot read recipe '{}': {}", path, exists(path) ? "permission denied" : "no such file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  Recipe r;
+  r.source = path;
+  parse_into(r, ss.str(), path);
+  // A recipe travels with its data: a relative path that exists beside the recipe is taken from there.
+  const auto base = std::filesystem::path(path).parent_path();
+  for (std::string* p : {&r.model.path, &r.model.tokenizer, &r.data.train, &r.data.eval, &r.quant.plan,
+                         &r.lora.init_adapter}) {
+    if (p->empty() || std::filesystem::path(*p).is_absolute() || exists(*p)) continue;
+    if (exists((base / *p).string())) *p = (base / *p).lexically_normal().string();
+  }
+  for (const auto& o : overrides) r.apply_override(o);
+  r.validate();
+  return r;
+}
+
+void Recipe::apply_override(const std::string& kv) {
+  const auto eq = kv.find('=');
+  const std::string where = fmt::format("override '{}'", kv);
+  if (eq == std::string::npos || eq == 0) fail("{}: expected key=value (e.g. lora.r=32)", where);
+  set_from_node(*this, kv.substr(0, eq), YAML::Load(kv.substr(eq + 1).empty() ? "\"\"" : kv.substr(eq + 1)), where);
+}
+
+void Recipe::validate() const {
+  const auto& s = source.empty() ? std::string("recipe") : source;
+  auto check = [&](bool ok, const char* k, const std::string& expected, const std::string& got) {
+    if (!ok) fail("{}: '{}' must be {}, got {}", s, k, expected, got);
+  };
+  if (device != "auto" && device != "cpu" && device.rfind("cuda", 0) != 0)
+    fail("{}: 'device' must be auto, cpu, cuda or cuda:N, got '{}'", s, device);
+  require_file(model.path, "model.path", s, true);
+  if (!exists(model.path + "/config.json"))
+    fail("{}: 'model.path' = '{}' has no config.json (expected a Hugging Face model directory)", s, model.path);
+  if (!model.tokenizer.empty()) require_file(model.tokenizer, "model.tokenizer", s, false);
+  require_file(data.train, "data.train", s, true);
+  require_file(data.eval, "data.eval", s, false);
+  require_file(quant.plan, "quant.plan", s, false);
+  require_file(lora.init_adapter, "lora.init_adapter", s, false);
+  check(quant.block_size >= 32 && quant.block_size <= 4096 && (quant.block_size & (quant.block_size - 1)) == 0,
+        "quant.block_size", "a power of two in 32..4096", std::to_string(quant.block_size));
+  if (train.mode == "lora") {
+    try {
+      lora.config.validate();
+    } catch (const Error& e) {
+      fail("{}: lora: {}", s, e.what());
+    }
+  }
+  check(data.max_seq_len >= 8, "data.max_seq_len", ">= 8", std::to_string(data.max_seq_len));
+  check(data.eval_fraction >= 0 && data.eval_fraction < 1, "data.eval_fraction", "in [0, 1)",
+        fmt::format("{}", data.eval_fraction));
+  check(optim.lr > 0, "optim.lr", "> 0", fmt::format("{}", optim.lr));
+  check(optim.beta1 >= 0 && optim.beta1 < 1, "optim.beta1", "in [0, 1)", fmt::format("{}", optim.beta1));
+  check(optim.beta2 >= 0 && optim.beta2 < 1, "optim.beta2", "in [0, 1)", fmt::format("{}", optim.beta2));
+  check(optim.eps > 0, "optim.eps", "> 0", fmt::format("{}", optim.eps));
+  check(optim.weight_decay >= 0, "optim.weight_decay", ">= 0", fmt::format("{}", optim.weight_decay));
+  check(schedule.warmup_ratio >= 0 && schedule.warmup_ratio < 1, "schedule.warmup_ratio", "in [0, 1)",
+        fmt::format("{}", schedule.warmup_ratio));
+  check(schedule.min_lr_ratio >= 0 && schedule.min_lr_ratio <= 1, "schedule.min_lr_ratio", "in [0, 1]",
+        fmt::format("{}", schedule.min_lr_ratio));
+  check(train.batch_size >= 1, "train.batch_size", ">= 1", std::to_string(train.batch_size));
+  check(train.grad_accum >= 1, "train.grad_accum", ">= 1", std::to_string(train.grad_accum));
+  check(train.max_steps >= 0, "train.max_steps", ">= 0", std::to_string(train.max_steps));
+  check(train.max_steps > 0 || train.epochs > 0, "train.epochs", "> 0 when train.max_steps is 0",
+        fmt::format("{}", train.epochs));
+  check(train.max_grad_norm >= 0, "train.max_grad_norm", ">= 0", fmt::format("{}", train.max_grad_norm));
+  check(train.log_every >= 1, "train.log_every", ">= 1", std::to_string(train.log_every));
+  check(train.eval_every >= 0, "train.eval_every", ">= 0", std::to_string(train.eval_every));
+  check(train.save_every >= 0, "train.save_every", ">= 0", std::to_string(train.save_every));
+  check(train.keep_last >= 1, "train.keep_last", ">= 1", std::to_string(train.keep_last));
+  check(!train.output_dir.empty(), "train.output_dir", "a directory", "\"\"");
+  if (train.mode == "full" && quant.format != "none")
+    fail("{}: train.mode full trains every weight densely: set quant.format: none (got '{}')", s, quant.format);
+}
+
+std::string Recipe::to_yaml() const {
+  std::string out, section;
+  for (const auto& k : recipe_schema()) {
+    const auto dot = k.key.find('.');
+    if (dot == std::string::npos) {
+      out += k.key + ": " + k.show(*this) + "\n";
+      continue;
+    }
+    const auto sec = k.key.substr(0, dot);
+    if (sec != section) out += sec + ":\n", section = sec;
+    out += "  " + k.key.substr(dot + 1) + ": " + k.show(*this) + "\n";
+  }
+  return out;
+}
+
+std::map<std::string, std::string> Recipe::run_affecting_values() const {
+  std::map<std::string, std::string> out;
+  for (const auto& k : recipe_schema())
+    if (k.affects_run) out[k.key] = k.show(*this);
+  return out;
+}
+
+std::string recipe_help() {
+  Recipe defaults;
+  std::string out =
+      "Recipe keys (YAML sections, or key=value on the command line; e.g. `qtune train r.yaml lora.r=32`):\n\n";
+  size_t width = 0;
+  for (const auto& k : recipe_schema()) width = std::max(width, k.key.size());
+  for (const auto& k : recipe_schema()) {
+    const auto def = k.show(defaults);
+    out += fmt::format("  {:<{}}  {:<6}  {:<16}  {}{}\n", k.key, width, k.type, def.size() > 16 ? def.substr(0, 13) + "..." : def,
+                       k.description, k.choices.empty() ? "" : fmt::format(" [{}]", fmt::join(k.choices, " | ")));
+  }
+  return out;
+}
+
+}  // namespace qtune::train

@@ -1,0 +1,166 @@
+#include "qtune/train/run_setup.h"
+
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "qtune/data/records.h"
+#include "qtune/export/peft_adapter.h"
+#include "qtune/io/sharded_checkpoint.h"
+#include "qtune/nn/model_io.h"
+#include "qtune/nn/quant_linear_factory.h"
+#include "qtune/train/precision.h"
+#include "qtune/util/device.h"
+#include "qtune/util/error.h"
+
+namespace qtune::train {
+
+quant::QuantPlan quant_plan_of(const Recipe& r) {
+  if (!r.quant.plan.empty()) return quant::QuantPlan::load_yaml(r.quant.plan);
+  quant::QuantPlan plan;
+  plan.base.format = quant::parse_weight_format(r.quant.format, "quant.format");
+  plan.base.blocksize = r.quant.block_size;
+  plan.base.double_quant = r.quant.double_quant;
+  for (const auto& p : r.quant.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
+  for (const auto& p : r.quant.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
+  plan.validate("quant");
+  return plan;
+}
+
+data::Tokenizer load_tokenizer(const Recipe& r, const io::ModelConfig& config) {
+  return data::Tokenizer::load(r.model.tokenizer.empty() ? r.model.path : r.model.tokenizer, &config);
+}
+
+namespace {
+
+data::TokenizedDataset tokenize_file(const Recipe& r, const std::string& path, const data::Tokenizer& tok,
+                                     DataStats& stats) {
+  const auto records = data::read_records(path, data::parse_data_format(r.data.format));
+  stats.records += static_cast<int64_t>(records.size());
+  auto set = data::tokenize_records(records, data::parse_chat_template(r.data.chat_template), tok,
+                                    r.data.train_on_prompt, r.data.max_seq_len);
+  stats.truncated += set.truncated;
+  stats.dropped += set.dropped;
+  if (set.samples.empty()) fail("{}: no sample left to train on (data.max_seq_len {} too short?)", path, r.data.max_seq_len);
+  return set;
+}
+
+}  // namespace
+
+RunData load_data(const Recipe& r, const data::Tokenizer& tok) {
+  RunData d;
+  d.train = tokenize_file(r, r.data.train, tok, d.stats).samples;
+  if (!r.data.eval.empty())
+    d.eval = tokenize_file(r, r.data.eval, tok, d.stats).samples;
+  else if (r.data.eval_fraction > 0)
+    std::tie(d.train, d.eval) = data::split_eval(std::move(d.train), r.data.eval_fraction, r.data.seed);
+  d.stats.train_samples = static_cast<int64_t>(d.train.size());
+  d.stats.eval_samples = static_cast<int64_t>(d.eval.size());
+  for (const auto& s : d.train) {
+    d.stats.train_tokens += static_cast<int64_t>(s.input_ids.size());
+    d.stats.longest = std::max<int64_t>(d.stats.longest, static_cast<int64_t>(s.input_ids.size()));
+    for (size_t i = 1; i < s.labels.size(); ++i) d.stats.train_targets += s.labels[i] != data::kIgnoreLabel;
+  }
+  return d;
+}
+
+data::LoaderOptions loader_options(const Recipe& r, bool for_eval) {
+  data::LoaderOptions o;
+  o.batch_size = r.train.batch_size;
+  o.max_seq_len = r.data.max_seq_len;
+  o.packing = r.data.packing;
+  o.shuffle = !for_eval;
+  o.seed = r.data.seed;
+  return o;
+}
+
+std::pair<int64_t, int64_t> step_counts(const Recipe& r, int64_t batches_per_epoch) {
+  int64_t total = r.train.max_steps;
+  if (total <= 0) {
+    const double micro = std::ceil(r.train.epochs * static_cast<double>(batches_per_epoch));
+    total = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(micro / static_cast<double>(r.train.grad_accum))));
+  }
+  const int64_t warmup = r.schedule.warmup_steps >= 0
+                             ? r.schedule.warmup_steps
+                             : static_cast<int64_t>(std::ceil(r.schedule.warmup_ratio * static_cast<double>(total)));
+  return {total, warmup};
+}
+
+RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
+  auto say = [out](const std::string& s) {
+    if (out) fmt::print(out, "{}\n", s), std::fflush(out);
+  };
+  RunSetup s;
+  s.recipe = recipe;
+  const auto& r = s.recipe;
+  s.device = resolve_device(r.device);
+  s.dtype = r.model.dtype == "auto" ? compute_dtype(r.train.precision, s.device) : resolve_dtype(r.model.dtype, s.device);
+  if (r.train.mode == "full") s.dtype = r.train.precision == "auto" ? at::kFloat : s.dtype;
+  s.config = io::ModelConfig::load(r.model.path);
+  s.tokenizer = load_tokenizer(r, s.config);
+  if (s.tokenizer.vocab_size() > s.config.vocab_size)
+    fail("{}: the tokenizer has {} tokens but the model's vocab_size is {}", r.model.path, s.tokenizer.vocab_size(),
+         s.config.vocab_size);
+
+  auto data = load_data(r, s.tokenizer);
+  s.stats = data.stats;
+  const int64_t pad = s.tokenizer.pad_id().value_or(s.tokenizer.eos_id());
+  s.train_loader = std::make_unique<data::DataLoader>(std::move(data.train), loader_options(r, false), pad);
+  if (!data.eval.empty())
+    s.eval_loader = std::make_unique<data::DataLoader>(std::move(data.eval), loader_options(r, true), pad);
+  say(fmt::format("data: {} records -> {} train / {} eval samples, {} train tokens ({} trained per epoch), "
+                  "longest {}, {} truncated, {} dropped",
+                  s.stats.records, s.stats.train_samples, s.stats.eval_samples, s.stats.train_tokens,
+                  s.stats.train_targets, s.stats.longest, s.stats.truncated, s.stats.dropped));
+
+  const auto options = at::TensorOptions().dtype(s.dtype).device(s.device);
+  if (r.train.mode == "full") {
+    s.base_factory = std::make_unique<nn::DenseLinearFactory>(options);
+    s.model = nn::load_causal_lm(r.model.path, options, s.base_factory.get());
+    for (auto& p : s.model->named_parameters()) {
+      p.value().set_requires_grad(true);
+      s.trainable.emplace_back(p.key(), p.value());
+    }
+  } else {
+    const bool prequantized = !s.config.quantization_config.is_null();
+    s.base_factory = std::make_unique<nn::QuantLinearFactory>(quant_plan_of(r), options, prequantized);
+    auto lora_config = r.lora.config;
+    if (!r.lora.init_adapter.empty()) {
+      // The adapter decides its own shape; the recipe's dropout still applies to training.
+      const double dropout = lora_config.dropout;
+      lora_config = exporting::read_peft_config(r.lora.init_adapter);
+      lora_config.dropout = dropout;
+      s.recipe.lora.config = lora_config;
+    }
+    s.lora_factory = std::make_unique<lora::LoraLinearFactory>(*s.base_factory, lora_config, r.train.seed);
+    s.model = nn::load_causal_lm(r.model.path, options, s.lora_factory.get());
+    lora::apply_modules_to_save(*s.model, lora_config.modules_to_save);
+    if (!r.lora.init_adapter.empty()) exporting::load_peft_adapter(*s.model, r.lora.init_adapter);
+    s.trainable = lora::trainable_parameters(*s.model);
+    if (s.trainable.empty()) fail("{}: lora.targets match no module of this model", r.source);
+  }
+  s.model->set_gradient_checkpointing(r.train.gradient_checkpointing);
+
+  std::tie(s.total_steps, s.warmup_steps) = step_counts(r, s.train_loader->batches_per_epoch(0));
+  int64_t trainable = 0, all = 0;
+  for (const auto& [n, p] : s.trainable) trainable += p.numel();
+  for (const auto& p : s.model->parameters()) all += p.numel();
+  say(fmt::format("model: {} ({} layers, hidden {}) on {} in {}; {} trainable parameters ({:.3f}% of {} stored as "
+                  "parameters); {} steps ({} warmup)",
+                  r.model.path, s.config.num_hidden_layers, s.config.hidden_size, s.device.str(), dtype_label(s.dtype),
+                  trainable, 100.0 * trainable / std::max<int64_t>(all, 1), all, s.total_steps, s.warmup_steps));
+  return s;
+}
+
+void RunSetup::copy_tokenizer_files(const std::string& dir) const {
+  namespace fs = std::filesystem;
+  const fs::path src = recipe.model.tokenizer.empty() ? fs::path(recipe.model.path) : fs::path(recipe.model.tokenizer);
+  const fs::path from = fs::is_directory(src) ? src : src.parent_path();
+  if (!fs::is_directory(src)) fs::copy_file(src, fs::path(dir) / "tokenizer.model", fs::copy_options::overwrite_existing);
+  for (const char* name : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+    if (fs::exists(from / name)) fs::copy_file(from / name, fs::path(dir) / name, fs::copy_options::overwrite_existing);
+}
+
+}  // namespace qtune::train

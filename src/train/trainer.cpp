@@ -1,0 +1,200 @@
+#include "qtune/train/trainer.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "qtune/export/peft_adapter.h"
+#include "qtune/io/atomic_file.h"
+#include "qtune/nn/model_io.h"
+#include "qtune/optim/optimizer.h"
+#include "qtune/optim/schedule.h"
+#include "qtune/train/chunked_loss.h"
+#include "qtune/train/loss_plot.h"
+#include "qtune/train/metrics_log.h"
+#include "qtune/train/precision.h"
+#include "qtune/train/progress.h"
+#include "qtune/train/run_setup.h"
+#include "qtune/util/error.h"
+#include "qtune/util/memory.h"
+#include "qtune/util/remove_tree.h"
+
+namespace qtune::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Σ loss and token count of one micro-batch (no backward).
+LossSum batch_loss(nn::CausalLMImpl& model, const data::Batch& b) {
+  nn::ForwardOptions fo;
+  fo.position_ids = b.position_ids;
+  fo.segment_ids = b.segment_ids;
+  auto hidden = model.hidden_states(b.input_ids, fo);
+  return chunked_cross_entropy(hidden, model.lm_head_weight(), b.targets.to(hidden.device()));
+}
+
+// Writes the trained result into `dir` (complete or not at all: written beside it, then renamed).
+void save_result(RunSetup& run, const std::string& dir) {
+  const auto tmp = dir + ".tmp";
+  remove_tree(tmp);
+  if (run.recipe.train.mode == "lora") {
+    exporting::save_peft_adapter(*run.model, run.recipe.lora.config, run.recipe.model.path, tmp);
+  } else {
+    nn::save_pretrained(*run.model, tmp);
+    run.copy_tokenizer_files(tmp);
+  }
+  remove_tree(dir);
+  std::filesystem::rename(tmp, dir);
+}
+
+}  // namespace
+
+EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  double sum = 0;
+  int64_t tokens = 0;
+  const int64_t all = loader.batches_per_epoch(0);
+  const int64_t n = max_batches > 0 ? std::min(max_batches, all) : all;
+  for (int64_t i = 0; i < n; ++i) {
+    auto ls = batch_loss(model, loader.batch(0, i));
+    sum += ls.sum.item<double>();
+    tokens += ls.tokens;
+  }
+  model.train(was_training);
+  EvalResult r;
+  r.tokens = tokens;
+  if (tokens > 0) r.loss = sum / static_cast<double>(tokens), r.perplexity = std::exp(r.loss);
+  return r;
+}
+
+TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
+  const auto start = Clock::now();
+  RunSetup run = RunSetup::create(recipe, options.out);
+  auto& model = *run.model;
+  const auto& r = run.recipe;
+  const auto run_dir = r.train.output_dir;
+  std::filesystem::create_directories(run_dir);
+  io::write_text_atomically(run_dir + "/recipe.yaml", r.to_yaml());
+
+  TrainSummary summary;
+  summary.run_dir = run_dir;
+  const int64_t total = run.total_steps;
+  optim::ScheduleOptions sched{r.schedule.kind, run.warmup_steps, r.schedule.min_lr_ratio};
+  auto optimizer = optim::make_optimizer(
+      r.optim.name, run.trainable,
+      optim::AdamWOptions{r.optim.lr, r.optim.beta1, r.optim.beta2, r.optim.eps, r.optim.weight_decay});
+  const bool fp16 = run.dtype == at::kHalf;
+  DynamicLossScaler scaler;
+  std::vector<at::Tensor> params;
+  for (const auto& [name, p] : run.trainable) params.push_back(p);
+
+  // A fresh run starts a fresh log (a resumed one will continue it).
+  std::filesystem::remove(run_dir + "/metrics.jsonl");
+  MetricsLog metrics(run_dir + "/metrics.jsonl");
+  const bool terminal = options.terminal.value_or(Progress::stdout_is_terminal() && options.out == stdout);
+  Progress progress(options.out, terminal, r.train.log_every);
+  auto plot = [&] { write_loss_plot(run_dir + "/loss.svg", metrics.records(), r.name); };
+  auto do_eval = [&](int64_t step) -> std::optional<EvalResult> {
+    if (!run.eval_loader) return std::nullopt;
+    auto e = evaluate(model, *run.eval_loader, r.train.eval_batches);
+    metrics.append({"eval", step, {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", double(e.tokens)}}});
+    progress.message(fmt::format("eval @ step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)", step, e.loss,
+                                 e.perplexity, e.tokens));
+    plot();
+    return e;
+  };
+
+  at::manual_seed(r.train.seed);  // dropout masks
+  if (options.eval_before) summary.eval_before = do_eval(0);
+  model.train();
+
+  // Where the data stands: (epoch, batch index). With packing an epoch's batch count depends on its order.
+  int64_t epoch = 0, index = 0, tokens_seen = 0;
+  auto last_log = Clock::now();
+  int64_t tokens_since_log = 0;
+  for (int64_t step = 0; step < total; ++step) {
+    const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
+    std::vector<data::Batch> batches;
+    int64_t step_tokens = 0;
+    for (int64_t a = 0; a < r.train.grad_accum; ++a) {
+      if (index >= run.train_loader->batches_per_epoch(epoch)) ++epoch, index = 0;
+      batches.push_back(run.train_loader->batch(epoch, index++));
+      step_tokens += batches.back().target_tokens;
+    }
+    // The loss of the step is the mean over every target token of all its micro-batches (not a mean of per-batch
+    // means): each micro-batch's Σ loss is divided by the step's token count before backward.
+    double loss_sum = 0;
+    const double scale = fp16 ? scaler.scale() : 1.0;
+    for (const auto& b : batches) {
+      if (b.target_tokens == 0) continue;
+      auto ls = batch_loss(model, b);
+      (ls.sum * (scale / static_cast<double>(std::max<int64_t>(step_tokens, 1)))).backward();
+      loss_sum += ls.sum.item<double>();
+    }
+    const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_tokens, 1));
+    if (options.after_backward) options.after_backward(step + 1);
+    if (!std::isfinite(loss) && !fp16)
+      fail("step {}: the loss is {} (lr {:.3g}); stopping. The last checkpoint in {} is intact. Lower optim.lr, "
+           "raise schedule.warmup_steps, or check the data.",
+           step + 1, loss, lr, run_dir);
+    if (fp16 && !scaler.unscale_and_check(params)) {
+      optimizer->zero_grad();
+      progress.message(fmt::format("step {}: inf/NaN gradients in fp16, step skipped; loss scale now {}", step + 1,
+                                   scaler.scale()));
+      ++summary.skipped_steps;
+      continue;
+    }
+    const double grad_norm = clip_grad_norm(params, r.train.max_grad_norm);
+    optimizer->step(lr);
+    optimizer->zero_grad();
+    if (fp16) scaler.update_after_good_step();
+
+    const int64_t done = step + 1;
+    tokens_seen += step_tokens;
+    tokens_since_log += step_tokens;
+    if (std::isnan(summary.first_loss)) summary.first_loss = loss;
+    summary.last_loss = loss;
+    summary.steps = done;
+    const double elapsed = seconds_since(start);
+    const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
+    progress.update({done, total, loss, lr, tok_s, elapsed, peak_memory_bytes(run.device), grad_norm});
+    if (done % r.train.log_every == 0 || done == total) {
+      metrics.append({"train",
+                      done,
+                      {{"loss", loss},
+                       {"lr", lr},
+                       {"grad_norm", grad_norm},
+                       {"tokens", double(step_tokens)},
+                       {"tokens_per_s", tok_s},
+                       {"elapsed_s", elapsed},
+                       {"mem_bytes", double(peak_memory_bytes(run.device))}}});
+      last_log = Clock::now();
+      tokens_since_log = 0;
+    }
+    if (options.on_step) options.on_step(done, loss);
+    if (r.train.eval_every > 0 && done % r.train.eval_every == 0 && done != total) {
+      do_eval(done);
+      model.train();
+    }
+    if (r.train.save_every > 0 && done % r.train.save_every == 0 && done != total)
+      save_result(run, fmt::format("{}/checkpoint-{}", run_dir, done));
+  }
+  progress.finish();
+  summary.tokens = tokens_seen;
+  summary.eval_after = do_eval(summary.steps);
+  plot();
+  const auto out_dir = run_dir + (r.train.mode == "lora" ? "/adapter" : "/model");
+  save_result(run, out_dir);
+  (r.train.mode == "lora" ? summary.adapter_dir : summary.model_dir) = out_dir;
+  summary.seconds = seconds_since(start);
+  return summary;
+}
+
+}  // namespace qtune::train
