@@ -1,36 +1,45 @@
 #!/usr/bin/env bash
-# The main job, for now: create a tiny Llama (random weights, a BPE tokenizer trained on the built-in
-# synthetic corpus) as an ordinary Hugging Face directory, then load, inspect, generate and evaluate it.
-# When ../shared holds the real pretrained stories260K, the same commands run on it, and on its NF4 quantization.
-# The trainer issue replaces this with a QLoRA fine-tuning demo.
+# The main job: QLoRA end to end on CPU with nothing downloaded (about 4 minutes on 2 cores).
+#  1. qtune init: a tiny Llama (0.8M parameters) and a BPE tokenizer trained on the generated stories in data/demo.
+#  2. qtune train recipes/demo-pretrain.yaml: pretrain it from scratch; it is saved as an ordinary HF checkpoint.
+#  3. qtune train recipes/demo-qlora.yaml: quantize that checkpoint to NF4 while loading, freeze it, and train LoRA
+#     adapters to answer questions about a short context, a format the pretraining never showed.
+#  4. Held-out questions before and after: loss on the answers, exact-match, and one generation.
+# When ../shared holds the real pretrained stories260K, a short QLoRA on the Dolly records follows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qtune=${QTUNE_BIN:-build/qtune}
 [ -x "$qtune" ] || { echo "no $qtune: run scripts/setup.sh first" >&2; exit 1; }
-out=${1:-runs/demo}
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+start=$(date +%s)
+rm -rf runs/demo
 
-step "qtune init: a tiny Llama from configs/models/tiny-llama.json"
-"$qtune" init "$out/tiny-llama" --config configs/models/tiny-llama.json --corpus-out "$out/heldout.txt" --seed 1
-step "qtune inspect"
-"$qtune" inspect "$out/tiny-llama"
-step "qtune generate (random weights: expect word salad from the tokenizer's pieces)"
-"$qtune" generate "$out/tiny-llama" --prompt "One day, Lily" -n 24 --temperature 0.8 --seed 1
-step "qtune eval (an untrained model is near-uniform: perplexity close to the vocabulary size, 512)"
-"$qtune" eval "$out/tiny-llama" --text "$out/heldout.txt" --seq-len 128
+step "1. qtune init: a tiny Llama from configs/models/demo-llama.json, tokenizer trained on data/demo/pretrain.txt"
+"$qtune" init runs/demo/init --config configs/models/demo-llama.json --tokenizer-corpus data/demo/pretrain.txt --seed 1
+
+step "2. qtune train recipes/demo-pretrain.yaml: pretraining from scratch (every weight trains)"
+"$qtune" train recipes/demo-pretrain.yaml
+"$qtune" generate runs/demo/pretrain/model --prompt "One day, Mia went to the river. Tom was very sad. Mia liked the" -n 8
+
+step "3a. before fine-tuning: the NF4 base on held-out questions (it has never seen the question format)"
+"$qtune" eval runs/demo/pretrain/model --quant nf4 --data data/demo/qa_eval.jsonl --template llama2 --exact-match --show 1
+
+step "3b. qtune train recipes/demo-qlora.yaml: QLoRA (NF4 + double quant base, LoRA r=16 on all projections)"
+"$qtune" train recipes/demo-qlora.yaml
+
+step "4. after fine-tuning: the same held-out questions with the adapter"
+"$qtune" eval runs/demo/pretrain/model --quant nf4 --adapter runs/demo/qlora/adapter --data data/demo/qa_eval.jsonl \
+  --template llama2 --exact-match --show 2
+"$qtune" generate runs/demo/pretrain/model --quant nf4 --adapter runs/demo/qlora/adapter -n 12 \
+  --prompt "[INST] Context: Ben found a shiny box. One day, Lily went to the forest. Sam was very tired.
+Question: Where did Lily go? [/INST]"
 
 shared=${QTUNE_SHARED_DIR:-../shared}
 if [ -d "$shared/models/stories260K" ]; then
-  step "the real pretrained stories260K from $shared: greedy continuation and held-out perplexity"
-  "$qtune" generate "$shared/models/stories260K" --prompt "Once upon a time" -n 60
-  "$qtune" eval "$shared/models/stories260K" --text "$shared/data/tinystories_valid_head.txt" \
-    --split-on '<|endoftext|>' --seq-len 512
-  step "qtune quantize: stories260K to NF4 with double quantization (bitsandbytes layout), then the same checks"
-  rm -rf "$out/stories260K-nf4"
-  "$qtune" quantize "$shared/models/stories260K" --out "$out/stories260K-nf4"
-  "$qtune" generate "$out/stories260K-nf4" --prompt "Once upon a time" -n 60
-  "$qtune" eval "$out/stories260K-nf4" --text "$shared/data/tinystories_valid_head.txt" \
-    --split-on '<|endoftext|>' --seq-len 512
+  step "5. a real pretrained model: QLoRA of stories260K ($shared) on 35 Dolly instruction records"
+  "$qtune" train recipes/stories260k-dolly.yaml model.path="$shared/models/stories260K" \
+    data.train="$shared/data/dolly_tiny_train.jsonl" data.eval="$shared/data/dolly_tiny_eval.jsonl"
 else
   echo "(../shared not found: skipping the real-model part)"
 fi
+printf '\ndemo finished in %ss; loss curves: runs/demo/pretrain/loss.svg, runs/demo/qlora/loss.svg\n' $(( $(date +%s) - start ))

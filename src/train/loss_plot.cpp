@@ -137,8 +137,10 @@ std::string tick_label(double v, const Axis& a) {
 }
 
 std::string step_label(double v, const Axis& a) {
+  if (std::max(std::abs(a.lo), std::abs(a.hi)) >= 1e13) return fmt::format("{:.3g}", v);  // labels must not overlap
   const auto n = static_cast<long long>(std::llround(v));
-  if (a.hi >= 10000 && n % 1000 == 0 && n != 0) return fmt::format("{}k", n / 1000);
+  if (a.hi >= 1e7 && n % 1000000 == 0 && n != 0) return fmt::format("{}M", n / 1000000);
+  if (a.hi >= 1e4 && n % 1000 == 0 && n != 0) return fmt::format("{}k", n / 1000);
   return fmt::format("{}", n);
 }
 

@@ -139,7 +139,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       loss_sum += ls.sum.item<double>();
     }
     const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_tokens, 1));
-    if (options.after_backward) options.after_backward(step + 1);
+    if (options.after_backward) options.after_backward(step + 1, params);
     if (!std::isfinite(loss) && !fp16)
       fail("step {}: the loss is {} (lr {:.3g}); stopping. The last checkpoint in {} is intact. Lower optim.lr, "
            "raise schedule.warmup_steps, or check the data.",

@@ -13,7 +13,7 @@ namespace qtune::data {
 struct DemoQuestion {
   std::string context;   // two to four sentences, each about a different child
   std::string question;  // about one of them
-  std::string answer;
+  std::string answer;    // copied from the context ("went to the forest.", "was very sad.", "a red ball."), or a sum
   std::string kind;      // where | feeling | what | count
 };
 

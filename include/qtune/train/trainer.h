@@ -8,6 +8,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "qtune/data/collate.h"
 #include "qtune/nn/decoder.h"
@@ -39,8 +40,9 @@ struct TrainOptions {
   bool eval_before = true;                // measure eval loss before the first step too
   // Called after every optimizer step with (step, loss); tests use it to watch or inject.
   std::function<void(int64_t step, double loss)> on_step;
-  // Called after backward, before clipping: tests inject inf gradients here to exercise the fp16 loss scaler.
-  std::function<void(int64_t step)> after_backward;
+  // Called after backward, before unscaling and clipping, with the trainable parameters: tests inject inf gradients
+  // here to exercise the fp16 loss scaler.
+  std::function<void(int64_t step, const std::vector<at::Tensor>& params)> after_backward;
 };
 
 // Mean loss over the target tokens of the loader's first `max_batches` batches (0: all), in eval mode, no grad.
