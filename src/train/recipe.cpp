@@ -1,6 +1,7 @@
 #include "qtune/train/recipe.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -283,6 +284,20 @@ const RecipeKey* find_key(const std::string& name) {
        close ? fmt::format("; did you mean '{}'?", best) : "");
 }
 
+[[noreturn]] void unknown_section(const std::string& name, const std::string& where) {
+  std::vector<std::string> sections;
+  for (const auto& k : recipe_schema()) {
+    const auto dot = k.key.find('.');
+    if (dot != std::string::npos && std::find(sections.begin(), sections.end(), k.key.substr(0, dot)) == sections.end())
+      sections.push_back(k.key.substr(0, dot));
+  }
+  std::string best = sections.front();
+  for (const auto& sec : sections)
+    if (edit_distance(name, sec) < edit_distance(name, best)) best = sec;
+  fail("{}: unknown recipe section '{}'{} (sections: {})", where, name,
+       edit_distance(name, best) <= 2 ? fmt::format("; did you mean '{}'?", best) : "", fmt::join(sections, ", "));
+}
+
 std::string where_of(const std::string& source, const YAML::Node& node) {
   const auto mark = node.Mark();
   return mark.line >= 0 ? fmt::format("{}:{}", source, mark.line + 1) : source;
@@ -324,6 +339,7 @@ void parse_into(Recipe& r, const std::string& text, const std::string& source) {
     const auto name = top.first.as<std::string>();
     const auto where = where_of(source, top.first);
     if (!is_section(name)) {
+      if (top.second.IsMap() && !find_key(name)) unknown_section(name, where);
       set_from_node(r, name, top.second, where);
       continue;
     }

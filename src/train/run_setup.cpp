@@ -144,13 +144,14 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   s.model->set_gradient_checkpointing(r.train.gradient_checkpointing);
 
   std::tie(s.total_steps, s.warmup_steps) = step_counts(r, s.train_loader->batches_per_epoch(0));
-  int64_t trainable = 0, all = 0;
+  int64_t trainable = 0;
   for (const auto& [n, p] : s.trainable) trainable += p.numel();
-  for (const auto& p : s.model->parameters()) all += p.numel();
-  say(fmt::format("model: {} ({} layers, hidden {}) on {} in {}; {} trainable parameters ({:.3f}% of {} stored as "
-                  "parameters); {} steps ({} warmup)",
-                  r.model.path, s.config.num_hidden_layers, s.config.hidden_size, s.device.str(), dtype_label(s.dtype),
-                  trainable, 100.0 * trainable / std::max<int64_t>(all, 1), all, s.total_steps, s.warmup_steps));
+  const int64_t base = s.config.num_parameters();
+  say(fmt::format("model: {} ({} layers, hidden {}, {} parameters) on {} in {}; {} trainable parameters ({:.2f}% of the "
+                  "base); {} steps ({} warmup)",
+                  r.model.path, s.config.num_hidden_layers, s.config.hidden_size, base, s.device.str(),
+                  dtype_label(s.dtype), trainable, 100.0 * trainable / std::max<int64_t>(base, 1), s.total_steps,
+                  s.warmup_steps));
   return s;
 }
 

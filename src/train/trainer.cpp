@@ -165,7 +165,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     const double elapsed = seconds_since(start);
     const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
     progress.update({done, total, loss, lr, tok_s, elapsed, peak_memory_bytes(run.device), grad_norm});
-    if (done % r.train.log_every == 0 || done == total) {
+    if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
       metrics.append({"train",
                       done,
                       {{"loss", loss},

@@ -142,3 +142,66 @@ TEST(Cli, BadInputGivesAnErrorNamingThePath) {
 }
 
 }  // namespace
+
+namespace {
+
+std::string source(const std::string& rel) { return std::string(QTUNE_TEST_SOURCE_DIR) + "/" + rel; }
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(Cli, TrainHelpRecipeAndRecipeErrors) {
+  const auto help = run("train --help-recipe");
+  EXPECT_EQ(help.code, 0);
+  for (const std::string key : {"lora.r", "optim.name", "train.gradient_checkpointing", "data.chat_template"})
+    EXPECT_TRUE(contains(help.out, key)) << key;
+  const auto dir = qtune::test::temp_dir();
+  std::ofstream(dir + "/bad.yaml") << "model:\n  path: " << source("configs/models/llama-2-7b") << "\ntrian:\n  steps: 3\n";
+  auto r = run("train " + dir + "/bad.yaml");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.err, "bad.yaml:3: unknown recipe section 'trian'; did you mean 'train'?")) << r.err;
+  r = run("train " + dir + "/absent.yaml");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.err, "absent.yaml")) << r.err;
+  r = run("train " + source("recipes/demo-qlora.yaml") + " lora.r=abc");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.err, "'lora.r' must be an integer, got 'abc'")) << r.err;
+}
+
+TEST(Cli, DemoDataInTheRepoIsWhatTheGeneratorWrites) {
+  const auto dir = qtune::test::temp_dir();
+  ASSERT_EQ(run("demo-data " + dir).code, 0);
+  for (const std::string f : {"pretrain.txt", "pretrain_eval.txt", "qa_train.jsonl", "qa_eval.jsonl"})
+    EXPECT_TRUE(slurp(dir + "/" + f) == slurp(source("data/demo/" + f))) << f << " differs: rerun qtune demo-data data/demo";
+}
+
+// The recipes for real use, checked the way a user checks them before renting a card: model shape from the config
+// presets, data and a tokenizer from the demo (plan counts tokens), the estimate against 24 GB and 8 GB cards.
+TEST(Cli, PlanChecksThe7BRecipesAgainstTheirCards) {
+  const auto dir = qtune::test::temp_dir();
+  ASSERT_EQ(run("init " + dir + "/tok --config " + source("configs/models/demo-llama.json") + " --tokenizer-corpus " +
+                source("data/demo/pretrain_eval.txt"))
+                .code,
+            0);
+  struct Case {
+    std::string recipe, model;
+    int card;
+    bool fits;
+  };
+  for (const auto& c : std::vector<Case>{{"llama2-7b-qlora-24gb", "llama-2-7b", 24, true},
+                                         {"llama2-7b-qlora-8gb", "llama-2-7b", 8, true},
+                                         {"mistral-7b-qlora-24gb", "mistral-7b", 24, true},
+                                         {"mistral-7b-qlora-8gb", "mistral-7b", 8, true},
+                                         {"llama2-7b-qlora-24gb", "llama-2-7b", 8, false}}) {
+    const auto r = run("plan " + source("recipes/" + c.recipe + ".yaml") + " model.path=" +
+                       source("configs/models/" + c.model) + " model.tokenizer=" + dir + "/tok data.train=" +
+                       source("data/demo/qa_train.jsonl") + " --device cuda --card-gib " + std::to_string(c.card));
+    EXPECT_EQ(r.code, c.fits ? 0 : 3) << c.recipe << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, c.fits ? "FITS" : "DOES NOT FIT")) << r.out;
+    EXPECT_TRUE(contains(r.out, "activations with gradient checkpointing")) << r.out;
+  }
+}
+
+}  // namespace

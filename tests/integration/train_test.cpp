@@ -7,7 +7,9 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "qtune/data/chat_template.h"
 #include "qtune/data/demo_task.h"
+#include "qtune/data/records.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/eval/generate.h"
 #include "qtune/export/peft_adapter.h"
@@ -90,7 +92,7 @@ TEST(TrainRun, QLoRAOnATinyModelLowersEvalLossAndWritesTheRun) {
   const auto records = MetricsLog::read(run + "/metrics.jsonl");
   int train = 0, eval = 0;
   for (const auto& r : records) (r.kind == "train" ? train : eval) += 1;
-  EXPECT_EQ(train, 16);  // every 5 steps
+  EXPECT_EQ(train, 17);  // step 1, then every 5 steps
   EXPECT_EQ(eval, 2);   // before and after
   // The saved recipe reproduces the run's settings.
   const auto saved = Recipe::from_yaml_text(
@@ -161,6 +163,58 @@ TEST(TrainRun, FullModeTrainsEveryWeightAndSavesAModelTransformersCanRead) {
   EXPECT_TRUE(fs::exists(s.model_dir + "/tokenizer.model"));
   auto reloaded = nn::load_causal_lm(s.model_dir, at::TensorOptions().dtype(at::kFloat));
   EXPECT_EQ(reloaded->config().num_hidden_layers, 2);
+}
+
+}  // namespace
+}  // namespace qtune::train
+
+namespace qtune::train {
+namespace {
+
+// The real pretrained model in ../shared, fine-tuned on the 35 Dolly records.
+TEST(TrainShared, Stories260KOnDollyLowersHeldOutLossAndTurnsStoriesIntoAnswers) {
+  const auto shared = test::shared_dir();
+  if (shared.empty()) GTEST_SKIP() << "../shared not found: the real-model fine-tune needs models/stories260K and data/dolly_tiny_*";
+  const auto dir = test::temp_dir();
+  const auto recipe = Recipe::load(std::string(QTUNE_TEST_SOURCE_DIR) + "/recipes/stories260k-dolly.yaml",
+                                   {"model.path=" + shared + "/models/stories260K",
+                                    "data.train=" + shared + "/data/dolly_tiny_train.jsonl",
+                                    "data.eval=" + shared + "/data/dolly_tiny_eval.jsonl", "train.output_dir=" + dir,
+                                    "train.eval_every=0"});
+  const auto s = run_training(recipe, quiet());
+  ASSERT_TRUE(s.eval_before && s.eval_after);
+  // Held-out answer loss falls by more than half a nat (4.135 -> 3.382 when this was written).
+  EXPECT_LT(s.eval_after->loss, s.eval_before->loss - 0.5) << s.eval_before->loss << " -> " << s.eval_after->loss;
+
+  // Style: the base answers an instruction by starting a TinyStories story ("One day, Rexty was ...", or dialogue);
+  // after fine-tuning on Dolly's expository answers, its greedy replies to the held-out instructions no longer do
+  // (NF4 base: 8 of 8 story openings before, 0 of 8 after, when this was written).
+  auto records = data::read_records(shared + "/data/dolly_tiny_eval.jsonl", data::DataFormat::AlpacaJsonl);
+  auto story_openings = [&](nn::CausalLMImpl& model, const data::Tokenizer& tok) {
+    int n = 0;
+    eval::GenerateOptions o;
+    o.max_new_tokens = 12;
+    o.stop_ids = {tok.eos_id()};
+    for (const auto& r : records) {
+      const auto text = tok.decode(eval::generate(model, data::prompt_ids(r, data::ChatTemplate::Alpaca, tok), o).tokens);
+      n += text.rfind("One day", 0) == 0 || text.rfind("Once upon", 0) == 0 || text.rfind("\"", 0) == 0;
+    }
+    return n;
+  };
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  quant::QuantPlan plan;
+  nn::QuantLinearFactory base_factory(plan, options);
+  auto base = nn::load_causal_lm(shared + "/models/stories260K", options, &base_factory);
+  base->eval();
+  const auto tok = data::Tokenizer::load(shared + "/models/stories260K", &base->config());
+  nn::QuantLinearFactory base2(plan, options);
+  lora::LoraLinearFactory lf(base2, exporting::read_peft_config(s.adapter_dir), 0);
+  auto tuned = nn::load_causal_lm(shared + "/models/stories260K", options, &lf);
+  exporting::load_peft_adapter(*tuned, s.adapter_dir);
+  tuned->eval();
+  const auto before = story_openings(*base, tok), after = story_openings(*tuned, tok);
+  EXPECT_GE(before, 6) << "of " << records.size() << " base replies open a story";
+  EXPECT_LE(after, 1) << "of " << records.size() << " fine-tuned replies open a story";
 }
 
 }  // namespace

@@ -88,6 +88,9 @@ TEST(Recipe, UnknownKeysSuggestTheClosest) {
   EXPECT_NE(msg.find("optim.learning_rate"), std::string::npos) << msg;
   msg = test::error_of([&] { Recipe::from_yaml_text(f.text(), "r.yaml", {"trian.max_steps=3"}); });
   EXPECT_NE(msg.find("did you mean 'train.max_steps'"), std::string::npos) << msg;
+  msg = test::error_of([&] { Recipe::from_yaml_text(f.text("optimizer:\n  lr: 3\n"), "r.yaml"); });
+  EXPECT_NE(msg.find("unknown recipe section 'optimizer'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("sections: model, quant, lora, data, optim, schedule, train"), std::string::npos) << msg;
   msg = test::error_of([&] { Recipe::from_yaml_text(f.text("schedule:\n  warmup_step: 3\n"), "r.yaml"); });
   EXPECT_NE(msg.find("did you mean 'schedule.warmup_steps'"), std::string::npos) << msg;
 }
