@@ -14,7 +14,8 @@ void add_train(CLI::App& app, Action& action) {
   struct Args {
     std::string recipe;
     std::vector<std::string> overrides;
-    bool help_recipe = false, no_eval_before = false;
+    bool help_recipe = false, no_eval_before = false, force = false;
+    std::string resume;
   };
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("train", "Fine-tune LoRA adapters (or a whole model) as a YAML recipe says");
@@ -22,6 +23,12 @@ void add_train(CLI::App& app, Action& action) {
   cmd->add_option("OVERRIDES", args->overrides, "key=value overrides of recipe keys, e.g. lora.r=32 optim.lr=1e-4");
   cmd->add_flag("--help-recipe", args->help_recipe, "Print every recipe key with its type, default and meaning");
   cmd->add_flag("--no-eval-before", args->no_eval_before, "Skip the eval before the first step");
+  cmd->add_option("--resume", args->resume,
+                  "Continue an interrupted run: auto (the newest valid checkpoint of train.output_dir, or a fresh start "
+                  "if none), or a checkpoint / run directory")
+      ->expected(0, 1)
+      ->default_str("auto");
+  cmd->add_flag("--force", args->force, "Resume even though run-affecting recipe keys changed (they are listed)");
   cmd->footer("Example: qtune train recipes/demo-qlora.yaml train.max_steps=50 lora.r=8");
   cmd->callback([args, &action] {
     action = [args] {
@@ -33,7 +40,10 @@ void add_train(CLI::App& app, Action& action) {
       const auto recipe = train::Recipe::load(args->recipe, args->overrides);
       train::TrainOptions options;
       options.eval_before = !args->no_eval_before;
+      options.resume = args->resume;
+      options.force = args->force;
       const auto s = train::run_training(recipe, options);
+      if (!s.resumed_from.empty()) fmt::print("resumed from {} at step {}\n", s.resumed_from, s.start_step);
       fmt::print("trained {} steps on {} target tokens in {:.1f}s; train loss {:.4f} -> {:.4f}\n", s.steps, s.tokens,
                  s.seconds, s.first_loss, s.last_loss);
       if (s.eval_before && s.eval_after)

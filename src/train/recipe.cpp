@@ -367,6 +367,13 @@ Recipe Recipe::from_yaml_text(const std::string& text, const std::string& source
   return r;
 }
 
+Recipe Recipe::parse(const std::string& text, const std::string& source) {
+  Recipe r;
+  r.source = source;
+  parse_into(r, text, source);
+  return r;
+}
+
 Recipe Recipe::load(const std::string& path, const std::vector<std::string>& overrides) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot read recipe '{}': {}", path, exists(path) ? "permission denied" : "no such file");

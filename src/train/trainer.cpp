@@ -4,14 +4,21 @@
 #include <spdlog/spdlog.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+#include <fmt/ranges.h>
+
 #include <chrono>
 #include <filesystem>
+#include <map>
+#include <mutex>
 
 #include "qtune/export/peft_adapter.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/optim/optimizer.h"
 #include "qtune/optim/schedule.h"
+#include "qtune/train/checkpoint.h"
 #include "qtune/train/chunked_loss.h"
 #include "qtune/train/loss_plot.h"
 #include "qtune/train/metrics_log.h"
@@ -50,6 +57,75 @@ void save_result(RunSetup& run, const std::string& dir) {
   }
   remove_tree(dir);
   std::filesystem::rename(tmp, dir);
+}
+
+// The generator states dropout draws from: the CPU one, and the device's on CUDA.
+io::NamedTensors rng_states(at::Device device) {
+  io::NamedTensors out;
+  auto cpu = at::detail::getDefaultCPUGenerator();
+  {
+    std::lock_guard<std::mutex> lock(cpu.mutex());
+    out.emplace_back("cpu", cpu.get_state());
+  }
+  if (device.is_cuda()) {
+    auto g = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(g.mutex());
+    out.emplace_back(device.str(), g.get_state());
+  }
+  return out;
+}
+
+void restore_rng(const io::NamedTensors& states, at::Device device, const std::string& where) {
+  for (const auto& [name, state] : states) {
+    if (name != "cpu" && name != device.str()) continue;  // a CUDA run resumed on another device index: CPU only
+    auto g = name == "cpu" ? at::detail::getDefaultCPUGenerator() : at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(g.mutex());
+    try {
+      g.set_state(state);
+    } catch (const std::exception& e) {
+      fail("{}: generator state '{}' does not fit this build ({})", where, name, e.what());
+    }
+  }
+}
+
+void restore_trainable(const io::NamedTensors& saved, const std::vector<std::pair<std::string, at::Tensor>>& params,
+                       const std::string& where) {
+  std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
+  torch::NoGradGuard no_grad;
+  for (const auto& [name, p] : params) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) fail("{}: the checkpoint has no '{}' (a run with other adapters?)", where, name);
+    if (it->second.sizes() != p.sizes())
+      fail("{}: '{}' is [{}] in the checkpoint but [{}] in this run", where, name, fmt::join(it->second.sizes(), ", "),
+           fmt::join(p.sizes(), ", "));
+    p.copy_(it->second);
+  }
+  if (by_name.size() != params.size())
+    fail("{}: the checkpoint holds {} trained tensors, this run trains {}", where, by_name.size(), params.size());
+}
+
+std::string recipe_hash(const Recipe& r) {
+  std::string text;
+  for (const auto& [k, v] : r.run_affecting_values()) text += k + "=" + v + "\n";
+  return text_hash(text);
+}
+
+// A resumed run must compute what the interrupted one would have: the keys that change that must be equal.
+void check_same_recipe(const Recipe& now, const std::string& saved_yaml, const std::string& where, bool force,
+                       Progress& progress) {
+  const auto saved = Recipe::parse(saved_yaml, where + "/recipe.yaml").run_affecting_values();
+  std::vector<std::string> changed;
+  for (const auto& [k, v] : now.run_affecting_values()) {
+    auto it = saved.find(k);
+    if (it != saved.end() && it->second != v) changed.push_back(fmt::format("{}: {} -> {}", k, it->second, v));
+  }
+  if (changed.empty()) return;
+  const auto list = fmt::format("{}", fmt::join(changed, "; "));
+  if (!force)
+    fail("{} was trained with another recipe ({}); resuming would not continue that run. Restore those keys, start a "
+         "new run (another train.output_dir), or pass --force",
+         where, list);
+  progress.message(fmt::format("warning: resuming {} with changed keys ({}) because of --force", where, list));
 }
 
 }  // namespace
@@ -95,11 +171,42 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
   std::vector<at::Tensor> params;
   for (const auto& [name, p] : run.trainable) params.push_back(p);
 
-  // A fresh run starts a fresh log (a resumed one will continue it).
-  std::filesystem::remove(run_dir + "/metrics.jsonl");
-  MetricsLog metrics(run_dir + "/metrics.jsonl");
   const bool terminal = options.terminal.value_or(Progress::stdout_is_terminal() && options.out == stdout);
   Progress progress(options.out, terminal, r.train.log_every);
+  Checkpointer checkpointer(run_dir, r.train.keep_last);
+  at::manual_seed(r.train.seed);  // dropout masks (a resumed run sets the generator from its checkpoint below)
+
+  TrainerState st;
+  st.recipe_hash = recipe_hash(r);
+  if (!options.resume.empty()) {
+    auto warn = [&](const std::string& m) { progress.message("warning: " + m); };
+    const auto dir = options.resume == "auto" ? find_resume_checkpoint(run_dir, warn)
+                                              : std::optional<std::string>(resolve_checkpoint(options.resume, warn));
+    if (!dir) {
+      progress.message(fmt::format("no checkpoint in {}: starting a fresh run", run_dir));
+    } else {
+      auto c = load_checkpoint(*dir);
+      check_same_recipe(r, c.recipe_yaml, *dir, options.force, progress);
+      restore_trainable(c.trainable, run.trainable, *dir);
+      optimizer->load_state_dict(c.optimizer);
+      if (!c.state.loss_scaler.empty()) scaler.load_state(c.state.loss_scaler);
+      restore_rng(c.rng, run.device, *dir);
+      const auto hash = st.recipe_hash;
+      st = c.state;
+      st.recipe_hash = hash;
+      summary.resumed_from = *dir;
+      progress.message(fmt::format("resumed from {} at step {} of {}", *dir, st.step, total));
+    }
+  }
+  summary.start_step = st.step;
+  summary.first_loss = st.first_loss;
+  summary.last_loss = st.last_loss;
+  summary.skipped_steps = st.skipped_steps;
+
+  // A fresh run starts a fresh log; a resumed one continues it from its checkpoint's step.
+  if (summary.resumed_from.empty()) std::filesystem::remove(run_dir + "/metrics.jsonl");
+  MetricsLog metrics(run_dir + "/metrics.jsonl",
+                     summary.resumed_from.empty() ? std::nullopt : std::optional<int64_t>(st.step));
   auto plot = [&] { write_loss_plot(run_dir + "/loss.svg", metrics.records(), r.name); };
   auto do_eval = [&](int64_t step) -> std::optional<EvalResult> {
     if (!run.eval_loader) return std::nullopt;
@@ -110,16 +217,30 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     plot();
     return e;
   };
+  auto save_checkpoint = [&] {
+    CheckpointContents c;
+    c.state = st;
+    for (const auto& [name, p] : run.trainable) c.trainable.emplace_back(name, p.detach().to(at::kCPU));
+    c.optimizer = optimizer->state_dict();
+    c.rng = rng_states(run.device);
+    c.recipe_yaml = r.to_yaml();
+    if (r.train.mode == "lora")
+      c.write_extra = [&](const std::string& dir) {
+        exporting::save_peft_adapter(model, r.lora.config, r.model.path, dir);
+      };
+    const auto dir = checkpointer.save(c);
+    progress.message(fmt::format("saved {}", dir));
+  };
 
-  at::manual_seed(r.train.seed);  // dropout masks
-  if (options.eval_before) summary.eval_before = do_eval(0);
+  if (options.eval_before && summary.resumed_from.empty()) summary.eval_before = do_eval(0);
   model.train();
 
   // Where the data stands: (epoch, batch index). With packing an epoch's batch count depends on its order.
-  int64_t epoch = 0, index = 0, tokens_seen = 0;
+  int64_t& epoch = st.epoch;
+  int64_t& index = st.index;
   auto last_log = Clock::now();
   int64_t tokens_since_log = 0;
-  for (int64_t step = 0; step < total; ++step) {
+  for (int64_t step = st.step; step < total; ++step) {
     const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
     std::vector<data::Batch> batches;
     int64_t step_tokens = 0;
@@ -149,6 +270,9 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       progress.message(fmt::format("step {}: inf/NaN gradients in fp16, step skipped; loss scale now {}", step + 1,
                                    scaler.scale()));
       ++summary.skipped_steps;
+      st.step = step + 1;  // the step is spent (its data and learning rate), only its update is dropped
+      st.skipped_steps = summary.skipped_steps;
+      st.loss_scaler = scaler.state();
       continue;
     }
     const double grad_norm = clip_grad_norm(params, r.train.max_grad_norm);
@@ -157,10 +281,12 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     if (fp16) scaler.update_after_good_step();
 
     const int64_t done = step + 1;
-    tokens_seen += step_tokens;
+    st.step = done;
+    st.tokens_seen += step_tokens;
+    st.loss_scaler = fp16 ? scaler.state() : std::vector<double>{};
     tokens_since_log += step_tokens;
-    if (std::isnan(summary.first_loss)) summary.first_loss = loss;
-    summary.last_loss = loss;
+    if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
+    summary.last_loss = st.last_loss = loss;
     summary.steps = done;
     const double elapsed = seconds_since(start);
     const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
@@ -183,11 +309,16 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       do_eval(done);
       model.train();
     }
-    if (r.train.save_every > 0 && done % r.train.save_every == 0 && done != total)
-      save_result(run, fmt::format("{}/checkpoint-{}", run_dir, done));
+    if ((r.train.save_every > 0 && done % r.train.save_every == 0) || done == total) save_checkpoint();
+    if (options.stop_after_step > 0 && done >= options.stop_after_step) {
+      progress.finish();
+      summary.tokens = st.tokens_seen;
+      summary.seconds = seconds_since(start);
+      return summary;
+    }
   }
   progress.finish();
-  summary.tokens = tokens_seen;
+  summary.tokens = st.tokens_seen;
   summary.eval_after = do_eval(summary.steps);
   plot();
   const auto out_dir = run_dir + (r.train.mode == "lora" ? "/adapter" : "/model");

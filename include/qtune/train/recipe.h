@@ -89,6 +89,8 @@ struct Recipe {
   static Recipe load(const std::string& path, const std::vector<std::string>& overrides = {});
   static Recipe from_yaml_text(const std::string& text, const std::string& source,
                                const std::vector<std::string>& overrides = {});
+  // The keys of a recipe text without validation (a checkpoint's saved recipe, whose files may have moved).
+  static Recipe parse(const std::string& text, const std::string& source);
   void apply_override(const std::string& key_equals_value);
   void validate() const;  // cross-key checks (choices, ranges, files that must exist)
   std::string to_yaml() const;  // every key, in schema order (saved beside each checkpoint)

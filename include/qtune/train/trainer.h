@@ -32,9 +32,15 @@ struct TrainSummary {
   std::string run_dir;
   std::string adapter_dir;  // lora mode: the PEFT adapter written at the end
   std::string model_dir;    // full mode: the Hugging Face model written at the end
+  std::string resumed_from; // the checkpoint a resumed run started from
+  int64_t start_step = 0;
 };
 
 struct TrainOptions {
+  std::string resume;  // "": a fresh run; "auto": the run directory's newest valid checkpoint (fresh if none); or a
+                       // checkpoint / run directory
+  bool force = false;  // resume even though run-affecting recipe keys changed
+  int64_t stop_after_step = 0;  // > 0: return after this step (and its save), as if the process had been killed
   std::FILE* out = stdout;                // progress and messages
   std::optional<bool> terminal;           // default: whether `out` is a terminal
   bool eval_before = true;                // measure eval loss before the first step too
