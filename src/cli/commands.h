@@ -18,5 +18,6 @@ void add_quantize(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
 void add_plan(CLI::App& app, Action& action);
 void add_demo_data(CLI::App& app, Action& action);
+void add_export(CLI::App& app, Action& action);
 
 }  // namespace qtune::cli

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   qtune::cli::add_init(app, action);
   qtune::cli::add_bench(app, action);
   qtune::cli::add_quantize(app, action);
+  qtune::cli::add_export(app, action);
   qtune::cli::add_demo_data(app, action);
   try {
     app.parse(argc, argv);

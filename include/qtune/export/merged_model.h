@@ -1,0 +1,30 @@
+#pragma once
+// A merged model as an ordinary Hugging Face directory: every adapted projection written as dequantize(W) + scale·B·A
+// computed in fp32 (never added onto the 4-bit codes, which would round small updates away), then cast to the chosen
+// dtype, or quantized again to NF4 in bitsandbytes' layout with the matching quantization_config. Tensors are produced
+// one at a time and written shard by shard, so the merged model is never held in memory as a whole.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <string>
+
+#include "qtune/nn/decoder.h"
+
+namespace qtune::exporting {
+
+struct MergedExportOptions {
+  at::ScalarType dtype = at::kFloat;  // fp32 | bf16 | fp16 (also the compute dtype named in a 4-bit config)
+  bool quantize_nf4 = false;          // projections back to NF4 + double quant, block 64
+  int64_t max_shard_bytes = int64_t{2} << 30;
+};
+
+struct MergedExportResult {
+  int64_t shards = 0, tensors = 0, bytes = 0;
+};
+
+// Writes config.json (without quantization_config unless quantize_nf4), generation_config.json and the weights
+// (model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json). `dir` appears complete or
+// not at all: everything is written into a temporary sibling that is renamed at the end. `dir` must not exist.
+MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string& dir, const MergedExportOptions& options);
+
+}  // namespace qtune::exporting
