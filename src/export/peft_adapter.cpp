@@ -84,8 +84,14 @@ lora::LoraConfig read_peft_config(const std::string& dir) {
   c.alpha = get("lora_alpha", 8.0);
   c.dropout = get("lora_dropout", 0.0);
   c.use_rslora = get("use_rslora", false);
-  if (j.contains("target_modules") && j["target_modules"].is_string())
-    c.target_modules = {j["target_modules"].get<std::string>()};
+  if (j.contains("target_modules") && j["target_modules"].is_string()) {
+    // A string other than "all-linear" is a regex PEFT fullmatches against module names.
+    const auto t = j["target_modules"].get<std::string>();
+    if (t != "all-linear" && t.find_first_of("()[]*+?|\\^$") != std::string::npos)
+      fail("{}: target_modules is the regex '{}'; qtune reads lists of module names or \"all-linear\" (list the "
+           "modules instead)", path, t);
+    c.target_modules = {t};
+  }
   else
     c.target_modules = get("target_modules", std::vector<std::string>{});
   c.rank_pattern = get("rank_pattern", std::map<std::string, int64_t>{});

@@ -52,8 +52,10 @@ void LoraConfig::validate() const {
   if (all_linear && target_modules.size() > 1)
     fail("LoRA config field 'target_modules': \"all-linear\" must be the only entry, got [{}]",
          fmt::join(target_modules, ", "));
+  // Short names ("q_proj") or longer suffixes of module names ("model.layers.0.self_attn.q_proj": PEFT saves an
+  // "all-linear" adapter with the full names it resolved); either way the last component must be a projection.
   for (const auto& name : target_modules)
-    if (name != "all-linear" && !is_projection(name))
+    if (name != "all-linear" && !is_projection(last_component(name)))
       fail("LoRA config field 'target_modules': unknown module '{}' (expected one of {} or \"all-linear\")", name,
            fmt::join(projection_names(), ", "));
   for (const auto& [key, rank] : rank_pattern) {
@@ -75,9 +77,14 @@ void LoraConfig::validate() const {
 std::optional<LoraTarget> LoraConfig::resolve(const std::string& module_name) const {
   const auto leaf = last_component(module_name);
   const bool all_linear = target_modules.size() == 1 && target_modules[0] == "all-linear";
-  const bool targeted = all_linear
-                            ? is_projection(leaf)
-                            : std::find(target_modules.begin(), target_modules.end(), leaf) != target_modules.end();
+  // PEFT's rule for a list: the module's name equals an entry or ends with "." + entry.
+  auto names_it = [&](const std::string& t) {
+    return module_name == t ||
+           (module_name.size() > t.size() && module_name.compare(module_name.size() - t.size(), t.size(), t) == 0 &&
+            module_name[module_name.size() - t.size() - 1] == '.');
+  };
+  const bool targeted = all_linear ? is_projection(leaf)
+                                   : std::any_of(target_modules.begin(), target_modules.end(), names_it);
   if (!targeted) return std::nullopt;
   LoraTarget t;
   t.r = match_pattern("rank_pattern", rank_pattern, module_name).value_or(r);

@@ -224,10 +224,11 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     c.optimizer = optimizer->state_dict();
     c.rng = rng_states(run.device);
     c.recipe_yaml = r.to_yaml();
-    if (r.train.mode == "lora")
-      c.write_extra = [&](const std::string& dir) {
-        exporting::save_peft_adapter(model, r.lora.config, r.model.path, dir);
-      };
+    c.write_extra = [&](const std::string& dir) {
+      // The metrics so far travel with the checkpoint (the run's own file is rewound to it on resume).
+      std::filesystem::copy_file(metrics.path(), dir + "/metrics.jsonl");
+      if (r.train.mode == "lora") exporting::save_peft_adapter(model, r.lora.config, r.model.path, dir);
+    };
     const auto dir = checkpointer.save(c);
     progress.message(fmt::format("saved {}", dir));
   };

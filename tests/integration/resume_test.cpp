@@ -30,7 +30,7 @@ std::string file_bytes(const std::string& path) {
 // every optimizer (their states are), and fp16 loss scaling (its scale is).
 TEST(Resume, StoppedAndResumedRunIsBitIdenticalToAnUninterruptedOne) {
   TinyRun t;
-  for (const std::string opt : {"adamw", "paged_adamw_8bit"}) {
+  for (const std::string opt : {"adamw", "paged_adamw", "adamw_8bit", "paged_adamw_8bit"}) {
     for (const std::string precision : {"fp32", "fp16"}) {
       if (precision == "fp16" && opt != "adamw") continue;
       const std::vector<std::string> keys = {"optim.name=" + opt, "train.precision=" + precision, "train.max_steps=8",
@@ -78,6 +78,10 @@ TEST(Resume, KeepsTheLastCheckpointsAndRefusesAnotherRecipe) {
   EXPECT_TRUE(fs::exists(dir + "step-00000004"));
   EXPECT_TRUE(fs::exists(dir + "step-00000006"));
   EXPECT_EQ(file_bytes(dir + "latest"), "step-00000006\n");
+  // Each checkpoint carries the metrics up to its step.
+  const auto saved_metrics = MetricsLog::read(dir + "step-00000004/metrics.jsonl");
+  ASSERT_FALSE(saved_metrics.empty());
+  for (const auto& m : saved_metrics) EXPECT_LE(m.step, 4);
   auto resume = quiet();
   resume.resume = "auto";
   const auto msg = test::error_of(

@@ -19,9 +19,9 @@
       loads a merged export with AutoModelForCausalLM.from_pretrained and writes its logits. Fails when the directory
       carries a quantization_config or transformers reports missing, unexpected or mismatched weights.
 
-Everything runs in fp32 on CPU. bitsandbytes 0.50.2's CPU 4-bit paths get the same two workarounds as in
-bnb_4bit_model.py (its reference dequantize, and no AVX512-BF16 repacking), so the 4-bit forward is the documented
-dequantize-then-matmul.
+Everything runs in fp32 on CPU. bitsandbytes 0.50.2's CPU 4-bit paths get the workarounds of bnb_4bit_model.py (its
+reference dequantize, and no AVX512-BF16 repacking) and its reference dequantize in Linear4bit's forward as well
+(see patch_bnb_cpu), so the 4-bit forward is the documented dequantize-then-matmul.
 """
 import json
 import os
@@ -91,8 +91,12 @@ def logits_of(model, ids):
 
 
 def patch_bnb_cpu():
-    """bitsandbytes 0.50.2 on CPU: its reference dequantize (the native one mis-scales some blocks here) and no
-    AVX512-BF16 repacking in Linear4bit's forward (see bnb_4bit_model.py)."""
+    """bitsandbytes 0.50.2 on CPU: its reference dequantize, in F.dequantize_4bit and in the forward, and no
+    AVX512-BF16 repacking in Linear4bit's forward (see bnb_4bit_model.py). The native CPU dequantize (which the
+    forward's gemm_4bit op calls) numbers the blocks per row: where in_features is not a multiple of the block size
+    (down_proj here, 96 inputs, blocks of 64 running across rows) every row but the first is scaled by the wrong
+    absmax, off by up to 0.15 in weights of std 0.08, so the forward is pointed at the reference path too."""
+    import bitsandbytes as bnb
     import bitsandbytes.functional as F
     from bitsandbytes.backends.default.ops import _dequantize_4bit_compute
 
@@ -104,7 +108,12 @@ def patch_bnb_cpu():
         return _dequantize_4bit_compute(A.reshape(-1).view(torch.uint8), absmax.float(), qs.code, qs.blocksize,
                                         qs.shape, qs.dtype)
 
+    def reference_matmul_4bit(A, B, quant_state, out=None, bias=None):
+        result = torch.nn.functional.linear(A, reference_dequantize_4bit(B, quant_state).to(A.dtype), bias)
+        return out.copy_(result) if out is not None else result
+
     F.dequantize_4bit = reference_dequantize_4bit
+    bnb.matmul_4bit = reference_matmul_4bit  # what Linear4bit.forward calls
 
 
 def load_base_4bit(base_dir):
@@ -132,7 +141,6 @@ def peft_with_adapter(base, adapter_dir):
     """PeftModel.from_pretrained, failing on any key PEFT could not place and checking that every tensor of the
     file is what the model now holds."""
     from peft import PeftModel
-    from peft.utils import set_peft_model_state_dict  # noqa: F401  (documents where load_result comes from)
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -141,8 +149,9 @@ def peft_with_adapter(base, adapter_dir):
                 if any(s in str(w.message).lower() for s in ("missing", "unexpected", "mismatch", "not found"))]
     if problems:
         raise SystemExit(f"PEFT could not load {adapter_dir} cleanly:\n" + "\n".join(problems))
-    # The keys PEFT's loader would use ("lora_A.weight" -> "lora_A.default.weight", and the modules_to_save copy);
-    # compare each stored tensor with the parameter it reached.
+    # PEFT warns about missing keys but ignores unexpected ones: find each stored tensor's parameter
+    # ("lora_A.weight" -> "lora_A.default.weight", a modules_to_save copy under "modules_to_save.default") and check
+    # that it arrived unchanged.
     params = dict(model.named_parameters())
     stored = load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
     for key, t in stored.items():

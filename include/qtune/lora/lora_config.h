@@ -30,7 +30,9 @@ struct LoraConfig {
   int64_t r = 16;
   double alpha = 32;
   double dropout = 0.05;
-  // Short names ("q_proj", ...) matched against the last component of the module name, or {"all-linear"}.
+  // Names matched as PEFT matches a list: a module is targeted when its name equals an entry or ends with "." + the
+  // entry, so short names ("q_proj") target every layer's projection and full names ("model.layers.0.self_attn.q_proj",
+  // as PEFT saves an "all-linear" adapter) one module. Or {"all-linear"}: every projection.
   std::vector<std::string> target_modules{"all-linear"};
   bool use_rslora = false;  // scale alpha / sqrt(r) instead of alpha / r (Kalajdzievski 2023)
   // Per-module overrides. Keys are regexes matched as PEFT does, `(.*\.)?KEY$` against the full module name
