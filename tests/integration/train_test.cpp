@@ -114,6 +114,23 @@ TEST(TrainRun, Fp16SkipsAStepWithInfGradientsAndRecovers) {
   EXPECT_LT(s.eval_after->loss, s.eval_before->loss);
 }
 
+TEST(TrainRun, Bf16ComputeTracksFp32) {
+  // The base computes in bf16 while adapters, gradients and optimizer state stay fp32: the losses follow fp32's.
+  TinyRun t;
+  std::vector<double> fp32, bf16;
+  auto o = quiet();
+  o.on_step = [&](int64_t, double loss) { fp32.push_back(loss); };
+  const auto a = run_training(t.recipe({"train.max_steps=10", "train.precision=fp32", "lora.dropout=0"}), o);
+  o.on_step = [&](int64_t, double loss) { bf16.push_back(loss); };
+  const auto b = run_training(t.recipe({"train.max_steps=10", "train.precision=bf16", "lora.dropout=0",
+                                        "train.output_dir=" + t.dir + "/bf16"}),
+                              o);
+  ASSERT_EQ(bf16.size(), fp32.size());
+  for (size_t i = 0; i < fp32.size(); ++i) EXPECT_NEAR(bf16[i], fp32[i], 0.05 * fp32[i]) << "step " << i + 1;
+  EXPECT_NEAR(b.eval_after->loss, a.eval_after->loss, 0.05 * a.eval_after->loss);
+  EXPECT_LT(b.eval_after->loss, b.eval_before->loss);
+}
+
 TEST(TrainRun, FullModeTrainsEveryWeightAndSavesAModelTransformersCanRead) {
   TinyRun t;
   io::write_text_atomically(t.dir + "/stories.txt", data::demo_pretrain_corpus(60, 5));
