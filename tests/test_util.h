@@ -5,9 +5,14 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 
 #include "qtune/util/error.h"
@@ -54,6 +59,34 @@ std::string error_of(F&& f) {
   }
   ADD_FAILURE() << "expected a qtune::Error, nothing was thrown";
   return "";
+}
+
+// The bytes of a file ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+struct QtuneRun {
+  int code = -1;        // exit status
+  bool killed = false;  // ended by SIGKILL
+  std::string out, err;
+};
+
+// Runs the qtune binary with `args` (preceded by `env`, e.g. "QTUNE_CRASH_AT=3"), capturing stdout and stderr.
+inline QtuneRun run_qtune(const std::string& args, const std::string& env = "") {
+  const auto base = std::filesystem::temp_directory_path() / ("qtune_cli_" + std::to_string(::getpid()));
+  const std::string out = base.string() + ".out", err = base.string() + ".err";
+  const int status = std::system((env + " " + qtune_bin() + " " + args + " >" + out + " 2>" + err).c_str());
+  QtuneRun r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  // The shell reports a child killed by a signal as 128 + the signal.
+  r.killed = (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) || r.code == 128 + SIGKILL;
+  r.out = read_file(out);
+  r.err = read_file(err);
+  std::filesystem::remove(out);
+  std::filesystem::remove(err);
+  return r;
 }
 
 // Equal dtype, shape and bytes (NaN payloads and signed zeros included), wherever the tensors live; on a

@@ -5,7 +5,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
-#include <mutex>
+#include "qtune/util/rng.h"
 
 namespace qtune::autograd {
 namespace {
@@ -22,21 +22,12 @@ std::vector<at::Generator> generators_for(const at::Tensor& x) {
   return out;
 }
 
-at::Tensor state_of(at::Generator& g) {
-  std::lock_guard<std::mutex> lock(g.mutex());
-  return g.get_state();
-}
-void set_state(at::Generator& g, const at::Tensor& s) {
-  std::lock_guard<std::mutex> lock(g.mutex());
-  g.set_state(s);
-}
-
 struct Checkpoint : public torch::autograd::Function<Checkpoint> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
                             c10::IValue holder_value) {
     auto holder = holder_value.toCapsule();
     auto& h = *static_cast<Holder*>(holder.get());
-    for (auto& g : generators_for(x)) h.rng.emplace_back(g, state_of(g));
+    for (auto& g : generators_for(x)) h.rng.emplace_back(g, generator_state(g));
     ctx->save_for_backward({x});
     ctx->saved_data["holder"] = holder_value;
     ctx->saved_data["params"] = static_cast<int64_t>(params.size());
@@ -55,14 +46,14 @@ struct Checkpoint : public torch::autograd::Function<Checkpoint> {
 
     // Re-run with the first run's RNG state, then put back the state the rest of the backward pass has.
     std::vector<at::Tensor> now;
-    for (auto& [g, s] : h.rng) now.push_back(state_of(g)), set_state(g, s);
+    for (auto& [g, s] : h.rng) now.push_back(generator_state(g)), set_generator_state(g, s);
     at::Tensor x = x_saved.detach().requires_grad_(x_saved.requires_grad());
     at::Tensor y;
     {
       torch::AutoGradMode enable(true);
       y = h.fn(x);
     }
-    for (size_t i = 0; i < h.rng.size(); ++i) set_state(h.rng[i].first, now[i]);
+    for (size_t i = 0; i < h.rng.size(); ++i) set_generator_state(h.rng[i].first, now[i]);
 
     std::vector<at::Tensor> inputs;
     std::vector<size_t> slot;  // index in the result list of each input

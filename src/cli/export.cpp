@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "qtune/data/collate.h"
+#include "qtune/data/tokenizer.h"
 #include "qtune/export/merged_model.h"
 #include "qtune/export/peft_adapter.h"
 #include "qtune/export/trained_model.h"
@@ -29,14 +30,8 @@ struct ExportArgs {
   bool no_quality_check = false;
 };
 
-void copy_tokenizer(const std::string& base_dir, const std::string& out) {
-  for (const char* name : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"})
-    if (fs::exists(fs::path(base_dir) / name))
-      fs::copy_file(fs::path(base_dir) / name, fs::path(out) / name, fs::copy_options::overwrite_existing);
-}
-
-// Eval loss of the run's eval data (or a slice of its training data) under `model`.
-train::EvalResult quality(nn::CausalLMImpl& model, const train::Recipe& recipe, const std::string& base_dir) {
+// The run's eval data (or a slice of its training data), to score base + adapter and the merged model on.
+data::DataLoader quality_data(const train::Recipe& recipe, const std::string& base_dir) {
   auto r = recipe;
   r.model.path = base_dir;
   const auto config = io::ModelConfig::load(base_dir);
@@ -44,8 +39,7 @@ train::EvalResult quality(nn::CausalLMImpl& model, const train::Recipe& recipe, 
   auto data = train::load_data(r, tok);
   auto samples = data.eval.empty() ? data.train : data.eval;
   if (samples.size() > 64) samples.resize(64);
-  data::DataLoader loader(samples, train::loader_options(r, true), tok.pad_id().value_or(tok.eos_id()));
-  return train::evaluate(model, loader);
+  return data::DataLoader(samples, train::loader_options(r, true), tok.pad_id().value_or(tok.eos_id()));
 }
 
 int run_export(const ExportArgs& a) {
@@ -79,16 +73,17 @@ int run_export(const ExportArgs& a) {
   o.quantize_nf4 = a.quantize == "nf4";
   o.max_shard_bytes = a.shard_mb << 20;
   const auto result = exporting::save_merged_model(*trained.model, out, o);
-  copy_tokenizer(trained.recipe.model.tokenizer.empty() ? trained.base_dir : trained.recipe.model.tokenizer, out);
+  data::copy_tokenizer_files(trained.recipe.model.tokenizer.empty() ? trained.base_dir : trained.recipe.model.tokenizer, out);
   fmt::print("wrote {}: merged model, {} tensors in {} shard(s), {} ({}{}), from {}\n", out, result.tensors,
              result.shards, format_bytes(double(result.bytes)), dtype_label(o.dtype), o.quantize_nf4 ? ", NF4 projections" : "",
              trained.checkpoint);
   if (a.no_quality_check) return 0;
   // What merging cost: the same eval data through base + adapter and through the written model.
-  const auto before = quality(*trained.model, trained.recipe, trained.base_dir);
+  const auto data = quality_data(trained.recipe, trained.base_dir);
+  const auto before = train::evaluate(*trained.model, data);
   auto merged = nn::load_causal_lm(out, options);
   merged->eval();
-  const auto after = quality(*merged, trained.recipe, trained.base_dir);
+  const auto after = train::evaluate(*merged, data);
   fmt::print("quality on {} eval tokens: base + adapter loss {:.5f} (perplexity {:.4f}); merged loss {:.5f} "
              "(perplexity {:.4f}); change {:+.5f}\n",
              before.tokens, before.loss, before.perplexity, after.loss, after.perplexity, after.loss - before.loss);

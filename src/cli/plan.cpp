@@ -5,7 +5,6 @@
 #include "commands.h"
 #include "qtune/optim/optimizer.h"
 #include "qtune/train/memory_estimate.h"
-#include "qtune/train/precision.h"
 #include "qtune/train/recipe.h"
 #include "qtune/train/run_setup.h"
 #include "qtune/util/device.h"
@@ -27,10 +26,7 @@ int run_plan(const PlanArgs& a) {
   const auto tokenizer = train::load_tokenizer(recipe, config);
   const auto data = train::load_data(recipe, tokenizer);
   const at::Device device = a.device.empty() ? resolve_device(recipe.device) : at::Device(a.device);
-  const auto dtype = recipe.train.mode == "full" && recipe.train.precision == "auto"
-                         ? at::kFloat
-                         : (recipe.model.dtype == "auto" ? train::compute_dtype(recipe.train.precision, device)
-                                                         : resolve_dtype(recipe.model.dtype, device));
+  const auto dtype = train::run_dtype(recipe, device);
   const auto plan = recipe.train.mode == "full" ? quant::QuantPlan{} : train::quant_plan_of(recipe);
   const int64_t pad = tokenizer.pad_id().value_or(tokenizer.eos_id());
   data::DataLoader loader(data.train, train::loader_options(recipe, false), pad);

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::data {
 namespace {
@@ -17,11 +18,8 @@ constexpr const char* kAlpacaWithInput =
 constexpr const char* kAlpacaNoInput =
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
 
-std::string strip(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
-}
+// Contents are stripped of these, as Meta's llama2 reference strips them.
+constexpr const char* kTemplateWhitespace = " \t\r\n";
 
 struct Turn {
   std::string user;
@@ -74,9 +72,9 @@ void llama2(const Conversation& c, Pieces& p) {
     std::string user = c.turns[k].user;
     if (k == 0 && c.system) user = "<<SYS>>\n" + *c.system + "\n<</SYS>>\n\n" + user;
     p.bos();
-    p.text("[INST] " + strip(user) + " [/INST] ");
+    p.text("[INST] " + strip(user, kTemplateWhitespace) + " [/INST] ");
     if (c.turns[k].assistant) {
-      p.text(strip(*c.turns[k].assistant) + " ", true);
+      p.text(strip(*c.turns[k].assistant, kTemplateWhitespace) + " ", true);
       p.eos();
     }
   }

@@ -4,6 +4,7 @@
 
 #include "qtune/data/text_file.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::data {
 namespace {
@@ -18,16 +19,6 @@ struct Line {
 };
 
 bool is_blank(const std::string& s) { return s.find_first_not_of(" \t\r\n\f\v") == std::string::npos; }
-
-std::string strip(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n\f\v");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r\n\f\v") - b + 1);
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // All lines, blank ones included (text documents need them), without "\r\n" endings or a UTF-8 byte-order mark.
 std::vector<Line> read_lines(const std::string& path) {

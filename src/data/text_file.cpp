@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::data {
 
@@ -23,9 +24,8 @@ std::vector<std::string> split_documents(const std::string& text, const std::str
   while (start <= text.size()) {
     size_t end = separator.empty() ? std::string::npos : text.find(separator, start);
     if (end == std::string::npos) end = text.size();
-    const std::string piece = text.substr(start, end - start);
-    const auto b = piece.find_first_not_of(" \t\r\n");
-    if (b != std::string::npos) docs.push_back(piece.substr(b, piece.find_last_not_of(" \t\r\n") - b + 1));
+    auto piece = strip(text.substr(start, end - start), " \t\r\n");
+    if (!piece.empty()) docs.push_back(std::move(piece));
     start = end + std::max<size_t>(separator.size(), 1);
   }
   return docs;

@@ -119,6 +119,18 @@ int64_t Tokenizer::piece_id(const std::string& piece) const { return impl_->sp.P
 
 int64_t Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 
+void copy_tokenizer_files(const std::string& source, const std::string& out_dir) {
+  namespace fs = std::filesystem;
+  const fs::path src(source), out(out_dir);
+  const bool is_dir = fs::is_directory(src);
+  const fs::path from = is_dir ? src : src.parent_path();
+  if (!is_dir) fs::copy_file(src, out / "tokenizer.model", fs::copy_options::overwrite_existing);
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+    if (!is_dir && std::string(name) == "tokenizer.model") continue;  // the given file is the tokenizer
+    if (fs::exists(from / name)) fs::copy_file(from / name, out / name, fs::copy_options::overwrite_existing);
+  }
+}
+
 void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size) {
   // The settings llama2.c uses for its small Llama tokenizers: BPE, byte fallback, digits split.
   const std::string args = fmt::format(

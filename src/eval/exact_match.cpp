@@ -3,18 +3,9 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "qtune/eval/generate.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::eval {
-namespace {
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
-}
-
-}  // namespace
-
 ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tokenizer,
                              const std::vector<data::Record>& records, data::ChatTemplate chat_template,
                              int64_t max_new_tokens, const std::vector<std::string>& categories) {
@@ -33,8 +24,8 @@ ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tok
     auto out = generate(model, prompt, options).tokens;
     if (!out.empty() && out.back() == tokenizer.eos_id()) out.pop_back();
     c.prompt = tokenizer.decode(prompt);
-    c.expected = trim(r.messages.back().content);
-    c.got = trim(tokenizer.decode(out));
+    c.expected = strip(r.messages.back().content, " \t\r\n");
+    c.got = strip(tokenizer.decode(out), " \t\r\n");
     c.correct = c.got == c.expected;
     c.category = i < categories.size() ? categories[i] : "";
     result.correct += c.correct;

@@ -13,6 +13,7 @@
 #include "qtune/quant/bnb_format.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 #include "qtune/util/remove_tree.h"
 
 namespace qtune::exporting {
@@ -21,7 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using Emit = std::function<void(const std::string&, const at::Tensor&)>;
 
-bool is_projection(const std::string& name) { return name.size() > 5 && name.compare(name.size() - 5, 5, "_proj") == 0; }
+bool is_projection(const std::string& name) { return ends_with(name, "_proj"); }
 
 // Walks the model in module order, handing out one exported tensor at a time (HF names).
 void visit(torch::nn::Module& module, const std::string& path, const MergedExportOptions& o, const Emit& emit) {

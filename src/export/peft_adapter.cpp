@@ -13,6 +13,7 @@
 #include "qtune/io/safetensors.h"
 #include "qtune/lora/inject.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::exporting {
 namespace {
@@ -116,9 +117,8 @@ void load_peft_adapter(nn::CausalLMImpl& model, const std::string& dir) {
   for (const auto& info : file->tensors()) {
     std::string key = info.name;
     // PEFT writes adapter names into keys in some versions ("lora_A.default.weight"): accept both.
-    for (const std::string tag : {".default.weight"})
-      if (key.size() > tag.size() && key.compare(key.size() - tag.size(), tag.size(), tag) == 0)
-        key = key.substr(0, key.size() - tag.size()) + ".weight";
+    const std::string tag = ".default.weight";
+    if (ends_with(key, tag)) key = key.substr(0, key.size() - tag.size()) + ".weight";
     auto it = params.find(key);
     if (it == params.end())
       fail("{}: tensor '{}' has no place in this model (different architecture, targets or modules_to_save?)", path,

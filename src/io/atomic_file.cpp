@@ -55,6 +55,8 @@ void write_file_atomically(const std::string& path, const std::function<void(std
   fsync_path(parent.string(), true);
 }
 
+void fsync_directory(const std::string& path) { fsync_path(path, true); }
+
 void write_text_atomically(const std::string& path, const std::string& text) {
   write_file_atomically(path, [&](std::ostream& out) { out.write(text.data(), static_cast<std::streamsize>(text.size())); });
 }

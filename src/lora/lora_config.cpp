@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::lora {
 namespace {
@@ -78,11 +79,7 @@ std::optional<LoraTarget> LoraConfig::resolve(const std::string& module_name) co
   const auto leaf = last_component(module_name);
   const bool all_linear = target_modules.size() == 1 && target_modules[0] == "all-linear";
   // PEFT's rule for a list: the module's name equals an entry or ends with "." + entry.
-  auto names_it = [&](const std::string& t) {
-    return module_name == t ||
-           (module_name.size() > t.size() && module_name.compare(module_name.size() - t.size(), t.size(), t) == 0 &&
-            module_name[module_name.size() - t.size() - 1] == '.');
-  };
+  auto names_it = [&](const std::string& t) { return module_name == t || ends_with(module_name, "." + t); };
   const bool targeted = all_linear ? is_projection(leaf)
                                    : std::any_of(target_modules.begin(), target_modules.end(), names_it);
   if (!targeted) return std::nullopt;

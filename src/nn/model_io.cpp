@@ -14,6 +14,7 @@
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/bnb_format.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::nn {
 
@@ -29,14 +30,6 @@ CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, Linea
   DenseLinearFactory dense(options);
   return std::make_shared<CausalLMImpl>(config, dense, *checkpoint, options);
 }
-
-namespace {
-
-bool ends_with(const std::string& name, const std::string& suffix) {
-  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
 
 bool RandomInit::has(const std::string& name) const {
   // Fresh models hold plain weights and biases only (no quantization state).

@@ -1,9 +1,7 @@
 #include "qtune/train/checkpoint.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "qtune/data/text_file.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/util/crc32.h"
 #include "qtune/util/error.h"
@@ -35,20 +34,18 @@ int64_t step_of(const std::string& name) {
   return std::stoll(name.substr(5));
 }
 
-void fsync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
+// The checkpoints under `dir`, oldest first.
+std::vector<std::pair<int64_t, std::string>> checkpoints_in(const fs::path& dir) {
+  std::vector<std::pair<int64_t, std::string>> all;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const auto n = entry.path().filename().string();
+    if (entry.is_directory() && step_of(n) >= 0) all.emplace_back(step_of(n), entry.path().string());
+  }
+  std::sort(all.begin(), all.end());
+  return all;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read '{}'", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string read_text(const std::string& path) { return data::read_text_file(path, "checkpoint file"); }
 
 nlohmann::json state_json(const TrainerState& s) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
@@ -139,22 +136,17 @@ std::string Checkpointer::save(const CheckpointContents& c) {
                                {"crc32", crc32_of_file(entry.path().string())}};
   }
   io::write_text_atomically(tmp + "/" + kManifest, manifest.dump(2) + "\n");
-  fsync_path(tmp);
+  io::fsync_directory(tmp);
   crash_point();
   remove_tree(final_dir);  // a complete checkpoint of the same step (a re-run after resume) is replaced
   fs::rename(tmp, final_dir);
-  fsync_path(dir_);
+  io::fsync_directory(dir_);
   crash_point();
   io::write_text_atomically((fs::path(dir_) / "latest").string(), name + "\n");
   crash_point();
 
   // Prune only now that the new checkpoint is complete and `latest` names it.
-  std::vector<std::pair<int64_t, std::string>> all;
-  for (const auto& entry : fs::directory_iterator(dir_)) {
-    const auto n = entry.path().filename().string();
-    if (entry.is_directory() && step_of(n) >= 0) all.emplace_back(step_of(n), entry.path().string());
-  }
-  std::sort(all.begin(), all.end());
+  const auto all = checkpoints_in(dir_);
   for (size_t i = 0; i + keep_last_ < all.size(); ++i) remove_tree(all[i].second);
   return final_dir;
 }
@@ -199,12 +191,8 @@ std::optional<std::string> find_resume_checkpoint(const std::string& run_dir,
                                                   const std::function<void(const std::string&)>& warn) {
   const auto dir = fs::path(run_dir) / "checkpoints";
   if (!fs::is_directory(dir)) return std::nullopt;
-  std::vector<std::pair<int64_t, std::string>> all;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    const auto n = entry.path().filename().string();
-    if (entry.is_directory() && step_of(n) >= 0) all.emplace_back(step_of(n), entry.path().string());
-  }
-  std::sort(all.rbegin(), all.rend());
+  auto all = checkpoints_in(dir);
+  std::reverse(all.begin(), all.end());  // newest first
   for (const auto& [step, path] : all) {
     try {
       verify_checkpoint(path);

@@ -64,7 +64,8 @@ LossSum chunked_cross_entropy(const at::Tensor& hidden, const at::Tensor& head_w
     return out;
   }
   auto t = flat_targets.index_select(0, rows);
-  if (t.min().item<int64_t>() < 0 || t.max().item<int64_t>() >= vocab)
+  const auto [lowest, highest] = at::aminmax(t);
+  if (lowest.item<int64_t>() < 0 || highest.item<int64_t>() >= vocab)
     fail("chunked_cross_entropy: a target id lies outside the vocabulary of {} tokens", vocab);
   auto h = hidden.reshape({-1, hsize}).index_select(0, rows);
   if (rows_per_chunk <= 0) rows_per_chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * vocab));

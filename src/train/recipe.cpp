@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "qtune/data/text_file.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
@@ -375,13 +376,9 @@ Recipe Recipe::parse(const std::string& text, const std::string& source) {
 }
 
 Recipe Recipe::load(const std::string& path, const std::vector<std::string>& overrides) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read recipe '{}': {}", path, exists(path) ? "permission denied" : "no such file");
-  std::stringstream ss;
-  ss << in.rdbuf();
   Recipe r;
   r.source = path;
-  parse_into(r, ss.str(), path);
+  parse_into(r, data::read_text_file(path, "recipe"), path);
   // A recipe travels with its data: a relative path that exists beside the recipe is taken from there.
   const auto base = std::filesystem::path(path).parent_path();
   for (std::string* p : {&r.model.path, &r.model.tokenizer, &r.data.train, &r.data.eval, &r.quant.plan,

@@ -76,6 +76,11 @@ data::LoaderOptions loader_options(const Recipe& r, bool for_eval) {
   return o;
 }
 
+at::ScalarType run_dtype(const Recipe& r, at::Device device) {
+  if (r.train.mode == "full" && r.train.precision == "auto") return at::kFloat;
+  return r.model.dtype == "auto" ? compute_dtype(r.train.precision, device) : resolve_dtype(r.model.dtype, device);
+}
+
 std::pair<int64_t, int64_t> step_counts(const Recipe& r, int64_t batches_per_epoch) {
   int64_t total = r.train.max_steps;
   if (total <= 0) {
@@ -96,8 +101,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   s.recipe = recipe;
   const auto& r = s.recipe;
   s.device = resolve_device(r.device);
-  s.dtype = r.model.dtype == "auto" ? compute_dtype(r.train.precision, s.device) : resolve_dtype(r.model.dtype, s.device);
-  if (r.train.mode == "full") s.dtype = r.train.precision == "auto" ? at::kFloat : s.dtype;
+  s.dtype = run_dtype(r, s.device);
   s.config = io::ModelConfig::load(r.model.path);
   s.tokenizer = load_tokenizer(r, s.config);
   if (s.tokenizer.vocab_size() > s.config.vocab_size)
@@ -156,12 +160,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
 }
 
 void RunSetup::copy_tokenizer_files(const std::string& dir) const {
-  namespace fs = std::filesystem;
-  const fs::path src = recipe.model.tokenizer.empty() ? fs::path(recipe.model.path) : fs::path(recipe.model.tokenizer);
-  const fs::path from = fs::is_directory(src) ? src : src.parent_path();
-  if (!fs::is_directory(src)) fs::copy_file(src, fs::path(dir) / "tokenizer.model", fs::copy_options::overwrite_existing);
-  for (const char* name : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
-    if (fs::exists(from / name)) fs::copy_file(from / name, fs::path(dir) / name, fs::copy_options::overwrite_existing);
+  data::copy_tokenizer_files(recipe.model.tokenizer.empty() ? recipe.model.path : recipe.model.tokenizer, dir);
 }
 
 }  // namespace qtune::train

@@ -11,7 +11,6 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
-#include <mutex>
 
 #include "qtune/export/peft_adapter.h"
 #include "qtune/io/atomic_file.h"
@@ -28,6 +27,7 @@
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
 #include "qtune/util/remove_tree.h"
+#include "qtune/util/rng.h"
 
 namespace qtune::train {
 namespace {
@@ -61,17 +61,8 @@ void save_result(RunSetup& run, const std::string& dir) {
 
 // The generator states dropout draws from: the CPU one, and the device's on CUDA.
 io::NamedTensors rng_states(at::Device device) {
-  io::NamedTensors out;
-  auto cpu = at::detail::getDefaultCPUGenerator();
-  {
-    std::lock_guard<std::mutex> lock(cpu.mutex());
-    out.emplace_back("cpu", cpu.get_state());
-  }
-  if (device.is_cuda()) {
-    auto g = at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(g.mutex());
-    out.emplace_back(device.str(), g.get_state());
-  }
+  io::NamedTensors out{{"cpu", generator_state(at::detail::getDefaultCPUGenerator())}};
+  if (device.is_cuda()) out.emplace_back(device.str(), generator_state(at::globalContext().defaultGenerator(device)));
   return out;
 }
 
@@ -79,9 +70,8 @@ void restore_rng(const io::NamedTensors& states, at::Device device, const std::s
   for (const auto& [name, state] : states) {
     if (name != "cpu" && name != device.str()) continue;  // a CUDA run resumed on another device index: CPU only
     auto g = name == "cpu" ? at::detail::getDefaultCPUGenerator() : at::globalContext().defaultGenerator(device);
-    std::lock_guard<std::mutex> lock(g.mutex());
     try {
-      g.set_state(state);
+      set_generator_state(g, state);
     } catch (const std::exception& e) {
       fail("{}: generator state '{}' does not fit this build ({})", where, name, e.what());
     }
@@ -291,7 +281,8 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     summary.steps = done;
     const double elapsed = seconds_since(start);
     const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
-    progress.update({done, total, loss, lr, tok_s, elapsed, peak_memory_bytes(run.device), grad_norm});
+    const int64_t memory = peak_memory_bytes(run.device);
+    progress.update({done, total, loss, lr, tok_s, elapsed, memory, grad_norm});
     if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
       metrics.append({"train",
                       done,
@@ -301,7 +292,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
                        {"tokens", double(step_tokens)},
                        {"tokens_per_s", tok_s},
                        {"elapsed_s", elapsed},
-                       {"mem_bytes", double(peak_memory_bytes(run.device))}}});
+                       {"mem_bytes", double(memory)}}});
       last_log = Clock::now();
       tokens_since_log = 0;
     }

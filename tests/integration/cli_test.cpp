@@ -3,40 +3,15 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <array>
 #include <cstdio>
 #include <fstream>
-#include <sstream>
-#include <sys/wait.h>
 
 #include "test_util.h"
 
 namespace {
 
-struct Run {
-  int code = -1;
-  std::string out, err;
-};
-
-Run run(const std::string& args) {
-  const auto bin = qtune::test::qtune_bin();
-  EXPECT_FALSE(bin.empty()) << "QTUNE_BIN not set: run through ctest";
-  const auto err_file = std::filesystem::temp_directory_path() / ("qtune_cli_err_" + std::to_string(::getpid()));
-  const std::string cmd = bin + " " + args + " 2>" + err_file.string();
-  Run r;
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::ifstream in(err_file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_file);
-  return r;
-}
+using Run = qtune::test::QtuneRun;
+Run run(const std::string& args) { return qtune::test::run_qtune(args); }
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
@@ -147,10 +122,6 @@ namespace {
 
 std::string source(const std::string& rel) { return std::string(QTUNE_TEST_SOURCE_DIR) + "/" + rel; }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 TEST(Cli, TrainHelpRecipeAndRecipeErrors) {
   const auto help = run("train --help-recipe");
@@ -174,7 +145,7 @@ TEST(Cli, DemoDataInTheRepoIsWhatTheGeneratorWrites) {
   const auto dir = qtune::test::temp_dir();
   ASSERT_EQ(run("demo-data " + dir).code, 0);
   for (const std::string f : {"pretrain.txt", "pretrain_eval.txt", "qa_train.jsonl", "qa_eval.jsonl"})
-    EXPECT_TRUE(slurp(dir + "/" + f) == slurp(source("data/demo/" + f))) << f << " differs: rerun qtune demo-data data/demo";
+    EXPECT_TRUE(qtune::test::read_file(dir + "/" + f) == qtune::test::read_file(source("data/demo/" + f))) << f << " differs: rerun qtune demo-data data/demo";
 }
 
 // The recipes for real use, checked the way a user checks them before renting a card: model shape from the config

@@ -2,7 +2,6 @@
 // NF4 re-quantization write loadable directories, and bad input is refused without touching anything.
 // (PEFT and transformers themselves load these files in tests/unit/oracle_peft_test.cpp.)
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
@@ -23,21 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
 
-struct Cli {
-  int code = -1;
-  std::string err;
-};
-
-Cli qtune(const std::string& args) {
-  // (Not test::temp_dir(): that empties the test's directory.)
-  const auto err = (fs::temp_directory_path() / ("qtune_export_err_" + std::to_string(::getpid()))).string();
-  const int status = std::system((test::qtune_bin() + " " + args + " > /dev/null 2> " + err).c_str());
-  std::ifstream in(err);
-  Cli c;
-  c.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  c.err.assign(std::istreambuf_iterator<char>(in), {});
-  return c;
-}
+test::QtuneRun qtune(const std::string& args) { return test::run_qtune(args); }
 
 at::Tensor logits_of(nn::CausalLMImpl& model) {
   torch::NoGradGuard no_grad;

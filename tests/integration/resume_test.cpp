@@ -1,10 +1,7 @@
 // Exact resume: a stopped or killed run continues where it stood, bit for bit; checkpoints are verified, pruned, and a
 // corrupt one is skipped; a changed recipe is refused.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <csignal>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -20,10 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // N steps in one go, and N/2 steps + stop + resume, give identical per-step losses and byte-identical adapters:
 // with dropout on (the generator state is restored), gradient accumulation and packing (the data position is), for
@@ -56,8 +49,8 @@ TEST(Resume, StoppedAndResumedRunIsBitIdenticalToAnUninterruptedOne) {
       ASSERT_EQ(straight.size(), 8u);
       ASSERT_EQ(resumed.size(), 8u);
       for (size_t i = 0; i < 8; ++i) EXPECT_EQ(resumed[i], straight[i]) << opt << " " << precision << " step " << i + 1;
-      EXPECT_TRUE(file_bytes(t.dir + "/a_" + opt + precision + "/adapter/adapter_model.safetensors") ==
-                  file_bytes(t.dir + "/b_" + opt + precision + "/adapter/adapter_model.safetensors"))
+      EXPECT_TRUE(test::read_file(t.dir + "/a_" + opt + precision + "/adapter/adapter_model.safetensors") ==
+                  test::read_file(t.dir + "/b_" + opt + precision + "/adapter/adapter_model.safetensors"))
           << opt << " " << precision;
       // The metrics log holds each step once, the redone ones included.
       int64_t train_records = 0;
@@ -77,7 +70,7 @@ TEST(Resume, KeepsTheLastCheckpointsAndRefusesAnotherRecipe) {
   EXPECT_FALSE(fs::exists(dir + "step-00000002"));
   EXPECT_TRUE(fs::exists(dir + "step-00000004"));
   EXPECT_TRUE(fs::exists(dir + "step-00000006"));
-  EXPECT_EQ(file_bytes(dir + "latest"), "step-00000006\n");
+  EXPECT_EQ(test::read_file(dir + "latest"), "step-00000006\n");
   // Each checkpoint carries the metrics up to its step.
   const auto saved_metrics = MetricsLog::read(dir + "step-00000004/metrics.jsonl");
   ASSERT_FALSE(saved_metrics.empty());
@@ -116,7 +109,7 @@ TEST(Resume, ACorruptLatestCheckpointFallsBackToThePreviousOne) {
   EXPECT_EQ(s.start_step, 2);
   // A flipped byte is caught by the checksum.
   const auto p = dir + "step-00000006/trainable.safetensors";
-  auto bytes = file_bytes(p);
+  auto bytes = test::read_file(p);
   bytes[bytes.size() - 3] ^= 0x40;
   std::ofstream(p, std::ios::binary) << bytes;
   msg = test::error_of([&] { verify_checkpoint(dir + "step-00000006"); });
@@ -128,21 +121,6 @@ TEST(Resume, ACorruptLatestCheckpointFallsBackToThePreviousOne) {
 
 namespace qtune::train {
 namespace {
-
-struct Exit {
-  bool killed = false;
-  int code = -1;
-};
-
-Exit run_qtune(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + " " + test::qtune_bin() + " " + args + " > /dev/null 2>&1";
-  const int status = std::system(cmd.c_str());
-  Exit e;
-  // system() runs a shell; a child killed by a signal makes the shell exit with 128 + signal.
-  e.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  e.killed = (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) || e.code == 128 + SIGKILL;
-  return e;
-}
 
 // A process killed with SIGKILL while it writes a checkpoint leaves the previous one valid, and resuming from it
 // ends with the adapter an uninterrupted run writes, byte for byte.
@@ -156,14 +134,14 @@ TEST(Resume, KilledWhileSavingAtEveryStageThenResumedEndsWithTheSameAdapter) {
     return path;
   };
   const auto reference = write_recipe("reference");
-  ASSERT_EQ(run_qtune("train " + reference).code, 0);
-  const auto expected = file_bytes(t.dir + "/reference/adapter/adapter_model.safetensors");
+  ASSERT_EQ(test::run_qtune("train " + reference).code, 0);
+  const auto expected = test::read_file(t.dir + "/reference/adapter/adapter_model.safetensors");
   ASSERT_FALSE(expected.empty());
   // Crash points 1..9 are the first save (step 2), 10..18 the second (step 4).
   for (int at : {2, 10, 12, 14, 16, 17, 18}) {
     const auto name = "crash" + std::to_string(at);
     const auto recipe = write_recipe(name);
-    const auto killed = run_qtune("train " + recipe, "QTUNE_CRASH_AT=" + std::to_string(at));
+    const auto killed = test::run_qtune("train " + recipe, "QTUNE_CRASH_AT=" + std::to_string(at));
     EXPECT_TRUE(killed.killed) << "crash point " << at << " exit " << killed.code;
     const auto found = find_resume_checkpoint(t.dir + "/" + name, nullptr);
     if (at <= kCheckpointCrashPoints - 2) {
@@ -172,8 +150,8 @@ TEST(Resume, KilledWhileSavingAtEveryStageThenResumedEndsWithTheSameAdapter) {
       ASSERT_TRUE(found.has_value()) << at;
       EXPECT_NO_THROW(verify_checkpoint(*found)) << at;
     }
-    ASSERT_EQ(run_qtune("train " + recipe + " --resume auto").code, 0) << "resume after crash point " << at;
-    EXPECT_TRUE(file_bytes(t.dir + "/" + name + "/adapter/adapter_model.safetensors") == expected)
+    ASSERT_EQ(test::run_qtune("train " + recipe + " --resume auto").code, 0) << "resume after crash point " << at;
+    EXPECT_TRUE(test::read_file(t.dir + "/" + name + "/adapter/adapter_model.safetensors") == expected)
         << "crash point " << at;
   }
 }

@@ -5,9 +5,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <csignal>
-#include <cstdlib>
-#include <sys/wait.h>
 #include <nlohmann/json.hpp>
 
 #include "qtune/data/chat_template.h"
@@ -154,8 +151,8 @@ namespace {
 
 // The real pretrained model in ../shared, fine-tuned on the 35 Dolly records.
 TEST(TrainShared, Stories260KOnDollyLowersHeldOutLossAndTurnsStoriesIntoAnswers) {
+  QTUNE_REQUIRE_SHARED();
   const auto shared = test::shared_dir();
-  if (shared.empty()) GTEST_SKIP() << "../shared not found: the real-model fine-tune needs models/stories260K and data/dolly_tiny_*";
   const auto dir = test::temp_dir();
   const auto recipe = Recipe::load(std::string(QTUNE_TEST_SOURCE_DIR) + "/recipes/stories260k-dolly.yaml",
                                    {"model.path=" + shared + "/models/stories260K",

@@ -39,6 +39,11 @@ class Tokenizer {
   std::optional<int64_t> pad_;
 };
 
+// Copies a model directory's tokenizer files (tokenizer.model, tokenizer.json, tokenizer_config.json,
+// special_tokens_map.json, those present) into `out_dir`, so an exported or trained model directory is complete.
+// `source` is a directory, or a tokenizer.model file (copied as tokenizer.model, the rest taken from beside it).
+void copy_tokenizer_files(const std::string& source, const std::string& out_dir);
+
 // Trains a SentencePiece BPE model with byte fallback on `corpus_file` and writes `<out_prefix>.model`.
 void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size);
 

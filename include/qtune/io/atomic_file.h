@@ -13,4 +13,7 @@ void write_file_atomically(const std::string& path, const std::function<void(std
 
 void write_text_atomically(const std::string& path, const std::string& text);
 
+// fsync of a directory, so that renames and new entries in it survive a crash (best effort where it cannot be opened).
+void fsync_directory(const std::string& path);
+
 }  // namespace qtune::io

@@ -43,6 +43,8 @@ data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& conf
 // Reads, templates, tokenizes and splits the data; errors name the file and line.
 RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
 data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval);
+// The compute dtype of the run on `device`: model.dtype, else the precision's (full runs default to fp32).
+at::ScalarType run_dtype(const Recipe& recipe, at::Device device);
 // Optimizer steps and warmup steps of the recipe for a loader with `batches_per_epoch` micro-batches.
 std::pair<int64_t, int64_t> step_counts(const Recipe& recipe, int64_t batches_per_epoch);
 
