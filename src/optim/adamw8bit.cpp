@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "qtune/optim/paged_state.h"
+#include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
 
 namespace qtune::optim {
@@ -53,31 +54,6 @@ void bnb_adam32_update(at::Tensor& p, const at::Tensor& grad, at::Tensor& state1
 
 }  // namespace
 
-at::Tensor dynamic_map(bool is_signed) {
-  // create_dynamic_map(signed, max_exponent_bits=7, total_bits=8) with the same ATen ops, so the fp32 values
-  // come out identical: for exponent i, the midpoints of a linspace(0.1, 1) scaled by 10^(i-6), mirrored for
-  // signed maps; then 0 and 1, sorted.
-  constexpr int kMaxExponentBits = 7, kNonSignBits = 7;
-  std::vector<double> data;
-  for (int i = 0; i < kMaxExponentBits; ++i) {
-    const int64_t items =
-        (int64_t{1} << (i + kNonSignBits - kMaxExponentBits + (is_signed ? 0 : 1))) + 1;
-    auto boundaries = at::linspace(0.1, 1, items, at::kFloat);
-    auto means = (boundaries.narrow(0, 0, items - 1) + boundaries.narrow(0, 1, items - 1)) / 2.0;
-    const double scale = std::pow(10.0, -(kMaxExponentBits - 1) + i);
-    auto pos = (means * scale).contiguous();
-    data.insert(data.end(), pos.data_ptr<float>(), pos.data_ptr<float>() + pos.numel());
-    if (is_signed) {
-      auto neg = (means * -scale).contiguous();
-      data.insert(data.end(), neg.data_ptr<float>(), neg.data_ptr<float>() + neg.numel());
-    }
-  }
-  data.push_back(0.0);
-  data.push_back(1.0);
-  data.resize(256, 0.0);  // both maps already hold 256 values; kept as bitsandbytes pads
-  std::sort(data.begin(), data.end());
-  return at::tensor(data, at::kDouble).to(at::kFloat);
-}
 
 BlockwiseQuantizer::BlockwiseQuantizer(at::Tensor map) : map_(map.to(at::kFloat).contiguous()) {
   if (map_.dim() != 1 || map_.numel() != 256) fail("8-bit optimizer state: the map must hold 256 values");
@@ -127,8 +103,8 @@ AdamW8bit::AdamW8bit(NamedParams params, AdamWOptions options, bool paged)
         s->absmax = state_zeros({block_count(n)}, at::kFloat, dev, paged_);
       }
       if (std::none_of(quantizers_.begin(), quantizers_.end(), [&](const auto& q) { return q.first == dev; }))
-        quantizers_.emplace_back(dev, Quantizers{BlockwiseQuantizer(dynamic_map(true).to(dev)),
-                                                 BlockwiseQuantizer(dynamic_map(false).to(dev))});
+        quantizers_.emplace_back(dev, Quantizers{BlockwiseQuantizer(quant::dynamic_map(true).to(dev)),
+                                                 BlockwiseQuantizer(quant::dynamic_map(false).to(dev))});
     } else {
       slot.exp_avg_f32 = state_zeros(p.sizes(), at::kFloat, dev, paged_);
       slot.exp_avg_sq_f32 = state_zeros(p.sizes(), at::kFloat, dev, paged_);

@@ -15,25 +15,33 @@ void check_blocksize(int64_t blocksize) {
 
 }  // namespace
 
-at::Tensor dynamic_map_signed() {
-  // The same ATen ops as bitsandbytes' Python, so the float32 values come out identical.
+at::Tensor dynamic_map(bool is_signed) {
+  // create_dynamic_map(signed, max_exponent_bits=7, total_bits=8) with the same ATen ops, so the fp32 values
+  // come out identical: for exponent i, the midpoints of a linspace(0.1, 1) scaled by 10^(i-6), mirrored for
+  // signed maps; then 0 and 1, sorted.
   constexpr int kMaxExponentBits = 7, kNonSignBits = 7;
   std::vector<double> data;
   for (int i = 0; i < kMaxExponentBits; ++i) {
-    const int64_t fraction_items = (int64_t{1} << (i + kNonSignBits - kMaxExponentBits)) + 1;
-    auto boundaries = at::linspace(0.1, 1, fraction_items, at::kFloat);
-    auto means = (boundaries.narrow(0, 0, fraction_items - 1) + boundaries.narrow(0, 1, fraction_items - 1)) / 2.0;
+    const int64_t items =
+        (int64_t{1} << (i + kNonSignBits - kMaxExponentBits + (is_signed ? 0 : 1))) + 1;
+    auto boundaries = at::linspace(0.1, 1, items, at::kFloat);
+    auto means = (boundaries.narrow(0, 0, items - 1) + boundaries.narrow(0, 1, items - 1)) / 2.0;
     const double scale = std::pow(10.0, -(kMaxExponentBits - 1) + i);
-    auto pos = (means * scale).contiguous(), neg = (means * -scale).contiguous();
+    auto pos = (means * scale).contiguous();
     data.insert(data.end(), pos.data_ptr<float>(), pos.data_ptr<float>() + pos.numel());
-    data.insert(data.end(), neg.data_ptr<float>(), neg.data_ptr<float>() + neg.numel());
+    if (is_signed) {
+      auto neg = (means * -scale).contiguous();
+      data.insert(data.end(), neg.data_ptr<float>(), neg.data_ptr<float>() + neg.numel());
+    }
   }
   data.push_back(0.0);
   data.push_back(1.0);
-  data.resize(256, 0.0);
+  data.resize(256, 0.0);  // both maps already hold 256 values; kept as bitsandbytes pads
   std::sort(data.begin(), data.end());
   return at::tensor(data, at::kDouble).to(at::kFloat);
 }
+
+at::Tensor dynamic_map_signed() { return dynamic_map(true); }
 
 Blockwise8 quantize_blockwise_8bit(const at::Tensor& values, const at::Tensor& map, int64_t blocksize) {
   auto x = values.to(at::kCPU, at::kFloat).contiguous().reshape({-1});

@@ -236,8 +236,8 @@ TEST(Optimizers, EstimatedStateBytesEqualTheBuiltOptimizers) {
 // --- 8-bit -----------------------------------------------------------------------------------------------
 
 TEST(AdamW8bit, SignedMapEqualsTheNf4DoubleQuantMap) {
-  EXPECT_TRUE(test::bitwise_equal(optim::dynamic_map(true), quant::dynamic_map_signed()));
-  const auto u = optim::dynamic_map(false);
+  EXPECT_TRUE(test::bitwise_equal(quant::dynamic_map(true), quant::dynamic_map_signed()));
+  const auto u = quant::dynamic_map(false);
   ASSERT_EQ(u.numel(), 256);
   EXPECT_EQ(u[0].item<float>(), 0.0f);
   EXPECT_EQ(u[255].item<float>(), 1.0f);
@@ -245,7 +245,7 @@ TEST(AdamW8bit, SignedMapEqualsTheNf4DoubleQuantMap) {
 }
 
 TEST(AdamW8bit, BlockwiseQuantizationRoundTrips) {
-  optim::BlockwiseQuantizer q(optim::dynamic_map(true));
+  optim::BlockwiseQuantizer q(quant::dynamic_map(true));
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
   auto x = at::randn({256 * 3 + 17}, gen) * at::logspace(-4, 0, 256 * 3 + 17);
   x.narrow(0, 256, 256).zero_();  // an all-zero block

@@ -8,6 +8,7 @@
 
 #include "qtune/io/safetensors.h"
 #include "qtune/optim/adamw8bit.h"
+#include "qtune/quant/nf4.h"
 #include "test_util.h"
 
 namespace {
@@ -42,8 +43,8 @@ std::string diff_summary(const at::Tensor& a, const at::Tensor& b) {
 TEST(OracleBnbAdamW8bit, MapsEqualCreateDynamicMap) {
   REQUIRE_BNB_ADAMW8BIT_ORACLE();
   auto file = io::SafetensorsFile::open(oracle_file());
-  EXPECT_TRUE(test::bitwise_equal(optim::dynamic_map(true), file->tensor("map.signed")));
-  EXPECT_TRUE(test::bitwise_equal(optim::dynamic_map(false), file->tensor("map.unsigned")));
+  EXPECT_TRUE(test::bitwise_equal(quant::dynamic_map(true), file->tensor("map.signed")));
+  EXPECT_TRUE(test::bitwise_equal(quant::dynamic_map(false), file->tensor("map.unsigned")));
 }
 
 TEST(OracleBnbAdamW8bit, StepsEqualBitsandbytesBitForBit) {

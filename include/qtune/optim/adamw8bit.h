@@ -16,10 +16,6 @@ namespace qtune::optim {
 inline constexpr int64_t kStateBlockSize = 256;  // elements per absmax block (bitsandbytes' fixed block size)
 inline constexpr int64_t kMin8bitSize = 4096;    // smaller parameters keep fp32 state (bitsandbytes' min_8bit_size)
 
-// bitsandbytes' dynamic 8-bit maps (functional.py create_dynamic_map): 256 sorted fp32 values in [-1, 1]
-// (signed) or [0, 1] (unsigned), dense near zero so small moments keep relative precision.
-at::Tensor dynamic_map(bool is_signed);
-
 // One moment quantized blockwise: codes index the map, times the block's absmax.
 struct BlockwiseState {
   at::Tensor codes;   // uint8 [n]

@@ -20,8 +20,10 @@ struct Quantize4Options {
 // `weight` is any floating tensor on any device (quantized on the CPU, state returned on the CPU).
 Quant4State quantize_4bit(const at::Tensor& weight, const Quantize4Options& options);
 
-// bitsandbytes' signed dynamic 8-bit map (functional.py create_dynamic_map(signed=True)): 256 sorted values.
-at::Tensor dynamic_map_signed();
+// bitsandbytes' dynamic 8-bit maps (functional.py create_dynamic_map): 256 sorted fp32 values, in [-1, 1] when
+// signed (the nested absmax, 8-bit optimizers' first moment), in [0, 1] otherwise (their second moment).
+at::Tensor dynamic_map(bool is_signed);
+at::Tensor dynamic_map_signed();  // dynamic_map(true)
 
 // 8-bit blockwise quantization of a 1-D fp32 tensor against a sorted 256-value map: per-block absmax,
 // x / absmax, nearest map value (ties to the lower one), as bitsandbytes' CPU quantize_block does.
