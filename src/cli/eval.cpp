@@ -54,6 +54,9 @@ int run_data_eval(const EvalArgs& args) {
   const auto tmpl = data::parse_chat_template(args.chat_template);
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : model->config().max_position_embeddings;
   auto set = data::tokenize_records(records, tmpl, tokenizer, /*train_on_prompt=*/false, seq_len);
+  if (set.samples.empty())
+    fail("{}: none of its {} records has an answer token within {} tokens (--seq-len): nothing to score", args.data_file,
+         records.size(), seq_len);
   data::LoaderOptions lo;
   lo.batch_size = 8;
   lo.max_seq_len = seq_len;
@@ -61,10 +64,16 @@ int run_data_eval(const EvalArgs& args) {
   data::DataLoader loader(std::move(set.samples), lo, tokenizer.pad_id().value_or(tokenizer.eos_id()));
   const auto loss = train::evaluate(*model, loader);
   nlohmann::json j = {{"file", args.data_file}, {"records", records.size()}, {"loss", loss.loss},
-                      {"perplexity", loss.perplexity}, {"target_tokens", loss.tokens}};
-  if (!args.json)
+                      {"perplexity", loss.perplexity}, {"target_tokens", loss.tokens},
+                      {"truncated", set.truncated}, {"dropped", set.dropped}, {"seq_len", seq_len}};
+  if (!args.json) {
     fmt::print("{}: {} records; loss on the answer tokens {:.4f} (perplexity {:.3f}, {} tokens)\n", args.data_file,
                records.size(), loss.loss, loss.perplexity, loss.tokens);
+    // As train reports them: a cut or dropped record changes what the loss measures.
+    if (set.truncated > 0 || set.dropped > 0)
+      fmt::print("{} records truncated to {} tokens (--seq-len), {} dropped (no answer token left in the window)\n",
+                 set.truncated, seq_len, set.dropped);
+  }
   if (args.exact) {
     const auto em = eval::exact_match(*model, tokenizer, records, tmpl, args.max_new_tokens, categories);
     j["exact_match"] = em.rate();

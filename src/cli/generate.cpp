@@ -1,11 +1,13 @@
 // qtune generate MODEL_DIR --prompt TEXT: stream a continuation to stdout.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 
 #include "commands.h"
 #include "model_options.h"
 #include "qtune/eval/generate.h"
+#include "qtune/io/generation_config.h"
 
 namespace qtune::cli {
 namespace {
@@ -16,16 +18,37 @@ struct GenerateArgs {
   eval::GenerateOptions options;
   bool no_bos = false;
   bool ignore_eos = false;
+  // Which sampling options the command line gave (the others come from generation_config.json when it has them).
+  bool temperature_given = false, top_p_given = false, top_k_given = false, max_new_tokens_given = false;
 };
+
+// Stop ids and sampling defaults from the model's generation_config.json, as transformers' generate() takes them:
+// its eos list (else config.json's, else the tokenizer's EOS); do_sample false means greedy, true samples with its
+// temperature / top_p / top_k (transformers' defaults 1.0 / 1.0 / 50 where it names none).
+void apply_generation_config(const GenerateArgs& args, const nn::CausalLMImpl& model, const data::Tokenizer& tokenizer,
+                             eval::GenerateOptions& options) {
+  const auto gen = io::GenerationConfig::load(args.model.dir);
+  if (!args.ignore_eos) {
+    options.stop_ids = gen && !gen->eos_token_ids.empty() ? gen->eos_token_ids : model.config().eos_token_ids;
+    if (options.stop_ids.empty()) options.stop_ids.push_back(tokenizer.eos_id());
+  }
+  if (!gen) return;
+  auto& s = options.sampling;
+  if (!args.temperature_given) s.temperature = gen->do_sample ? gen->temperature.value_or(1.0) : 0.0;
+  if (!args.top_p_given && gen->do_sample) s.top_p = gen->top_p.value_or(1.0);
+  if (!args.top_k_given && gen->do_sample) s.top_k = gen->top_k.value_or(50);
+  if (!args.max_new_tokens_given && gen->max_new_tokens) options.max_new_tokens = *gen->max_new_tokens;
+  fmt::print(stderr, "generation_config.json: stop at [{}]; {}\n", fmt::join(options.stop_ids, ", "),
+             s.temperature < eval::kGreedyBelow
+                 ? std::string("greedy")
+                 : fmt::format("sampling at temperature {}, top_p {}, top_k {}", s.temperature, s.top_p, s.top_k));
+}
 
 int run_generate(const GenerateArgs& args) {
   auto [model, tokenizer] = args.model.load();
   auto prompt = tokenizer.encode(args.prompt, /*add_bos=*/!args.no_bos);
   auto options = args.options;
-  if (!args.ignore_eos) {
-    options.stop_ids = model->config().eos_token_ids;
-    if (options.stop_ids.empty()) options.stop_ids.push_back(tokenizer.eos_id());
-  }
+  apply_generation_config(args, *model, tokenizer, options);
   eval::TextStreamer streamer(tokenizer, prompt);
   fmt::print("{}", args.prompt);
   std::fflush(stdout);
@@ -48,18 +71,25 @@ void add_generate(CLI::App& app, Action& action) {
   auto args = std::make_shared<GenerateArgs>();
   args->model.add_to(*cmd);
   cmd->add_option("--prompt,-p", args->prompt, "Text to continue")->required();
-  cmd->add_option("--max-new-tokens,-n", args->options.max_new_tokens, "Most tokens to generate")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--temperature,-t", args->options.sampling.temperature, "0 = greedy; > 0 samples")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  cmd->add_option("--top-p", args->options.sampling.top_p, "Nucleus sampling mass (1 = off)")
-      ->capture_default_str()->check(CLI::Range(0.0, 1.0));
-  cmd->add_option("--top-k", args->options.sampling.top_k, "Keep the k most likely tokens (0 = off)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  auto* max_new = cmd->add_option("--max-new-tokens,-n", args->options.max_new_tokens, "Most tokens to generate")
+                      ->capture_default_str()->check(CLI::PositiveNumber);
+  auto* temperature = cmd->add_option("--temperature,-t", args->options.sampling.temperature,
+                                      "0 = greedy; > 0 samples (default: generation_config.json's, else greedy)")
+                          ->capture_default_str()->check(CLI::NonNegativeNumber);
+  auto* top_p = cmd->add_option("--top-p", args->options.sampling.top_p, "Nucleus sampling mass (1 = off)")
+                    ->capture_default_str()->check(CLI::Range(0.0, 1.0));
+  auto* top_k = cmd->add_option("--top-k", args->options.sampling.top_k, "Keep the k most likely tokens (0 = off)")
+                    ->capture_default_str()->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", args->options.sampling.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--no-bos", args->no_bos, "Do not prepend the BOS token to the prompt");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Keep generating past the end-of-sequence token");
-  cmd->callback([&action, args] { action = [args] { return run_generate(*args); }; });
+  cmd->callback([&action, args, max_new, temperature, top_p, top_k] {
+    args->max_new_tokens_given = max_new->count() > 0;
+    args->temperature_given = temperature->count() > 0;
+    args->top_p_given = top_p->count() > 0;
+    args->top_k_given = top_k->count() > 0;
+    action = [args] { return run_generate(*args); };
+  });
 }
 
 }  // namespace qtune::cli

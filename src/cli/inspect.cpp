@@ -42,9 +42,12 @@ int run_inspect(const std::string& dir) {
   if (config.sliding_window) fmt::print("sliding window {}\n", *config.sliding_window);
   if (!config.quantization_config.is_null()) {
     const auto& q = config.quantization_config;
-    const bool four_bit = q.value("load_in_4bit", false);
-    fmt::print("quantized    bitsandbytes {}{}\n", four_bit ? q.value("bnb_4bit_quant_type", std::string("nf4")) : "int8",
-               four_bit && q.value("bnb_4bit_use_double_quant", false) ? " with double quantization" : "");
+    const bool four_bit = q.value("load_in_4bit", false), eight_bit = q.value("load_in_8bit", false);
+    const std::string four = q.value("bnb_4bit_quant_type", std::string("nf4")) +
+                             (q.value("bnb_4bit_use_double_quant", false) ? " with double quantization" : "");
+    fmt::print("quantized    bitsandbytes {}\n", four_bit && eight_bit ? four + " and int8 layers (qtune only)"
+                                                 : four_bit             ? four
+                                                                        : std::string("int8"));
   }
 
   std::map<std::string, std::pair<int64_t, uint64_t>> by_dtype;  // dtype -> (tensors, bytes)

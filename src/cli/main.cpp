@@ -1,3 +1,4 @@
+#include <c10/util/Exception.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
@@ -32,9 +33,18 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
+  } catch (const c10::Error& e) {
+    // LibTorch's own message, without the C++ stack trace it appends: a user reads what went wrong, not frames.
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: out of memory (try a smaller train.batch_size, data.max_seq_len or model)\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "error: %s\n", e.what());
-    return 2;
+    return 1;
   }
 }

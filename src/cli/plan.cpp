@@ -25,12 +25,13 @@ int run_plan(const PlanArgs& a) {
   const auto config = io::ModelConfig::load(recipe.model.path);
   const auto tokenizer = train::load_tokenizer(recipe, config);
   const auto data = train::load_data(recipe, tokenizer);
-  const at::Device device = a.device.empty() ? resolve_device(recipe.device) : at::Device(a.device);
+  // The recipe's device even where this machine has none: plan is for deciding before the GPU is at hand.
+  const at::Device device = named_device(a.device.empty() ? recipe.device : a.device);
   const auto dtype = train::run_dtype(recipe, device);
   const auto plan = recipe.train.mode == "full" ? quant::QuantPlan{} : train::quant_plan_of(recipe);
   const int64_t pad = tokenizer.pad_id().value_or(tokenizer.eos_id());
   data::DataLoader loader(data.train, train::loader_options(recipe, false), pad);
-  const auto [steps, warmup] = train::step_counts(recipe, loader.batches_per_epoch(0));
+  const auto [steps, warmup] = train::step_counts(recipe, loader);
 
   fmt::print("recipe {}: OK\n", a.recipe);
   fmt::print("model  {}: {} layers, hidden {}, intermediate {}, heads {}/{} kv, vocab {}\n", recipe.model.path,

@@ -66,15 +66,16 @@ class Pieces {
 };
 
 // Meta's llama/generation.py chat_completion: each turn is "[INST] {user} [/INST] {answer} " between BOS and EOS,
-// the system prompt wrapped in <<SYS>> and prepended to the first user message, contents stripped.
+// the system prompt wrapped in <<SYS>> and prepended to the first user message, contents stripped. The space after
+// "[/INST]" is the reply's: a generation prompt ends at "[/INST]", as Meta's and transformers' templates end it.
 void llama2(const Conversation& c, Pieces& p) {
   for (size_t k = 0; k < c.turns.size(); ++k) {
     std::string user = c.turns[k].user;
     if (k == 0 && c.system) user = "<<SYS>>\n" + *c.system + "\n<</SYS>>\n\n" + user;
     p.bos();
-    p.text("[INST] " + strip(user, kTemplateWhitespace) + " [/INST] ");
+    p.text("[INST] " + strip(user, kTemplateWhitespace) + " [/INST]");
     if (c.turns[k].assistant) {
-      p.text(strip(*c.turns[k].assistant, kTemplateWhitespace) + " ", true);
+      p.text(" " + strip(*c.turns[k].assistant, kTemplateWhitespace) + " ", true);
       p.eos();
     }
   }
@@ -152,34 +153,60 @@ std::vector<int64_t> encode_continuation(const Tokenizer& tok, const std::string
   return tok.encode(text, false, false);
 }
 
-// Tokenizes pieces left to right; `labels` gets the id or -100 per the piece's kind and train_on_prompt.
+// Tokenizes pieces left to right; `labels` gets the id or -100 per the piece's kind and train_on_prompt. Each run of
+// text between two ids is encoded as one string, as transformers encodes a rendered conversation, so the ids do not
+// depend on where the template cuts prompt from response. A token belongs to the piece in which the ids of the whole
+// run stop matching the ids of the text before that piece (a token merged across the boundary is the response's).
 void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& tok, bool train_on_prompt,
                      const std::string& source, std::vector<int64_t>& ids, std::vector<int64_t>* labels) {
-  bool at_text_start = true;  // after BOS, or after a piece ending with a space: SentencePiece's dummy prefix fits
+  bool at_text_start = true;  // after BOS (or at the very start): SentencePiece's dummy prefix belongs there
   auto append = [&](const std::vector<int64_t>& more, bool trained) {
     ids.insert(ids.end(), more.begin(), more.end());
     if (labels)
       for (auto id : more) labels->push_back(trained || train_on_prompt ? id : kIgnoreLabel);
   };
-  for (const auto& piece : pieces) {
-    switch (piece.kind) {
-      case Kind::Bos:
-        if (tok.bos_id() >= 0) append({tok.bos_id()}, piece.response);
-        at_text_start = true;
-        break;
-      case Kind::Eos:
-        if (tok.eos_id() < 0)
-          fail("{}: the tokenizer {} has no EOS token, which ends every trained reply", source, tok.path());
-        append({tok.eos_id()}, piece.response);
-        at_text_start = false;
-        break;
-      case Kind::Text:
-        if (piece.text.empty()) break;
-        append(at_text_start ? tok.encode(piece.text, false, false) : encode_continuation(tok, piece.text),
-               piece.response);
-        at_text_start = piece.text.back() == ' ';
-        break;
+  for (size_t i = 0; i < pieces.size();) {
+    const auto& piece = pieces[i];
+    if (piece.kind == Kind::Bos) {
+      if (tok.bos_id() >= 0) append({tok.bos_id()}, piece.response);
+      at_text_start = true;
+      ++i;
+      continue;
     }
+    if (piece.kind == Kind::Eos) {
+      if (tok.eos_id() < 0)
+        fail("{}: the tokenizer {} has no EOS token, which ends every trained reply", source, tok.path());
+      append({tok.eos_id()}, piece.response);
+      at_text_start = false;
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    std::string run;
+    std::vector<size_t> ends;  // where each piece of the run ends in `run`
+    for (; end < pieces.size() && pieces[end].kind == Kind::Text; ++end) {
+      run += pieces[end].text;
+      ends.push_back(run.size());
+    }
+    auto encode = [&](const std::string& text) {
+      return at_text_start ? tok.encode(text, false, false) : encode_continuation(tok, text);
+    };
+    const auto whole = encode(run);
+    size_t done = 0;  // tokens of `whole` given to a piece so far
+    for (size_t k = i; k < end; ++k) {
+      size_t upto = whole.size();
+      if (k + 1 < end) {
+        const auto before = encode(run.substr(0, ends[k - i]));
+        upto = 0;
+        while (upto < before.size() && upto < whole.size() && before[upto] == whole[upto]) ++upto;
+        upto = std::max(upto, done);
+      }
+      append(std::vector<int64_t>(whole.begin() + static_cast<std::ptrdiff_t>(done),
+                                  whole.begin() + static_cast<std::ptrdiff_t>(upto)),
+             pieces[k].response);
+      done = upto;
+    }
+    i = end;
   }
 }
 

@@ -131,13 +131,14 @@ void copy_tokenizer_files(const std::string& source, const std::string& out_dir)
   }
 }
 
-void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size) {
+void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size,
+                         bool remove_extra_whitespaces) {
   // The settings llama2.c uses for its small Llama tokenizers: BPE, byte fallback, digits split.
   const std::string args = fmt::format(
       "--input={} --model_prefix={} --model_type=bpe --vocab_size={} --character_coverage=1.0 "
       "--byte_fallback=true --split_digits=true --allow_whitespace_only_pieces=true --normalization_rule_name=identity "
-      "--unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=2 --minloglevel=2",
-      corpus_file, out_prefix, vocab_size);
+      "--unk_id=0 --bos_id=1 --eos_id=2 --pad_id=-1 --num_threads=2 --minloglevel=2 --remove_extra_whitespaces={}",
+      corpus_file, out_prefix, vocab_size, remove_extra_whitespaces ? "true" : "false");
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);
   if (!status.ok()) fail("{}: tokenizer training failed: {}", corpus_file, status.ToString());
 }

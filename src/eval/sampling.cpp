@@ -6,8 +6,10 @@ namespace qtune::eval {
 
 int64_t sample_token(const at::Tensor& logits, const SamplingOptions& options, at::Generator& gen) {
   auto scores = logits.to(at::kCPU, at::kFloat).reshape({-1});
-  if (options.temperature <= 0.0) return scores.argmax().item<int64_t>();
-  scores = scores / options.temperature;
+  // Below kGreedyBelow the draw is the argmax's but for exact ties, and logits / T would overflow float.
+  if (options.temperature < kGreedyBelow) return scores.argmax().item<int64_t>();
+  // The maximum subtracted first, so that the scores are <= 0 and dividing cannot make inf - inf = NaN.
+  scores = (scores - scores.max()) / options.temperature;
   const auto neg_inf = -std::numeric_limits<float>::infinity();
   if (options.top_k > 0 && options.top_k < scores.size(0)) {
     auto kth = std::get<0>(scores.topk(options.top_k)).min();

@@ -32,7 +32,13 @@ void visit(torch::nn::Module& module, const std::string& path, const MergedExpor
     auto w = lora ? lora->merged_weight() : linear->dense_weight().to(at::kFloat);
     if (o.quantize_nf4 && is_projection(path)) {
       io::NamedTensors parts;
-      quant::append_bnb_4bit(parts, prefix + "weight", quant::quantize_4bit(w, quant::Quantize4Options{}));
+      quant::Quant4State q;
+      try {
+        q = quant::quantize_4bit(w, quant::Quantize4Options{});
+      } catch (const Error& e) {
+        fail("{}weight (merged with its adapter): {}", prefix, e.what());
+      }
+      quant::append_bnb_4bit(parts, prefix + "weight", q);
       for (const auto& [n, t] : parts) emit(n, t);
     } else {
       emit(prefix + "weight", w.to(o.dtype));
@@ -104,7 +110,7 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
   // A tied model whose lm_head was trained apart (modules_to_save) is no longer tied.
   if (has_lm_head) config["tie_word_embeddings"] = false;
   if (o.quantize_nf4)
-    config["quantization_config"] = quant::bnb_4bit_quantization_config(quant::LayerQuant{}, dtype_name(o.dtype), {"lm_head"});
+    config["quantization_config"] = quant::bnb_quantization_config(quant::LayerQuant{}, false, dtype_name(o.dtype), {"lm_head"});
   io::write_text_atomically((fs::path(tmp) / "config.json").string(), config.dump(2) + "\n");
   nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
   io::write_text_atomically((fs::path(tmp) / "generation_config.json").string(), gen.dump(2) + "\n");

@@ -24,15 +24,31 @@ const std::string kPrefix = "base_model.model.";
 // own name (PEFT strips "modules_to_save.<adapter>." on save).
 std::string peft_key(const std::string& name) { return kPrefix + name; }
 
+std::string leaf_of(const std::string& path) { return path.substr(path.rfind('.') + 1); }
+
+// PEFT's target_modules for exactly the wrapped modules: their leaf names ("q_proj") when those name no other
+// linear of the model, else the full paths (PEFT matches a list entry against the whole name or its dotted tail).
+std::vector<std::string> target_modules_of(nn::CausalLMImpl& model) {
+  std::set<std::string> wrapped, leaves;
+  for (const auto& [path, layer] : lora::lora_layers(model)) wrapped.insert(path), leaves.insert(leaf_of(path));
+  bool leaves_suffice = true;
+  for (const auto& item : model.named_modules("", /*include_self=*/false)) {
+    const auto& path = item.key();
+    if (path.find(".base_layer") != std::string::npos || !std::dynamic_pointer_cast<nn::LinearImpl>(item.value()))
+      continue;
+    if (leaves.count(leaf_of(path)) && !wrapped.count(path)) leaves_suffice = false;
+  }
+  const auto& names = leaves_suffice ? leaves : wrapped;
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
 }  // namespace
 
 void save_peft_adapter(nn::CausalLMImpl& model, const lora::LoraConfig& config, const std::string& base_model,
                        const std::string& dir) {
   std::filesystem::create_directories(dir);
   io::NamedTensors tensors;
-  std::set<std::string> targets;
   for (const auto& [name, p] : lora::trainable_parameters(model)) tensors.emplace_back(peft_key(name), p.detach().to(at::kCPU));
-  for (const auto& [path, layer] : lora::lora_layers(model)) targets.insert(path.substr(path.rfind('.') + 1));
   io::write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
 
   nlohmann::ordered_json j;
@@ -42,7 +58,7 @@ void save_peft_adapter(nn::CausalLMImpl& model, const lora::LoraConfig& config, 
   j["r"] = config.r;
   j["lora_alpha"] = config.alpha;
   j["lora_dropout"] = config.dropout;
-  j["target_modules"] = std::vector<std::string>(targets.begin(), targets.end());
+  j["target_modules"] = target_modules_of(model);
   j["use_rslora"] = config.use_rslora;
   j["rank_pattern"] = config.rank_pattern;
   j["alpha_pattern"] = config.alpha_pattern;

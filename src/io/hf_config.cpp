@@ -123,11 +123,14 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   if (c.model_type != "llama" && c.model_type != "mistral")
     fail("{}: model_type '{}' is not supported (expected \"llama\" or \"mistral\")", src, c.model_type);
 
+  // Missing keys take the defaults of transformers' LlamaConfig / MistralConfig (they differ in places), since that
+  // is the model a checkpoint's authors ran.
+  const bool mistral = c.model_type == "mistral";
   c.hidden_size = get_positive(j, "hidden_size", src);
   c.intermediate_size = get_positive(j, "intermediate_size", src);
   c.num_hidden_layers = get_positive(j, "num_hidden_layers", src, std::nullopt, kMaxLayers);
   c.num_attention_heads = get_positive(j, "num_attention_heads", src);
-  c.num_key_value_heads = get_positive(j, "num_key_value_heads", src, c.num_attention_heads);
+  c.num_key_value_heads = get_positive(j, "num_key_value_heads", src, mistral ? 8 : c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail("{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", src, c.num_attention_heads,
          c.num_key_value_heads);
@@ -141,17 +144,21 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   if (c.head_dim % 2 != 0) fail("{}: head_dim ({}) must be even for rotary embeddings", src, c.head_dim);
   c.rms_norm_eps = get_double(j, "rms_norm_eps", src, 1e-6);
   c.rope = parse_rope(j, src);
-  c.max_position_embeddings = get_positive(j, "max_position_embeddings", src, 2048, kMaxVocab);
+  c.max_position_embeddings = get_positive(j, "max_position_embeddings", src, mistral ? 4096 * 32 : 2048, kMaxVocab);
   c.vocab_size = get_positive(j, "vocab_size", src, std::nullopt, kMaxVocab);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", src, false);
   c.attention_bias = get_bool(j, "attention_bias", src, false);
   c.mlp_bias = get_bool(j, "mlp_bias", src, false);
   c.initializer_range = get_double(j, "initializer_range", src, 0.02);
-  if (c.model_type == "mistral") {
-    c.sliding_window = get_optional_int(j, "sliding_window", src);
+  if (mistral) {
+    // Absent: MistralConfig's 4096. Only an explicit null turns the window off.
+    c.sliding_window = j.contains("sliding_window") ? get_optional_int(j, "sliding_window", src) : std::optional<int64_t>(4096);
     if (c.sliding_window && *c.sliding_window <= 0)
       fail("{}: key 'sliding_window' must be positive or null, got {}", src, *c.sliding_window);
   }
+  c.attention_dropout = get_double(j, "attention_dropout", src, 0.0);
+  if (!(c.attention_dropout >= 0 && c.attention_dropout < 1))
+    fail("{}: key 'attention_dropout' must lie in [0, 1), got {}", src, c.attention_dropout);
   if (const json* act = find(j, "hidden_act"); act && *act != "silu")
     fail("{}: hidden_act {} is not supported (expected \"silu\")", src, json_show(*act));
   if (const json* tp = find(j, "pretraining_tp"); tp && !(tp->is_number_integer() && tp->get<int64_t>() == 1))
@@ -229,6 +236,7 @@ json ModelConfig::to_json() const {
   j["attention_bias"] = attention_bias;
   j["mlp_bias"] = mlp_bias;
   j["initializer_range"] = initializer_range;
+  j["attention_dropout"] = attention_dropout;
   if (model_type == "mistral") j["sliding_window"] = sliding_window ? json(*sliding_window) : json(nullptr);
   j["bos_token_id"] = bos_token_id ? json(*bos_token_id) : json(nullptr);
   if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];

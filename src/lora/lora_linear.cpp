@@ -7,16 +7,6 @@
 #include "qtune/util/error.h"
 
 namespace qtune::lora {
-namespace {
-
-// Where the base keeps its weights: its first parameter or buffer (quantized bases store codes as buffers).
-at::Device device_of(torch::nn::Module& m) {
-  for (const auto& p : m.parameters()) return p.device();
-  for (const auto& b : m.buffers()) return b.device();
-  return at::kCPU;
-}
-
-}  // namespace
 
 LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropout, at::Generator generator)
     : nn::LinearImpl(base ? base->spec() : nn::LinearSpec{}),
@@ -35,7 +25,7 @@ LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropou
   const double bound = 1.0 / std::sqrt(static_cast<double>(s.in_features));
   auto a = at::empty({target_.r, s.in_features}, at::kFloat).uniform_(-bound, bound, generator);
   auto b = at::zeros({s.out_features, target_.r}, at::kFloat);
-  const auto device = device_of(*base_);
+  const auto device = base_->device();
   lora_A_ = register_module("lora_A", std::make_shared<LoraWeightImpl>(a.to(device)));
   lora_B_ = register_module("lora_B", std::make_shared<LoraWeightImpl>(b.to(device)));
 }

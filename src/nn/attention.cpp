@@ -18,7 +18,8 @@ at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {
 
 AttentionImpl::AttentionImpl(const io::ModelConfig& c, const std::string& prefix, LinearFactory& factory,
                              const io::WeightSource& weights)
-    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim),
+      dropout_(c.attention_dropout) {
   const int64_t q_out = heads_ * head_dim_, kv_out = kv_heads_ * head_dim_;
   const bool bias = c.attention_bias;
   q_proj_ = register_module("q_proj", factory.make({prefix + ".q_proj", c.hidden_size, q_out, bias}, weights));
@@ -47,7 +48,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, co
   auto out = at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups),
                                               mask.allowed.defined() ? std::optional<at::Tensor>(mask.allowed)
                                                                      : std::nullopt,
-                                              /*dropout_p=*/0.0, mask.is_causal,
+                                              /*dropout_p=*/is_training() ? dropout_ : 0.0, mask.is_causal,
                                               /*scale=*/1.0 / std::sqrt(static_cast<double>(head_dim_)));
   out = out.transpose(1, 2).reshape({b, t, heads_ * head_dim_});
   return o_proj_->forward(out);

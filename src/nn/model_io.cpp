@@ -50,6 +50,7 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir) {
   io::NamedTensors tensors;
   std::vector<std::string> quantized_prefixes, dense_linears;
   std::optional<quant::LayerQuant> four_bit;
+  bool eight_bit = false;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     if (auto q = std::dynamic_pointer_cast<QuantizedLinearImpl>(item.value())) {
       const auto& name = item.key();
@@ -60,6 +61,7 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir) {
                                      st.blocksize, st.nested.has_value()};
       } else if (auto w8 = dynamic_cast<const quant::Int8Weight*>(&q->weight())) {
         quant::append_bnb_int8(tensors, name, w8->state());
+        eight_bit = true;
       }
       if (q->bias().defined()) tensors.emplace_back(name + ".bias", q->bias());
       quantized_prefixes.push_back(name + ".");
@@ -78,11 +80,10 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir) {
   const std::string dtype_name = type == at::kBFloat16 ? "bfloat16" : type == at::kHalf ? "float16" : "float32";
   config["torch_dtype"] = dtype_name;
   config.erase("quantization_config");
-  if (four_bit || !quantized_prefixes.empty()) {
-    // transformers reads every 4-bit layer from its stored state; the dense ones must be named as skipped.
+  if (four_bit || eight_bit) {
+    // transformers reads every quantized layer from its stored state; the dense ones must be named as skipped.
     dense_linears.push_back("lm_head");
-    config["quantization_config"] = quant::bnb_4bit_quantization_config(
-        four_bit.value_or(quant::LayerQuant{}), dtype_name, dense_linears);
+    config["quantization_config"] = quant::bnb_quantization_config(four_bit, eight_bit, dtype_name, dense_linears);
   }
   io::write_text_atomically((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
   nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};

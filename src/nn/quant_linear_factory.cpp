@@ -3,6 +3,7 @@
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/bnb_format.h"
 #include "qtune/quant/nf4.h"
+#include "qtune/util/error.h"
 
 namespace qtune::nn {
 
@@ -35,12 +36,16 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
     }
     // The memory-mapped 16-bit weight is read here and dropped as soon as its quantized state exists.
     auto w = weights.get(weight_name, {spec.out_features, spec.in_features});
-    if (layer.format == quant::WeightFormat::Int8)
-      qweight = c10::make_intrusive<quant::Int8Weight>(quant::quantize_int8_rowwise(w.to(at::kFloat)));
-    else
-      qweight = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(
-          w, {layer.format == quant::WeightFormat::NF4 ? quant::Format4::NF4 : quant::Format4::FP4, layer.blocksize,
-              layer.double_quant}));
+    try {
+      if (layer.format == quant::WeightFormat::Int8)
+        qweight = c10::make_intrusive<quant::Int8Weight>(quant::quantize_int8_rowwise(w.to(at::kFloat)));
+      else
+        qweight = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(
+            w, {layer.format == quant::WeightFormat::NF4 ? quant::Format4::NF4 : quant::Format4::FP4, layer.blocksize,
+                layer.double_quant}));
+    } catch (const Error& e) {
+      fail("{}: {}", weight_name, e.what());
+    }
     w.reset();
     weights.release(weight_name);
   }

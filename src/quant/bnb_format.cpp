@@ -111,19 +111,24 @@ void append_bnb_int8(io::NamedTensors& out, const std::string& module, const Int
   out.emplace_back(module + ".SCB", s.row_absmax);
 }
 
-nlohmann::json bnb_4bit_quantization_config(const LayerQuant& q, const std::string& compute_dtype,
-                                            const std::vector<std::string>& skip_modules) {
-  return {{"quant_method", "bitsandbytes"},
-          {"load_in_4bit", true},
-          {"load_in_8bit", false},
-          {"bnb_4bit_quant_type", q.format == WeightFormat::FP4 ? "fp4" : "nf4"},
-          {"bnb_4bit_use_double_quant", q.double_quant},
-          {"bnb_4bit_compute_dtype", compute_dtype},
-          {"bnb_4bit_quant_storage", "uint8"},
-          {"llm_int8_skip_modules", skip_modules.empty() ? nlohmann::json(nullptr) : nlohmann::json(skip_modules)},
-          {"llm_int8_threshold", 6.0},
-          {"llm_int8_has_fp16_weight", false},
-          {"llm_int8_enable_fp32_cpu_offload", false}};
+nlohmann::json bnb_quantization_config(const std::optional<LayerQuant>& four_bit, bool eight_bit,
+                                       const std::string& compute_dtype, const std::vector<std::string>& skip_modules) {
+  const LayerQuant q = four_bit.value_or(LayerQuant{});
+  nlohmann::json j = {{"quant_method", "bitsandbytes"},
+                      {"load_in_4bit", four_bit.has_value()},
+                      {"load_in_8bit", eight_bit},
+                      {"bnb_4bit_quant_type", q.format == WeightFormat::FP4 ? "fp4" : "nf4"},
+                      {"bnb_4bit_use_double_quant", four_bit.has_value() && q.double_quant},
+                      {"bnb_4bit_compute_dtype", compute_dtype},
+                      {"bnb_4bit_quant_storage", "uint8"},
+                      {"llm_int8_skip_modules", skip_modules.empty() ? nlohmann::json(nullptr) : nlohmann::json(skip_modules)},
+                      {"llm_int8_threshold", 6.0},
+                      {"llm_int8_has_fp16_weight", false},
+                      {"llm_int8_enable_fp32_cpu_offload", false}};
+  if (four_bit && eight_bit)
+    j["qtune_note"] = "4-bit and 8-bit layers mixed: only qtune loads this checkpoint (transformers' "
+                      "BitsAndBytesConfig holds one of the two and refuses load_in_4bit with load_in_8bit)";
+  return j;
 }
 
 }  // namespace qtune::quant

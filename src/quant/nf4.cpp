@@ -88,6 +88,14 @@ Quant4State quantize_4bit(const at::Tensor& weight, const Quantize4Options& opti
   // remainder block by division, clamp to [-1, 1], then bucketize against the midpoints of the sorted codes.
   auto flat = weight.detach().to(at::kCPU).reshape({-1}).to(at::kFloat);
   const int64_t n = flat.numel(), bs = options.blocksize, rem = n % bs, full = n - rem;
+  // A NaN or inf turns its block's absmax (and, with double quantization, the mean every block is offset by)
+  // into garbage: refused, never quantized.
+  const auto bad = at::logical_not(at::isfinite(flat));
+  if (bad.any().item<bool>()) {
+    const int64_t at_index = bad.nonzero()[0][0].item<int64_t>();
+    fail("4-bit quantization: the weight holds a non-finite value ({}) at flat index {} (block {})",
+         flat[at_index].item<double>(), at_index, at_index / bs);
+  }
   at::Tensor absmax, scaled;
   if (full > 0) {
     auto blocks = flat.narrow(0, 0, full).reshape({full / bs, bs});

@@ -35,6 +35,7 @@ class ScanLinearImpl : public nn::LinearImpl {
   }
   at::Tensor dense_weight() const override { return weight_; }
   at::Tensor bias() const override { return bias_; }
+  at::Device device() const override { return weight_.device(); }
   void use(const c10::intrusive_ptr<QuantizedWeight>& w) { active_ = w; }  // null: the dense weight
   const at::Tensor& weight() const { return weight_; }
 

@@ -16,6 +16,7 @@
 #include "qtune/util/crc32.h"
 #include "qtune/util/error.h"
 #include "qtune/util/remove_tree.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::train {
 namespace {
@@ -46,6 +47,24 @@ std::vector<std::pair<int64_t, std::string>> checkpoints_in(const fs::path& dir)
 }
 
 std::string read_text(const std::string& path) { return data::read_text_file(path, "checkpoint file"); }
+
+// The directory `latest` names under `dir` ("" when there is no such file or it names nothing usable).
+std::string latest_of(const fs::path& dir) {
+  const auto file = dir / "latest";
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) return "";
+  const auto name = strip(read_text(file.string()), " \t\r\n");
+  return step_of(name) >= 0 ? (dir / name).string() : "";
+}
+
+// An unused name under checkpoints/abandoned/ for the checkpoint `name`.
+fs::path abandoned_path(const fs::path& dir, const std::string& name) {
+  const auto base = dir / "abandoned";
+  fs::create_directories(base);
+  fs::path p = base / name;
+  for (int n = 2; fs::exists(p); ++n) p = base / fmt::format("{}.{}", name, n);
+  return p;
+}
 
 nlohmann::json state_json(const TrainerState& s) {
   auto num = [](double v) { return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr); };
@@ -107,6 +126,31 @@ std::string text_hash(const std::string& text) {
 Checkpointer::Checkpointer(std::string run_dir, int64_t keep_last)
     : dir_((fs::path(run_dir) / "checkpoints").string()), keep_last_(std::max<int64_t>(1, keep_last)) {}
 
+std::vector<std::string> Checkpointer::start_line(const std::string& resume_from) {
+  std::vector<std::string> moved;
+  if (!fs::is_directory(dir_)) return moved;
+  // The line continues from resume_from when it is one of this run's checkpoints; its older checkpoints are that
+  // line's past (the directory only ever holds one line). Otherwise the line starts anew.
+  std::error_code ec;
+  const bool inside = !resume_from.empty() &&
+                      fs::equivalent(fs::path(resume_from).parent_path(), fs::path(dir_), ec) &&
+                      step_of(fs::path(resume_from).filename().string()) >= 0;
+  const int64_t keep_up_to = inside ? step_of(fs::path(resume_from).filename().string()) : -1;
+  for (const auto& [step, path] : checkpoints_in(dir_)) {
+    if (step <= keep_up_to) continue;
+    const auto to = abandoned_path(dir_, fs::path(path).filename().string());
+    fs::rename(path, to);
+    moved.push_back(to.string());
+  }
+  if (!moved.empty()) io::fsync_directory(dir_);
+  const auto latest = (fs::path(dir_) / "latest").string();
+  if (inside)
+    io::write_text_atomically(latest, fs::path(resume_from).filename().string() + "\n");
+  else
+    fs::remove(latest);
+  return moved;
+}
+
 std::string Checkpointer::save(const CheckpointContents& c) {
   fs::create_directories(dir_);
   const auto name = step_name(c.state.step);
@@ -145,9 +189,13 @@ std::string Checkpointer::save(const CheckpointContents& c) {
   io::write_text_atomically((fs::path(dir_) / "latest").string(), name + "\n");
   crash_point();
 
-  // Prune only now that the new checkpoint is complete and `latest` names it.
-  const auto all = checkpoints_in(dir_);
-  for (size_t i = 0; i + keep_last_ < all.size(); ++i) remove_tree(all[i].second);
+  // Prune only now that the new checkpoint is complete and `latest` names it: the oldest of those before it, keeping
+  // keep_last in all with this one. Anything newer (there is none on a started line) is never touched.
+  std::vector<std::string> older;
+  for (const auto& [step, path] : checkpoints_in(dir_))
+    if (step < c.state.step) older.push_back(path);
+  const auto keep_older = static_cast<size_t>(keep_last_ - 1);
+  for (size_t i = 0; i + keep_older < older.size(); ++i) remove_tree(older[i]);
   return final_dir;
 }
 
@@ -193,6 +241,18 @@ std::optional<std::string> find_resume_checkpoint(const std::string& run_dir,
   if (!fs::is_directory(dir)) return std::nullopt;
   auto all = checkpoints_in(dir);
   std::reverse(all.begin(), all.end());  // newest first
+  // `latest` is the commit point of a save: a checkpoint newer than the one it names was renamed into place by a
+  // save killed before it could publish it, and is not resumed (start_line moves it aside).
+  const auto latest = latest_of(dir);
+  if (!latest.empty()) {
+    const int64_t latest_step = step_of(fs::path(latest).filename().string());
+    if (!fs::is_directory(latest) && warn) warn(fmt::format("{} names {}, which is missing", (dir / "latest").string(), latest));
+    while (!all.empty() && all.front().first > latest_step) {
+      if (warn) warn(fmt::format("skipping checkpoint {}: newer than {} (its save did not finish)", all.front().second,
+                                 (dir / "latest").string()));
+      all.erase(all.begin());
+    }
+  }
   for (const auto& [step, path] : all) {
     try {
       verify_checkpoint(path);

@@ -81,11 +81,25 @@ at::ScalarType run_dtype(const Recipe& r, at::Device device) {
   return r.model.dtype == "auto" ? compute_dtype(r.train.precision, device) : resolve_dtype(r.model.dtype, device);
 }
 
-std::pair<int64_t, int64_t> step_counts(const Recipe& r, int64_t batches_per_epoch) {
+int64_t micro_batches_in_epoch(const Recipe& r, const data::DataLoader& loader, int64_t epoch) {
+  const int64_t all = loader.batches_per_epoch(epoch);
+  if (r.train.max_steps > 0) return all;
+  const double whole = std::floor(r.train.epochs);
+  if (static_cast<double>(epoch) < whole) return all;
+  const double fraction = r.train.epochs - whole;
+  return static_cast<double>(epoch) == whole && fraction > 0
+             ? std::max<int64_t>(1, static_cast<int64_t>(std::ceil(fraction * static_cast<double>(all))))
+             : 0;
+}
+
+std::pair<int64_t, int64_t> step_counts(const Recipe& r, const data::DataLoader& loader) {
   int64_t total = r.train.max_steps;
   if (total <= 0) {
-    const double micro = std::ceil(r.train.epochs * static_cast<double>(batches_per_epoch));
-    total = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(micro / static_cast<double>(r.train.grad_accum))));
+    // Each epoch ends with a step of its own, smaller when grad_accum does not divide the epoch's micro-batches.
+    total = 0;
+    for (int64_t e = 0; e < static_cast<int64_t>(std::ceil(r.train.epochs)); ++e)
+      total += (micro_batches_in_epoch(r, loader, e) + r.train.grad_accum - 1) / r.train.grad_accum;
+    total = std::max<int64_t>(1, total);
   }
   const int64_t warmup = r.schedule.warmup_steps >= 0
                              ? r.schedule.warmup_steps
@@ -147,7 +161,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   }
   s.model->set_gradient_checkpointing(r.train.gradient_checkpointing);
 
-  std::tie(s.total_steps, s.warmup_steps) = step_counts(r, s.train_loader->batches_per_epoch(0));
+  std::tie(s.total_steps, s.warmup_steps) = step_counts(r, *s.train_loader);
   int64_t trainable = 0;
   for (const auto& [n, p] : s.trainable) trainable += p.numel();
   const int64_t base = s.config.num_parameters();

@@ -188,7 +188,11 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       progress.message(fmt::format("resumed from {} at step {} of {}", *dir, st.step, total));
     }
   }
-  summary.start_step = st.step;
+  // This process's checkpoints continue the line of the checkpoint it resumed from (or start a new one): the
+  // checkpoints of any other line are moved aside, never resumed or pruned.
+  for (const auto& moved : checkpointer.start_line(summary.resumed_from))
+    progress.message(fmt::format("moved a checkpoint that is not on the line this run continues to {}", moved));
+  summary.start_step = summary.steps = st.step;
   summary.first_loss = st.first_loss;
   summary.last_loss = st.last_loss;
   summary.skipped_steps = st.skipped_steps;
@@ -236,7 +240,10 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     std::vector<data::Batch> batches;
     int64_t step_tokens = 0;
     for (int64_t a = 0; a < r.train.grad_accum; ++a) {
-      if (index >= run.train_loader->batches_per_epoch(epoch)) ++epoch, index = 0;
+      if (index >= micro_batches_in_epoch(r, *run.train_loader, epoch)) {
+        if (a > 0 && r.train.max_steps <= 0) break;  // an epoch's last step is not topped up from the next epoch
+        ++epoch, index = 0;
+      }
       batches.push_back(run.train_loader->batch(epoch, index++));
       step_tokens += batches.back().target_tokens;
     }
@@ -256,47 +263,46 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       fail("step {}: the loss is {} (lr {:.3g}); stopping. The last checkpoint in {} is intact. Lower optim.lr, "
            "raise schedule.warmup_steps, or check the data.",
            step + 1, loss, lr, run_dir);
+    const int64_t done = step + 1;
+    st.step = done;  // a skipped fp16 step is spent too (its data and learning rate); only its update is dropped
+    summary.steps = done;
     if (fp16 && !scaler.unscale_and_check(params)) {
       optimizer->zero_grad();
-      progress.message(fmt::format("step {}: inf/NaN gradients in fp16, step skipped; loss scale now {}", step + 1,
+      progress.message(fmt::format("step {}: inf/NaN gradients in fp16, step skipped; loss scale now {}", done,
                                    scaler.scale()));
-      ++summary.skipped_steps;
-      st.step = step + 1;  // the step is spent (its data and learning rate), only its update is dropped
-      st.skipped_steps = summary.skipped_steps;
+      st.skipped_steps = ++summary.skipped_steps;
       st.loss_scaler = scaler.state();
-      continue;
-    }
-    const double grad_norm = clip_grad_norm(params, r.train.max_grad_norm);
-    optimizer->step(lr);
-    optimizer->zero_grad();
-    if (fp16) scaler.update_after_good_step();
+    } else {
+      const double grad_norm = clip_grad_norm(params, r.train.max_grad_norm);
+      optimizer->step(lr);
+      optimizer->zero_grad();
+      if (fp16) scaler.update_after_good_step();
 
-    const int64_t done = step + 1;
-    st.step = done;
-    st.tokens_seen += step_tokens;
-    st.loss_scaler = fp16 ? scaler.state() : std::vector<double>{};
-    tokens_since_log += step_tokens;
-    if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
-    summary.last_loss = st.last_loss = loss;
-    summary.steps = done;
-    const double elapsed = seconds_since(start);
-    const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
-    const int64_t memory = peak_memory_bytes(run.device);
-    progress.update({done, total, loss, lr, tok_s, elapsed, memory, grad_norm});
-    if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
-      metrics.append({"train",
-                      done,
-                      {{"loss", loss},
-                       {"lr", lr},
-                       {"grad_norm", grad_norm},
-                       {"tokens", double(step_tokens)},
-                       {"tokens_per_s", tok_s},
-                       {"elapsed_s", elapsed},
-                       {"mem_bytes", double(memory)}}});
-      last_log = Clock::now();
-      tokens_since_log = 0;
+      st.tokens_seen += step_tokens;
+      st.loss_scaler = fp16 ? scaler.state() : std::vector<double>{};
+      tokens_since_log += step_tokens;
+      if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
+      summary.last_loss = st.last_loss = loss;
+      const double elapsed = seconds_since(start);
+      const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
+      const int64_t memory = peak_memory_bytes(run.device);
+      progress.update({done, total, loss, lr, tok_s, elapsed, memory, grad_norm});
+      if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
+        metrics.append({"train",
+                        done,
+                        {{"loss", loss},
+                         {"lr", lr},
+                         {"grad_norm", grad_norm},
+                         {"tokens", double(step_tokens)},
+                         {"tokens_per_s", tok_s},
+                         {"elapsed_s", elapsed},
+                         {"mem_bytes", double(memory)}}});
+        last_log = Clock::now();
+        tokens_since_log = 0;
+      }
+      if (options.on_step) options.on_step(done, loss);
     }
-    if (options.on_step) options.on_step(done, loss);
+    // Evals, saves and a requested stop follow the step count, whether or not this step's update was skipped.
     if (r.train.eval_every > 0 && done % r.train.eval_every == 0 && done != total) {
       do_eval(done);
       model.train();

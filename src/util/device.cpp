@@ -17,6 +17,17 @@ at::Device resolve_device(const std::string& spec) {
   fail("--device '{}': expected auto, cpu, cuda or cuda:N", spec);
 }
 
+at::Device named_device(const std::string& spec) {
+  if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
+    try {
+      return at::Device(spec);
+    } catch (const c10::Error&) {
+      fail("device '{}': expected auto, cpu, cuda or cuda:N", spec);
+    }
+  }
+  return resolve_device(spec);
+}
+
 at::ScalarType resolve_dtype(const std::string& spec, at::Device device) {
   if (spec == "fp32" || spec == "float32") return at::kFloat;
   if (spec == "bf16" || spec == "bfloat16") return at::kBFloat16;

@@ -173,6 +173,12 @@ TEST(Cli, PlanChecksThe7BRecipesAgainstTheirCards) {
     EXPECT_TRUE(contains(r.out, c.fits ? "FITS" : "DOES NOT FIT")) << r.out;
     EXPECT_TRUE(contains(r.out, "activations with gradient checkpointing")) << r.out;
   }
+  // The recipe says device: cuda; plan estimates for it on any machine, without --device.
+  const auto r = run("plan " + source("recipes/llama2-7b-qlora-24gb.yaml") + " model.path=" +
+                     source("configs/models/llama-2-7b") + " model.tokenizer=" + dir + "/tok data.train=" +
+                     source("data/demo/qa_train.jsonl") + " --card-gib 24");
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "peak memory estimate on cuda")) << r.out;
 }
 
 }  // namespace

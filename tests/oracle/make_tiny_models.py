@@ -147,11 +147,54 @@ def shared_stories(shared_dir):
     }
 
 
+# config.json files that leave keys out: transformers fills them with its config class's defaults, which differ
+# between Llama and Mistral. qtune must resolve each file to the same values (config_defaults.json).
+CONFIG_FILES = {
+    "mistral_minimal": {"model_type": "mistral", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                        "num_attention_heads": 8, "vocab_size": 100},
+    "mistral_window_null": {"model_type": "mistral", "hidden_size": 64, "intermediate_size": 96,
+                            "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
+                            "vocab_size": 100, "sliding_window": None},
+    "mistral_window_16": {"model_type": "mistral", "hidden_size": 64, "intermediate_size": 96,
+                          "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 100, "sliding_window": 16,
+                          "max_position_embeddings": 4096},
+    "llama_minimal": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+                      "num_attention_heads": 8, "vocab_size": 100},
+    "llama_attention_dropout": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+                                "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 100,
+                                "attention_dropout": 0.1},
+}
+
+
+def config_defaults(out_dir):
+    from transformers import AutoConfig
+    cases = []
+    for name, keys in CONFIG_FILES.items():
+        d = os.path.join(out_dir, "config_defaults", name)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "config.json"), "w") as f:
+            json.dump(keys, f)
+        c = AutoConfig.from_pretrained(d)
+        cases.append({"name": name, "dir": d, "resolved": {
+            "sliding_window": getattr(c, "sliding_window", None),
+            "max_position_embeddings": c.max_position_embeddings,
+            "num_key_value_heads": c.num_key_value_heads,
+            "head_dim": getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads,
+            "rms_norm_eps": c.rms_norm_eps,
+            "rope_theta": (getattr(c, "rope_parameters", None) or {}).get("rope_theta", getattr(c, "rope_theta", None)),
+            "tie_word_embeddings": c.tie_word_embeddings,
+            "attention_dropout": c.attention_dropout,
+        }})
+    with open(os.path.join(out_dir, "config_defaults.json"), "w") as f:
+        json.dump({"cases": cases}, f, indent=1)
+
+
 def main():
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
     torch.set_num_threads(2)
     manifest = {"cases": [make_case(out_dir, n, c, e) for n, (c, e) in CASES.items()]}
+    config_defaults(out_dir)
     shared = os.environ.get("QTUNE_SHARED_DIR") or os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
     stories = shared_stories(shared) if os.path.isdir(shared) else None
     if stories is not None:

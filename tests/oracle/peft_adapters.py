@@ -62,6 +62,9 @@ CASES = {
     # Trained embeddings on a tied base: lm_head keeps the base's (frozen) embedding matrix.
     "tied_save_embed": ("base_tied", dict(r=4, lora_alpha=8, target_modules=["o_proj", "gate_proj"],
                                           modules_to_save=["embed_tokens"])),
+    # Two modules named by their full paths: an adapter must keep them, not widen them to every q_proj/down_proj.
+    "full_names": ("base", dict(r=4, lora_alpha=8, target_modules=["model.layers.0.self_attn.q_proj",
+                                                                   "model.layers.1.mlp.down_proj"])),
 }
 
 

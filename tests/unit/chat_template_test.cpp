@@ -96,7 +96,7 @@ TEST(ChatTemplate, RendersTheReferenceFormats) {
   EXPECT_EQ(render_text(two, ChatTemplate::ChatML, true),
             "<s><|im_start|>system\nYou are kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
             "Hello!<|im_end|></s>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(render_text(chat({{"user", "Hi"}}), ChatTemplate::Llama2, true), "<s>[INST] Hi [/INST] ");
+  EXPECT_EQ(render_text(chat({{"user", "Hi"}}), ChatTemplate::Llama2, true), "<s>[INST] Hi [/INST]");
   Record text;
   text.text = "Once upon a time.";
   EXPECT_EQ(render_text(text, ChatTemplate::ChatML), "<s>Once upon a time.</s>") << "templates do not apply to text";
@@ -266,6 +266,53 @@ TEST(ChatTemplate, DollyIdsEqualTheWholeRenderedTextEncoded) {
   };
   EXPECT_EQ(first_reply_piece(ChatTemplate::Llama2).rfind("\xE2\x96\x81", 0), 0u);
   EXPECT_NE(first_reply_piece(ChatTemplate::Mistral).rfind("\xE2\x96\x81", 0), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+using namespace qtune::data;
+
+// Llama 2's tokenizer keeps whitespace (normalizer: dummy prefix, no stripping), so "[/INST] " encoded on its own
+// ends in a "▁" token of its own; the ids must still be Meta's, which encode each "[INST] .. [/INST] answer " turn
+// as one string: "] ▁He ll o", never "] ▁ ▁He ll o".
+TEST(ChatTemplate, Llama2IdsEqualMetasWhenTheTokenizerKeepsWhitespace) {
+  const auto dir = std::filesystem::temp_directory_path() / ("qtune_chat_template_ws_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  qtune::io::write_text_atomically((dir / "corpus.txt").string(), synthetic_corpus(1500, 7));
+  train_bpe_tokenizer((dir / "corpus.txt").string(), (dir / "tok").string(), 320, /*remove_extra_whitespaces=*/false);
+  const auto tok = Tokenizer::load((dir / "tok.model").string());
+  qtune::remove_tree(dir.string());
+  ASSERT_GT(tok.encode("a  b", false, false).size(), tok.encode("a b", false, false).size())
+      << "the tokenizer must keep runs of spaces for this test to mean anything";
+
+  const auto r = chat({{"system", "Be kind."},
+                       {"user", "Hi there"},
+                       {"assistant", "Hello, friend."},
+                       {"user", "What did Tom find?"},
+                       {"assistant", "Tom found 4 more cats."}});
+  std::vector<int64_t> meta;
+  for (const std::string turn : {"[INST] <<SYS>>\nBe kind.\n<</SYS>>\n\nHi there [/INST] Hello, friend. ",
+                                 "[INST] What did Tom find? [/INST] Tom found 4 more cats. "}) {
+    const auto ids = tok.encode(turn, true, true);
+    meta.insert(meta.end(), ids.begin(), ids.end());
+  }
+  const auto s = tokenize_record(r, ChatTemplate::Llama2, tok, false, 4096);
+  EXPECT_EQ(s.input_ids, meta);
+  // The trained span starts with the reply's first word, its leading "▁" included, and ends with EOS.
+  const auto prompt = prompt_ids(r, ChatTemplate::Llama2, tok);
+  ASSERT_LT(prompt.size(), s.labels.size());
+  EXPECT_EQ(s.labels[prompt.size() - 1], kIgnoreLabel);
+  EXPECT_EQ(tok.piece(s.input_ids[prompt.size()]).rfind("\xE2\x96\x81T", 0), 0u) << tok.piece(s.input_ids[prompt.size()]);
+  // Every template's single-turn ids are its rendered text encoded whole, with this tokenizer too.
+  const auto one = chat({{"user", "Where did Lily go?"}, {"assistant", "Lily went to the park."}});
+  for (auto t : kTemplates) {
+    std::string text = render_text(one, t);
+    text = text.substr(3, text.size() - 7);
+    EXPECT_EQ(tokenize_record(one, t, tok, false, 4096).input_ids, tok.encode(text, true, true))
+        << chat_template_name(t) << ": " << text;
+  }
 }
 
 }  // namespace

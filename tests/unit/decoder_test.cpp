@@ -4,6 +4,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/grad_mode.h>
 
 #include <fstream>
 #include <set>
@@ -197,6 +198,53 @@ TEST(Generate, StopsAtStopTokenAndAtContextEnd) {
   auto stopped = eval::generate(*model, {1, 2, 3}, opts);
   EXPECT_EQ(stopped.stop_reason, "stop token");
   EXPECT_LE(stopped.tokens.size(), 2u);
+}
+
+}  // namespace
+
+namespace {
+
+using namespace qtune;
+
+// config.json's attention_dropout is applied to the attention probabilities in training mode only, as transformers
+// does; evaluation is the dropout-free model.
+TEST(Decoder, AttentionDropoutAppliesInTrainingOnly) {
+  auto cfg = tiny_config();
+  auto plain = random_model(cfg);
+  cfg.attention_dropout = 0.5;
+  auto dropped = random_model(cfg);
+  const auto ids = random_ids(2, 10, cfg.vocab_size);
+  torch::NoGradGuard no_grad;
+  plain->eval();
+  dropped->eval();
+  const auto reference = plain->forward(ids);
+  EXPECT_TRUE(test::bitwise_equal(dropped->forward(ids), reference)) << "eval mode has no dropout";
+  dropped->train();
+  at::manual_seed(1);
+  const auto a = dropped->forward(ids);
+  at::manual_seed(1);
+  EXPECT_TRUE(test::bitwise_equal(dropped->forward(ids), a)) << "the masks come from the seeded generator";
+  at::manual_seed(2);
+  EXPECT_FALSE(at::equal(dropped->forward(ids), a));
+  EXPECT_GT((a - reference).abs().max().item<double>(), 1e-3) << "training mode drops attention";
+  plain->train();
+  EXPECT_TRUE(test::bitwise_equal(plain->forward(ids), reference)) << "attention_dropout 0 changes nothing";
+  // A value out of range is refused, naming the key.
+  auto j = cfg.to_json();
+  j["attention_dropout"] = 1.0;
+  const auto msg = test::error_of([&] { io::ModelConfig::from_json(j, "config.json"); });
+  EXPECT_NE(msg.find("attention_dropout"), std::string::npos) << msg;
+}
+
+// A temperature so small that logits / T overflow float samples the argmax instead of NaN probabilities.
+TEST(Sampling, TinyTemperaturesSampleTheArgmax) {
+  auto logits = at::tensor({1.0f, 3.5f, 3.0f, -2.0f});
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  for (double t : {1e-38, 1e-300, 1e-6, 2e-4, 1e-3}) {
+    eval::SamplingOptions o;
+    o.temperature = t;
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(eval::sample_token(logits, o, gen), 1) << "temperature " << t;
+  }
 }
 
 }  // namespace

@@ -14,7 +14,10 @@
 #include "qtune/lora/lora_linear.h"
 #include "qtune/lora/merge.h"
 #include "qtune/nn/model_io.h"
+#include "qtune/export/peft_adapter.h"
 #include "qtune/nn/quantized_linear.h"
+#include "qtune/quant/int8.h"
+#include "qtune/quant/nf4.h"
 #include "test_util.h"
 
 namespace {
@@ -490,6 +493,66 @@ TEST(LoraMerge, MergedFourBitKeepsTheUpdate) {
   // The update survives: the requantized weight is nearer the merged weight than the old codes are.
   EXPECT_LT((requantized - merged).abs().mean().item<double>(), (base_only - merged).abs().mean().item<double>());
   EXPECT_FALSE(at::equal(requantized, base_only));
+}
+
+}  // namespace
+
+namespace {
+
+using namespace qtune;
+
+// A quantized base keeps its codes in a QuantizedWeight, not in parameters or buffers: the adapter must still be
+// created where the codes are. The meta device stands in for a GPU, so CPU CI catches a CPU-made adapter.
+TEST(LoraDevice, AdapterLivesWhereTheQuantizedBaseLives) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto w = at::normal(0.0, 0.3, {16, 64}, gen, at::TensorOptions().dtype(at::kFloat));
+  for (const bool int8 : {false, true}) {
+    SCOPED_TRACE(int8 ? "int8" : "nf4");
+    c10::intrusive_ptr<quant::QuantizedWeight> q;
+    if (int8)
+      q = c10::make_intrusive<quant::Int8Weight>(quant::quantize_int8_rowwise(w));
+    else
+      q = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(w, {}));
+    q->to(at::Device(at::kMeta));
+    auto base = std::make_shared<nn::QuantizedLinearImpl>(nn::LinearSpec{"p", 64, 16, false}, q, at::Tensor());
+    EXPECT_EQ(base->device().type(), at::kMeta);
+    lora::LoraLinearImpl layer(base, lora::LoraTarget{4, 8, 2}, 0.0, at::make_generator<at::CPUGeneratorImpl>(1));
+    EXPECT_EQ(layer.lora_A().device().type(), at::kMeta);
+    EXPECT_EQ(layer.lora_B().device().type(), at::kMeta);
+    EXPECT_EQ(layer.device().type(), at::kMeta);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+using namespace qtune;
+
+// An adapter saved with full-name targets names exactly its modules, so that qtune (and PEFT) rebuild the same
+// adapters from its config; leaf names are kept where they say the same thing.
+TEST(PeftTargets, SavedTargetModulesRebuildExactlyTheTrainedAdapters) {
+  const auto cfg = tiny_config();
+  const auto dir = test::temp_dir();
+  const std::vector<std::vector<std::string>> cases = {
+      {"model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"}, {"q_proj", "v_proj"}};
+  for (const auto& targets : cases) {
+    SCOPED_TRACE(targets[0]);
+    auto config = no_dropout(targets);
+    auto model = lora_model(cfg, config);
+    randomize_b(*model);
+    std::set<std::string> trained;
+    for (const auto& [path, layer] : lora::lora_layers(*model)) trained.insert(path);
+    exporting::save_peft_adapter(*model, config, "base", dir + "/a");
+    const auto read = exporting::read_peft_config(dir + "/a");
+    EXPECT_EQ(read.target_modules, targets);  // both lists are sorted
+    auto again = lora_model(cfg, read);
+    std::set<std::string> rebuilt;
+    for (const auto& [path, layer] : lora::lora_layers(*again)) rebuilt.insert(path);
+    EXPECT_EQ(rebuilt, trained);
+    EXPECT_NO_THROW(exporting::load_peft_adapter(*again, dir + "/a"));
+    qtune::remove_tree(dir + "/a");
+  }
 }
 
 }  // namespace

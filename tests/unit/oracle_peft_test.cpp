@@ -91,6 +91,7 @@ std::vector<Case> cases() {
   auto tied_embed = lora_config(4, 8, {"o_proj", "gate_proj"});
   tied_embed.modules_to_save = {"embed_tokens"};
   out.push_back({"tied_save_embed", "base_tied", tied_embed});
+  out.push_back({"full_names", "base", lora_config(4, 8, {"model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"})});
   return out;
 }
 

@@ -149,3 +149,31 @@ TEST(OracleTransformers, Stories260KEqualsTransformers) {
 }
 
 }  // namespace
+
+namespace {
+
+// A config.json that leaves keys out means transformers' defaults for its model_type (MistralConfig: a 4096-token
+// sliding window, 131072 positions, 8 kv heads); only an explicit null turns Mistral's window off.
+TEST(OracleTransformers, MissingConfigKeysTakeTransformersDefaults) {
+  QTUNE_REQUIRE_ORACLE();
+  const auto all = read_json(qtune::test::oracle_dir() + "/models/config_defaults.json");
+  ASSERT_GE(all["cases"].size(), 4u);
+  for (const auto& c : all["cases"]) {
+    SCOPED_TRACE(c["name"].get<std::string>());
+    const auto& want = c["resolved"];
+    const auto got = qtune::io::ModelConfig::load(c["dir"].get<std::string>());
+    if (want["sliding_window"].is_null())
+      EXPECT_FALSE(got.sliding_window.has_value());
+    else
+      EXPECT_EQ(got.sliding_window.value_or(-1), want["sliding_window"].get<int64_t>());
+    EXPECT_EQ(got.max_position_embeddings, want["max_position_embeddings"].get<int64_t>());
+    EXPECT_EQ(got.num_key_value_heads, want["num_key_value_heads"].get<int64_t>());
+    EXPECT_EQ(got.head_dim, want["head_dim"].get<int64_t>());
+    EXPECT_DOUBLE_EQ(got.rms_norm_eps, want["rms_norm_eps"].get<double>());
+    EXPECT_DOUBLE_EQ(got.rope.theta, want["rope_theta"].get<double>());
+    EXPECT_EQ(got.tie_word_embeddings, want["tie_word_embeddings"].get<bool>());
+    EXPECT_DOUBLE_EQ(got.attention_dropout, want["attention_dropout"].get<double>());
+  }
+}
+
+}  // namespace

@@ -183,6 +183,40 @@ TEST(QuantLinearFactory, MixedPlanBuildsTheRightLinearsAndSavesALoadableCheckpoi
   auto loaded = nn::load_causal_lm(dir, kFp32);
   EXPECT_TRUE(at::equal(loaded->forward(ids), q)) << "the saved quantized model reloads exactly";
   EXPECT_FALSE(loaded->config().quantization_config.is_null());
+  // transformers holds either 4-bit or 8-bit layers: the mix says both, which transformers refuses outright.
+  const auto& qc = loaded->config().quantization_config;
+  EXPECT_TRUE(qc["load_in_4bit"].get<bool>() && qc["load_in_8bit"].get<bool>()) << qc.dump();
+}
+
+// One NaN or inf in a weight would poison its block (and, through the nested absmax mean, every block): refused,
+// naming the tensor, in 4 bits as in 8.
+TEST(QuantLinearFactory, NonFiniteWeightsAreRefusedNamingTheTensor) {
+  const auto cfg = tiny_config();
+  nn::RandomInit init(cfg, 5);
+  nn::DenseLinearFactory dense(kFp32);
+  nn::CausalLMImpl model(cfg, dense, init, kFp32);
+  for (const auto& item : model.named_modules("", false))
+    if (item.key() == "model.layers.1.mlp.up_proj") {
+      torch::NoGradGuard no_grad;
+      auto w = std::dynamic_pointer_cast<nn::DenseLinearImpl>(item.value())->weight();
+      w[3][7] = NAN;
+    }
+  const auto dir = test::temp_dir();
+  nn::save_pretrained(model, dir);
+  const auto raw = at::full({4, 70}, 1.0f).index_put_({1, 5}, INFINITY);
+  auto msg = test::error_of([&] { quant::quantize_4bit(raw, {}); });
+  EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
+  for (auto format : {quant::WeightFormat::NF4, quant::WeightFormat::FP4, quant::WeightFormat::Int8}) {
+    for (bool double_quant : {true, false}) {
+      quant::QuantPlan plan;
+      plan.base.format = format;
+      plan.base.double_quant = double_quant;
+      nn::QuantLinearFactory factory(plan, kFp32);
+      msg = test::error_of([&] { nn::load_causal_lm(dir, kFp32, &factory); });
+      EXPECT_NE(msg.find("model.layers.1.mlp.up_proj.weight"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("non-finite"), std::string::npos) << msg;
+    }
+  }
 }
 
 }  // namespace

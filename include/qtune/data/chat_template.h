@@ -1,16 +1,14 @@
 #pragma once
 // Turning a Record into token ids and labels: the chat template renders it as text pieces (prompt or response)
-// with BOS/EOS as token ids between them, and each piece is tokenized on its own so that the prompt/response
-// boundary is exact and the prompt can be masked out of the loss.
+// with BOS/EOS as token ids between them. Each run of text between two ids is tokenized as one string, as
+// transformers tokenizes a rendered conversation (and Meta's llama2 reference each "[INST] .. [/INST] answer " turn),
+// so the ids never depend on where the prompt ends; the prompt/response boundary falls at the first token where the
+// run's ids stop matching the ids of its prompt text alone, and the prompt can be masked out of the loss.
 //
-// Tokenizing piece by piece vs. SentencePiece's add_dummy_prefix: encoding a piece on its own prefixes it with
-// "▁" (a space). qtune keeps that prefix only where the rendered text has one there: at the start of the text after
-// a BOS id (as Meta's reference encodes each llama2 turn with bos=True) and after a piece that ends with a space
-// (llama2's "[/INST] {answer}": the prefix *is* that space, which SentencePiece stripped from the previous piece).
-// Everywhere else (mistral's "[/INST]{answer}", chatml's "assistant\n{answer}", alpaca's "### Response:\n{answer}")
-// the piece is encoded without it (torchtune's trim_leading_whitespace), so that the ids are those of the rendered
-// text encoded as a whole, up to merges across a piece boundary. prompt_ids() uses the same pieces, so what
-// generation feeds the model is exactly what training showed it before a response.
+// SentencePiece's add_dummy_prefix: a run right after BOS (or at the start) is encoded as a text start, with "▁";
+// a run after an EOS id (chatml's "\n<|im_start|>user..") as the middle of a text, without it. prompt_ids() renders
+// the same pieces without the final reply: what generation feeds the model is what training showed it before a
+// response, up to a token that training merged across the boundary.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -57,7 +55,7 @@ TokenizedSample tokenize_record(const Record& r, ChatTemplate t, const Tokenizer
                                 int64_t max_seq_len);
 
 // The prompt as generation sees it: all turns but the final assistant reply, ending where that reply starts.
-// A prefix of tokenize_record's input_ids (before any truncation).
+// A prefix of tokenize_record's input_ids (before any truncation) unless a token spans the prompt/response boundary.
 std::vector<int64_t> prompt_ids(const Record& r, ChatTemplate t, const Tokenizer& tok);
 
 struct TokenizedDataset {

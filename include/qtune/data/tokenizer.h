@@ -45,6 +45,8 @@ class Tokenizer {
 void copy_tokenizer_files(const std::string& source, const std::string& out_dir);
 
 // Trains a SentencePiece BPE model with byte fallback on `corpus_file` and writes `<out_prefix>.model`.
-void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size);
+// `remove_extra_whitespaces` false keeps every space, as Llama 2's and Mistral's tokenizers do.
+void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size,
+                         bool remove_extra_whitespaces = true);
 
 }  // namespace qtune::data

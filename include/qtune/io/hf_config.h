@@ -1,7 +1,8 @@
 #pragma once
 // A Hugging Face `config.json` for model_type "llama" or "mistral", in both the transformers 4 layout
 // (rope_theta + rope_scaling) and the transformers 5 layout (rope_parameters). Anything the decoder cannot
-// honour is an error naming the key, never silently ignored.
+// honour is an error naming the key, never silently ignored; a missing key takes the default of transformers'
+// config class for the model_type (MistralConfig: sliding_window 4096, 131072 positions, 8 kv heads).
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -40,6 +41,7 @@ struct ModelConfig {
   std::vector<int64_t> eos_token_ids;
   std::optional<int64_t> pad_token_id;
   double initializer_range = 0.02;
+  double attention_dropout = 0.0;  // on the attention probabilities, in training only (as transformers)
   std::string torch_dtype = "float32";
   nlohmann::json quantization_config;  // null unless the checkpoint is stored quantized (bitsandbytes layout)
 

@@ -28,6 +28,7 @@ class LoraLinearImpl : public nn::LinearImpl {
   at::Tensor forward(const at::Tensor& x) override;
   at::Tensor dense_weight() const override { return base_->dense_weight(); }
   at::Tensor bias() const override { return base_->bias(); }
+  at::Device device() const override { return base_->device(); }
 
   // W + scale·B·A in fp32 [out, in], from the base's dense weight (what export writes).
   at::Tensor merged_weight() const;

@@ -19,6 +19,7 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
+  double dropout_;  // config.attention_dropout, applied in training mode only
   Linear q_proj_, k_proj_, v_proj_, o_proj_;
 };
 

@@ -28,6 +28,8 @@ class LinearImpl : public torch::nn::Module {
   // bias (undefined when there is none): what merging and export start from.
   virtual at::Tensor dense_weight() const = 0;
   virtual at::Tensor bias() const { return {}; }
+  // Where the weight lives (a quantized weight is no parameter or buffer, so the module's tensors cannot tell).
+  virtual at::Device device() const = 0;
   const LinearSpec& spec() const { return spec_; }
 
  private:
@@ -42,6 +44,7 @@ class DenseLinearImpl : public LinearImpl {
   at::Tensor forward(const at::Tensor& x) override;
   at::Tensor dense_weight() const override { return weight_.to(at::kFloat); }
   at::Tensor bias() const override { return bias_; }
+  at::Device device() const override { return weight_.device(); }
   const at::Tensor& weight() const { return weight_; }
 
  private:

@@ -14,6 +14,7 @@ class QuantizedLinearImpl : public LinearImpl {
   at::Tensor forward(const at::Tensor& x) override;
   at::Tensor dense_weight() const override { return weight_->dequantize(at::kFloat); }
   at::Tensor bias() const override { return bias_; }
+  at::Device device() const override { return weight_->device(); }
   const quant::QuantizedWeight& weight() const { return *weight_; }
   const c10::intrusive_ptr<quant::QuantizedWeight>& weight_handle() const { return weight_; }
 

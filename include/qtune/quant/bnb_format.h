@@ -11,7 +11,9 @@
 //   8-bit (nn/modules.py Linear8bitLt._save_to_state_dict): <module>.weight I8 [out, in], <module>.SCB F32 [out].
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "qtune/io/safetensors.h"
 #include "qtune/io/weight_source.h"
@@ -30,8 +32,12 @@ bool has_bnb_int8(const io::WeightSource& source, const std::string& module_name
 Int8State read_bnb_int8(const io::WeightSource& source, const std::string& module_name);
 void append_bnb_int8(io::NamedTensors& out, const std::string& module_name, const Int8State& state);
 
-// The config.json "quantization_config" transformers writes for a 4-bit model (BitsAndBytesConfig.to_dict()).
-nlohmann::json bnb_4bit_quantization_config(const LayerQuant& quant, const std::string& compute_dtype,
-                                            const std::vector<std::string>& skip_modules);
+// The config.json "quantization_config" transformers writes (BitsAndBytesConfig.to_dict()) for a model whose
+// quantized layers are all 4-bit (`four_bit` their format) or all 8-bit (`eight_bit`). Both at once is a qtune-only
+// mix that transformers cannot describe: it is written with load_in_4bit and load_in_8bit both true, which
+// transformers refuses outright ("only one can be used at the same time") instead of loading it wrongly.
+// `skip_modules`: the linears stored dense.
+nlohmann::json bnb_quantization_config(const std::optional<LayerQuant>& four_bit, bool eight_bit,
+                                       const std::string& compute_dtype, const std::vector<std::string>& skip_modules);
 
 }  // namespace qtune::quant

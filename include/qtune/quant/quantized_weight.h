@@ -21,6 +21,7 @@ class QuantizedWeight : public torch::CustomClassHolder {
   virtual std::string format() const = 0;          // "nf4", "fp4", "int8"
   virtual int64_t storage_bytes() const = 0;       // codes and scales
   virtual void to(at::Device device) = 0;
+  virtual at::Device device() const = 0;           // where the codes live
   double bits_per_parameter() const {
     return 8.0 * static_cast<double>(storage_bytes()) / static_cast<double>(out_features() * in_features());
   }
@@ -35,6 +36,7 @@ class Quant4Weight : public QuantizedWeight {
   std::string format() const override { return state_.format == Format4::NF4 ? "nf4" : "fp4"; }
   int64_t storage_bytes() const override;
   void to(at::Device device) override;
+  at::Device device() const override { return state_.packed.device(); }
   const Quant4State& state() const { return state_; }
 
  private:
@@ -50,6 +52,7 @@ class Int8Weight : public QuantizedWeight {
   std::string format() const override { return "int8"; }
   int64_t storage_bytes() const override;
   void to(at::Device device) override;
+  at::Device device() const override { return state_.codes.device(); }
   const Int8State& state() const { return state_; }
 
  private:

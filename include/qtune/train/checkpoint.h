@@ -4,6 +4,11 @@
 // file) last, then renamed into place; `latest` is updated after that, and old checkpoints are pruned only once the new
 // one is complete. A process killed at any point leaves the previous checkpoint valid; resume verifies the manifest
 // before reading a byte and falls back to the newest valid checkpoint.
+//
+// The checkpoints of a run directory form one line: the run's start (or resume point) and each save after it.
+// Starting a run (Checkpointer::start_line) moves every checkpoint that is not on its line -- newer than the resume
+// point, or all of them for a fresh run or one resumed from elsewhere -- into checkpoints/abandoned/, so that nothing
+// of an abandoned line is ever resumed or counted by pruning, and nothing is deleted either.
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -43,7 +48,13 @@ inline constexpr int kCheckpointCrashPoints = 9;
 class Checkpointer {
  public:
   Checkpointer(std::string run_dir, int64_t keep_last);
-  std::string save(const CheckpointContents& contents);  // the checkpoint's directory
+  // Begins this process's line at `resume_from` (a checkpoint directory; "" for a fresh run): checkpoints of the run
+  // directory that are not on it are moved to checkpoints/abandoned/, and `latest` names the resume point (or is
+  // removed). Returns where each moved checkpoint went.
+  std::vector<std::string> start_line(const std::string& resume_from);
+  // Writes the checkpoint, points `latest` at it, then prunes the oldest of the line beyond keep_last. Never prunes
+  // the checkpoint just written nor anything newer. Returns the checkpoint's directory.
+  std::string save(const CheckpointContents& contents);
   const std::string& directory() const { return dir_; }
 
  private:
@@ -55,8 +66,9 @@ class Checkpointer {
 void verify_checkpoint(const std::string& dir);
 CheckpointContents load_checkpoint(const std::string& dir);  // verifies first
 
-// The checkpoint to resume `run_dir` from: the newest valid one. Each newer one that fails verification is reported
-// through `warn` and skipped. nullopt when the run has none.
+// The checkpoint to resume `run_dir` from: the one `latest` names when it verifies, else the newest valid one older
+// than it (without a `latest` file: the newest valid one). A checkpoint newer than `latest` belongs to a save killed
+// before it published it and is skipped. Each skipped candidate is reported through `warn`. nullopt when none.
 std::optional<std::string> find_resume_checkpoint(const std::string& run_dir,
                                                   const std::function<void(const std::string&)>& warn);
 // A checkpoint directory, or a run directory (its newest valid checkpoint).

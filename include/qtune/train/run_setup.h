@@ -45,8 +45,13 @@ RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
 data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval);
 // The compute dtype of the run on `device`: model.dtype, else the precision's (full runs default to fp32).
 at::ScalarType run_dtype(const Recipe& recipe, at::Device device);
-// Optimizer steps and warmup steps of the recipe for a loader with `batches_per_epoch` micro-batches.
-std::pair<int64_t, int64_t> step_counts(const Recipe& recipe, int64_t batches_per_epoch);
+// The micro-batches of `epoch` that the run trains on. With train.epochs E: every batch of epochs before floor(E),
+// the first ceil(frac(E) * n) of epoch floor(E), none after, so that E passes are exactly E passes (packing makes n
+// differ between epochs). With train.max_steps the data is one stream: every epoch whole, steps may span two.
+int64_t micro_batches_in_epoch(const Recipe& recipe, const data::DataLoader& loader, int64_t epoch);
+// Optimizer steps and warmup steps of the recipe over `loader`. With train.epochs a step never spans two epochs:
+// the last step of an epoch takes what is left of it (as HF Trainer's loop does).
+std::pair<int64_t, int64_t> step_counts(const Recipe& recipe, const data::DataLoader& loader);
 
 struct RunSetup {
   Recipe recipe;

@@ -7,6 +7,9 @@
 namespace qtune {
 
 at::Device resolve_device(const std::string& spec);  // "auto": cuda when a GPU is usable, else cpu
+// The device `spec` names, whether or not this machine has it ("auto": cuda when a GPU is usable): for planning a
+// run on a machine that is not the one it will run on.
+at::Device named_device(const std::string& spec);
 // "auto": fp32 on CPU; bf16 on a GPU that supports it, else fp16.
 at::ScalarType resolve_dtype(const std::string& spec, at::Device device);
 std::string dtype_label(at::ScalarType type);

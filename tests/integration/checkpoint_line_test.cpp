@@ -1,0 +1,83 @@
+// A run directory's checkpoints form one line: resuming from an older checkpoint abandons the newer ones (moved
+// aside, never resumed or counted by pruning), `--resume auto` follows `latest`, and pruning never deletes the
+// checkpoint just written.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "qtune/io/atomic_file.h"
+#include "qtune/train/checkpoint.h"
+#include "qtune/train/trainer.h"
+#include "test_util.h"
+#include "tiny_run.h"
+
+namespace qtune::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(CheckpointLine, ResumingFromAnOlderCheckpointAbandonsTheNewerOnes) {
+  TinyRun t;
+  auto o = quiet();
+  o.stop_after_step = 6;
+  run_training(t.recipe({"train.max_steps=8", "train.save_every=2", "train.keep_last=3"}), o);
+  const auto dir = t.dir + "/run/checkpoints/";
+  ASSERT_TRUE(fs::exists(dir + "step-00000002") && fs::exists(dir + "step-00000006"));
+
+  // Back to step 2, keeping one checkpoint, stop after step 4: the line is now 2 -> 4, and step 6 belongs to an
+  // abandoned one.
+  const std::vector<std::string> keys = {"train.max_steps=8", "train.save_every=2", "train.keep_last=1"};
+  auto back = quiet();
+  back.resume = dir + "step-00000002";
+  back.stop_after_step = 4;
+  const auto s = run_training(t.recipe(keys), back);
+  EXPECT_EQ(s.start_step, 2);
+  EXPECT_TRUE(fs::exists(dir + "step-00000004")) << "pruning deleted the checkpoint it had just written";
+  EXPECT_FALSE(fs::exists(dir + "step-00000002")) << "keep_last 1 keeps only the newest of the line";
+  EXPECT_FALSE(fs::exists(dir + "step-00000006")) << "the abandoned step 6 is still where resume looks";
+  EXPECT_TRUE(fs::exists(dir + "abandoned/step-00000006/manifest.json")) << "the abandoned checkpoint was lost";
+  EXPECT_EQ(test::read_file(dir + "latest"), "step-00000004\n");
+
+  // --resume auto continues the current line: from step 4, not from the abandoned step 6.
+  EXPECT_EQ(find_resume_checkpoint(t.dir + "/run", nullptr), dir + "step-00000004");
+  auto resume = quiet();
+  resume.resume = "auto";
+  EXPECT_EQ(run_training(t.recipe(keys), resume).start_step, 4);
+}
+
+TEST(CheckpointLine, AutoResumeFollowsLatestAndSkipsAnUnpublishedNewerCheckpoint) {
+  TinyRun t;
+  const std::vector<std::string> keys = {"train.max_steps=6", "train.save_every=2"};
+  auto o = quiet();
+  o.stop_after_step = 4;
+  run_training(t.recipe(keys), o);
+  const auto dir = t.dir + "/run/checkpoints/";
+  // A save killed after renaming step 4 into place but before publishing it in `latest`.
+  io::write_text_atomically(dir + "latest", "step-00000002\n");
+  std::vector<std::string> warnings;
+  EXPECT_EQ(find_resume_checkpoint(t.dir + "/run", [&](const std::string& w) { warnings.push_back(w); }),
+            dir + "step-00000002");
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("step-00000004"), std::string::npos) << warnings[0];
+  // Without `latest` the newest valid checkpoint is the head of the line.
+  fs::remove(dir + "latest");
+  EXPECT_EQ(find_resume_checkpoint(t.dir + "/run", nullptr), dir + "step-00000004");
+}
+
+TEST(CheckpointLine, AFreshRunIntoTheSameDirectoryNeverResumesTheOldRun) {
+  TinyRun t;
+  auto o = quiet();
+  o.stop_after_step = 4;
+  run_training(t.recipe({"train.max_steps=6", "train.save_every=2"}), o);
+  // A fresh run (no --resume) that stops after step 2: the old run's step 4 must not be what auto resumes next.
+  auto fresh = quiet();
+  fresh.stop_after_step = 2;
+  run_training(t.recipe({"train.max_steps=6", "train.save_every=2"}), fresh);
+  const auto dir = t.dir + "/run/checkpoints/";
+  EXPECT_EQ(find_resume_checkpoint(t.dir + "/run", nullptr), dir + "step-00000002");
+  EXPECT_FALSE(fs::exists(dir + "step-00000004"));
+  EXPECT_TRUE(fs::exists(dir + "abandoned/step-00000004"));
+}
+
+}  // namespace
+}  // namespace qtune::train

@@ -1,0 +1,77 @@
+// What a run counts: train.epochs trains exactly that many passes over the data (the last step of an epoch takes
+// what is left of it, packing or not), and an fp16 step skipped on inf gradients still counts, saves and stops.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "qtune/train/checkpoint.h"
+#include "qtune/train/run_setup.h"
+#include "qtune/train/trainer.h"
+#include "test_util.h"
+#include "tiny_run.h"
+
+namespace qtune::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(StepAccounting, EpochsTrainEveryTargetTokenExactlyOncePerEpoch) {
+  TinyRun t;
+  const std::vector<std::string> base = {"train.max_steps=0", "train.batch_size=1", "data.packing=true"};
+  auto setup = RunSetup::create(t.recipe(base), nullptr);
+  const int64_t per_epoch = setup.stats.train_targets;
+  const int64_t batches = setup.train_loader->batches_per_epoch(0);
+  ASSERT_GT(per_epoch, 0);
+  // An accumulation that does not divide the epoch, so that a step would otherwise reach into the next epoch.
+  int64_t accum = 3;
+  while (batches % accum == 0) ++accum;
+  auto keys = base;
+  keys.insert(keys.end(), {"train.epochs=1", "train.grad_accum=" + std::to_string(accum)});
+  auto s = run_training(t.recipe(keys), quiet());
+  EXPECT_EQ(s.steps, (batches + accum - 1) / accum);
+  EXPECT_EQ(s.tokens, per_epoch) << "one epoch must train every target token once, no more";
+
+  // Two epochs with packing: each epoch packs its own order into its own number of rows.
+  keys = base;
+  keys.insert(keys.end(), {"train.epochs=2", "train.grad_accum=2", "train.output_dir=" + t.dir + "/two"});
+  const int64_t rows = setup.train_loader->batches_per_epoch(0) + setup.train_loader->batches_per_epoch(1);
+  s = run_training(t.recipe(keys), quiet());
+  EXPECT_EQ(s.tokens, 2 * per_epoch);
+  EXPECT_EQ(s.steps, (setup.train_loader->batches_per_epoch(0) + 1) / 2 + (setup.train_loader->batches_per_epoch(1) + 1) / 2)
+      << rows << " rows in two epochs";
+
+  // Half an epoch: the first half of its batches.
+  keys = base;
+  keys.insert(keys.end(), {"train.epochs=0.5", "train.grad_accum=1", "train.output_dir=" + t.dir + "/half"});
+  s = run_training(t.recipe(keys), quiet());
+  EXPECT_EQ(s.steps, (batches + 1) / 2);
+}
+
+TEST(StepAccounting, SkippedFp16StepsStillCountSaveAndStop) {
+  TinyRun t;
+  auto o = quiet();
+  // Steps 2 to 6 all overflow, as a loss scale far too large would make them.
+  o.after_backward = [](int64_t step, const std::vector<at::Tensor>& params) {
+    if (step >= 2 && step <= 6) params[0].mutable_grad().view(-1)[0] = INFINITY;
+  };
+  o.stop_after_step = 4;
+  auto s = run_training(t.recipe({"train.precision=fp16", "train.max_steps=6", "train.save_every=2"}), o);
+  EXPECT_EQ(s.steps, 4);
+  EXPECT_EQ(s.skipped_steps, 3);
+  const auto dir = t.dir + "/run/checkpoints/";
+  EXPECT_NO_THROW(verify_checkpoint(dir + "step-00000002"));
+  EXPECT_NO_THROW(verify_checkpoint(dir + "step-00000004"));
+  // Resumed to the end: the last step (skipped too) still writes the final checkpoint and the adapter.
+  auto rest = quiet();
+  rest.resume = "auto";
+  rest.after_backward = o.after_backward;
+  s = run_training(t.recipe({"train.precision=fp16", "train.max_steps=6", "train.save_every=2"}), rest);
+  EXPECT_EQ(s.start_step, 4);
+  EXPECT_EQ(s.steps, 6);
+  EXPECT_EQ(s.skipped_steps, 5);
+  EXPECT_NO_THROW(verify_checkpoint(dir + "step-00000006"));
+  EXPECT_TRUE(fs::exists(t.dir + "/run/adapter/adapter_model.safetensors"));
+}
+
+}  // namespace
+}  // namespace qtune::train
