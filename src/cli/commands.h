@@ -14,6 +14,7 @@ void add_generate(CLI::App& app, Action& action);
 void add_eval(CLI::App& app, Action& action);
 void add_init(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
+void add_bench_train(CLI::App& bench, Action& action);  // bench train, bench decode (bench_train.cpp)
 void add_quantize(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
 void add_plan(CLI::App& app, Action& action);

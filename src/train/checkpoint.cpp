@@ -76,7 +76,8 @@ nlohmann::json state_json(const TrainerState& s) {
           {"first_loss", num(s.first_loss)},
           {"last_loss", num(s.last_loss)},
           {"loss_scaler", s.loss_scaler},
-          {"recipe_hash", s.recipe_hash}};
+          {"recipe_hash", s.recipe_hash},
+          {"data_hash", s.data_hash}};
 }
 
 TrainerState parse_state(const std::string& path) {
@@ -93,6 +94,7 @@ TrainerState parse_state(const std::string& path) {
     s.last_loss = num("last_loss");
     s.loss_scaler = j.at("loss_scaler").get<std::vector<double>>();
     s.recipe_hash = j.at("recipe_hash").get<std::string>();
+    s.data_hash = j.value("data_hash", std::string());
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not a trainer state ({})", path, e.what());
   }

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <map>
 
+#include "qtune/data/text_file.h"
 #include "qtune/export/peft_adapter.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/nn/model_io.h"
@@ -100,6 +101,14 @@ std::string recipe_hash(const Recipe& r) {
   return text_hash(text);
 }
 
+// The contents of the files a run reads its samples from: the same recipe over an edited file is another run.
+std::string data_hash(const Recipe& r) {
+  std::string text;
+  for (const auto& path : {r.data.train, r.data.eval})
+    if (!path.empty()) text += text_hash(data::read_text_file(path, "data file")) + "\n";
+  return text_hash(text);
+}
+
 // A resumed run must compute what the interrupted one would have: the keys that change that must be equal.
 void check_same_recipe(const Recipe& now, const std::string& saved_yaml, const std::string& where, bool force,
                        Progress& progress) {
@@ -168,6 +177,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
 
   TrainerState st;
   st.recipe_hash = recipe_hash(r);
+  st.data_hash = data_hash(r);
   if (!options.resume.empty()) {
     auto warn = [&](const std::string& m) { progress.message("warning: " + m); };
     const auto dir = options.resume == "auto" ? find_resume_checkpoint(run_dir, warn)
@@ -181,9 +191,16 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       optimizer->load_state_dict(c.optimizer);
       if (!c.state.loss_scaler.empty()) scaler.load_state(c.state.loss_scaler);
       restore_rng(c.rng, run.device, *dir);
-      const auto hash = st.recipe_hash;
+      if (!c.state.data_hash.empty() && c.state.data_hash != st.data_hash) {
+        if (!options.force)
+          fail("{} was trained on other data: {} (or data.eval) changed since; resuming would not continue that run. "
+               "Restore the file, start a new run (another train.output_dir), or pass --force",
+               *dir, r.data.train);
+        progress.message(fmt::format("warning: resuming {} on changed data because of --force", *dir));
+      }
+      const auto hashes = std::make_pair(st.recipe_hash, st.data_hash);
       st = c.state;
-      st.recipe_hash = hash;
+      std::tie(st.recipe_hash, st.data_hash) = hashes;
       summary.resumed_from = *dir;
       progress.message(fmt::format("resumed from {} at step {} of {}", *dir, st.step, total));
     }

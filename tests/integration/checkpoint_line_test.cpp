@@ -79,5 +79,22 @@ TEST(CheckpointLine, AFreshRunIntoTheSameDirectoryNeverResumesTheOldRun) {
   EXPECT_TRUE(fs::exists(dir + "abandoned/step-00000004"));
 }
 
+// The same recipe over an edited data file is another run: resuming it is refused (naming the file) unless --force.
+TEST(CheckpointLine, ResumingOnAnEditedDataFileIsRefused) {
+  TinyRun t;
+  auto o = quiet();
+  o.stop_after_step = 2;
+  run_training(t.recipe({"train.max_steps=4", "train.save_every=2"}), o);
+  const auto data = test::read_file(t.dir + "/train.jsonl");
+  io::write_text_atomically(t.dir + "/train.jsonl", data.substr(0, data.find('\n', data.size() / 2) + 1));  // whole lines
+  auto resume = quiet();
+  resume.resume = "auto";
+  const auto msg = test::error_of([&] { run_training(t.recipe({"train.max_steps=4", "train.save_every=2"}), resume); });
+  EXPECT_NE(msg.find("trained on other data"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("train.jsonl"), std::string::npos) << msg;
+  resume.force = true;
+  EXPECT_EQ(run_training(t.recipe({"train.max_steps=4", "train.save_every=2"}), resume).start_step, 2);
+}
+
 }  // namespace
 }  // namespace qtune::train

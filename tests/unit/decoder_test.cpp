@@ -211,8 +211,9 @@ using namespace qtune;
 TEST(Decoder, AttentionDropoutAppliesInTrainingOnly) {
   auto cfg = tiny_config();
   auto plain = random_model(cfg);
-  cfg.attention_dropout = 0.5;
-  auto dropped = random_model(cfg);
+  auto with_dropout = cfg.to_json();
+  with_dropout["attention_dropout"] = 0.5;  // as config.json says it
+  auto dropped = random_model(io::ModelConfig::from_json(with_dropout, "config.json"));
   const auto ids = random_ids(2, 10, cfg.vocab_size);
   torch::NoGradGuard no_grad;
   plain->eval();
@@ -230,9 +231,8 @@ TEST(Decoder, AttentionDropoutAppliesInTrainingOnly) {
   plain->train();
   EXPECT_TRUE(test::bitwise_equal(plain->forward(ids), reference)) << "attention_dropout 0 changes nothing";
   // A value out of range is refused, naming the key.
-  auto j = cfg.to_json();
-  j["attention_dropout"] = 1.0;
-  const auto msg = test::error_of([&] { io::ModelConfig::from_json(j, "config.json"); });
+  with_dropout["attention_dropout"] = 1.0;
+  const auto msg = test::error_of([&] { io::ModelConfig::from_json(with_dropout, "config.json"); });
   EXPECT_NE(msg.find("attention_dropout"), std::string::npos) << msg;
 }
 

@@ -29,6 +29,7 @@ struct TrainerState {
   double first_loss = NAN, last_loss = NAN;
   std::vector<double> loss_scaler;  // DynamicLossScaler::state()
   std::string recipe_hash;          // of the run-affecting recipe values
+  std::string data_hash;            // of the training (and eval) files' contents; "" in older checkpoints
 };
 
 struct CheckpointContents {
