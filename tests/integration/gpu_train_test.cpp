@@ -1,5 +1,5 @@
 // The trainer on a CUDA GPU against the CPU reference (issue 12). Each test skips where no GPU is present; on the GPU
-// machine scripts/gpu_tests.sh runs them. Written without a GPU to run them on: the first GPU session must see them pass.
+// machine scripts/gpu_check.sh runs them. Written without a GPU to run them on: the first GPU session must see them pass.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
@@ -17,7 +17,7 @@ namespace qtune::train {
 namespace {
 
 #define QTUNE_REQUIRE_CUDA() \
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine: scripts/gpu_tests.sh runs this on one"
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine: scripts/gpu_check.sh runs this on one"
 
 std::vector<double> losses_of(const Recipe& recipe, TrainSummary* summary = nullptr,
                               std::function<void(int64_t, const std::vector<at::Tensor>&)> after_backward = {}) {

@@ -76,7 +76,7 @@ TEST(DequantInt8, ThreadCountDoesNotChangeTheResult) {
 
 TEST(DequantInt8, CudaEqualsCpuBitForBit) {
   if (!qtune::kernels::cuda_kernels_built()) GTEST_SKIP() << "built with QTUNE_CUDA=OFF";
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine: the CUDA kernel runs in scripts/gpu_tests.sh";
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine: the CUDA kernel runs in scripts/gpu_check.sh";
   uint64_t seed = 100;
   for (const auto& [rows, cols] : kShapes) {
     auto cpu = random_state(rows, cols, seed++);

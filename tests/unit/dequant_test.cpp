@@ -84,7 +84,7 @@ TEST(Dequant4bit, ThreadCountDoesNotChangeTheResult) {
 
 TEST(Dequant4bit, CudaEqualsCpuBitForBit) {
   if (!qtune::kernels::cuda_kernels_built()) GTEST_SKIP() << "built with QTUNE_CUDA=OFF";
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine: the CUDA kernel runs in scripts/gpu_tests.sh";
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA GPU on this machine: the CUDA kernel runs in scripts/gpu_check.sh";
   uint64_t seed = 100;
   for (const auto& c : cases()) {
     auto cpu = random_state(c.shape, c.blocksize, c.format, c.nested, seed++);
