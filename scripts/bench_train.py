@@ -57,7 +57,8 @@ def main():
     ap.add_argument("--rows", default="smollm2-135m:4x256,smollm2-135m:1x1024")
     ap.add_argument("--peers", default="fp32,nf4")
     ap.add_argument("--qtune-base", default="nf4")
-    ap.add_argument("--dtype", default="auto", help="qtune's compute dtype")
+    ap.add_argument("--dtype", default="auto", help="qtune's compute dtypes, comma-separated: a qtune row each (the "
+                    "first is the one the ratios use); auto is what train.precision auto picks")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--r", type=int, default=16)
@@ -76,11 +77,16 @@ def main():
         batch, seq = shape.split("x")
         cfg = config_path(name)
         size = ["--batch", batch, "--seq", seq]
-        q = run_json([a.qtune, "bench", "train", "--config", cfg, "--base", a.qtune_base, "--device", a.device,
-                      "--dtype", a.dtype, "--json"] + size + common + threads, a.timeout)
-        q.update(row=row, engine="qtune " + a.qtune_base)
-        results.append(q)
-        print(f"# {row} qtune {a.qtune_base}: {q.get('tokens_per_s', q.get('error'))}", file=sys.stderr, flush=True)
+        first = None
+        for dtype in a.dtype.split(","):
+            q = run_json([a.qtune, "bench", "train", "--config", cfg, "--base", a.qtune_base, "--device", a.device,
+                          "--dtype", dtype, "--json"] + size + common + threads, a.timeout)
+            q.update(row=row, engine=f"qtune {a.qtune_base} {q.get('dtype', dtype)}")
+            results.append(q)
+            first = first or q
+            print(f"# {row} qtune {a.qtune_base} {dtype}: {q.get('tokens_per_s', q.get('error'))}", file=sys.stderr,
+                  flush=True)
+        q = first
         for peer in [p for p in a.peers.split(",") if p]:
             r = run_json([a.python, PEER, "train", "--config", cfg, "--base", peer, "--device", a.device] + size +
                          common + threads, a.timeout)

@@ -22,6 +22,7 @@
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
+#include "op_profile.h"
 #include "random_model.h"
 
 namespace qtune::cli {
@@ -44,7 +45,7 @@ void add_shape_options(CLI::App& cmd, ShapeArgs& a) {
       ->capture_default_str()
       ->check(CLI::IsMember({"nf4", "int8", "dense"}));
   cmd.add_option("--device", a.device, "auto | cpu | cuda[:N]")->capture_default_str();
-  cmd.add_option("--dtype", a.dtype, "Compute dtype: auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16")
+  cmd.add_option("--dtype", a.dtype, "Compute dtype: auto (train: as train.precision auto; decode: as --dtype auto) | fp32 | bf16 | fp16")
       ->capture_default_str();
   cmd.add_option("--threads", a.threads, "CPU threads (default: one per core)")->check(CLI::NonNegativeNumber);
   cmd.add_flag("--json", a.json, "Print one JSON object instead of text");
@@ -63,13 +64,16 @@ struct TrainBenchArgs {
   double alpha = 32;
   std::string optim = "adamw";
   bool checkpointing = true;
+  int64_t profile = 0;  // > 0: after the timed steps, profile one more step and print this many operators
+  int64_t packed = 1;   // samples per row: > 1 passes segment and position ids, as the trainer's packed rows do
 };
 
 int run_bench_train(const TrainBenchArgs& a) {
   if (a.shape.threads > 0) at::set_num_threads(a.shape.threads);
   const auto config = io::ModelConfig::load(a.shape.config);
   const auto device = resolve_device(a.shape.device);
-  const auto dtype = resolve_dtype(a.shape.dtype, device);
+  // auto: what train.precision auto trains in (bf16 on a CPU with AVX512-BF16, as on a GPU).
+  const auto dtype = a.shape.dtype == "auto" ? train::compute_dtype("auto", device, config.hidden_size) : resolve_dtype(a.shape.dtype, device);
   const auto options = at::TensorOptions().dtype(dtype).device(device);
   if (a.seq > config.max_position_embeddings)
     fail("--seq {} is longer than the model's {} positions", a.seq, config.max_position_embeddings);
@@ -94,9 +98,18 @@ int run_bench_train(const TrainBenchArgs& a) {
   auto ids = at::randint(config.vocab_size, {a.batch, a.seq}, at::TensorOptions().dtype(at::kLong).device(device));
   auto targets = at::full({a.batch, a.seq}, -100, ids.options());
   targets.narrow(1, 0, a.seq - 1).copy_(ids.narrow(1, 1, a.seq - 1));
+  nn::ForwardOptions fo;
+  if (a.packed > 1) {
+    // Equal segments per row, positions restarting in each: the trainer's packed rows.
+    const int64_t len = (a.seq + a.packed - 1) / a.packed;
+    auto pos = at::arange(a.seq, ids.options());
+    fo.segment_ids = at::floor_divide(pos, len).expand({a.batch, a.seq}).contiguous();
+    fo.position_ids = at::remainder(pos, len).expand({a.batch, a.seq}).contiguous();
+    targets.masked_fill_(at::remainder(pos + 1, len).eq(0).expand({a.batch, a.seq}), -100);  // no target across
+  }
   double last_loss = NAN;
   auto step = [&] {
-    auto hidden = model.hidden_states(ids);
+    auto hidden = model.hidden_states(ids, fo);
     auto ls = train::chunked_cross_entropy(hidden, model.lm_head_weight(), targets);
     (ls.sum / static_cast<double>(ls.tokens)).backward();
     last_loss = ls.sum.item<double>() / static_cast<double>(ls.tokens);  // the trainer reads it back each step too
@@ -112,6 +125,8 @@ int run_bench_train(const TrainBenchArgs& a) {
   const double secs = seconds_since(t0);
   const double tokens_per_s = static_cast<double>(a.batch * a.seq * a.steps) / secs;
   const int64_t peak = peak_memory_bytes(device);
+  if (a.profile > 0 && !a.shape.json)
+    print_op_profile([&] { step(), synchronize(device); }, 1, a.profile, stdout);
 
   // What `qtune plan` says for the same run, beside what it took.
   train::Recipe recipe;
@@ -138,6 +153,7 @@ int run_bench_train(const TrainBenchArgs& a) {
                       {"r", a.r},
                       {"alpha", a.alpha},
                       {"checkpointing", a.checkpointing},
+                      {"packed", a.packed},
                       {"threads", at::get_num_threads()},
                       {"trainable_params", trainable_params},
                       {"tokens_per_s", tokens_per_s},
@@ -217,6 +233,10 @@ void add_bench_train(CLI::App& bench, Action& action) {
   train->add_option("--optim", args->optim, "adamw | paged_adamw | adamw_8bit | paged_adamw_8bit")->capture_default_str();
   train->add_option("--checkpointing", args->checkpointing, "Gradient checkpointing per decoder layer (true/false)")
       ->capture_default_str();
+  train->add_option("--packed", args->packed, "Samples per row (segment ids, as the trainer packs; 1: none)")
+      ->capture_default_str()->check(CLI::PositiveNumber);
+  train->add_option("--profile", args->profile, "Then profile one more step and print its N costliest operators")
+      ->check(CLI::NonNegativeNumber);
   train->callback([&action, args] { action = [args] { return run_bench_train(*args); }; });
 
   auto* decode = bench.add_subcommand("decode", "Batch-1 generation speed on a random-weight model of a given shape");

@@ -27,7 +27,7 @@ int run_plan(const PlanArgs& a) {
   const auto data = train::load_data(recipe, tokenizer);
   // The recipe's device even where this machine has none: plan is for deciding before the GPU is at hand.
   const at::Device device = named_device(a.device.empty() ? recipe.device : a.device);
-  const auto dtype = train::run_dtype(recipe, device);
+  const auto dtype = train::run_dtype(recipe, device, config);
   const auto plan = recipe.train.mode == "full" ? quant::QuantPlan{} : train::quant_plan_of(recipe);
   const int64_t pad = tokenizer.pad_id().value_or(tokenizer.eos_id());
   data::DataLoader loader(data.train, train::loader_options(recipe, false), pad);

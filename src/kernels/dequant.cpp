@@ -1,5 +1,7 @@
 #include "qtune/kernels/dequant.h"
 
+#include <ATen/record_function.h>
+
 #include "qtune/util/error.h"
 
 #if QTUNE_WITH_CUDA
@@ -38,6 +40,7 @@ Dequant4bitParams params_of(const quant::Quant4State& s) {
 bool cuda_kernels_built() { return QTUNE_WITH_CUDA != 0; }
 
 at::Tensor dequantize_4bit(const quant::Quant4State& state, at::ScalarType dtype) {
+  RECORD_FUNCTION("qtune::dequantize_4bit", std::vector<c10::IValue>{});  // a named row in profiles (no ATen op)
   state.validate("dequantize_4bit");
   const auto type = out_type_of(dtype, "dequantize_4bit");
   auto out = at::empty(state.shape, at::TensorOptions().dtype(dtype).device(state.packed.device()));

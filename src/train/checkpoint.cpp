@@ -134,10 +134,11 @@ std::vector<std::string> Checkpointer::start_line(const std::string& resume_from
   // The line continues from resume_from when it is one of this run's checkpoints; its older checkpoints are that
   // line's past (the directory only ever holds one line). Otherwise the line starts anew.
   std::error_code ec;
-  const bool inside = !resume_from.empty() &&
-                      fs::equivalent(fs::path(resume_from).parent_path(), fs::path(dir_), ec) &&
-                      step_of(fs::path(resume_from).filename().string()) >= 0;
-  const int64_t keep_up_to = inside ? step_of(fs::path(resume_from).filename().string()) : -1;
+  auto from = fs::path(resume_from).lexically_normal();
+  if (from.filename().empty()) from = from.parent_path();  // "…/step-00000002/"
+  const bool inside = !resume_from.empty() && fs::equivalent(from.parent_path(), fs::path(dir_), ec) &&
+                      step_of(from.filename().string()) >= 0;
+  const int64_t keep_up_to = inside ? step_of(from.filename().string()) : -1;
   for (const auto& [step, path] : checkpoints_in(dir_)) {
     if (step <= keep_up_to) continue;
     const auto to = abandoned_path(dir_, fs::path(path).filename().string());
@@ -147,7 +148,7 @@ std::vector<std::string> Checkpointer::start_line(const std::string& resume_from
   if (!moved.empty()) io::fsync_directory(dir_);
   const auto latest = (fs::path(dir_) / "latest").string();
   if (inside)
-    io::write_text_atomically(latest, fs::path(resume_from).filename().string() + "\n");
+    io::write_text_atomically(latest, from.filename().string() + "\n");
   else
     fs::remove(latest);
   return moved;

@@ -7,9 +7,11 @@
 
 namespace qtune::train {
 
-at::ScalarType compute_dtype(const std::string& precision, at::Device device) {
+at::ScalarType compute_dtype(const std::string& precision, at::Device device, int64_t hidden_size) {
   // auto: bf16 on a GPU that has it, fp16 (with loss scaling) on an older one, fp32 on CPU.
-  if (precision == "auto") return resolve_dtype("auto", device);
+  if (precision == "auto")
+    return device.is_cpu() && cpu_has_fast_bf16() && hidden_size >= kCpuBf16MinHidden ? at::kBFloat16
+                                                                                       : resolve_dtype("auto", device);
   if (precision == "bf16") return at::kBFloat16;
   if (precision == "fp16") return at::kHalf;
   if (precision == "fp32") return at::kFloat;

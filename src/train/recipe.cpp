@@ -231,7 +231,7 @@ std::vector<RecipeKey> make_schema() {
       key("train.epochs", "Passes over the training data", [](Recipe& r) -> auto& { return r.train.epochs; }),
       key("train.max_grad_norm", "Clip the global gradient norm (0: no clipping)",
           [](Recipe& r) -> auto& { return r.train.max_grad_norm; }),
-      key("train.precision", "auto (bf16 where the GPU has it, else fp32) | bf16 | fp16 (dynamic loss scaling) | fp32",
+      key("train.precision", "auto (bf16 on GPUs that have it and on AVX512-BF16 CPUs for hidden >= 256, else fp16 on GPUs, fp32 on CPUs) | bf16 | fp16 (dynamic loss scaling) | fp32",
           [](Recipe& r) -> auto& { return r.train.precision; }, {"auto", "bf16", "fp16", "fp32"}),
       key("train.gradient_checkpointing", "Recompute each decoder layer in backward instead of storing activations",
           [](Recipe& r) -> auto& { return r.train.gradient_checkpointing; }),

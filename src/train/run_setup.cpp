@@ -76,9 +76,10 @@ data::LoaderOptions loader_options(const Recipe& r, bool for_eval) {
   return o;
 }
 
-at::ScalarType run_dtype(const Recipe& r, at::Device device) {
+at::ScalarType run_dtype(const Recipe& r, at::Device device, const io::ModelConfig& config) {
   if (r.train.mode == "full" && r.train.precision == "auto") return at::kFloat;
-  return r.model.dtype == "auto" ? compute_dtype(r.train.precision, device) : resolve_dtype(r.model.dtype, device);
+  return r.model.dtype == "auto" ? compute_dtype(r.train.precision, device, config.hidden_size)
+                                : resolve_dtype(r.model.dtype, device);
 }
 
 int64_t micro_batches_in_epoch(const Recipe& r, const data::DataLoader& loader, int64_t epoch) {
@@ -115,8 +116,8 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   s.recipe = recipe;
   const auto& r = s.recipe;
   s.device = resolve_device(r.device);
-  s.dtype = run_dtype(r, s.device);
   s.config = io::ModelConfig::load(r.model.path);
+  s.dtype = run_dtype(r, s.device, s.config);
   s.tokenizer = load_tokenizer(r, s.config);
   if (s.tokenizer.vocab_size() > s.config.vocab_size)
     fail("{}: the tokenizer has {} tokens but the model's vocab_size is {}", r.model.path, s.tokenizer.vocab_size(),

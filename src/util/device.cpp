@@ -36,6 +36,14 @@ at::ScalarType resolve_dtype(const std::string& spec, at::Device device) {
   fail("--dtype '{}': expected auto, fp32, bf16 or fp16", spec);
 }
 
+bool cpu_has_fast_bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
 std::string dtype_label(at::ScalarType type) {
   switch (type) {
     case at::kFloat: return "fp32";

@@ -28,7 +28,7 @@ TEST(CheckpointLine, ResumingFromAnOlderCheckpointAbandonsTheNewerOnes) {
   // abandoned one.
   const std::vector<std::string> keys = {"train.max_steps=8", "train.save_every=2", "train.keep_last=1"};
   auto back = quiet();
-  back.resume = dir + "step-00000002";
+  back.resume = dir + "step-00000002/";  // as a shell completes it
   back.stop_after_step = 4;
   const auto s = run_training(t.recipe(keys), back);
   EXPECT_EQ(s.start_step, 2);

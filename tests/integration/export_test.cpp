@@ -164,7 +164,8 @@ TEST(Export, InitAdapterStartsARunFromAnExportedAdapter) {
       o);
   // The adapter's own shape wins over the recipe's lora keys, and its weights are where the run starts: after one
   // step at a vanishing learning rate the eval loss is the exported adapter's.
-  auto trained = load_trained_model(r.run, "", kFp32, nullptr);
+  auto trained = load_trained_model(r.run, "", at::TensorOptions().dtype(train::run_dtype(r.t.recipe(), at::kCPU, io::ModelConfig::load(r.t.model))),
+                                    nullptr);  // the run's compute dtype
   EXPECT_EQ(read_peft_config(s.adapter_dir).r, 8);
   ASSERT_TRUE(s.eval_before);
   auto tok = data::Tokenizer::load(r.t.model);

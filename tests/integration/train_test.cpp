@@ -59,13 +59,15 @@ TEST(TrainRun, QLoRAOnATinyModelLowersEvalLossAndWritesTheRun) {
       [&] { std::ifstream in(run + "/recipe.yaml"); return std::string(std::istreambuf_iterator<char>(in), {}); }(),
       "saved");
   EXPECT_EQ(saved.run_affecting_values(), t.recipe({"train.max_steps=80", "optim.lr=1e-2"}).run_affecting_values());
-  // The adapter reloads onto the base with the eval loss the run reported.
+  // The adapter reloads onto the base with the eval loss the run reported (in the run's compute dtype: bf16 on a
+  // CPU with AVX512-BF16).
   auto config = exporting::read_peft_config(run + "/adapter");
   EXPECT_EQ(config.r, 8);
   quant::QuantPlan plan;
-  nn::QuantLinearFactory base(plan, at::TensorOptions().dtype(at::kFloat));
+  const auto options = at::TensorOptions().dtype(run_dtype(t.recipe(), at::kCPU, io::ModelConfig::load(t.model)));
+  nn::QuantLinearFactory base(plan, options);
   lora::LoraLinearFactory factory(base, config, 0);
-  auto model = nn::load_causal_lm(t.model, at::TensorOptions().dtype(at::kFloat), &factory);
+  auto model = nn::load_causal_lm(t.model, options, &factory);
   exporting::load_peft_adapter(*model, run + "/adapter");
   auto tok = data::Tokenizer::load(t.model);
   auto setup_eval = load_data(t.recipe(), tok).eval;

@@ -12,6 +12,7 @@
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/train/chunked_loss.h"
 #include "qtune/train/precision.h"
+#include "qtune/util/device.h"
 #include "test_util.h"
 
 namespace qtune::train {
@@ -249,3 +250,19 @@ TEST(DynamicLossScaler, SkipsAndBacksOffOnInfThenGrowsAfterGoodSteps) {
 
 }  // namespace
 }  // namespace qtune::train
+
+namespace {
+
+// train.precision auto on the CPU: bf16 where the CPU computes it natively and the model is large enough to gain,
+// fp32 otherwise; explicit precisions are taken as given.
+TEST(ComputeDtype, AutoPicksBf16OnCpusThatHaveItForModelsThatGain) {
+  using qtune::train::compute_dtype;
+  const bool native = qtune::cpu_has_fast_bf16();
+  EXPECT_EQ(compute_dtype("auto", at::kCPU, 576), native ? at::kBFloat16 : at::kFloat);
+  EXPECT_EQ(compute_dtype("auto", at::kCPU, qtune::train::kCpuBf16MinHidden - 1), at::kFloat);
+  EXPECT_EQ(compute_dtype("fp32", at::kCPU, 4096), at::kFloat);
+  EXPECT_EQ(compute_dtype("bf16", at::kCPU, 64), at::kBFloat16);
+  EXPECT_EQ(compute_dtype("fp16", at::kCPU, 64), at::kHalf);
+}
+
+}  // namespace

@@ -12,9 +12,14 @@
 
 namespace qtune::train {
 
-// recipe train.precision (auto | bf16 | fp16 | fp32) on a device -> the base's compute dtype.
-// auto: bf16 on a GPU that has it, else fp16; fp32 on CPU (CPU bf16 matmuls are slow without AMX, tiny models gain nothing).
-at::ScalarType compute_dtype(const std::string& precision, at::Device device);
+// recipe train.precision (auto | bf16 | fp16 | fp32) on a device, for a model of `hidden_size` -> the base's compute
+// dtype. auto: bf16 on a GPU that has it, else fp16. On the CPU: bf16 where it has AVX512-BF16 and the model is not
+// tiny (hidden_size >= kCpuBf16MinHidden): oneDNN's bf16 matmuls then run at about twice fp32's rate and elementwise
+// work moves half the bytes (1.4x per QLoRA step at hidden 256, 1.6x at SmolLM2's 576: docs/PERFORMANCE.md); below
+// that, per-operator overhead and the casts around the fp32 adapters cost more than the matmuls save (the demo's
+// hidden-128 QLoRA: 35-37 s in fp32, 40-42 s in bf16). fp32 elsewhere: emulated bf16 would be slower.
+inline constexpr int64_t kCpuBf16MinHidden = 256;
+at::ScalarType compute_dtype(const std::string& precision, at::Device device, int64_t hidden_size);
 
 class DynamicLossScaler {
  public:

@@ -44,7 +44,7 @@ data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& conf
 RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
 data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval);
 // The compute dtype of the run on `device`: model.dtype, else the precision's (full runs default to fp32).
-at::ScalarType run_dtype(const Recipe& recipe, at::Device device);
+at::ScalarType run_dtype(const Recipe& recipe, at::Device device, const io::ModelConfig& config);
 // The micro-batches of `epoch` that the run trains on. With train.epochs E: every batch of epochs before floor(E),
 // the first ceil(frac(E) * n) of epoch floor(E), none after, so that E passes are exactly E passes (packing makes n
 // differ between epochs). With train.max_steps the data is one stream: every epoch whole, steps may span two.

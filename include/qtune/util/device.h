@@ -13,5 +13,7 @@ at::Device named_device(const std::string& spec);
 // "auto": fp32 on CPU; bf16 on a GPU that supports it, else fp16.
 at::ScalarType resolve_dtype(const std::string& spec, at::Device device);
 std::string dtype_label(at::ScalarType type);
+// Whether this CPU computes bf16 natively (AVX512-BF16), so that bf16 training outruns fp32 on it.
+bool cpu_has_fast_bf16();
 
 }  // namespace qtune
