@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -179,6 +180,38 @@ TEST(Cli, PlanChecksThe7BRecipesAgainstTheirCards) {
                      source("data/demo/qa_train.jsonl") + " --card-gib 24");
   EXPECT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "peak memory estimate on cuda")) << r.out;
+}
+
+}  // namespace
+
+namespace {
+
+// qtune bench train / decode on a tiny shape: they run, train what a QLoRA run trains (r·(in+out) per projection),
+// keep the loss finite on their random codes, and report in JSON for scripts/bench_train.py.
+TEST(Cli, BenchTrainAndDecodeReportWhatTheyMeasured) {
+  const auto config = source("configs/models/tiny-llama.json");
+  const auto cfg = nlohmann::json::parse(qtune::test::read_file(config));
+  const int64_t h = cfg["hidden_size"], inter = cfg["intermediate_size"], layers = cfg["num_hidden_layers"];
+  const int64_t heads = cfg["num_attention_heads"], head_dim = cfg.value("head_dim", h / heads);
+  const int64_t q = heads * head_dim, kv = cfg.value("num_key_value_heads", heads) * head_dim;
+  const int64_t r = 4;
+  const int64_t per_layer = r * ((h + q) * 2 + (h + kv) * 2 + (h + inter) * 3);  // q o, k v, gate up down
+  for (const std::string base : {"nf4", "int8", "dense"}) {
+    const auto t = run("bench train --config " + config + " --base " + base +
+                       " --batch 2 --seq 32 --steps 1 --warmup 1 --r 4 --alpha 8 --packed 2 --json");
+    ASSERT_EQ(t.code, 0) << base << ": " << t.err;
+    const auto j = nlohmann::json::parse(t.out);
+    EXPECT_EQ(j["trainable_params"].get<int64_t>(), layers * per_layer) << base;
+    EXPECT_GT(j["tokens_per_s"].get<double>(), 0) << base;
+    EXPECT_TRUE(std::isfinite(j["last_loss"].get<double>())) << base;
+    EXPECT_GT(j["plan_estimate_bytes"].get<int64_t>(), 0) << base;
+  }
+  const auto d = run("bench decode --config " + config + " --prompt 8 --new-tokens 5 --json");
+  ASSERT_EQ(d.code, 0) << d.err;
+  EXPECT_EQ(nlohmann::json::parse(d.out)["new_tokens"].get<int64_t>(), 5);
+  const auto bad = run("bench train --config " + config + " --seq 100000");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_TRUE(contains(bad.err, "--seq 100000 is longer than the model's")) << bad.err;
 }
 
 }  // namespace
