@@ -119,9 +119,28 @@ void crash_point() {
   if (at > 0 && ++count == at) ::raise(SIGKILL);
 }
 
-std::string text_hash(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+namespace {
+
+constexpr uint64_t kFnvOffset = 1469598103934665603ull, kFnvPrime = 1099511628211ull;
+
+uint64_t fnv1a(uint64_t h, const char* data, size_t n) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * kFnvPrime;
+  return h;
+}
+
+}  // namespace
+
+std::string text_hash(const std::string& text) { return fmt::format("{:016x}", fnv1a(kFnvOffset, text.data(), text.size())); }
+
+std::string file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot read it to hash its contents", path);
+  std::vector<char> buf(1 << 20);
+  uint64_t h = kFnvOffset;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h = fnv1a(h, buf.data(), static_cast<size_t>(in.gcount()));
+  }
   return fmt::format("{:016x}", h);
 }
 

@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <map>
 
-#include "qtune/data/text_file.h"
 #include "qtune/export/peft_adapter.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/nn/model_io.h"
@@ -105,7 +104,7 @@ std::string recipe_hash(const Recipe& r) {
 std::string data_hash(const Recipe& r) {
   std::string text;
   for (const auto& path : {r.data.train, r.data.eval})
-    if (!path.empty()) text += text_hash(data::read_text_file(path, "data file")) + "\n";
+    if (!path.empty()) text += file_hash(path) + "\n";
   return text_hash(text);
 }
 

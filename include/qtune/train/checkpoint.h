@@ -77,6 +77,8 @@ std::string resolve_checkpoint(const std::string& path, const std::function<void
 
 // FNV-1a of the text, as 16 hex digits (the recipe hash stored in a checkpoint).
 std::string text_hash(const std::string& text);
+// The same over a file's bytes, read a chunk at a time (a data file may be larger than memory wants twice).
+std::string file_hash(const std::string& path);
 
 // Test hook: the N-th crash point of the process (QTUNE_CRASH_AT=N) kills it with SIGKILL, as a power cut would.
 void crash_point();
