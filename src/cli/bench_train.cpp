@@ -19,6 +19,7 @@
 #include "qtune/train/chunked_loss.h"
 #include "qtune/train/memory_estimate.h"
 #include "qtune/train/precision.h"
+#include "qtune/util/cpu_share.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
@@ -68,8 +69,13 @@ struct TrainBenchArgs {
   int64_t packed = 1;   // samples per row: > 1 passes segment and position ids, as the trainer's packed rows do
 };
 
+void warn_if_cores_shared() {
+  if (const auto w = cpu_oversubscription_warning(at::get_num_threads()); !w.empty()) fmt::print(stderr, "{}\n", w);
+}
+
 int run_bench_train(const TrainBenchArgs& a) {
   if (a.shape.threads > 0) at::set_num_threads(a.shape.threads);
+  warn_if_cores_shared();
   const auto config = io::ModelConfig::load(a.shape.config);
   const auto device = resolve_device(a.shape.device);
   // auto: what train.precision auto trains in (bf16 on a CPU with AVX512-BF16, as on a GPU).
@@ -185,6 +191,7 @@ struct DecodeBenchArgs {
 
 int run_bench_decode(const DecodeBenchArgs& a) {
   if (a.shape.threads > 0) at::set_num_threads(a.shape.threads);
+  warn_if_cores_shared();
   const auto config = io::ModelConfig::load(a.shape.config);
   const auto device = resolve_device(a.shape.device);
   const auto dtype = resolve_dtype(a.shape.dtype, device);

@@ -1,10 +1,12 @@
 // qtune train RECIPE.yaml [key=value ...]: fine-tune LoRA adapters on the 4-bit base (or, train.mode full, a whole
 // small model), as the recipe says.
 #include <fmt/format.h>
+#include <ATen/Parallel.h>
 
 #include "commands.h"
 #include "qtune/train/recipe.h"
 #include "qtune/train/trainer.h"
+#include "qtune/util/cpu_share.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
 
@@ -42,6 +44,7 @@ void add_train(CLI::App& app, Action& action) {
       options.eval_before = !args->no_eval_before;
       options.resume = args->resume;
       options.force = args->force;
+      if (const auto w = cpu_oversubscription_warning(at::get_num_threads()); !w.empty()) fmt::print(stderr, "{}\n", w);
       const auto s = train::run_training(recipe, options);
       if (!s.resumed_from.empty()) fmt::print("resumed from {} at step {}\n", s.resumed_from, s.start_step);
       fmt::print("trained {} steps on {} target tokens in {:.1f}s; train loss {:.4f} -> {:.4f}\n", s.steps, s.tokens,
