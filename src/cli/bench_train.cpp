@@ -67,6 +67,7 @@ struct TrainBenchArgs {
   bool checkpointing = true;
   int64_t profile = 0;  // > 0: after the timed steps, profile one more step and print this many operators
   int64_t packed = 1;   // samples per row: > 1 passes segment and position ids, as the trainer's packed rows do
+  int64_t checkpoint_layers = -1;  // with checkpointing: the first N layers recompute (-1: all)
 };
 
 void warn_if_cores_shared() {
@@ -92,7 +93,7 @@ int run_bench_train(const TrainBenchArgs& a) {
   auto m = random_model(config, a.shape.base, options, &lc, 1);
   auto& model = *m.model;
   model.train();
-  model.set_gradient_checkpointing(a.checkpointing);
+  model.set_gradient_checkpointing(a.checkpointing, a.checkpoint_layers);
   const auto trainable = lora::trainable_parameters(model);
   std::vector<at::Tensor> params;
   int64_t trainable_params = 0;
@@ -145,7 +146,11 @@ int run_bench_train(const TrainBenchArgs& a) {
   plan.base.format = a.shape.base == "int8"   ? quant::WeightFormat::Int8
                      : a.shape.base == "dense" ? quant::WeightFormat::Dense
                                                : quant::WeightFormat::NF4;
-  const auto estimate = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda()).total();
+  const auto m_est = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
+  const auto estimate = m_est.total() - m_est.activations +
+                        (a.checkpointing ? train::activations_with(m_est, a.checkpoint_layers < 0 ? config.num_hidden_layers
+                                                                                                 : a.checkpoint_layers)
+                                         : m_est.activations_no_checkpointing);
 
   nlohmann::json j = {{"engine", "qtune"},
                       {"config", a.shape.config},
@@ -160,6 +165,7 @@ int run_bench_train(const TrainBenchArgs& a) {
                       {"alpha", a.alpha},
                       {"checkpointing", a.checkpointing},
                       {"packed", a.packed},
+                      {"checkpoint_layers", a.checkpoint_layers},
                       {"threads", at::get_num_threads()},
                       {"trainable_params", trainable_params},
                       {"tokens_per_s", tokens_per_s},
@@ -239,6 +245,9 @@ void add_bench_train(CLI::App& bench, Action& action) {
   train->add_option("--alpha", args->alpha, "LoRA alpha")->capture_default_str();
   train->add_option("--optim", args->optim, "adamw | paged_adamw | adamw_8bit | paged_adamw_8bit")->capture_default_str();
   train->add_option("--checkpointing", args->checkpointing, "Gradient checkpointing per decoder layer (true/false)")
+      ->capture_default_str();
+  train->add_option("--checkpoint-layers", args->checkpoint_layers,
+                    "With checkpointing: only the first N layers recompute (-1: all)")
       ->capture_default_str();
   train->add_option("--packed", args->packed, "Samples per row (segment ids, as the trainer packs; 1: none)")
       ->capture_default_str()->check(CLI::PositiveNumber);

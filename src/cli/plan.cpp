@@ -51,13 +51,21 @@ int run_plan(const PlanArgs& a) {
   fmt::print("  activations with gradient checkpointing {}, without {} (train.gradient_checkpointing: {})\n",
              format_bytes(double(m.activations_checkpointing)), format_bytes(double(m.activations_no_checkpointing)),
              recipe.train.gradient_checkpointing ? "true" : "false");
+  int64_t total = m.total();
+  if (recipe.train.gradient_checkpointing && recipe.train.memory_budget_gib > 0) {
+    const auto budget = static_cast<int64_t>(recipe.train.memory_budget_gib * double(int64_t{1} << 30));
+    const int64_t n = train::checkpointed_layers_for_budget(m, budget);
+    total = m.total() - m.activations + train::activations_with(m, n);
+    fmt::print("  train.memory_budget_gib {}: {} of {} layers recompute, total {}\n", recipe.train.memory_budget_gib, n,
+               m.layers, format_bytes(double(total)));
+  }
   if (a.card_gib > 0) {
     const double card = a.card_gib * 1024 * 1024 * 1024;
     // The CUDA context and allocator fragmentation take some of a card beyond what the allocator hands out.
     const double usable = card - 0.6 * 1024 * 1024 * 1024;
     fmt::print("\n{} on a {:.0f} GiB card ({} usable after ~0.6 GiB of CUDA context)\n",
-               m.total() <= usable ? "FITS" : "DOES NOT FIT", a.card_gib, format_bytes(usable));
-    return m.total() <= usable ? 0 : 3;
+               total <= usable ? "FITS" : "DOES NOT FIT", a.card_gib, format_bytes(usable));
+    return total <= usable ? 0 : 3;
   }
   return 0;
 }

@@ -86,7 +86,7 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const Forwar
   auto x = model_->embed_tokens->forward(ids).to(options_.dtype().toScalarType());
   const bool recompute = checkpointing_ && is_training() && !opts.cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < model_->layers.size(); ++i) {
-    if (recompute) {
+    if (recompute && (checkpointed_layers_ < 0 || static_cast<int64_t>(i) < checkpointed_layers_)) {
       auto layer = model_->layers[i];
       std::vector<at::Tensor> trainable;
       for (const auto& p : layer->parameters())

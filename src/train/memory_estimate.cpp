@@ -98,10 +98,26 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
   // Checkpointing keeps each layer's input, and one layer's activations while it is recomputed.
   m.activations_checkpointing = L * N * H * s + layer + N * H * s;
   m.activations = r.train.gradient_checkpointing ? m.activations_checkpointing : m.activations_no_checkpointing;
+  m.layer_activations = layer;
+  m.layer_input = N * H * s;
+  m.layers = L;
   const int64_t rows = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * V));
   m.logits = std::min(rows, N) * V * 4 * 2 + N * H * (s + 4);
   m.workspace = full ? 0 : largest * s * 2;
   return m;
+}
+
+int64_t activations_with(const MemoryEstimate& m, int64_t checkpointed) {
+  const int64_t n = std::clamp<int64_t>(checkpointed, 0, m.layers);
+  // As activations_checkpointing: inputs of the recomputed layers, one of them live again while it recomputes.
+  return n * m.layer_input + (m.layers - n) * m.layer_activations + (n > 0 ? m.layer_activations : 0) + m.layer_input;
+}
+
+int64_t checkpointed_layers_for_budget(const MemoryEstimate& m, int64_t budget_bytes) {
+  const int64_t rest = m.total() - m.activations;
+  for (int64_t n = 0; n <= m.layers; ++n)
+    if (rest + activations_with(m, n) <= budget_bytes) return n;
+  return m.layers;
 }
 
 }  // namespace qtune::train

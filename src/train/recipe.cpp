@@ -235,6 +235,9 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.train.precision; }, {"auto", "bf16", "fp16", "fp32"}),
       key("train.gradient_checkpointing", "Recompute each decoder layer in backward instead of storing activations",
           [](Recipe& r) -> auto& { return r.train.gradient_checkpointing; }),
+      key("train.memory_budget_gib",
+          "With checkpointing: recompute only as many layers as `qtune plan`'s estimate needs to fit this (0: all)",
+          [](Recipe& r) -> auto& { return r.train.memory_budget_gib; }, {}, false),
       key("train.seed", "Seed of adapter init and dropout", [](Recipe& r) -> auto& { return r.train.seed; }),
       key("train.log_every", "Log a metrics line every N steps", [](Recipe& r) -> auto& { return r.train.log_every; },
           {}, false),
@@ -440,6 +443,8 @@ void Recipe::validate() const {
   check(train.max_steps > 0 || train.epochs > 0, "train.epochs", "> 0 when train.max_steps is 0",
         fmt::format("{}", train.epochs));
   check(train.max_grad_norm >= 0, "train.max_grad_norm", ">= 0", fmt::format("{}", train.max_grad_norm));
+  check(train.memory_budget_gib >= 0, "train.memory_budget_gib", ">= 0 (0: checkpoint every layer)",
+        fmt::format("{}", train.memory_budget_gib));
   check(train.log_every >= 1, "train.log_every", ">= 1", std::to_string(train.log_every));
   check(train.eval_every >= 0, "train.eval_every", ">= 0", std::to_string(train.eval_every));
   check(train.save_every >= 0, "train.save_every", ">= 0", std::to_string(train.save_every));

@@ -11,6 +11,7 @@
 #include "qtune/io/sharded_checkpoint.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
+#include "qtune/train/memory_estimate.h"
 #include "qtune/train/precision.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
@@ -160,7 +161,19 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
     s.trainable = lora::trainable_parameters(*s.model);
     if (s.trainable.empty()) fail("{}: lora.targets match no module of this model", r.source);
   }
-  s.model->set_gradient_checkpointing(r.train.gradient_checkpointing);
+  s.checkpointed_layers = r.train.gradient_checkpointing ? s.config.num_hidden_layers : 0;
+  if (r.train.gradient_checkpointing && r.train.memory_budget_gib > 0) {
+    // Each layer not recomputed saves its forward pass in backward; keep as many as the budget allows.
+    const auto plan = r.train.mode == "full" ? quant::QuantPlan{} : quant_plan_of(r);
+    const auto m = estimate_memory(s.config, r, plan, s.dtype, s.device.is_cuda());
+    const auto budget = static_cast<int64_t>(r.train.memory_budget_gib * double(int64_t{1} << 30));
+    s.checkpointed_layers = checkpointed_layers_for_budget(m, budget);
+    const int64_t total = m.total() - m.activations + activations_with(m, s.checkpointed_layers);
+    say(fmt::format("memory budget {:.2f} GiB: checkpointing {} of {} layers (estimate {:.2f} GiB{})",
+                    r.train.memory_budget_gib, s.checkpointed_layers, s.config.num_hidden_layers,
+                    double(total) / double(int64_t{1} << 30), total > budget ? ", over the budget even so" : ""));
+  }
+  s.model->set_gradient_checkpointing(r.train.gradient_checkpointing, s.checkpointed_layers);
 
   std::tie(s.total_steps, s.warmup_steps) = step_counts(r, *s.train_loader);
   int64_t trainable = 0;

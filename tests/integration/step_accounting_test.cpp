@@ -75,3 +75,26 @@ TEST(StepAccounting, SkippedFp16StepsStillCountSaveAndStop) {
 
 }  // namespace
 }  // namespace qtune::train
+
+namespace qtune::train {
+namespace {
+
+// train.memory_budget_gib picks how many layers recompute; the run's losses do not depend on it.
+TEST(StepAccounting, MemoryBudgetChoosesTheCheckpointedLayersWithoutChangingTheRun) {
+  TinyRun t;
+  EXPECT_EQ(RunSetup::create(t.recipe({"train.memory_budget_gib=100"}), nullptr).checkpointed_layers, 0);
+  EXPECT_EQ(RunSetup::create(t.recipe({"train.memory_budget_gib=0.000001"}), nullptr).checkpointed_layers, 2);
+  EXPECT_EQ(RunSetup::create(t.recipe(), nullptr).checkpointed_layers, 2);
+  std::vector<double> all, none;
+  auto o = quiet();
+  o.on_step = [&](int64_t, double loss) { all.push_back(loss); };
+  run_training(t.recipe({"train.max_steps=4", "lora.dropout=0.1"}), o);
+  o.on_step = [&](int64_t, double loss) { none.push_back(loss); };
+  run_training(t.recipe({"train.max_steps=4", "lora.dropout=0.1", "train.memory_budget_gib=100",
+                         "train.output_dir=" + t.dir + "/budget"}),
+               o);
+  EXPECT_EQ(all, none);
+}
+
+}  // namespace
+}  // namespace qtune::train

@@ -65,15 +65,18 @@ TEST(GradientCheckpointing, SameGradientsAndDropoutMasksAsWithout) {
   auto model = qlora_model(/*dropout=*/0.2);
   const auto input = at::randint(0, 40, {2, 12}, at::kLong);
   const auto targets = at::randint(0, 40, {2, 12}, at::kLong);
-  auto run = [&](bool checkpointing) {
-    model->set_gradient_checkpointing(checkpointing);
+  auto run = [&](bool checkpointing, int64_t layers = -1) {
+    model->set_gradient_checkpointing(checkpointing, layers);
     at::manual_seed(123);
     auto hidden = model->hidden_states(input);
     chunked_cross_entropy(hidden, model->lm_head_weight(), targets).sum.backward();
     return grads_of(*model);
   };
-  const auto plain = run(false), recomputed = run(true);
+  const auto plain = run(false), recomputed = run(true), partly = run(true, 1);
   ASSERT_EQ(plain.size(), recomputed.size());
+  ASSERT_EQ(plain.size(), partly.size());
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_TRUE(test::bitwise_equal(partly[i], plain[i])) << "only layer 0 recomputed: parameter " << i;
   ASSERT_EQ(plain.size(), 3u * 7 * 2);
   for (size_t i = 0; i < plain.size(); ++i) {
     ASSERT_TRUE(plain[i].defined() && recomputed[i].defined()) << i;  // layer 0's adapters included

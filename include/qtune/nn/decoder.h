@@ -70,7 +70,9 @@ class CausalLMImpl : public torch::nn::Module {
   DecoderModelImpl& trunk() { return *model_; }
   // While training with grad enabled (and no KV cache), each decoder layer keeps only its input and is recomputed in
   // backward (autograd/checkpoint.h): activation memory of one layer instead of all of them.
-  void set_gradient_checkpointing(bool on) { checkpointing_ = on; }
+  // `layers` < 0: every decoder layer recomputes in backward; else only the first `layers` (the others keep their
+  // activations: faster, more memory). The gradients are the same either way.
+  void set_gradient_checkpointing(bool on, int64_t layers = -1) { checkpointing_ = on, checkpointed_layers_ = layers; }
   bool gradient_checkpointing() const { return checkpointing_; }
 
  private:
@@ -81,6 +83,7 @@ class CausalLMImpl : public torch::nn::Module {
   std::shared_ptr<DenseLinearImpl> lm_head_;  // null when tied to the embeddings
   bool tied_;
   bool checkpointing_ = false;
+  int64_t checkpointed_layers_ = -1;
 };
 using CausalLM = std::shared_ptr<CausalLMImpl>;
 

@@ -23,6 +23,9 @@ struct MemoryEstimate {
   int64_t activations = 0;         // what backward needs, for the chosen checkpointing setting
   int64_t activations_no_checkpointing = 0;
   int64_t activations_checkpointing = 0;
+  int64_t layer_activations = 0;   // what one decoder layer keeps for backward without checkpointing
+  int64_t layer_input = 0;         // what it keeps with checkpointing (its input)
+  int64_t layers = 0;
   int64_t logits = 0;              // one chunk of fp32 logits and its gradient, plus the hidden-state gradient
   int64_t workspace = 0;           // the largest dequantized weight, twice (forward output and a transient)
   int64_t trainable_params = 0;
@@ -33,5 +36,11 @@ struct MemoryEstimate {
 // tokens_per_micro_batch: batch_size × max_seq_len (padding included: the worst case).
 MemoryEstimate estimate_memory(const io::ModelConfig& config, const Recipe& recipe, const quant::QuantPlan& plan,
                                at::ScalarType compute_dtype, bool cuda);
+
+// Activations when the first `checkpointed` of the estimate's layers recompute and the rest keep theirs.
+int64_t activations_with(const MemoryEstimate& m, int64_t checkpointed);
+// The fewest layers to checkpoint so that the estimate's total fits `budget_bytes` (all of them when nothing fits:
+// the caller says so). Recomputing fewer layers is faster: each one skipped saves its forward pass in backward.
+int64_t checkpointed_layers_for_budget(const MemoryEstimate& m, int64_t budget_bytes);
 
 }  // namespace qtune::train

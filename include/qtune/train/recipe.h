@@ -65,6 +65,7 @@ struct TrainSection {
   double max_grad_norm = 0.3;
   std::string precision = "auto";  // auto | bf16 | fp16 | fp32
   bool gradient_checkpointing = true;
+  double memory_budget_gib = 0;  // > 0: checkpoint only as many layers as the estimate needs to fit (same gradients)
   uint64_t seed = 42;
   int64_t log_every = 10, eval_every = 0, save_every = 0;  // steps; 0 = only at the end
   int64_t eval_batches = 0;  // 0 = the whole eval set

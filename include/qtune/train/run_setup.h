@@ -66,6 +66,7 @@ struct RunSetup {
   std::unique_ptr<data::DataLoader> train_loader, eval_loader;
   std::vector<std::pair<std::string, at::Tensor>> trainable;  // what the optimizer steps
   int64_t total_steps = 0, warmup_steps = 0;
+  int64_t checkpointed_layers = 0;  // decoder layers recomputed in backward
 
   // Loads everything; prints what it did to `out` (nullptr: silent).
   static RunSetup create(const Recipe& recipe, std::FILE* out);
