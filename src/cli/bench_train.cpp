@@ -1,6 +1,6 @@
 // qtune bench train: the QLoRA training step on a random-weight model of a given shape (a config.json: the presets
 // in configs/models/), timed after warm-up, with the peak memory and `qtune plan`'s estimate beside it; the peer
-// (transformers + PEFT, scripts/bench_train_peer.py) runs the same shape and settings, and scripts/bench_train.sh
+// (transformers + PEFT, scripts/bench_train_peer.py) runs the same shape and settings, and scripts/bench_train.py
 // prints both side by side.
 // qtune bench decode: batch-1 generation tokens/s (prefill, then one token per step with the KV cache).
 //
@@ -147,10 +147,8 @@ int run_bench_train(const TrainBenchArgs& a) {
                      : a.shape.base == "dense" ? quant::WeightFormat::Dense
                                                : quant::WeightFormat::NF4;
   const auto m_est = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
-  const auto estimate = m_est.total() - m_est.activations +
-                        (a.checkpointing ? train::activations_with(m_est, a.checkpoint_layers < 0 ? config.num_hidden_layers
-                                                                                                 : a.checkpoint_layers)
-                                         : m_est.activations_no_checkpointing);
+  const auto estimate = train::total_with(
+      m_est, !a.checkpointing ? 0 : a.checkpoint_layers < 0 ? config.num_hidden_layers : a.checkpoint_layers);
 
   nlohmann::json j = {{"engine", "qtune"},
                       {"config", a.shape.config},

@@ -27,24 +27,22 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Every error a user can cause ends as one "error: ..." line and exit status 1.
+  auto report = [](const char* message) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", message);
+    return 1;
+  };
   try {
     return action();
   } catch (const qtune::Error& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return report(e.what());
   } catch (const c10::Error& e) {
     // LibTorch's own message, without the C++ stack trace it appends: a user reads what went wrong, not frames.
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
-    return 1;
+    return report(e.what_without_backtrace());
   } catch (const std::bad_alloc&) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: out of memory (try a smaller train.batch_size, data.max_seq_len or model)\n");
-    return 1;
+    return report("out of memory (try a smaller train.batch_size, data.max_seq_len or model)");
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return report(e.what());
   }
 }

@@ -51,11 +51,9 @@ int run_plan(const PlanArgs& a) {
   fmt::print("  activations with gradient checkpointing {}, without {} (train.gradient_checkpointing: {})\n",
              format_bytes(double(m.activations_checkpointing)), format_bytes(double(m.activations_no_checkpointing)),
              recipe.train.gradient_checkpointing ? "true" : "false");
-  int64_t total = m.total();
+  const int64_t n = train::checkpointed_layers(m, recipe);
+  const int64_t total = train::total_with(m, n);
   if (recipe.train.gradient_checkpointing && recipe.train.memory_budget_gib > 0) {
-    const auto budget = static_cast<int64_t>(recipe.train.memory_budget_gib * double(int64_t{1} << 30));
-    const int64_t n = train::checkpointed_layers_for_budget(m, budget);
-    total = m.total() - m.activations + train::activations_with(m, n);
     fmt::print("  train.memory_budget_gib {}: {} of {} layers recompute, total {}\n", recipe.train.memory_budget_gib, n,
                m.layers, format_bytes(double(total)));
   }

@@ -1,7 +1,5 @@
 #include "random_model.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "qtune/lora/inject.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quantized_linear.h"
@@ -20,7 +18,7 @@ class RandomCodesFactory : public nn::LinearFactory {
  public:
   RandomCodesFactory(bool int8, at::TensorOptions options) : int8_(int8), options_(options) {}
 
-  nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override {
+  nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& /*weights: none are read*/) override {
     const auto dev = at::TensorOptions().device(options_.device());
     const int64_t n = spec.out_features * spec.in_features;
     c10::intrusive_ptr<quant::QuantizedWeight> w;
@@ -50,7 +48,6 @@ class RandomCodesFactory : public nn::LinearFactory {
     }
     at::Tensor bias;
     if (spec.bias) bias = at::zeros({spec.out_features}, options_);
-    (void)weights;
     return std::make_shared<nn::QuantizedLinearImpl>(spec, std::move(w), std::move(bias));
   }
 

@@ -93,14 +93,12 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
   int64_t per_token = s * (4 * H + 2 * Hq + 2 * Hkv + 4 * I) + 4 * 2 + (full ? 0 : lora_in_fp32 + lora_rank_sum);
   if (full) per_token += s * (3 * H + Hq + I);  // the dense linears' inputs are saved for their weight gradients
   int64_t attention = cuda ? N / T * c.num_attention_heads * T * 4 : N / T * c.num_attention_heads * T * T * (s + 1);
-  const int64_t layer = N * per_token + attention;
-  m.activations_no_checkpointing = L * layer + N * H * s;
-  // Checkpointing keeps each layer's input, and one layer's activations while it is recomputed.
-  m.activations_checkpointing = L * N * H * s + layer + N * H * s;
-  m.activations = r.train.gradient_checkpointing ? m.activations_checkpointing : m.activations_no_checkpointing;
-  m.layer_activations = layer;
+  m.layer_activations = N * per_token + attention;
   m.layer_input = N * H * s;
   m.layers = L;
+  m.activations_no_checkpointing = activations_with(m, 0);
+  m.activations_checkpointing = activations_with(m, L);
+  m.activations = r.train.gradient_checkpointing ? m.activations_checkpointing : m.activations_no_checkpointing;
   const int64_t rows = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * V));
   m.logits = std::min(rows, N) * V * 4 * 2 + N * H * (s + 4);
   m.workspace = full ? 0 : largest * s * 2;
@@ -109,15 +107,25 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
 
 int64_t activations_with(const MemoryEstimate& m, int64_t checkpointed) {
   const int64_t n = std::clamp<int64_t>(checkpointed, 0, m.layers);
-  // As activations_checkpointing: inputs of the recomputed layers, one of them live again while it recomputes.
+  // A recomputed layer keeps its input, and one of them is live again while it recomputes; the others keep all
+  // their activations; the final norm's input on top.
   return n * m.layer_input + (m.layers - n) * m.layer_activations + (n > 0 ? m.layer_activations : 0) + m.layer_input;
 }
 
+int64_t total_with(const MemoryEstimate& m, int64_t checkpointed) {
+  return m.total() - m.activations + activations_with(m, checkpointed);
+}
+
 int64_t checkpointed_layers_for_budget(const MemoryEstimate& m, int64_t budget_bytes) {
-  const int64_t rest = m.total() - m.activations;
   for (int64_t n = 0; n <= m.layers; ++n)
-    if (rest + activations_with(m, n) <= budget_bytes) return n;
+    if (total_with(m, n) <= budget_bytes) return n;
   return m.layers;
+}
+
+int64_t checkpointed_layers(const MemoryEstimate& m, const Recipe& r) {
+  if (!r.train.gradient_checkpointing) return 0;
+  if (r.train.memory_budget_gib <= 0) return m.layers;
+  return checkpointed_layers_for_budget(m, static_cast<int64_t>(r.train.memory_budget_gib * double(int64_t{1} << 30)));
 }
 
 }  // namespace qtune::train

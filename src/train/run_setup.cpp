@@ -166,9 +166,9 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
     // Each layer not recomputed saves its forward pass in backward; keep as many as the budget allows.
     const auto plan = r.train.mode == "full" ? quant::QuantPlan{} : quant_plan_of(r);
     const auto m = estimate_memory(s.config, r, plan, s.dtype, s.device.is_cuda());
+    s.checkpointed_layers = train::checkpointed_layers(m, r);
+    const int64_t total = total_with(m, s.checkpointed_layers);
     const auto budget = static_cast<int64_t>(r.train.memory_budget_gib * double(int64_t{1} << 30));
-    s.checkpointed_layers = checkpointed_layers_for_budget(m, budget);
-    const int64_t total = m.total() - m.activations + activations_with(m, s.checkpointed_layers);
     say(fmt::format("memory budget {:.2f} GiB: checkpointing {} of {} layers (estimate {:.2f} GiB{})",
                     r.train.memory_budget_gib, s.checkpointed_layers, s.config.num_hidden_layers,
                     double(total) / double(int64_t{1} << 30), total > budget ? ", over the budget even so" : ""));

@@ -37,10 +37,15 @@ struct MemoryEstimate {
 MemoryEstimate estimate_memory(const io::ModelConfig& config, const Recipe& recipe, const quant::QuantPlan& plan,
                                at::ScalarType compute_dtype, bool cuda);
 
-// Activations when the first `checkpointed` of the estimate's layers recompute and the rest keep theirs.
+// Activations, and the whole total, when the first `checkpointed` of the estimate's layers recompute and the rest
+// keep theirs.
 int64_t activations_with(const MemoryEstimate& m, int64_t checkpointed);
+int64_t total_with(const MemoryEstimate& m, int64_t checkpointed);
 // The fewest layers to checkpoint so that the estimate's total fits `budget_bytes` (all of them when nothing fits:
 // the caller says so). Recomputing fewer layers is faster: each one skipped saves its forward pass in backward.
 int64_t checkpointed_layers_for_budget(const MemoryEstimate& m, int64_t budget_bytes);
+// The layers the recipe recomputes: none without train.gradient_checkpointing, all of them without a
+// train.memory_budget_gib, else the fewest that fit it.
+int64_t checkpointed_layers(const MemoryEstimate& m, const Recipe& recipe);
 
 }  // namespace qtune::train
