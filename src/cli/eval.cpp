@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "model_options.h"
 #include "qtune/data/chat_template.h"
+#include "qtune/data/chat_template_match.h"
 #include "qtune/data/collate.h"
 #include "qtune/data/records.h"
 #include "qtune/data/text_file.h"
@@ -51,7 +52,7 @@ int run_data_eval(const EvalArgs& args) {
   auto records = data::read_records(args.data_file, data::parse_data_format(args.format));
   auto categories = categories_of(args.data_file);
   if (args.limit > 0 && static_cast<int64_t>(records.size()) > args.limit) records.resize(args.limit);
-  const auto tmpl = data::parse_chat_template(args.chat_template);
+  const auto tmpl = data::resolve_chat_format(args.chat_template, args.model.dir, tokenizer);
   const int64_t seq_len = args.seq_len > 0 ? args.seq_len : model->config().max_position_embeddings;
   auto set = data::tokenize_records(records, tmpl, tokenizer, /*train_on_prompt=*/false, seq_len);
   if (set.samples.empty())
@@ -113,13 +114,13 @@ int run_eval(const EvalArgs& args) {
   int64_t documents = 0;
   if (!args.split_on.empty()) {
     std::vector<std::vector<int64_t>> docs;
-    for (const auto& doc : data::split_documents(text, args.split_on)) docs.push_back(tokenizer.encode(doc, /*add_bos=*/true));
+    for (const auto& doc : data::split_documents(text, args.split_on)) docs.push_back(tokenizer.encode(doc));
     if (docs.empty()) fail("{}: no text between the --split-on separators", args.text_file);
     documents = static_cast<int64_t>(docs.size());
     result = eval::document_perplexity(*model, docs, seq_len);
     mode = fmt::format("{} documents, each from BOS, truncated to {} tokens", documents, seq_len);
   } else {
-    const auto ids = tokenizer.encode(text, /*add_bos=*/true);
+    const auto ids = tokenizer.encode(text);
     const int64_t stride = args.stride > 0 ? args.stride : std::max<int64_t>(1, seq_len / 2);
     result = eval::sliding_window_perplexity(*model, ids, seq_len, stride);
     mode = fmt::format("sliding window {} tokens, stride {}", seq_len, stride);
@@ -148,7 +149,7 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--text", args->text_file, "UTF-8 text file to score");
   cmd->add_option("--data", args->data_file, "A dataset (JSONL): loss on its answer tokens, and --exact-match");
   cmd->add_option("--format", args->format, "--data format: alpaca-jsonl | chat-jsonl")->capture_default_str();
-  cmd->add_option("--template", args->chat_template, "--data chat template: llama2 | mistral | chatml | alpaca | none")
+  cmd->add_option("--template", args->chat_template, "--data chat template: auto (the model's own) | llama2 | mistral | chatml | llama3 | alpaca | none")
       ->capture_default_str();
   cmd->add_flag("--exact-match", args->exact, "Generate each answer greedily and compare it with the expected one");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "Longest generated answer")->capture_default_str();

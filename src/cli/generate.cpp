@@ -1,4 +1,5 @@
-// qtune generate MODEL_DIR --prompt TEXT: stream a continuation to stdout.
+// qtune generate MODEL --prompt TEXT: stream a continuation to stdout. --chat QUESTION: the model's chat template
+// around the question (its generation prompt), the reply streamed until the template's end-of-turn token.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -6,6 +7,7 @@
 
 #include "commands.h"
 #include "model_options.h"
+#include "qtune/data/chat_template_match.h"
 #include "qtune/eval/generate.h"
 #include "qtune/io/generation_config.h"
 
@@ -15,6 +17,7 @@ namespace {
 struct GenerateArgs {
   ModelOptions model;
   std::string prompt;
+  std::string chat, system, chat_template = "auto";
   eval::GenerateOptions options;
   bool no_bos = false;
   bool ignore_eos = false;
@@ -44,13 +47,30 @@ void apply_generation_config(const GenerateArgs& args, const nn::CausalLMImpl& m
                  : fmt::format("sampling at temperature {}, top_p {}, top_k {}", s.temperature, s.top_p, s.top_k));
 }
 
+// The chat prompt for one question, and the template's end-of-turn token as one more stop id.
+std::vector<int64_t> chat_prompt(const GenerateArgs& args, const data::Tokenizer& tokenizer,
+                                 eval::GenerateOptions& options) {
+  const auto format = data::resolve_chat_format(args.chat_template, args.model.dir, tokenizer);
+  data::Record r;
+  r.source = "--chat";
+  if (!args.system.empty()) r.messages.push_back({"system", args.system});
+  r.messages.push_back({"user", args.chat});
+  if (const std::string marker = data::end_of_turn_marker(format.kind); !marker.empty() && !args.ignore_eos)
+    if (auto id = tokenizer.token_id(marker)) options.stop_ids.push_back(*id);
+  fmt::print(stderr, "chat template: {}{}\n", data::chat_template_name(format.kind),
+             format.default_system ? fmt::format(" (default system prompt: \"{}\")", *format.default_system) : "");
+  return data::prompt_ids(r, format, tokenizer);
+}
+
 int run_generate(const GenerateArgs& args) {
   auto [model, tokenizer] = args.model.load();
-  auto prompt = tokenizer.encode(args.prompt, /*add_bos=*/!args.no_bos);
   auto options = args.options;
   apply_generation_config(args, *model, tokenizer, options);
+  const bool chat = !args.chat.empty();
+  auto prompt = chat ? chat_prompt(args, tokenizer, options)
+                     : tokenizer.encode(args.prompt, /*add_bos=*/tokenizer.adds_bos() && !args.no_bos);
   eval::TextStreamer streamer(tokenizer, prompt);
-  fmt::print("{}", args.prompt);
+  if (!chat) fmt::print("{}", args.prompt);
   std::fflush(stdout);
   auto result = eval::generate(*model, prompt, options, [&](int64_t token) {
     fmt::print("{}", streamer.push(token));
@@ -70,7 +90,13 @@ void add_generate(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt with the model, streaming tokens to stdout");
   auto args = std::make_shared<GenerateArgs>();
   args->model.add_to(*cmd);
-  cmd->add_option("--prompt,-p", args->prompt, "Text to continue")->required();
+  auto* prompt = cmd->add_option("--prompt,-p", args->prompt, "Text to continue");
+  auto* chat = cmd->add_option("--chat,-c", args->chat, "A question, asked through the model's chat template");
+  prompt->excludes(chat);
+  cmd->add_option("--system", args->system, "--chat: a system message (default: the template's own, if any)");
+  cmd->add_option("--template", args->chat_template,
+                  "--chat: auto (the model's own) | llama2 | mistral | chatml | llama3 | alpaca | none")
+      ->capture_default_str();
   auto* max_new = cmd->add_option("--max-new-tokens,-n", args->options.max_new_tokens, "Most tokens to generate")
                       ->capture_default_str()->check(CLI::PositiveNumber);
   auto* temperature = cmd->add_option("--temperature,-t", args->options.sampling.temperature,
@@ -83,7 +109,8 @@ void add_generate(CLI::App& app, Action& action) {
   cmd->add_option("--seed", args->options.sampling.seed, "Random seed for sampling")->capture_default_str();
   cmd->add_flag("--no-bos", args->no_bos, "Do not prepend the BOS token to the prompt");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Keep generating past the end-of-sequence token");
-  cmd->callback([&action, args, max_new, temperature, top_p, top_k] {
+  cmd->callback([&action, args, prompt, chat, max_new, temperature, top_p, top_k] {
+    if (prompt->count() == 0 && chat->count() == 0) throw CLI::RequiredError("--prompt or --chat");
     args->max_new_tokens_given = max_new->count() > 0;
     args->temperature_given = temperature->count() > 0;
     args->top_p_given = top_p->count() > 0;

@@ -5,8 +5,12 @@
 #include <map>
 
 #include "commands.h"
+#include "qtune/data/chat_template_match.h"
+#include "qtune/data/tokenizer.h"
+#include "qtune/io/gguf.h"
 #include "qtune/io/hf_config.h"
 #include "qtune/io/sharded_checkpoint.h"
+#include "qtune/util/error.h"
 
 namespace qtune::cli {
 namespace {
@@ -31,7 +35,6 @@ std::string human_count(int64_t n) {
 
 int run_inspect(const std::string& dir) {
   const auto config = io::ModelConfig::load(dir);
-  const auto ckpt = io::ShardedCheckpoint::open(dir);
   fmt::print("model        {}\n", dir);
   fmt::print("architecture {} ({} layers, hidden {}, intermediate {}, heads {} / kv heads {}, head_dim {})\n",
              config.model_type, config.num_hidden_layers, config.hidden_size, config.intermediate_size,
@@ -52,20 +55,49 @@ int run_inspect(const std::string& dir) {
 
   std::map<std::string, std::pair<int64_t, uint64_t>> by_dtype;  // dtype -> (tensors, bytes)
   int64_t stored_params = 0;
-  for (const auto& shard : ckpt->shards())
-    for (const auto& t : shard->tensors()) {
-      auto& [count, bytes] = by_dtype[io::dtype_name(t.dtype)];
-      ++count;
-      bytes += t.nbytes();
-      stored_params += t.numel();
-    }
+  uint64_t total_bytes = 0;
+  auto add = [&](const std::string& dtype, int64_t numel, uint64_t nbytes) {
+    auto& [count, bytes] = by_dtype[dtype];
+    ++count;
+    bytes += nbytes;
+    stored_params += numel;
+    total_bytes += nbytes;
+  };
+  std::string files;
+  if (io::is_gguf_path(dir)) {
+    const auto gguf = io::GgufFile::open(dir);
+    for (const auto& t : gguf->header().tensors) add(quant::ggml_type_info(t.type).name, t.numel(), t.nbytes);
+    files = fmt::format("GGUF v{}", gguf->header().version);
+  } else {
+    const auto ckpt = io::ShardedCheckpoint::open(dir);
+    for (const auto& shard : ckpt->shards())
+      for (const auto& t : shard->tensors()) add(io::dtype_name(t.dtype), t.numel(), t.nbytes());
+    files = fmt::format("{} shard(s)", ckpt->shards().size());
+  }
   fmt::print("parameters   {} by config ({}), {} values stored\n", human_count(config.num_parameters()),
              config.num_parameters(), stored_params);
-  fmt::print("files        {} shard(s), {} of tensor data\n", ckpt->shards().size(), human_bytes(ckpt->total_bytes()));
+  fmt::print("files        {}, {} of tensor data\n", files, human_bytes(total_bytes));
   fmt::print("{:<8} {:>8} {:>14}\n", "dtype", "tensors", "bytes");
   for (const auto& [dtype, cb] : by_dtype) fmt::print("{:<8} {:>8} {:>14}\n", dtype, cb.first, human_bytes(cb.second));
-  const bool has_tokenizer = std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.model");
-  fmt::print("tokenizer    {}\n", has_tokenizer ? "tokenizer.model (SentencePiece)" : "none found");
+  try {
+    const auto tok = data::Tokenizer::load(dir, &config);
+    fmt::print("tokenizer    {} ({}, {} tokens; bos {}, eos {}, adds bos: {})\n", tok.path(), tok.backend().kind(),
+               tok.vocab_size(), tok.bos_id() >= 0 ? tok.piece(tok.bos_id()) : "none",
+               tok.eos_id() >= 0 ? tok.piece(tok.eos_id()) : "none", tok.adds_bos() ? "yes" : "no");
+  } catch (const Error& e) {
+    fmt::print("tokenizer    none usable: {}\n", e.what());
+  }
+  if (const auto t = data::find_model_chat_template(dir)) {
+    try {
+      const auto f = data::match_chat_template(*t);
+      fmt::print("chat         {} template{}\n", data::chat_template_name(f.kind),
+                 f.default_system ? fmt::format(", default system prompt \"{}\"", *f.default_system) : "");
+    } catch (const Error&) {
+      fmt::print("chat         a template qtune does not know ({}): set data.chat_template\n", t->source);
+    }
+  } else {
+    fmt::print("chat         no template\n");
+  }
   return 0;
 }
 
@@ -74,7 +106,7 @@ int run_inspect(const std::string& dir) {
 void add_inspect(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand("inspect", "Show a model directory's architecture, parameters and tensors (headers only)");
   auto dir = std::make_shared<std::string>();
-  cmd->add_option("MODEL_DIR", *dir, "Hugging Face model directory (config.json + *.safetensors)")->required();
+  cmd->add_option("MODEL", *dir, "Hugging Face model directory (config.json + *.safetensors) or a .gguf file")->required();
   cmd->callback([&action, dir] { action = [dir] { return run_inspect(*dir); }; });
 }
 

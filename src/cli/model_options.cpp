@@ -13,7 +13,7 @@
 namespace qtune::cli {
 
 void ModelOptions::add_to(CLI::App& cmd) {
-  cmd.add_option("MODEL_DIR", dir, "Hugging Face model directory (config.json, *.safetensors, tokenizer.model)")
+  cmd.add_option("MODEL", dir, "Hugging Face model directory (config.json, *.safetensors, tokenizer.json or .model) or a .gguf file")
       ->required();
   cmd.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   cmd.add_option("--dtype", dtype, "auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)")->capture_default_str();

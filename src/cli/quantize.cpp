@@ -37,7 +37,7 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a) {
   if (a.calib_file.empty()) fail("--plan auto needs --calib FILE (text the model is meant for)");
   const auto config = io::ModelConfig::load(a.model_dir);
   const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
-  const auto ids = tokenizer.encode(data::read_text_file(a.calib_file, "--calib"), /*add_bos=*/true);
+  const auto ids = tokenizer.encode(data::read_text_file(a.calib_file, "--calib"));
   std::vector<std::vector<int64_t>> windows;
   for (size_t i = 0; i + 1 < ids.size() && static_cast<int64_t>(i) < a.calib_tokens; i += a.calib_seq_len)
     windows.emplace_back(ids.begin() + i, ids.begin() + std::min(ids.size(), i + a.calib_seq_len));

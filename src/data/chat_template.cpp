@@ -31,7 +31,7 @@ struct Conversation {
   std::vector<Turn> turns;
 };
 
-Conversation conversation_of(const Record& r, bool for_generation) {
+Conversation conversation_of(const Record& r, const ChatFormat& format, bool for_generation) {
   const std::string problem = conversation_problem(r.messages, for_generation);
   if (!problem.empty()) fail("{}: {}", r.source.empty() ? "record" : r.source, problem);
   Conversation c;
@@ -43,6 +43,7 @@ Conversation conversation_of(const Record& r, bool for_generation) {
     c.turns.push_back(std::move(turn));
   }
   if (for_generation && c.turns.back().assistant) c.turns.back().assistant.reset();
+  if (!c.system && format.default_system) c.system = format.default_system;
   return c;
 }
 
@@ -94,8 +95,20 @@ void mistral(const Conversation& c, Pieces& p) {
   }
 }
 
-// ChatML: "<|im_start|>{role}\n{content}<|im_end|>\n" per message; the EOS id follows the assistant's <|im_end|>
-// (the tokenizers qtune targets have no <|im_end|> token that could end generation by itself).
+// ChatML: "<|im_start|>{role}\n{content}<|im_end|>\n" per message. With <|im_start|>/<|im_end|> in the vocabulary
+// (SmolLM2, Qwen) exactly that, the reply trained up to its <|im_end|>; without them (a SentencePiece vocabulary) the
+// markers are plain text, a BOS id starts the conversation and an EOS id follows each reply's <|im_end|>.
+void chatml_with_marker_tokens(const Conversation& c, Pieces& p) {
+  if (c.system) p.text("<|im_start|>system\n" + *c.system + "<|im_end|>\n");
+  for (const auto& turn : c.turns) {
+    p.text("<|im_start|>user\n" + turn.user + "<|im_end|>\n<|im_start|>assistant\n");
+    if (turn.assistant) {
+      p.text(*turn.assistant + "<|im_end|>", true);
+      p.text("\n");
+    }
+  }
+}
+
 void chatml(const Conversation& c, Pieces& p) {
   p.bos();
   if (c.system) p.text("<|im_start|>system\n" + *c.system + "<|im_end|>\n");
@@ -105,6 +118,21 @@ void chatml(const Conversation& c, Pieces& p) {
     if (c.turns[k].assistant) {
       p.text(*c.turns[k].assistant + "<|im_end|>", true);
       p.eos();
+    }
+  }
+}
+
+// Meta Llama 3 Instruct: "<|begin_of_text|>" (the BOS), then per message
+// "<|start_header_id|>{role}<|end_header_id|>\n\n{content | trim}<|eot_id|>"; the reply is trained through its <|eot_id|>.
+void llama3(const Conversation& c, Pieces& p, bool markers_are_tokens) {
+  auto header = [](const char* role) { return std::string("<|start_header_id|>") + role + "<|end_header_id|>\n\n"; };
+  p.bos();
+  if (c.system) p.text(header("system") + strip(*c.system, kTemplateWhitespace) + "<|eot_id|>");
+  for (const auto& turn : c.turns) {
+    p.text(header("user") + strip(turn.user, kTemplateWhitespace) + "<|eot_id|>" + header("assistant"));
+    if (turn.assistant) {
+      p.text(strip(*turn.assistant, kTemplateWhitespace) + "<|eot_id|>", true);
+      if (!markers_are_tokens) p.eos();
     }
   }
 }
@@ -165,18 +193,27 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
     if (labels)
       for (auto id : more) labels->push_back(trained || train_on_prompt ? id : kIgnoreLabel);
   };
+  // A BOS piece waits for the text after it: when that text starts with the BOS token itself (SmolLM2's BOS is
+  // <|im_start|>), the id is not doubled. An EOS right after the reply's own EOS token (<|im_end|>) is dropped too.
+  std::optional<bool> pending_bos;  // its `response` flag
+  auto flush_bos = [&]() {
+    if (pending_bos && tok.bos_id() >= 0) append({tok.bos_id()}, *pending_bos);
+    pending_bos.reset();
+  };
   for (size_t i = 0; i < pieces.size();) {
     const auto& piece = pieces[i];
     if (piece.kind == Kind::Bos) {
-      if (tok.bos_id() >= 0) append({tok.bos_id()}, piece.response);
+      flush_bos();
+      pending_bos = piece.response;
       at_text_start = true;
       ++i;
       continue;
     }
     if (piece.kind == Kind::Eos) {
+      flush_bos();
       if (tok.eos_id() < 0)
         fail("{}: the tokenizer {} has no EOS token, which ends every trained reply", source, tok.path());
-      append({tok.eos_id()}, piece.response);
+      if (ids.empty() || ids.back() != tok.eos_id()) append({tok.eos_id()}, piece.response);
       at_text_start = false;
       ++i;
       continue;
@@ -192,6 +229,8 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
       return at_text_start ? tok.encode(text, false, false) : encode_continuation(tok, text);
     };
     const auto whole = encode(run);
+    if (pending_bos && !whole.empty() && whole.front() == tok.bos_id()) pending_bos.reset();
+    flush_bos();
     size_t done = 0;  // tokens of `whole` given to a piece so far
     for (size_t k = i; k < end; ++k) {
       size_t upto = whole.size();
@@ -200,6 +239,15 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
         upto = 0;
         while (upto < before.size() && upto < whole.size() && before[upto] == whole[upto]) ++upto;
         upto = std::max(upto, done);
+        // Tokens past the common prefix that still spell only prompt text are the prompt's: byte-level BPE splits
+        // "\n\n" at the end of a prompt as one token but before a reply as two, and neither belongs to the reply.
+        const std::string prompt_text = run.substr(0, ends[k - i]);
+        while (upto < whole.size()) {
+          const auto text = tok.backend().decode(
+              std::vector<int64_t>(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(upto + 1)), false);
+          if (text.size() > prompt_text.size() || prompt_text.compare(0, text.size(), text) != 0) break;
+          ++upto;
+        }
       }
       append(std::vector<int64_t>(whole.begin() + static_cast<std::ptrdiff_t>(done),
                                   whole.begin() + static_cast<std::ptrdiff_t>(upto)),
@@ -208,6 +256,7 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
     }
     i = end;
   }
+  flush_bos();
 }
 
 }  // namespace
@@ -216,9 +265,18 @@ ChatTemplate parse_chat_template(const std::string& name) {
   if (name == "llama2") return ChatTemplate::Llama2;
   if (name == "mistral") return ChatTemplate::Mistral;
   if (name == "chatml") return ChatTemplate::ChatML;
+  if (name == "llama3") return ChatTemplate::Llama3;
   if (name == "alpaca") return ChatTemplate::Alpaca;
   if (name == "none") return ChatTemplate::None;
-  fail("unknown chat template '{}' (expected llama2, mistral, chatml, alpaca or none)", name);
+  fail("unknown chat template '{}' (expected one of {})", name, kChatTemplateNames);
+}
+
+const char* end_of_turn_marker(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::ChatML: return "<|im_end|>";
+    case ChatTemplate::Llama3: return "<|eot_id|>";
+    default: return "";
+  }
 }
 
 const char* chat_template_name(ChatTemplate t) {
@@ -226,13 +284,14 @@ const char* chat_template_name(ChatTemplate t) {
     case ChatTemplate::Llama2: return "llama2";
     case ChatTemplate::Mistral: return "mistral";
     case ChatTemplate::ChatML: return "chatml";
+    case ChatTemplate::Llama3: return "llama3";
     case ChatTemplate::Alpaca: return "alpaca";
     case ChatTemplate::None: return "none";
   }
   return "?";
 }
 
-std::vector<TemplatePiece> render_pieces(const Record& r, ChatTemplate t, bool for_generation) {
+std::vector<TemplatePiece> render_pieces(const Record& r, const ChatFormat& t, bool for_generation) {
   Pieces p;
   if (r.is_text()) {
     p.bos();
@@ -242,25 +301,26 @@ std::vector<TemplatePiece> render_pieces(const Record& r, ChatTemplate t, bool f
     pieces.front().response = true;  // text records train every token
     return pieces;
   }
-  const Conversation c = conversation_of(r, for_generation);
-  switch (t) {
+  const Conversation c = conversation_of(r, t, for_generation);
+  switch (t.kind) {
     case ChatTemplate::Llama2: llama2(c, p); break;
     case ChatTemplate::Mistral: mistral(c, p); break;
-    case ChatTemplate::ChatML: chatml(c, p); break;
+    case ChatTemplate::ChatML: t.markers_are_tokens ? chatml_with_marker_tokens(c, p) : chatml(c, p); break;
+    case ChatTemplate::Llama3: llama3(c, p, t.markers_are_tokens); break;
     case ChatTemplate::Alpaca: alpaca(r, c, p); break;
     case ChatTemplate::None: none(c, p); break;
   }
   return p.take();
 }
 
-std::string render_text(const Record& r, ChatTemplate t, bool for_generation) {
+std::string render_text(const Record& r, const ChatFormat& t, bool for_generation) {
   std::string out;
   for (const auto& piece : render_pieces(r, t, for_generation))
     out += piece.kind == Kind::Bos ? "<s>" : piece.kind == Kind::Eos ? "</s>" : piece.text;
   return out;
 }
 
-TokenizedSample tokenize_record(const Record& r, ChatTemplate t, const Tokenizer& tok, bool train_on_prompt,
+TokenizedSample tokenize_record(const Record& r, const ChatFormat& t, const Tokenizer& tok, bool train_on_prompt,
                                 int64_t max_seq_len) {
   if (max_seq_len < 2) fail("max_seq_len must be at least 2, got {}", max_seq_len);
   TokenizedSample s;
@@ -273,13 +333,13 @@ TokenizedSample tokenize_record(const Record& r, ChatTemplate t, const Tokenizer
   return s;
 }
 
-std::vector<int64_t> prompt_ids(const Record& r, ChatTemplate t, const Tokenizer& tok) {
+std::vector<int64_t> prompt_ids(const Record& r, const ChatFormat& t, const Tokenizer& tok) {
   std::vector<int64_t> ids;
   tokenize_pieces(render_pieces(r, t, /*for_generation=*/true), tok, false, r.source, ids, nullptr);
   return ids;
 }
 
-TokenizedDataset tokenize_records(const std::vector<Record>& records, ChatTemplate t, const Tokenizer& tok,
+TokenizedDataset tokenize_records(const std::vector<Record>& records, const ChatFormat& t, const Tokenizer& tok,
                                   bool train_on_prompt, int64_t max_seq_len) {
   TokenizedDataset out;
   out.samples.reserve(records.size());

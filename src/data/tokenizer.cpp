@@ -1,6 +1,5 @@
 #include "qtune/data/tokenizer.h"
 
-#include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
 #include <nlohmann/json.hpp>
@@ -8,15 +7,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include "qtune/data/bpe_tokenizer.h"
+#include "qtune/data/gguf_tokenizer.h"
+#include "qtune/data/sentencepiece_tokenizer.h"
+#include "qtune/io/gguf.h"
 #include "qtune/io/hf_config.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::data {
 namespace fs = std::filesystem;
-
-struct Tokenizer::Impl {
-  sentencepiece::SentencePieceProcessor sp;
-};
 
 namespace {
 
@@ -29,64 +29,99 @@ std::optional<std::string> special_token(const nlohmann::json& j, const char* ke
   return std::nullopt;
 }
 
+nlohmann::json read_json(const fs::path& path) {
+  try {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", path.string(), e.what());
+  }
+}
+
+// tokenizer_config.json: the special tokens by name and whether BOS/EOS are added, as transformers reads them.
+void apply_tokenizer_config(const fs::path& file, const TokenizerBackend& backend, SpecialTokens& s) {
+  const auto j = read_json(file);
+  auto resolve = [&](const char* key, std::optional<int64_t>& slot) {
+    if (auto name = special_token(j, key)) {
+      if (auto id = backend.token_id(*name)) slot = *id;
+    }
+  };
+  resolve("bos_token", s.bos);
+  resolve("eos_token", s.eos);
+  resolve("pad_token", s.pad);
+  resolve("unk_token", s.unk);
+  if (auto it = j.find("add_bos_token"); it != j.end() && it->is_boolean()) s.add_bos = it->get<bool>();
+  if (auto it = j.find("add_eos_token"); it != j.end() && it->is_boolean()) s.add_eos = it->get<bool>();
+}
+
 }  // namespace
 
+Tokenizer Tokenizer::from_backend(std::shared_ptr<const TokenizerBackend> backend, std::string path) {
+  Tokenizer tok;
+  const auto s = backend->special_tokens();
+  tok.impl_ = std::move(backend);
+  tok.path_ = std::move(path);
+  tok.bos_ = s.bos.value_or(-1);
+  tok.eos_ = s.eos.value_or(-1);
+  tok.unk_ = s.unk.value_or(-1);
+  tok.pad_ = s.pad;
+  tok.add_bos_ = s.add_bos && s.bos;
+  tok.add_eos_ = s.add_eos && s.eos;
+  return tok;
+}
+
 Tokenizer Tokenizer::load(const std::string& path, const io::ModelConfig* config) {
-  fs::path model_path(path);
-  fs::path dir;
-  if (fs::is_directory(model_path)) {
-    dir = model_path;
-    model_path /= "tokenizer.model";
+  const fs::path p(path);
+  if (!fs::exists(p)) fail("{}: not found (expected a model directory, tokenizer.json, tokenizer.model or .gguf)", path);
+  std::shared_ptr<const TokenizerBackend> backend;
+  std::optional<SpecialTokens> special;
+  fs::path dir, file;
+  if (fs::is_directory(p)) {
+    dir = p;
+    // As transformers: the fast tokenizer (tokenizer.json) when the directory has one.
+    if (fs::exists(p / "tokenizer.json")) file = p / "tokenizer.json";
+    else if (fs::exists(p / "tokenizer.model")) file = p / "tokenizer.model";
+    else fail("{}: no tokenizer.json or tokenizer.model in the model directory", path);
+  } else {
+    file = p;
+    dir = p.parent_path();
   }
-  if (!fs::exists(model_path))
-    fail("{}: tokenizer.model not found (qtune reads SentencePiece tokenizers; tokenizer.json alone is not supported)",
-         model_path.string());
-  auto impl = std::make_shared<Impl>();
-  const auto status = impl->sp.Load(model_path.string());
-  if (!status.ok()) fail("{}: not a valid SentencePiece model: {}", model_path.string(), status.ToString());
+  if (ends_with(file.string(), ".gguf")) {
+    const auto gguf = io::GgufFile::open(file.string());
+    auto t = gguf_tokenizer(*gguf);
+    backend = t.backend;
+    special = t.special;
+    dir.clear();  // the metadata is the whole tokenizer; files beside a .gguf belong to something else
+  } else if (file.filename() == "tokenizer.json" || ends_with(file.string(), ".json")) {
+    backend = BpeTokenizer::load(file.string());
+  } else {
+    backend = SentencePieceTokenizer::load(file.string());
+  }
+  SpecialTokens s = special ? *special : backend->special_tokens();
+  if (!dir.empty() && fs::exists(dir / "tokenizer_config.json")) apply_tokenizer_config(dir / "tokenizer_config.json", *backend, s);
 
   Tokenizer tok;
-  tok.path_ = model_path.string();
-  tok.impl_ = impl;
-  tok.bos_ = impl->sp.bos_id();
-  tok.eos_ = impl->sp.eos_id();
-  tok.unk_ = impl->sp.unk_id();
-  if (impl->sp.pad_id() >= 0) tok.pad_ = impl->sp.pad_id();
-
-  if (!dir.empty() && fs::exists(dir / "tokenizer_config.json")) {
-    nlohmann::json j;
-    try {
-      std::ifstream in(dir / "tokenizer_config.json");
-      j = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not valid JSON: {}", (dir / "tokenizer_config.json").string(), e.what());
-    }
-    auto resolve = [&](const char* key) -> std::optional<int64_t> {
-      auto name = special_token(j, key);
-      if (!name) return std::nullopt;
-      const int id = impl->sp.PieceToId(*name);
-      if (id == impl->sp.unk_id() && *name != impl->sp.IdToPiece(impl->sp.unk_id())) return std::nullopt;
-      return id;
-    };
-    if (auto id = resolve("bos_token")) tok.bos_ = *id;
-    if (auto id = resolve("eos_token")) tok.eos_ = *id;
-    if (auto id = resolve("pad_token")) tok.pad_ = *id;
-  }
+  tok.impl_ = backend;
+  tok.path_ = file.string();
+  tok.bos_ = s.bos.value_or(-1);
+  tok.eos_ = s.eos.value_or(-1);
+  tok.unk_ = s.unk.value_or(-1);
+  tok.pad_ = s.pad;
   if (config != nullptr) {
     if (config->bos_token_id) tok.bos_ = *config->bos_token_id;
     if (!config->eos_token_ids.empty()) tok.eos_ = config->eos_token_ids.front();
     if (config->pad_token_id) tok.pad_ = *config->pad_token_id;
     if (tok.vocab_size() > config->vocab_size)
-      fail("{}: tokenizer has {} pieces but the model's vocab_size is {}", tok.path_, tok.vocab_size(),
+      fail("{}: tokenizer has {} tokens but the model's vocab_size is {}", tok.path_, tok.vocab_size(),
            config->vocab_size);
   }
+  tok.add_bos_ = s.add_bos && tok.bos_ >= 0;
+  tok.add_eos_ = s.add_eos && tok.eos_ >= 0;
   return tok;
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos, bool add_eos) const {
-  std::vector<int> ids;
-  const auto status = impl_->sp.Encode(text, &ids);
-  if (!status.ok()) fail("{}: cannot encode text: {}", path_, status.ToString());
+  auto ids = impl_->encode(text);
   std::vector<int64_t> out;
   out.reserve(ids.size() + 2);
   if (add_bos && bos_ >= 0) out.push_back(bos_);
@@ -96,37 +131,33 @@ std::vector<int64_t> Tokenizer::encode(const std::string& text, bool add_bos, bo
 }
 
 std::string Tokenizer::decode(const std::vector<int64_t>& ids) const {
-  std::vector<int> pieces;
-  pieces.reserve(ids.size());
-  const int64_t n = vocab_size();
-  for (auto id : ids) {
-    if (id < 0 || id >= n) continue;  // ids past the tokenizer (padded vocab) decode to nothing
-    if (id == bos_ || id == eos_ || (pad_ && id == *pad_)) continue;
-    pieces.push_back(static_cast<int>(id));
-  }
-  std::string text;
-  const auto status = impl_->sp.Decode(pieces, &text);
-  if (!status.ok()) fail("{}: cannot decode ids: {}", path_, status.ToString());
-  return text;
+  std::vector<int64_t> kept;
+  kept.reserve(ids.size());
+  for (auto id : ids)
+    if (id != bos_ && id != eos_ && !(pad_ && id == *pad_)) kept.push_back(id);
+  return impl_->decode(kept, /*skip_special=*/true);
 }
 
-std::string Tokenizer::piece(int64_t id) const {
-  if (id < 0 || id >= vocab_size()) return "";
-  return impl_->sp.IdToPiece(static_cast<int>(id));
-}
+std::string Tokenizer::piece(int64_t id) const { return impl_->piece(id); }
 
-int64_t Tokenizer::piece_id(const std::string& piece) const { return impl_->sp.PieceToId(piece); }
+int64_t Tokenizer::piece_id(const std::string& piece) const { return impl_->token_id(piece).value_or(unk_); }
 
-int64_t Tokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
+std::optional<int64_t> Tokenizer::token_id(const std::string& piece) const { return impl_->token_id(piece); }
+
+int64_t Tokenizer::vocab_size() const { return impl_->vocab_size(); }
 
 void copy_tokenizer_files(const std::string& source, const std::string& out_dir) {
-  namespace fs = std::filesystem;
   const fs::path src(source), out(out_dir);
+  if (io::is_gguf_path(source)) {
+    save_tokenizer_files(gguf_tokenizer(*io::GgufFile::open(source)), out_dir);
+    return;
+  }
   const bool is_dir = fs::is_directory(src);
   const fs::path from = is_dir ? src : src.parent_path();
-  if (!is_dir) fs::copy_file(src, out / "tokenizer.model", fs::copy_options::overwrite_existing);
+  const std::string given = ends_with(src.string(), ".json") ? "tokenizer.json" : "tokenizer.model";
+  if (!is_dir) fs::copy_file(src, out / given, fs::copy_options::overwrite_existing);
   for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
-    if (!is_dir && std::string(name) == "tokenizer.model") continue;  // the given file is the tokenizer
+    if (!is_dir && given == name) continue;  // the given file is the tokenizer
     if (fs::exists(from / name)) fs::copy_file(from / name, out / name, fs::copy_options::overwrite_existing);
   }
 }

@@ -7,7 +7,7 @@
 
 namespace qtune::eval {
 ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tokenizer,
-                             const std::vector<data::Record>& records, data::ChatTemplate chat_template,
+                             const std::vector<data::Record>& records, const data::ChatFormat& chat_template,
                              int64_t max_new_tokens, const std::vector<std::string>& categories) {
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();

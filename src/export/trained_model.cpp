@@ -13,6 +13,7 @@
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/train/checkpoint.h"
 #include "qtune/train/run_setup.h"
+#include "qtune/io/gguf.h"
 #include "qtune/util/error.h"
 
 namespace qtune::exporting {
@@ -24,7 +25,7 @@ TrainedModel load_trained_model(const std::string& path, const std::string& base
   auto contents = train::load_checkpoint(t.checkpoint);
   t.recipe = train::Recipe::parse(contents.recipe_yaml, t.checkpoint + "/recipe.yaml");
   t.base_dir = base_dir.empty() ? t.recipe.model.path : base_dir;
-  if (!std::filesystem::exists(t.base_dir + "/config.json"))
+  if (!io::is_gguf_path(t.base_dir) && !std::filesystem::exists(t.base_dir + "/config.json"))
     fail("the base model of {} is not at '{}' (no config.json): pass --base DIR", t.checkpoint, t.base_dir);
   const auto config = io::ModelConfig::load(t.base_dir);
   if (t.recipe.train.mode == "full") {

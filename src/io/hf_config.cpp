@@ -4,6 +4,7 @@
 #include <fstream>
 #include <limits>
 
+#include "qtune/io/gguf_model.h"
 #include "qtune/util/error.h"
 #include "qtune/util/json_show.h"
 
@@ -193,6 +194,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
 
 ModelConfig ModelConfig::load(const std::string& path_or_dir) {
   namespace fs = std::filesystem;
+  // A GGUF file holds its config in its metadata; wherever a model directory goes, a .gguf goes too.
+  if (is_gguf_path(path_or_dir)) return gguf_model_config(*GgufFile::open(path_or_dir));
   fs::path p(path_or_dir);
   if (fs::is_directory(p)) p /= "config.json";
   if (!fs::exists(p)) fail("{}: config.json not found (expected a Hugging Face model directory)", p.string());

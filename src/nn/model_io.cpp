@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "qtune/io/atomic_file.h"
+#include "qtune/io/gguf_model.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_checkpoint.h"
 #include "qtune/nn/quant_linear_factory.h"
@@ -20,7 +21,9 @@ namespace qtune::nn {
 
 CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, LinearFactory* factory) {
   auto config = io::ModelConfig::load(dir);
-  auto checkpoint = io::ShardedCheckpoint::open(dir);
+  std::shared_ptr<io::WeightSource> checkpoint;
+  if (io::is_gguf_path(dir)) checkpoint = std::make_shared<io::GgufWeights>(io::GgufFile::open(dir));
+  else checkpoint = io::ShardedCheckpoint::open(dir);
   if (factory != nullptr) return std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
   // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
   if (!config.quantization_config.is_null()) {

@@ -198,7 +198,7 @@ std::vector<RecipeKey> make_schema() {
       key("data.format", "Data file format", [](Recipe& r) -> auto& { return r.data.format; },
           {"alpaca-jsonl", "chat-jsonl", "text"}),
       key("data.chat_template", "How records become text", [](Recipe& r) -> auto& { return r.data.chat_template; },
-          {"llama2", "mistral", "chatml", "alpaca", "none"}),
+          {"auto", "llama2", "mistral", "chatml", "llama3", "alpaca", "none"}),
       key("data.max_seq_len", "Tokens per row; longer samples are truncated",
           [](Recipe& r) -> auto& { return r.data.max_seq_len; }),
       key("data.packing", "Pack short samples into one row (attention and positions stay within each sample)",

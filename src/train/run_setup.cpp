@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "qtune/data/chat_template_match.h"
 #include "qtune/data/records.h"
 #include "qtune/export/peft_adapter.h"
 #include "qtune/io/sharded_checkpoint.h"
@@ -40,8 +41,11 @@ data::TokenizedDataset tokenize_file(const Recipe& r, const std::string& path, c
                                      DataStats& stats) {
   const auto records = data::read_records(path, data::parse_data_format(r.data.format));
   stats.records += static_cast<int64_t>(records.size());
-  auto set = data::tokenize_records(records, data::parse_chat_template(r.data.chat_template), tok,
-                                    r.data.train_on_prompt, r.data.max_seq_len);
+  // Text records need no template: "auto" on a model without one only fails when the data has conversations.
+  const bool needs_template = std::any_of(records.begin(), records.end(), [](const data::Record& x) { return !x.is_text(); });
+  const auto format = needs_template ? data::resolve_chat_format(r.data.chat_template, r.model.path, tok)
+                                     : data::ChatFormat(data::ChatTemplate::None);
+  auto set = data::tokenize_records(records, format, tok, r.data.train_on_prompt, r.data.max_seq_len);
   stats.truncated += set.truncated;
   stats.dropped += set.dropped;
   if (set.samples.empty()) fail("{}: no sample left to train on (data.max_seq_len {} too short?)", path, r.data.max_seq_len);

@@ -25,7 +25,7 @@ TEST(Cli, HelpForEveryCommand) {
     EXPECT_TRUE(contains(top.out, cmd)) << cmd;
     auto help = run(cmd + " --help");
     EXPECT_EQ(help.code, 0) << cmd;
-    EXPECT_TRUE(contains(help.out, "MODEL_DIR") || contains(help.out, "OUT_DIR")) << help.out;
+    EXPECT_TRUE(contains(help.out, "MODEL") || contains(help.out, "OUT_DIR")) << help.out;
   }
   EXPECT_TRUE(contains(run("generate --help").out, "--temperature"));
   EXPECT_TRUE(contains(run("eval --help").out, "--stride"));
@@ -105,7 +105,7 @@ TEST(Cli, BadInputGivesAnErrorNamingThePath) {
 
   auto no_args = run("generate");
   EXPECT_NE(no_args.code, 0);
-  EXPECT_TRUE(contains(no_args.err + no_args.out, "MODEL_DIR")) << no_args.err;
+  EXPECT_TRUE(contains(no_args.err + no_args.out, "MODEL")) << no_args.err;
 
   if (!qtune::test::shared_dir().empty()) {
     auto no_text = run("eval " + stories() + " --text /nonexistent.txt");
@@ -145,7 +145,8 @@ TEST(Cli, TrainHelpRecipeAndRecipeErrors) {
 TEST(Cli, DemoDataInTheRepoIsWhatTheGeneratorWrites) {
   const auto dir = qtune::test::temp_dir();
   ASSERT_EQ(run("demo-data " + dir).code, 0);
-  for (const std::string f : {"pretrain.txt", "pretrain_eval.txt", "qa_train.jsonl", "qa_eval.jsonl"})
+  for (const std::string f : {"pretrain.txt", "pretrain_eval.txt", "qa_train.jsonl", "qa_eval.jsonl", "facts_train.jsonl",
+                              "facts_eval.jsonl"})
     EXPECT_TRUE(qtune::test::read_file(dir + "/" + f) == qtune::test::read_file(source("data/demo/" + f))) << f << " differs: rerun qtune demo-data data/demo";
 }
 

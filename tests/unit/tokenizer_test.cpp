@@ -46,8 +46,10 @@ TEST(Tokenizer, SpecialIdsAndFlags) {
 TEST(Tokenizer, MissingFileNamesThePath) {
   const auto dir = qtune::test::temp_dir();
   const auto msg = error_of([&] { Tokenizer::load(dir); });
-  EXPECT_NE(msg.find(dir + "/tokenizer.model"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("not found"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(dir), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no tokenizer.json or tokenizer.model"), std::string::npos) << msg;
+  const auto file = error_of([&] { Tokenizer::load(dir + "/tokenizer.model"); });
+  EXPECT_NE(file.find(dir + "/tokenizer.model: not found"), std::string::npos) << file;
 }
 
 TEST(Tokenizer, CorruptFileIsAnErrorNotACrash) {
@@ -76,7 +78,7 @@ TEST(Tokenizer, VocabLargerThanModelIsAnError) {
   auto cfg = qtune::io::ModelConfig::load(stories_dir());
   cfg.vocab_size = 100;
   const auto msg = error_of([&] { Tokenizer::load(stories_dir(), &cfg); });
-  EXPECT_NE(msg.find("512 pieces"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("512 tokens"), std::string::npos) << msg;
   EXPECT_NE(msg.find("vocab_size is 100"), std::string::npos) << msg;
 }
 

@@ -10,6 +10,7 @@
 // the same pieces without the final reply: what generation feeds the model is what training showed it before a
 // response, up to a token that training merged across the boundary.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,10 +19,28 @@
 
 namespace qtune::data {
 
-enum class ChatTemplate { Llama2, Mistral, ChatML, Alpaca, None };
+enum class ChatTemplate { Llama2, Mistral, ChatML, Llama3, Alpaca, None };
 
-ChatTemplate parse_chat_template(const std::string& name);  // llama2 | mistral | chatml | alpaca | none
+ChatTemplate parse_chat_template(const std::string& name);  // llama2 | mistral | chatml | llama3 | alpaca | none
 const char* chat_template_name(ChatTemplate t);
+constexpr const char* kChatTemplateNames = "llama2, mistral, chatml, llama3, alpaca, none";
+
+// A named template as one model uses it (data/chat_template_match.h finds it from the model's own Jinja template).
+struct ChatFormat {
+  ChatTemplate kind = ChatTemplate::Alpaca;
+  // The system message the model's template inserts when a conversation has none (SmolLM2: "You are a helpful AI
+  // assistant named SmolLM, trained by Hugging Face").
+  std::optional<std::string> default_system;
+  // The tokenizer has the template's markers as tokens (<|im_start|>/<|im_end|>, <|start_header_id|>/<|eot_id|>):
+  // the text is rendered exactly as the model's Jinja renders it, and the end-of-turn marker that closes a reply is
+  // the trained end of it; no separate EOS id follows. Otherwise (a SentencePiece vocabulary without them) the
+  // markers are plain text and BOS/EOS ids frame the conversation.
+  bool markers_are_tokens = false;
+  ChatFormat(ChatTemplate k = ChatTemplate::Alpaca) : kind(k) {}  // NOLINT: a bare name is a format
+};
+
+// The end-of-turn marker of a template ("<|im_end|>", "<|eot_id|>"), empty for those that end turns with EOS.
+const char* end_of_turn_marker(ChatTemplate t);
 
 // One piece of a rendered record: text, or the tokenizer's BOS/EOS inserted as an id (never as "<s>" text,
 // which SentencePiece would split into characters).
@@ -36,9 +55,9 @@ struct TemplatePiece {
 // end with a user turn), ending where the reply starts. Text records render as BOS + text + EOS, all "response".
 // A conversation that the template cannot render (no turns, not ending with an assistant turn when training,
 // unknown roles, turns not alternating) is an error naming record.source.
-std::vector<TemplatePiece> render_pieces(const Record& r, ChatTemplate t, bool for_generation = false);
+std::vector<TemplatePiece> render_pieces(const Record& r, const ChatFormat& t, bool for_generation = false);
 // The same pieces joined as one string with "<s>"/"</s>" for BOS/EOS: for showing and testing the templates.
-std::string render_text(const Record& r, ChatTemplate t, bool for_generation = false);
+std::string render_text(const Record& r, const ChatFormat& t, bool for_generation = false);
 
 struct TokenizedSample {
   std::vector<int64_t> input_ids;
@@ -51,12 +70,12 @@ constexpr int64_t kIgnoreLabel = -100;
 // Exactly one BOS at the start (llama2 multi-turn: one per turn, each after the previous turn's EOS, as Meta's
 // reference), an EOS after every assistant reply (trained: its label is the EOS id), prompt tokens labelled -100
 // unless train_on_prompt. Text records: BOS + text + EOS, all trained. Cut to max_seq_len (keeping the start).
-TokenizedSample tokenize_record(const Record& r, ChatTemplate t, const Tokenizer& tok, bool train_on_prompt,
+TokenizedSample tokenize_record(const Record& r, const ChatFormat& t, const Tokenizer& tok, bool train_on_prompt,
                                 int64_t max_seq_len);
 
 // The prompt as generation sees it: all turns but the final assistant reply, ending where that reply starts.
 // A prefix of tokenize_record's input_ids (before any truncation) unless a token spans the prompt/response boundary.
-std::vector<int64_t> prompt_ids(const Record& r, ChatTemplate t, const Tokenizer& tok);
+std::vector<int64_t> prompt_ids(const Record& r, const ChatFormat& t, const Tokenizer& tok);
 
 struct TokenizedDataset {
   std::vector<TokenizedSample> samples;
@@ -66,7 +85,7 @@ struct TokenizedDataset {
 
 // tokenize_record over all records; samples without a single trained label after truncation are dropped (and
 // counted), since they would only add padding and a batch of them has no loss.
-TokenizedDataset tokenize_records(const std::vector<Record>& records, ChatTemplate t, const Tokenizer& tok,
+TokenizedDataset tokenize_records(const std::vector<Record>& records, const ChatFormat& t, const Tokenizer& tok,
                                   bool train_on_prompt, int64_t max_seq_len);
 
 }  // namespace qtune::data

@@ -29,7 +29,7 @@ struct ExactMatchResult {
 
 // `categories` (optional, parallel to `records`) groups the counts.
 ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tokenizer,
-                             const std::vector<data::Record>& records, data::ChatTemplate chat_template,
+                             const std::vector<data::Record>& records, const data::ChatFormat& chat_template,
                              int64_t max_new_tokens, const std::vector<std::string>& categories = {});
 
 }  // namespace qtune::eval

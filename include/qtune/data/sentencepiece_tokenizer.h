@@ -1,0 +1,36 @@
+#pragma once
+// A SentencePiece model (BPE or unigram, byte fallback as the model says): a tokenizer.model file, or a ModelProto
+// serialized in memory (what a GGUF "llama" tokenizer becomes, data/gguf_tokenizer.h). SentencePiece does not parse
+// control symbols written in the text: "<s>" in a text is three characters, as in transformers' slow tokenizer.
+#include <memory>
+#include <string>
+
+#include "qtune/data/tokenizer.h"
+
+namespace qtune::data {
+
+class SentencePieceTokenizer : public TokenizerBackend {
+ public:
+  static std::shared_ptr<SentencePieceTokenizer> load(const std::string& model_path);
+  // `source` names the proto's origin in messages.
+  static std::shared_ptr<SentencePieceTokenizer> from_serialized_proto(const std::string& proto, const std::string& source);
+  ~SentencePieceTokenizer() override;
+
+  std::vector<int64_t> encode(const std::string& text) const override;
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override;
+  std::string piece(int64_t id) const override;
+  std::optional<int64_t> token_id(const std::string& piece) const override;
+  int64_t vocab_size() const override;
+  bool is_special(int64_t id) const override;
+  SpecialTokens special_tokens() const override;
+  const char* kind() const override { return "sentencepiece"; }
+
+  struct Impl;
+
+ private:
+  SentencePieceTokenizer(std::unique_ptr<Impl> impl, std::string source);
+  std::unique_ptr<Impl> impl_;
+  std::string source_;
+};
+
+}  // namespace qtune::data

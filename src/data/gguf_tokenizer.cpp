@@ -1,0 +1,251 @@
+#include "qtune/data/gguf_tokenizer.h"
+
+#include <cstring>
+
+#include "qtune/data/bpe_tokenizer.h"
+#include "qtune/data/sentencepiece_tokenizer.h"
+#include "qtune/io/atomic_file.h"
+#include "qtune/io/gguf.h"
+#include "qtune/util/error.h"
+
+namespace qtune::data {
+namespace {
+
+using json = nlohmann::json;
+
+// llama.cpp's token types (llama_token_type), which are also SentencePiece's ModelProto.SentencePiece.Type values.
+constexpr int64_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
+
+// Pre-tokenizer regexes by tokenizer.ggml.pre, in HF tokenizers' spelling (llama.cpp's llama-vocab.cpp keeps the same
+// table in its own regex dialect). Entries with an empty split use HF's ByteLevel regex (GPT-2's).
+struct PreTokenizer {
+  const char* name;
+  const char* split;      // Split(Isolated) before ByteLevel(use_regex=false); nullptr: ByteLevel's own regex
+  bool digits = false;    // Digits(individual) first, as SmolLM / StarCoder split numbers
+  bool ignore_merges = false;
+};
+
+constexpr const char* kLlama3 =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr const char* kQwen2 =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+constexpr const char* kTekken =
+    R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+const PreTokenizer kPreTokenizers[] = {
+    {"default", nullptr},         {"gpt-2", nullptr},           {"gpt2", nullptr},
+    {"llama-bpe", kLlama3, false, true}, {"llama3", kLlama3, false, true}, {"llama-v3", kLlama3, false, true},
+    {"smaug-bpe", kLlama3, false, true}, {"falcon3", kLlama3},  {"pixtral", kLlama3},
+    {"qwen2", kQwen2},            {"deepseek-r1-qwen", kQwen2}, {"tekken", kTekken},
+    {"smollm", nullptr, true},    {"starcoder", nullptr, true}, {"refact", nullptr, true},
+    {"codeshell", nullptr, true}, {"command-r", nullptr, true},
+};
+
+const PreTokenizer& pre_tokenizer(const io::GgufFile& f) {
+  const std::string pre = f.string("tokenizer.ggml.pre").value_or("default");
+  for (const auto& p : kPreTokenizers)
+    if (pre == p.name) return p;
+  std::string known;
+  for (const auto& p : kPreTokenizers) known += std::string(known.empty() ? "" : ", ") + p.name;
+  fail("{}: tokenizer.ggml.pre '{}' is not supported (supported: {})", f.path(), pre, known);
+}
+
+std::vector<std::string> string_array(const io::GgufFile& f, const char* key) {
+  const auto* arr = f.array(key);
+  if (arr == nullptr) fail("{}: metadata '{}' is missing", f.path(), key);
+  std::vector<std::string> out;
+  out.reserve(arr->size());
+  for (const auto& v : *arr) {
+    if (!v.is_string()) fail("{}: metadata '{}' must be an array of strings", f.path(), key);
+    out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+std::vector<int64_t> token_types(const io::GgufFile& f, size_t n) {
+  std::vector<int64_t> types(n, kNormal);
+  if (const auto* arr = f.array("tokenizer.ggml.token_type")) {
+    if (arr->size() != n)
+      fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", f.path(), arr->size(), n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!(*arr)[i].is_number_integer()) fail("{}: tokenizer.ggml.token_type must hold integers", f.path());
+      types[i] = (*arr)[i].get<int64_t>();
+      if (types[i] < 0 || types[i] > kByte) fail("{}: tokenizer.ggml.token_type[{}] = {} (expected 0..6)", f.path(), i, types[i]);
+    }
+  }
+  return types;
+}
+
+std::optional<int64_t> token_id_key(const io::GgufFile& f, const char* key, size_t n) {
+  auto id = f.integer(key);
+  if (!id) return std::nullopt;
+  if (*id < 0 || *id >= static_cast<int64_t>(n)) {
+    if (*id == -1 || *id == 0xFFFFFFFF) return std::nullopt;  // writers spell "none" this way
+    fail("{}: {} = {} is outside the {}-token vocabulary", f.path(), key, *id, n);
+  }
+  return id;
+}
+
+// --- a SentencePiece ModelProto, written by hand (protobuf wire format) -------------------------------------------
+void varint(std::string& out, uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+void tag(std::string& out, int field, int wire) { varint(out, (static_cast<uint64_t>(field) << 3) | wire); }
+void field_varint(std::string& out, int field, uint64_t v) { tag(out, field, 0); varint(out, v); }
+void field_bytes(std::string& out, int field, const std::string& bytes) {
+  tag(out, field, 2);
+  varint(out, bytes.size());
+  out += bytes;
+}
+void field_float(std::string& out, int field, float v) {
+  tag(out, field, 5);
+  char b[4];
+  std::memcpy(b, &v, 4);
+  out.append(b, 4);
+}
+
+// sentencepiece_model.proto field numbers: ModelProto{pieces=1, trainer_spec=2, normalizer_spec=3};
+// SentencePiece{piece=1, score=2, type=3}; TrainerSpec{model_type=3, vocab_size=4, byte_fallback=35, unk_id=40,
+// bos_id=41, eos_id=42, pad_id=43}; NormalizerSpec{name=1, add_dummy_prefix=3, remove_extra_whitespaces=4,
+// escape_whitespaces=5}.
+std::string sentencepiece_proto(const io::GgufFile& f, const std::vector<std::string>& tokens,
+                                const std::vector<int64_t>& types, const SpecialTokens& s) {
+  std::vector<float> scores(tokens.size(), 0.0f);
+  if (const auto* arr = f.array("tokenizer.ggml.scores")) {
+    if (arr->size() != tokens.size())
+      fail("{}: tokenizer.ggml.scores has {} entries for {} tokens", f.path(), arr->size(), tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      if (!(*arr)[i].is_number()) fail("{}: tokenizer.ggml.scores must hold numbers", f.path());
+      scores[i] = (*arr)[i].get<float>();
+    }
+  }
+  std::string proto;
+  bool byte_fallback = false;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    std::string piece;
+    field_bytes(piece, 1, tokens[i]);
+    field_float(piece, 2, scores[i]);
+    const int64_t type = types[i] == 0 ? kNormal : types[i];  // UNDEFINED: llama.cpp treats it as normal
+    field_varint(piece, 3, static_cast<uint64_t>(type));
+    field_bytes(proto, 1, piece);
+    byte_fallback |= type == kByte;
+  }
+  auto id = [](const std::optional<int64_t>& v) { return static_cast<uint64_t>(v ? *v : -1); };
+  std::string trainer;
+  field_varint(trainer, 3, 2);  // BPE: llama.cpp's SPM tokenizer merges by score, as SentencePiece's BPE does
+  field_varint(trainer, 4, tokens.size());
+  field_varint(trainer, 35, byte_fallback ? 1 : 0);
+  field_varint(trainer, 40, id(s.unk));
+  field_varint(trainer, 41, id(s.bos));
+  field_varint(trainer, 42, id(s.eos));
+  field_varint(trainer, 43, id(s.pad));
+  field_bytes(proto, 2, trainer);
+  std::string normalizer;
+  field_bytes(normalizer, 1, "identity");
+  field_varint(normalizer, 3, f.boolean("tokenizer.ggml.add_space_prefix").value_or(true) ? 1 : 0);
+  field_varint(normalizer, 4, 0);  // llama.cpp keeps every space
+  field_varint(normalizer, 5, 1);
+  field_bytes(proto, 3, normalizer);
+  return proto;
+}
+
+// --- a byte-level BPE tokenizer.json ------------------------------------------------------------------------------
+json byte_level_tokenizer_json(const io::GgufFile& f, const std::vector<std::string>& tokens,
+                               const std::vector<int64_t>& types, const SpecialTokens& s) {
+  const auto& pre = pre_tokenizer(f);
+  const auto merges = string_array(f, "tokenizer.ggml.merges");
+  json vocab = json::object();
+  json added = json::array();
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    vocab[tokens[i]] = i;
+    // As transformers' GGUF loader: control tokens are special added tokens, user-defined ones plain added tokens.
+    if (types[i] == kControl || types[i] == kUserDefined)
+      added.push_back({{"id", i}, {"content", tokens[i]}, {"single_word", false}, {"lstrip", false},
+                       {"rstrip", false}, {"normalized", false}, {"special", types[i] == kControl}});
+  }
+  json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+                     {"use_regex", pre.split == nullptr}};
+  json steps = json::array();
+  if (pre.digits) steps.push_back({{"type", "Digits"}, {"individual_digits", true}});
+  if (pre.split != nullptr)
+    steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", pre.split}}}, {"behavior", "Isolated"}, {"invert", false}});
+  steps.push_back(byte_level);
+  json post = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
+  if (s.add_bos && s.bos) {
+    const std::string bos = tokens[*s.bos];
+    post = {{"type", "TemplateProcessing"},
+            {"single", {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}},
+            {"pair", {{{"SpecialToken", {{"id", bos}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}},
+                      {{"SpecialToken", {{"id", bos}, {"type_id", 1}}}}, {{"Sequence", {{"id", "B"}, {"type_id", 1}}}}}},
+            {"special_tokens", {{bos, {{"id", bos}, {"ids", {*s.bos}}, {"tokens", {bos}}}}}}};
+  }
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", steps.size() == 1 ? steps[0] : json{{"type", "Sequence"}, {"pretokenizers", steps}}},
+          {"post_processor", post},
+          {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+          {"model",
+           {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", s.unk ? json(tokens[*s.unk]) : json(nullptr)},
+            {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
+            {"byte_fallback", false}, {"ignore_merges", pre.ignore_merges}, {"vocab", vocab}, {"merges", merges}}}};
+}
+
+}  // namespace
+
+GgufTokenizer gguf_tokenizer(const io::GgufFile& f) {
+  const auto model = f.string("tokenizer.ggml.model");
+  if (!model) fail("{}: the file carries no tokenizer (metadata tokenizer.ggml.model is missing)", f.path());
+  const auto tokens = string_array(f, "tokenizer.ggml.tokens");
+  if (tokens.empty()) fail("{}: tokenizer.ggml.tokens is empty", f.path());
+  const auto types = token_types(f, tokens.size());
+
+  GgufTokenizer t;
+  auto& s = t.special;
+  s.bos = token_id_key(f, "tokenizer.ggml.bos_token_id", tokens.size());
+  s.eos = token_id_key(f, "tokenizer.ggml.eos_token_id", tokens.size());
+  s.unk = token_id_key(f, "tokenizer.ggml.unknown_token_id", tokens.size());
+  s.pad = token_id_key(f, "tokenizer.ggml.padding_token_id", tokens.size());
+  // llama.cpp's defaults: a SentencePiece vocabulary adds BOS unless the file says otherwise, a BPE one does not.
+  s.add_bos = f.boolean("tokenizer.ggml.add_bos_token").value_or(*model == "llama");
+  s.add_eos = f.boolean("tokenizer.ggml.add_eos_token").value_or(false);
+  t.chat_template = f.string("tokenizer.chat_template").value_or("");
+
+  if (*model == "llama") {
+    t.sentencepiece_proto = sentencepiece_proto(f, tokens, types, s);
+    t.backend = SentencePieceTokenizer::from_serialized_proto(t.sentencepiece_proto, f.path());
+  } else if (*model == "gpt2") {
+    t.tokenizer_json = byte_level_tokenizer_json(f, tokens, types, s);
+    t.backend = BpeTokenizer::from_json(t.tokenizer_json, f.path());
+  } else {
+    fail("{}: tokenizer.ggml.model '{}' is not supported (expected llama or gpt2)", f.path(), *model);
+  }
+  return t;
+}
+
+void save_tokenizer_files(const GgufTokenizer& t, const std::string& dir) {
+  json config = {{"add_bos_token", t.special.add_bos}, {"add_eos_token", t.special.add_eos}, {"clean_up_tokenization_spaces", false}};
+  auto name = [&](const std::optional<int64_t>& id) { return id ? json(t.backend->piece(*id)) : json(nullptr); };
+  config["bos_token"] = name(t.special.bos);
+  config["eos_token"] = name(t.special.eos);
+  config["unk_token"] = name(t.special.unk);
+  config["pad_token"] = name(t.special.pad);
+  if (!t.chat_template.empty()) config["chat_template"] = t.chat_template;
+  if (!t.tokenizer_json.is_null()) {
+    config["tokenizer_class"] = "PreTrainedTokenizerFast";
+    io::write_text_atomically(dir + "/tokenizer.json", t.tokenizer_json.dump(1) + "\n");
+  } else {
+    config["tokenizer_class"] = "LlamaTokenizer";
+    config["legacy"] = false;
+    io::write_text_atomically(dir + "/tokenizer.model", t.sentencepiece_proto);
+  }
+  io::write_text_atomically(dir + "/tokenizer_config.json", config.dump(2) + "\n");
+}
+
+}  // namespace qtune::data

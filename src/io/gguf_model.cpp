@@ -1,0 +1,144 @@
+#include "qtune/io/gguf_model.h"
+
+#include <fmt/ranges.h>
+
+#include "qtune/util/error.h"
+#include "qtune/util/strings.h"
+
+namespace qtune::io {
+namespace {
+
+using json = nlohmann::json;
+
+// Decoder-layer parameters: Hugging Face suffix → GGUF suffix (llama.cpp's tensor names for LLM_ARCH_LLAMA).
+const std::pair<const char*, const char*> kLayerNames[] = {
+    {"input_layernorm.weight", "attn_norm.weight"},
+    {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    {"self_attn.q_proj.weight", "attn_q.weight"},
+    {"self_attn.k_proj.weight", "attn_k.weight"},
+    {"self_attn.v_proj.weight", "attn_v.weight"},
+    {"self_attn.o_proj.weight", "attn_output.weight"},
+    {"self_attn.q_proj.bias", "attn_q.bias"},
+    {"self_attn.k_proj.bias", "attn_k.bias"},
+    {"self_attn.v_proj.bias", "attn_v.bias"},
+    {"self_attn.o_proj.bias", "attn_output.bias"},
+    {"mlp.gate_proj.weight", "ffn_gate.weight"},
+    {"mlp.up_proj.weight", "ffn_up.weight"},
+    {"mlp.down_proj.weight", "ffn_down.weight"},
+};
+
+}  // namespace
+
+std::string gguf_tensor_name(const std::string& hf) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  static const std::string prefix = "model.layers.";
+  if (hf.rfind(prefix, 0) != 0) return "";
+  const auto dot = hf.find('.', prefix.size());
+  if (dot == std::string::npos) return "";
+  const std::string layer = hf.substr(prefix.size(), dot - prefix.size());
+  const std::string rest = hf.substr(dot + 1);
+  for (const auto& [from, to] : kLayerNames)
+    if (rest == from) return "blk." + layer + "." + to;
+  return "";
+}
+
+json gguf_config_json(const GgufFile& f) {
+  const std::string arch = f.require_string("general.architecture");
+  if (arch != "llama" && arch != "mistral")
+    fail("{}: general.architecture '{}' is not supported (expected llama or mistral)", f.path(), arch);
+  auto key = [&](const char* k) { return arch + "." + k; };
+  auto required = [&](const char* k) { return f.require_integer(key(k)); };
+
+  json c;
+  c["architectures"] = {arch == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"};
+  c["model_type"] = arch;
+  c["hidden_size"] = required("embedding_length");
+  c["intermediate_size"] = required("feed_forward_length");
+  c["num_hidden_layers"] = required("block_count");
+  const int64_t heads = required("attention.head_count");
+  c["num_attention_heads"] = heads;
+  c["num_key_value_heads"] = f.integer(key("attention.head_count_kv")).value_or(heads);
+  const int64_t hidden = c["hidden_size"];
+  const int64_t head_dim = f.integer(key("attention.key_length")).value_or(heads > 0 ? hidden / heads : 0);
+  c["head_dim"] = head_dim;
+  if (auto v = f.integer(key("attention.value_length")); v && *v != head_dim)
+    fail("{}: {} ({}) differs from the key length ({}): not a Llama attention", f.path(), key("attention.value_length"),
+         *v, head_dim);
+  if (auto rot = f.integer(key("rope.dimension_count")); rot && *rot != head_dim)
+    fail("{}: {} = {} rotates part of each head (head_dim {}): partial rotary embeddings are not supported", f.path(),
+         key("rope.dimension_count"), *rot, head_dim);
+  c["rms_norm_eps"] = f.number(key("attention.layer_norm_rms_epsilon")).value_or(1e-5);
+  c["max_position_embeddings"] = f.integer(key("context_length")).value_or(2048);
+  const double theta = f.number(key("rope.freq_base")).value_or(10000.0);
+  c["rope_theta"] = theta;
+  if (auto type = f.string(key("rope.scaling.type")); type && *type != "none") {
+    if (*type != "linear")
+      fail("{}: {} '{}' is not supported (expected none or linear)", f.path(), key("rope.scaling.type"), *type);
+    const double factor = f.number(key("rope.scaling.factor")).value_or(1.0);
+    if (factor != 1.0) c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", factor}};
+  }
+  if (f.find_tensor("rope_freqs.weight"))
+    fail("{}: tensor rope_freqs.weight (Llama 3.1-style frequency factors) is not supported yet", f.path());
+  if (auto window = f.integer(key("attention.sliding_window"))) c["sliding_window"] = *window;
+  else if (arch == "mistral") c["sliding_window"] = nullptr;  // GGUF states a window when the model has one
+
+  int64_t vocab = 0;
+  if (auto v = f.integer(key("vocab_size"))) vocab = *v;
+  else if (const auto* tokens = f.array("tokenizer.ggml.tokens")) vocab = static_cast<int64_t>(tokens->size());
+  else if (const auto* emb = f.find_tensor("token_embd.weight"); emb && emb->dims.size() == 2) vocab = emb->dims[1];
+  c["vocab_size"] = vocab;
+  c["tie_word_embeddings"] = f.find_tensor("output.weight") == nullptr;
+  c["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c["mlp_bias"] = false;
+  c["hidden_act"] = "silu";
+  if (auto id = f.integer("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = *id;
+  if (auto id = f.integer("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = *id;
+  if (auto id = f.integer("tokenizer.ggml.padding_token_id")) c["pad_token_id"] = *id;
+  c["torch_dtype"] = "float32";
+  return c;
+}
+
+ModelConfig gguf_model_config(const GgufFile& f) { return ModelConfig::from_json(gguf_config_json(f), f.path()); }
+
+at::Tensor unpermute_rotary_rows(const at::Tensor& w, int64_t heads) {
+  const auto rows = w.size(0);
+  if (heads <= 0 || rows % (2 * heads) != 0)
+    fail("internal: cannot unpermute {} rotary rows over {} heads", rows, heads);
+  // GGUF (convert_hf_to_gguf.permute): reshape(heads, 2, half, ...).swapaxes(1, 2). Its inverse swaps back.
+  std::vector<int64_t> interleaved{heads, rows / heads / 2, 2};
+  for (int64_t d = 1; d < w.dim(); ++d) interleaved.push_back(w.size(d));
+  return w.reshape(interleaved).transpose(1, 2).reshape(w.sizes()).contiguous();
+}
+
+GgufWeights::GgufWeights(std::shared_ptr<const GgufFile> file) : file_(std::move(file)) {
+  const auto config = gguf_model_config(*file_);
+  heads_ = config.num_attention_heads;
+  kv_heads_ = config.num_key_value_heads;
+}
+
+bool GgufWeights::has(const std::string& name) const {
+  const auto g = gguf_tensor_name(name);
+  return !g.empty() && file_->find_tensor(g) != nullptr;
+}
+
+at::Tensor GgufWeights::get(const std::string& name, at::IntArrayRef shape) const {
+  const auto g = gguf_tensor_name(name);
+  if (g.empty()) fail("{}: the model asks for '{}', which has no GGUF tensor name", file_->path(), name);
+  const auto* info = file_->find_tensor(g);
+  if (info == nullptr) fail("{}: tensor '{}' (for {}) not found", file_->path(), g, name);
+  auto t = file_->dequantize(*info);
+  if (!shape.empty() && t.sizes() != shape)
+    fail("{}: tensor '{}' has shape {} but the model expects {}", file_->path(), g, fmt::join(t.sizes(), "x"),
+         fmt::join(shape, "x"));
+  if (ends_with(name, "q_proj.weight") || ends_with(name, "q_proj.bias")) return unpermute_rotary_rows(t, heads_);
+  if (ends_with(name, "k_proj.weight") || ends_with(name, "k_proj.bias")) return unpermute_rotary_rows(t, kv_heads_);
+  return t;
+}
+
+void GgufWeights::release(const std::string& name) const {
+  if (const auto* info = file_->find_tensor(gguf_tensor_name(name))) file_->release(*info);
+}
+
+}  // namespace qtune::io

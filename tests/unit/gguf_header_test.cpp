@@ -1,0 +1,231 @@
+// The GGUF reader on files the test writes byte by byte: a valid file reads back exactly, and every kind of bad
+// input (truncation at any byte, bad magic or version, counts or lengths past the file, unknown types, misaligned
+// or overlapping or out-of-file tensors, sizes that do not fit the type's blocks) is an error naming the file.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "qtune/io/gguf.h"
+#include "qtune/io/gguf_header.h"
+#include "qtune/io/gguf_model.h"
+#include "test_util.h"
+
+namespace {
+
+using qtune::io::GgufValueType;
+using qtune::quant::GgmlType;
+
+// Writes GGUF bytes the way gguf-py's GGUFWriter lays them out.
+class GgufBuilder {
+ public:
+  template <typename T>
+  void raw(T v) {
+    char b[sizeof(T)];
+    std::memcpy(b, &v, sizeof(T));
+    bytes_.append(b, sizeof(T));
+  }
+  void count_kv() { ++n_kv_; }  // after writing a key/value by hand with raw() and str()
+  void str(const std::string& s) {
+    raw<uint64_t>(s.size());
+    bytes_ += s;
+  }
+  void kv_u32(const std::string& key, uint32_t v) { str(key); raw<uint32_t>(4); raw<uint32_t>(v); ++n_kv_; }
+  void kv_f32(const std::string& key, float v) { str(key); raw<uint32_t>(6); raw<float>(v); ++n_kv_; }
+  void kv_bool(const std::string& key, bool v) { str(key); raw<uint32_t>(7); raw<uint8_t>(v); ++n_kv_; }
+  void kv_str(const std::string& key, const std::string& v) { str(key); raw<uint32_t>(8); str(v); ++n_kv_; }
+  void kv_strs(const std::string& key, const std::vector<std::string>& v) {
+    str(key);
+    raw<uint32_t>(9);
+    raw<uint32_t>(8);
+    raw<uint64_t>(v.size());
+    for (const auto& s : v) str(s);
+    ++n_kv_;
+  }
+  struct Tensor {
+    std::string name;
+    std::vector<uint64_t> dims;
+    uint32_t type;
+    uint64_t offset;
+  };
+  void tensor(Tensor t) { tensors_.push_back(std::move(t)); }
+  // magic, version, counts, metadata, tensor infos, padding to `alignment`, then `data`.
+  std::string build(const std::string& data, uint32_t version = 3, uint64_t alignment = 32) const {
+    GgufBuilder head;
+    head.bytes_ = "GGUF";
+    head.raw<uint32_t>(version);
+    head.raw<uint64_t>(tensors_.size());
+    head.raw<uint64_t>(n_kv_);
+    head.bytes_ += bytes_;
+    for (const auto& t : tensors_) {
+      head.str(t.name);
+      head.raw<uint32_t>(t.dims.size());
+      for (auto d : t.dims) head.raw<uint64_t>(d);
+      head.raw<uint32_t>(t.type);
+      head.raw<uint64_t>(t.offset);
+    }
+    std::string out = head.bytes_;
+    out.resize((out.size() + alignment - 1) / alignment * alignment, '\0');
+    return out + data;
+  }
+
+ private:
+  std::string bytes_;
+  uint64_t n_kv_ = 0;
+  std::vector<Tensor> tensors_;
+};
+
+std::string f32_bytes(const std::vector<float>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); }
+
+// A valid file: a few metadata types and two tensors (F32 [3, 2] at 0, F32 [4] at 32).
+GgufBuilder valid_builder() {
+  GgufBuilder b;
+  b.kv_str("general.architecture", "llama");
+  b.kv_u32("llama.block_count", 1);
+  b.kv_f32("llama.rope.freq_base", 10000.0f);
+  b.kv_bool("tokenizer.ggml.add_bos_token", true);
+  b.kv_strs("tokenizer.ggml.tokens", {"<unk>", "a", "b"});
+  b.tensor({"first.weight", {2, 3}, 0, 0});
+  b.tensor({"second.weight", {4}, 0, 32});
+  return b;
+}
+
+std::string valid_data() {
+  std::string data = f32_bytes({1, 2, 3, 4, 5, 6});
+  data.resize(32, '\0');
+  return data + f32_bytes({7, 8, 9, 10});
+}
+
+qtune::io::GgufHeader parse(const std::string& bytes) {
+  return qtune::io::parse_gguf_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "test.gguf");
+}
+
+std::string write(const std::string& dir, const std::string& bytes) {
+  const auto path = dir + "/model.gguf";
+  std::ofstream(path, std::ios::binary) << bytes;
+  return path;
+}
+
+TEST(GgufHeader, AValidFileReadsBackExactly) {
+  const auto dir = qtune::test::temp_dir();
+  const auto file = qtune::io::GgufFile::open(write(dir, valid_builder().build(valid_data())));
+  EXPECT_EQ(file->header().version, 3u);
+  EXPECT_EQ(file->require_string("general.architecture"), "llama");
+  EXPECT_EQ(file->require_integer("llama.block_count"), 1);
+  EXPECT_DOUBLE_EQ(*file->number("llama.rope.freq_base"), 10000.0);
+  EXPECT_TRUE(*file->boolean("tokenizer.ggml.add_bos_token"));
+  EXPECT_EQ(file->array("tokenizer.ggml.tokens")->size(), 3u);
+  EXPECT_EQ(file->header().value_types.at("tokenizer.ggml.tokens"), GgufValueType::ARRAY);
+  const auto& first = file->tensor_info("first.weight");
+  EXPECT_EQ(first.torch_shape(), (std::vector<int64_t>{3, 2}));
+  EXPECT_TRUE(at::equal(file->dequantize(first), at::arange(1, 7, at::kFloat).view({3, 2})));
+  EXPECT_TRUE(at::equal(file->dequantize(file->tensor_info("second.weight")), at::arange(7, 11, at::kFloat)));
+  // Typed reads name the key and both types.
+  EXPECT_NE(qtune::test::error_of([&] { file->integer("general.architecture"); }).find("'general.architecture' must be an integer"),
+            std::string::npos);
+  EXPECT_NE(qtune::test::error_of([&] { file->tensor_info("missing"); }).find("tensor 'missing' not found"), std::string::npos);
+}
+
+TEST(GgufHeader, EveryTruncationIsAnErrorNeverACrash) {
+  const auto bytes = valid_builder().build(valid_data());
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    const auto msg = qtune::test::error_of([&] { parse(bytes.substr(0, n)); });
+    EXPECT_NE(msg.find("test.gguf"), std::string::npos) << "cut at " << n << ": " << msg;
+  }
+}
+
+TEST(GgufHeader, BadMagicAndVersionsAreRefused) {
+  auto bytes = valid_builder().build(valid_data());
+  auto bad = bytes;
+  bad[0] = 'X';
+  EXPECT_NE(qtune::test::error_of([&] { parse(bad); }).find("not a GGUF file"), std::string::npos);
+  EXPECT_NE(qtune::test::error_of([&] { parse(valid_builder().build(valid_data(), 1)); }).find("version 1 is not supported"),
+            std::string::npos);
+  EXPECT_NO_THROW(parse(valid_builder().build(valid_data(), 2)));
+}
+
+TEST(GgufHeader, CountsAndLengthsPastTheFileAreRefusedBeforeAllocating) {
+  GgufBuilder b;
+  b.str("tokenizer.ggml.tokens");
+  b.raw<uint32_t>(9);
+  b.raw<uint32_t>(8);
+  b.raw<uint64_t>(1ull << 60);  // 2^60 strings
+  b.count_kv();
+  EXPECT_NE(qtune::test::error_of([&] { parse(b.build("")); }).find("cannot fit"), std::string::npos);
+  GgufBuilder s;
+  s.str("general.name");
+  s.raw<uint32_t>(8);
+  s.raw<uint64_t>(1ull << 40);  // a 1 TiB string
+  s.count_kv();
+  EXPECT_NE(qtune::test::error_of([&] { parse(s.build("")); }).find("general.name"), std::string::npos);
+}
+
+TEST(GgufHeader, UnknownTypesAreNamed) {
+  GgufBuilder v;
+  v.str("general.weird");
+  v.raw<uint32_t>(13);
+  v.raw<uint32_t>(0);
+  v.count_kv();
+  EXPECT_NE(qtune::test::error_of([&] { parse(v.build("")); }).find("'general.weird' has unknown value type 13"),
+            std::string::npos);
+  GgufBuilder t;
+  t.tensor({"w", {32}, 99, 0});
+  EXPECT_NE(qtune::test::error_of([&] { parse(t.build(std::string(64, '\0'))); }).find("tensor 'w' has unknown ggml type 99"),
+            std::string::npos);
+}
+
+TEST(GgufHeader, TensorPlacementIsChecked) {
+  auto error = [](GgufBuilder::Tensor t, const std::string& data) {
+    GgufBuilder b;
+    b.tensor(t);
+    return qtune::test::error_of([&] { parse(b.build(data)); });
+  };
+  EXPECT_NE(error({"w", {4}, 0, 4}, std::string(64, '\0')).find("not a multiple of the alignment 32"), std::string::npos);
+  EXPECT_NE(error({"w", {64}, 0, 0}, std::string(64, '\0')).find("runs past the end of the file"), std::string::npos);
+  EXPECT_NE(error({"w", {33}, static_cast<uint32_t>(GgmlType::Q8_0), 0}, std::string(64, '\0'))
+                .find("not a multiple of the 32-value block"),
+            std::string::npos);
+  EXPECT_NE(error({"w", {1, 1, 1, 1, 1}, 0, 0}, std::string(64, '\0')).find("5 dimensions"), std::string::npos);
+  EXPECT_NE(error({"w", {0}, 0, 0}, std::string(64, '\0')).find("dimension 0 is 0"), std::string::npos);
+  GgufBuilder overlap;
+  overlap.tensor({"a", {16}, 0, 0});
+  overlap.tensor({"b", {16}, 0, 32});
+  EXPECT_NE(qtune::test::error_of([&] { parse(overlap.build(std::string(128, '\0'))); }).find("overlap"),
+            std::string::npos);
+  GgufBuilder twice;
+  twice.tensor({"a", {4}, 0, 0});
+  twice.tensor({"a", {4}, 0, 32});
+  EXPECT_NE(qtune::test::error_of([&] { parse(twice.build(std::string(64, '\0'))); }).find("'a' appears twice"),
+            std::string::npos);
+}
+
+TEST(GgufModel, RotaryRowsUnpermuteAsTransformersReversesLlamaCpp) {
+  // convert_hf_to_gguf.permute: reshape(heads, 2, half, cols).swapaxes(1, 2); our inverse must undo it exactly.
+  const int64_t heads = 3, head_dim = 8, cols = 5;
+  const auto hf = at::arange(heads * head_dim * cols, at::kFloat).view({heads * head_dim, cols});
+  const auto gguf = hf.reshape({heads, 2, head_dim / 2, cols}).transpose(1, 2).reshape({heads * head_dim, cols});
+  EXPECT_TRUE(at::equal(qtune::io::unpermute_rotary_rows(gguf, heads), hf));
+  EXPECT_FALSE(at::equal(gguf, hf));
+}
+
+TEST(GgufModel, TensorNamesMapToHuggingFace) {
+  EXPECT_EQ(qtune::io::gguf_tensor_name("model.embed_tokens.weight"), "token_embd.weight");
+  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.12.self_attn.k_proj.weight"), "blk.12.attn_k.weight");
+  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight");
+  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.0.post_attention_layernorm.weight"), "blk.0.ffn_norm.weight");
+  EXPECT_EQ(qtune::io::gguf_tensor_name("lm_head.weight"), "output.weight");
+  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.0.mlp.up_proj.lora_A"), "");
+}
+
+TEST(GgufModel, AnUnsupportedArchitectureIsNamed) {
+  const auto dir = qtune::test::temp_dir();
+  GgufBuilder b;
+  b.kv_str("general.architecture", "qwen3moe");
+  const auto path = write(dir, b.build(""));
+  const auto msg = qtune::test::error_of([&] { qtune::io::ModelConfig::load(path); });
+  EXPECT_NE(msg.find(path), std::string::npos) << msg;
+  EXPECT_NE(msg.find("general.architecture 'qwen3moe' is not supported"), std::string::npos) << msg;
+}
+
+}  // namespace
