@@ -20,5 +20,7 @@ void add_train(CLI::App& app, Action& action);
 void add_plan(CLI::App& app, Action& action);
 void add_demo_data(CLI::App& app, Action& action);
 void add_export(CLI::App& app, Action& action);
+void add_convert(CLI::App& app, Action& action);
+void add_tokenize(CLI::App& app, Action& action);
 
 }  // namespace qtune::cli

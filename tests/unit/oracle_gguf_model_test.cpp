@@ -98,6 +98,20 @@ TEST_P(OracleGgufModel, GreedyContinuationsEqualTransformers) {
   if (entry.contains("chat")) check(entry["chat"], "chat prompt");
 }
 
+TEST_P(OracleGgufModel, ConvertedDirectoryLoadsInTransformersWithTheSameLogits) {
+  const auto out = qtune::test::temp_dir() + "/hf";
+  const auto r = qtune::test::run_qtune("convert " + path + " --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::string cmd = std::string(QTUNE_TEST_PYTHON) + " " + QTUNE_TEST_SOURCE_DIR +
+                          "/tests/oracle/gguf_models.py --check-converted " + out + " " + oracle_path() + " " + GetParam() +
+                          " 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  // Converting again into the same directory is refused, never overwritten.
+  const auto again = qtune::test::run_qtune("convert " + path + " --out " + out);
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("exists"), std::string::npos) << again.err;
+}
+
 INSTANTIATE_TEST_SUITE_P(RealModels, OracleGgufModel, ::testing::Values("stories260K", "smollm2"));
 
 }  // namespace

@@ -21,6 +21,8 @@ ModelConfig gguf_model_config(const GgufFile& file);
 // The GGUF tensor name of a Hugging Face parameter ("model.layers.3.mlp.up_proj.weight" → "blk.3.ffn_up.weight");
 // empty when the name has no GGUF counterpart.
 std::string gguf_tensor_name(const std::string& hf_name);
+// The other way ("blk.3.ffn_up.weight" → "model.layers.3.mlp.up_proj.weight"); empty when qtune has no place for it.
+std::string hf_tensor_name(const std::string& gguf_name);
 
 class GgufWeights : public WeightSource {
  public:

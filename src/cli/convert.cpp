@@ -1,0 +1,39 @@
+// qtune convert MODEL.gguf --out DIR: a GGUF as a Hugging Face model directory (transformers and PEFT load it).
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "qtune/export/gguf_to_hf.h"
+#include "qtune/util/device.h"
+#include "qtune/util/error.h"
+#include "qtune/util/strings.h"
+
+namespace qtune::cli {
+namespace {
+
+struct ConvertArgs {
+  std::string gguf, out, dtype = "fp32";
+};
+
+int run_convert(const ConvertArgs& a) {
+  if (!ends_with(a.gguf, ".gguf")) fail("{}: qtune convert reads a .gguf file", a.gguf);
+  const auto dtype = a.dtype == "bf16" ? at::kBFloat16 : a.dtype == "fp16" ? at::kHalf : at::kFloat;
+  const auto r = exporting::convert_gguf_to_hf(a.gguf, a.out, dtype);
+  fmt::print("wrote {}: {} tensors in {} shard(s), {:.1f} MiB of {} weights; config.json, generation_config.json, "
+             "tokenizer files\n",
+             a.out, r.tensors, r.shards, r.bytes / 1048576.0, a.dtype);
+  return 0;
+}
+
+}  // namespace
+
+void add_convert(CLI::App& app, Action& action) {
+  auto args = std::make_shared<ConvertArgs>();
+  auto* cmd = app.add_subcommand("convert", "Write a GGUF model as a Hugging Face directory (safetensors, config, tokenizer)");
+  cmd->add_option("MODEL", args->gguf, "A llama-architecture .gguf file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--out,-o", args->out, "Directory to create (must not exist)")->required();
+  cmd->add_option("--dtype", args->dtype, "Weights as fp32 | bf16 | fp16")
+      ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->callback([&action, args] { action = [args] { return run_convert(*args); }; });
+}
+
+}  // namespace qtune::cli
