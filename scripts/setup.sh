@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh Debian/Ubuntu machine: system packages, the Python venv (.venv) that holds the
 # test oracles and the pinned PyPI torch whose LibTorch qtune links, then a Release build in build/.
-# Re-running it only does what is missing. Environment: QTUNE_BUILD_DIR (default build), QTUNE_SKIP_BUILD=1.
+# Re-running it only does what is missing. It builds the `qtune` binary only (what the main job needs);
+# scripts/test.sh builds the test binary. Environment: QTUNE_BUILD_DIR (default build), QTUNE_SKIP_BUILD=1,
+# QTUNE_BUILD_TARGET (default qtune-cli; "all" builds the tests too).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -60,6 +62,7 @@ if [ "${QTUNE_SKIP_BUILD:-0}" != 1 ]; then
   fi
   log "building (ccache: $(command -v ccache >/dev/null && echo on || echo off))"
   start=$(date +%s)
-  cmake --build "$build_dir" -j"$(nproc)"
-  log "built in $(( $(date +%s) - start ))s: $root/$build_dir/qtune"
+  target=${QTUNE_BUILD_TARGET:-qtune-cli}
+  cmake --build "$build_dir" -j"$(nproc)" --target "$target"
+  log "built $target in $(( $(date +%s) - start ))s: $root/$build_dir/qtune"
 fi
