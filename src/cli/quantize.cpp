@@ -10,6 +10,8 @@
 #include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/atomic_file.h"
+#include "qtune/io/gguf.h"
+#include "qtune/io/model_weights.h"
 #include "qtune/io/sharded_checkpoint.h"
 #include "qtune/quant/sensitivity.h"
 #include "qtune/nn/model_io.h"
@@ -99,12 +101,10 @@ int run_quantize(const QuantizeArgs& a) {
   const auto dtype = output_dtype(a.dtype, config);
   const auto options = at::TensorOptions().dtype(dtype);
   nn::QuantLinearFactory factory(plan_of(a), options);
-  auto checkpoint = io::ShardedCheckpoint::open(a.model_dir);
+  auto checkpoint = io::open_model_weights(a.model_dir);
   nn::CausalLMImpl model(config, factory, *checkpoint, options);
   nn::save_pretrained(model, a.out_dir);
-  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"})
-    if (fs::exists(fs::path(a.model_dir) / f))
-      fs::copy_file(fs::path(a.model_dir) / f, fs::path(a.out_dir) / f, fs::copy_options::overwrite_existing);
+  data::copy_tokenizer_files(a.model_dir, a.out_dir);
 
   std::map<std::string, std::pair<int64_t, int64_t>> by_format;  // format -> (layers, parameters)
   for (const auto& l : factory.layers()) {
@@ -115,7 +115,8 @@ int run_quantize(const QuantizeArgs& a) {
   for (const auto& [format, np] : by_format)
     fmt::print("{:<6} {:>4} linears, {:>12} parameters\n", format, np.first, np.second);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const auto before = checkpoint->total_bytes();
+  const auto before = io::is_gguf_path(a.model_dir) ? fs::file_size(a.model_dir)
+                                                     : io::ShardedCheckpoint::open(a.model_dir)->total_bytes();
   const auto after = io::ShardedCheckpoint::open(a.out_dir)->total_bytes();
   fmt::print("linear weights at {:.3f} bits per parameter; checkpoint {:.2f} MiB -> {:.2f} MiB; wrote {} in {:.2f}s\n",
              factory.average_bits(), before / 1048576.0, after / 1048576.0, a.out_dir, secs);

@@ -8,7 +8,7 @@
 #include <optional>
 
 #include "qtune/io/atomic_file.h"
-#include "qtune/io/gguf_model.h"
+#include "qtune/io/model_weights.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_checkpoint.h"
 #include "qtune/nn/quant_linear_factory.h"
@@ -21,9 +21,7 @@ namespace qtune::nn {
 
 CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, LinearFactory* factory) {
   auto config = io::ModelConfig::load(dir);
-  std::shared_ptr<io::WeightSource> checkpoint;
-  if (io::is_gguf_path(dir)) checkpoint = std::make_shared<io::GgufWeights>(io::GgufFile::open(dir));
-  else checkpoint = io::ShardedCheckpoint::open(dir);
+  auto checkpoint = io::open_model_weights(dir);
   if (factory != nullptr) return std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
   // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
   if (!config.quantization_config.is_null()) {

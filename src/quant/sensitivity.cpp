@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "qtune/eval/perplexity.h"
-#include "qtune/io/sharded_checkpoint.h"
+#include "qtune/io/model_weights.h"
 #include "qtune/nn/decoder.h"
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/int8.h"
@@ -71,7 +71,7 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
   if (o.budget_bits <= 0) fail("--budget-bits must be positive, got {}", o.budget_bits);
   torch::NoGradGuard no_grad;
   const auto config = io::ModelConfig::load(model_dir);
-  auto checkpoint = io::ShardedCheckpoint::open(model_dir);
+  auto checkpoint = io::open_model_weights(model_dir);
   ScanFactory factory;
   nn::CausalLMImpl model(config, factory, *checkpoint, at::TensorOptions().dtype(at::kFloat));
 
