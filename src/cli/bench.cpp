@@ -141,7 +141,7 @@ int run_bench_dequant(const DequantBenchArgs& args) {
 }  // namespace
 
 void add_bench(CLI::App& app, Action& action) {
-  auto* bench = app.add_subcommand("bench", "Measure qtune (subjects: dequant, train, decode)");
+  auto* bench = app.add_subcommand("bench", "Measure qtune (subjects: dequant, train, decode, tokenize)");
   // Subjects are subcommands. Words that name none are kept as extras, so the error can name them and list the
   // subjects (CLI11 alone would say only "A subcommand is required").
   bench->require_subcommand(0, 1);
@@ -150,8 +150,8 @@ void add_bench(CLI::App& app, Action& action) {
     if (!bench->get_subcommands().empty()) return;
     const auto extras = bench->remaining();
     action = [extras]() -> int {
-      if (extras.empty()) fail("bench: name a subject to measure: dequant, train or decode");
-      fail("bench: unknown subject '{}': the subjects are: dequant, train, decode", fmt::join(extras, " "));
+      if (extras.empty()) fail("bench: name a subject to measure: dequant, train, decode or tokenize");
+      fail("bench: unknown subject '{}': the subjects are: dequant, train, decode, tokenize", fmt::join(extras, " "));
     };
   });
 
@@ -168,6 +168,7 @@ void add_bench(CLI::App& app, Action& action) {
       ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   dequant->callback([&action, args] { action = [args] { return run_bench_dequant(*args); }; });
   add_bench_train(*bench, action);
+  add_bench_tokenize(*bench, action);
 }
 
 }  // namespace qtune::cli

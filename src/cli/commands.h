@@ -15,6 +15,7 @@ void add_eval(CLI::App& app, Action& action);
 void add_init(CLI::App& app, Action& action);
 void add_bench(CLI::App& app, Action& action);
 void add_bench_train(CLI::App& bench, Action& action);  // bench train, bench decode (bench_train.cpp)
+void add_bench_tokenize(CLI::App& bench, Action& action);  // bench tokenize (bench_tokenize.cpp)
 void add_quantize(CLI::App& app, Action& action);
 void add_train(CLI::App& app, Action& action);
 void add_plan(CLI::App& app, Action& action);

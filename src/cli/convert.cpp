@@ -1,10 +1,15 @@
 // qtune convert MODEL.gguf --out DIR: a GGUF as a Hugging Face model directory (transformers and PEFT load it).
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "commands.h"
+#include "qtune/data/gguf_tokenizer.h"
 #include "qtune/export/gguf_to_hf.h"
+#include "qtune/io/gguf.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
+#include "qtune/util/remove_tree.h"
 #include "qtune/util/strings.h"
 
 namespace qtune::cli {
@@ -12,10 +17,21 @@ namespace {
 
 struct ConvertArgs {
   std::string gguf, out, dtype = "fp32";
+  bool tokenizer_only = false;
 };
 
 int run_convert(const ConvertArgs& a) {
   if (!ends_with(a.gguf, ".gguf")) fail("{}: qtune convert reads a .gguf file", a.gguf);
+  if (a.tokenizer_only) {
+    if (std::filesystem::exists(a.out)) fail("--out {}: exists; choose a new directory (nothing was overwritten)", a.out);
+    const auto tmp = a.out + ".tmp";
+    remove_tree(tmp);
+    std::filesystem::create_directories(tmp);
+    data::save_tokenizer_files(data::gguf_tokenizer(*io::GgufFile::open(a.gguf)), tmp);
+    std::filesystem::rename(tmp, a.out);
+    fmt::print("wrote {}: the tokenizer files (tokenizer_config.json with the chat template)\n", a.out);
+    return 0;
+  }
   const auto dtype = a.dtype == "bf16" ? at::kBFloat16 : a.dtype == "fp16" ? at::kHalf : at::kFloat;
   const auto r = exporting::convert_gguf_to_hf(a.gguf, a.out, dtype);
   fmt::print("wrote {}: {} tensors in {} shard(s), {:.1f} MiB of {} weights; config.json, generation_config.json, "
@@ -33,6 +49,7 @@ void add_convert(CLI::App& app, Action& action) {
   cmd->add_option("--out,-o", args->out, "Directory to create (must not exist)")->required();
   cmd->add_option("--dtype", args->dtype, "Weights as fp32 | bf16 | fp16")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  cmd->add_flag("--tokenizer-only", args->tokenizer_only, "Write only the tokenizer files");
   cmd->callback([&action, args] { action = [args] { return run_convert(*args); }; });
 }
 
