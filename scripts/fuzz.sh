@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the libFuzzer harnesses for the two torch-free parsers (tests/fuzz/: safetensors header and HF
-# config.json) with clang 14 + ASan/UBSan into build-fuzz/, then runs each for a bounded time from a copy of
+# Builds the libFuzzer harnesses for the torch-free parsers (tests/fuzz/: safetensors header, HF config.json and
+# the GGUF header) with clang 14 + ASan/UBSan into build-fuzz/, then runs each for a bounded time from a copy of
 # the seed corpus (tests/fuzz/corpus/*), so the repo's seeds are never modified, with the JSON token dictionary
 # tests/fuzz/json.dict (without it, 5 minutes of byte mutations found none of the bugs its seeds now guard).
 #
@@ -26,20 +26,23 @@ mkdir -p "$OUT"
 declare -A SOURCES=(
   [safetensors_header]=src/io/safetensors_header.cpp
   [hf_config]=src/io/hf_config.cpp
+  [gguf_header]="src/io/gguf_header.cpp src/quant/ggml_types.cpp"
 )
 declare -A CORPUS=(
   [safetensors_header]=safetensors
   [hf_config]=hf_config
+  [gguf_header]=gguf
 )
 
-for name in safetensors_header hf_config; do
+for name in safetensors_header hf_config gguf_header; do
   echo "== building fuzz_$name"
-  "$CXX" "${FLAGS[@]}" "tests/fuzz/fuzz_$name.cpp" "${SOURCES[$name]}" -lfmt -o "$OUT/fuzz_$name"
+  # shellcheck disable=SC2086  # a parser may need several sources
+  "$CXX" "${FLAGS[@]}" "tests/fuzz/fuzz_$name.cpp" ${SOURCES[$name]} -lfmt -o "$OUT/fuzz_$name"
 done
 
 status=0
 summary=()
-for name in safetensors_header hf_config; do
+for name in safetensors_header hf_config gguf_header; do
   corpus="$OUT/corpus-$name" crashes="$OUT/crashes-$name" log="$OUT/fuzz_$name.log"
   rm -rf "$corpus" "$crashes"
   mkdir -p "$corpus" "$crashes"

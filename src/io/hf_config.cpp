@@ -4,7 +4,6 @@
 #include <fstream>
 #include <limits>
 
-#include "qtune/io/gguf_model.h"
 #include "qtune/util/error.h"
 #include "qtune/util/json_show.h"
 
@@ -190,23 +189,6 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   for (const char* key : {"torch_dtype", "dtype"})
     if (const json* dt = find(j, key); dt && dt->is_string()) c.torch_dtype = dt->get<std::string>();
   return c;
-}
-
-ModelConfig ModelConfig::load(const std::string& path_or_dir) {
-  namespace fs = std::filesystem;
-  // A GGUF file holds its config in its metadata; wherever a model directory goes, a .gguf goes too.
-  if (is_gguf_path(path_or_dir)) return gguf_model_config(*GgufFile::open(path_or_dir));
-  fs::path p(path_or_dir);
-  if (fs::is_directory(p)) p /= "config.json";
-  if (!fs::exists(p)) fail("{}: config.json not found (expected a Hugging Face model directory)", p.string());
-  std::ifstream in(p);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", p.string(), e.what());
-  }
-  return from_json(j, p.string());
 }
 
 json ModelConfig::to_json() const {

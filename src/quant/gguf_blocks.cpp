@@ -233,92 +233,51 @@ void dequantize_row_q6_K(const uint8_t* x, float* y, int64_t n_blocks) {
   }
 }
 
-struct TypeTraits {
-  GgmlTypeInfo info;
-  DequantRow dequantize_row;  // nullptr where qtune cannot dequantize
-};
-
-constexpr TypeTraits traits(GgmlType type, const char* name, int64_t elems, int64_t bytes, DequantRow row) {
-  return {{type, name, elems, bytes, row != nullptr}, row};
-}
-
-// Block sizes as ggml-common.h's static_asserts; names as gguf-py's GGMLQuantizationType.
-const std::array<TypeTraits, 20> kTypes = {{
-    traits(GgmlType::F32, "F32", 1, 4, dequantize_row_f32),
-    traits(GgmlType::F16, "F16", 1, 2, dequantize_row_f16),
-    traits(GgmlType::Q4_0, "Q4_0", QK, 2 + QK / 2, dequantize_row_q4_0),
-    traits(GgmlType::Q4_1, "Q4_1", QK, 2 + 2 + QK / 2, dequantize_row_q4_1),
-    traits(GgmlType::Q5_0, "Q5_0", QK, 2 + 4 + QK / 2, dequantize_row_q5_0),
-    traits(GgmlType::Q5_1, "Q5_1", QK, 2 + 2 + 4 + QK / 2, dequantize_row_q5_1),
-    traits(GgmlType::Q8_0, "Q8_0", QK, 2 + QK, dequantize_row_q8_0),
-    // An activation format (ggml never stores weights in it): d and s are halves now (gguf-py still says 40 bytes,
-    // from when they were floats).
-    traits(GgmlType::Q8_1, "Q8_1", QK, 2 + 2 + QK, nullptr),
-    traits(GgmlType::Q2_K, "Q2_K", QK_K, 2 + 2 + QK_K / 16 + QK_K / 4, dequantize_row_q2_K),
-    traits(GgmlType::Q3_K, "Q3_K", QK_K, 2 + QK_K / 4 + QK_K / 8 + 12, dequantize_row_q3_K),
-    traits(GgmlType::Q4_K, "Q4_K", QK_K, 2 + 2 + 12 + QK_K / 2, dequantize_row_q4_K),
-    traits(GgmlType::Q5_K, "Q5_K", QK_K, 2 + 2 + 12 + QK_K / 8 + QK_K / 2, dequantize_row_q5_K),
-    traits(GgmlType::Q6_K, "Q6_K", QK_K, 2 + QK_K / 2 + QK_K / 4 + QK_K / 16, dequantize_row_q6_K),
-    traits(GgmlType::Q8_K, "Q8_K", QK_K, 4 + QK_K + QK_K / 8, nullptr),  // likewise an activation format
-    traits(GgmlType::I8, "I8", 1, 1, nullptr),
-    traits(GgmlType::I16, "I16", 1, 2, nullptr),
-    traits(GgmlType::I32, "I32", 1, 4, nullptr),
-    traits(GgmlType::I64, "I64", 1, 8, nullptr),
-    traits(GgmlType::F64, "F64", 1, 8, nullptr),
-    traits(GgmlType::BF16, "BF16", 1, 2, dequantize_row_bf16),
-}};
-
-const TypeTraits* find_traits(uint32_t type) {
-  for (const auto& t : kTypes)
-    if (static_cast<uint32_t>(t.info.type) == type) return &t;
-  return nullptr;
-}
-
-const TypeTraits& traits_of(GgmlType type) {
-  const auto* t = find_traits(static_cast<uint32_t>(type));
-  if (!t) fail("ggml type {} is not one qtune knows (expected one of ggml's F32 ... BF16 numbers)", static_cast<uint32_t>(type));
-  return *t;
+// The dequantizer of each type that has one (ggml_types.cpp's `dequantizable` says the same).
+DequantRow row_of(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return dequantize_row_f32;
+    case GgmlType::F16: return dequantize_row_f16;
+    case GgmlType::BF16: return dequantize_row_bf16;
+    case GgmlType::Q4_0: return dequantize_row_q4_0;
+    case GgmlType::Q4_1: return dequantize_row_q4_1;
+    case GgmlType::Q5_0: return dequantize_row_q5_0;
+    case GgmlType::Q5_1: return dequantize_row_q5_1;
+    case GgmlType::Q8_0: return dequantize_row_q8_0;
+    case GgmlType::Q2_K: return dequantize_row_q2_K;
+    case GgmlType::Q3_K: return dequantize_row_q3_K;
+    case GgmlType::Q4_K: return dequantize_row_q4_K;
+    case GgmlType::Q5_K: return dequantize_row_q5_K;
+    case GgmlType::Q6_K: return dequantize_row_q6_K;
+    default: return nullptr;
+  }
 }
 
 std::string dequantizable_names() {
   std::string names;
-  for (const auto& t : kTypes)
-    if (t.info.dequantizable) names += (names.empty() ? "" : ", ") + std::string(t.info.name);
+  for (uint32_t v = 0; v < 64; ++v)
+    if (const auto* info = ggml_type_info(v); info && info->dequantizable)
+      names += (names.empty() ? "" : ", ") + std::string(info->name);
   return names;
 }
 
 }  // namespace
 
-const GgmlTypeInfo* ggml_type_info(uint32_t type) {
-  const auto* t = find_traits(type);
-  return t ? &t->info : nullptr;
-}
-
-const GgmlTypeInfo& ggml_type_info(GgmlType type) { return traits_of(type).info; }
-
-uint64_t ggml_nbytes(GgmlType type, int64_t n_elements) {
-  const auto& info = ggml_type_info(type);
-  if (n_elements < 0) fail("ggml_nbytes: {} element count must be >= 0, got {}", info.name, n_elements);
-  if (n_elements % info.block_elems != 0)
-    fail("ggml_nbytes: {} stores values in blocks of {}, got {} values (not a whole number of blocks)", info.name,
-         info.block_elems, n_elements);
-  return static_cast<uint64_t>(n_elements / info.block_elems) * static_cast<uint64_t>(info.block_bytes);
-}
-
 at::Tensor dequantize_ggml(GgmlType type, const uint8_t* data, int64_t n_elements) {
-  const auto& t = traits_of(type);
-  if (!t.dequantize_row)
-    fail("dequantize_ggml: qtune cannot dequantize ggml type {} ({}); it can: {}", t.info.name,
+  const auto& info = ggml_type_info(type);
+  const DequantRow row = row_of(type);
+  if (!row)
+    fail("dequantize_ggml: qtune cannot dequantize ggml type {} ({}); it can: {}", info.name,
          static_cast<uint32_t>(type), dequantizable_names());
   ggml_nbytes(type, n_elements);  // validates the count
-  if (n_elements > 0 && !data) fail("dequantize_ggml: {} data is null for {} values", t.info.name, n_elements);
+  if (n_elements > 0 && !data) fail("dequantize_ggml: {} data is null for {} values", info.name, n_elements);
   auto out = at::empty({n_elements}, at::kFloat);
   float* y = out.data_ptr<float>();
-  const int64_t n_blocks = n_elements / t.info.block_elems;
+  const int64_t n_blocks = n_elements / info.block_elems;
   // Blocks are independent; a grain of ~64k values keeps small tensors on one thread.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / t.info.block_elems);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / info.block_elems);
   at::parallel_for(0, n_blocks, grain, [&](int64_t begin, int64_t end) {
-    t.dequantize_row(data + begin * t.info.block_bytes, y + begin * t.info.block_elems, end - begin);
+    row(data + begin * info.block_bytes, y + begin * info.block_elems, end - begin);
   });
   return out;
 }

@@ -9,6 +9,7 @@
 
 #include "qtune/io/gguf_header.h"
 #include "qtune/io/mapped_file.h"
+#include "qtune/quant/gguf_blocks.h"
 
 namespace qtune::io {
 

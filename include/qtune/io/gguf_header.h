@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "qtune/quant/gguf_blocks.h"
+#include "qtune/quant/ggml_types.h"
 
 namespace qtune::io {
 
