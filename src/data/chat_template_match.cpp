@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "qtune/io/gguf.h"
+#include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
 
@@ -80,15 +81,6 @@ std::optional<std::optional<std::string>> match(const std::string& jinja, const 
   return std::optional<std::string>(system);
 }
 
-nlohmann::json read_json(const fs::path& path) {
-  try {
-    std::ifstream in(path);
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", path.string(), e.what());
-  }
-}
-
 }  // namespace
 
 std::optional<ModelChatTemplate> find_model_chat_template(const std::string& model_path) {
@@ -104,7 +96,7 @@ std::optional<ModelChatTemplate> find_model_chat_template(const std::string& mod
   }
   if (!fs::exists(dir / "tokenizer_config.json")) return std::nullopt;
   const auto file = (dir / "tokenizer_config.json").string();
-  const auto j = read_json(file);
+  const auto j = io::read_json_file(file);
   auto it = j.find("chat_template");
   if (it == j.end() || it->is_null()) return std::nullopt;
   if (it->is_string()) return ModelChatTemplate{it->get<std::string>(), file + " (chat_template)"};

@@ -12,6 +12,7 @@
 #include "qtune/data/sentencepiece_tokenizer.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/hf_config.h"
+#include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
 
@@ -29,18 +30,9 @@ std::optional<std::string> special_token(const nlohmann::json& j, const char* ke
   return std::nullopt;
 }
 
-nlohmann::json read_json(const fs::path& path) {
-  try {
-    std::ifstream in(path);
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", path.string(), e.what());
-  }
-}
-
 // tokenizer_config.json: the special tokens by name and whether BOS/EOS are added, as transformers reads them.
 void apply_tokenizer_config(const fs::path& file, const TokenizerBackend& backend, SpecialTokens& s) {
-  const auto j = read_json(file);
+  const auto j = io::read_json_file(file.string());
   auto resolve = [&](const char* key, std::optional<int64_t>& slot) {
     if (auto name = special_token(j, key)) {
       if (auto id = backend.token_id(*name)) slot = *id;

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
 #include "qtune/util/json_show.h"
 
@@ -13,13 +14,7 @@ std::optional<GenerationConfig> GenerationConfig::load(const std::string& model_
   namespace fs = std::filesystem;
   const auto path = (fs::path(model_dir) / "generation_config.json").string();
   if (!fs::is_directory(model_dir) || !fs::exists(path)) return std::nullopt;
-  std::ifstream in(path);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
-  }
+  const auto j = read_json_file(path);
   if (!j.is_object()) fail("{}: expected a JSON object", path);
   auto present = [&](const char* key) { return j.contains(key) && !j[key].is_null(); };
   auto integer = [&](const char* key, const nlohmann::json& v) {

@@ -2,15 +2,12 @@
 #include "qtune/io/hf_config.h"
 
 #include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 
 #include "qtune/io/gguf_model.h"
+#include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
 
 namespace qtune::io {
-
-using json = nlohmann::json;
 
 ModelConfig ModelConfig::load(const std::string& path_or_dir) {
   namespace fs = std::filesystem;
@@ -19,14 +16,7 @@ ModelConfig ModelConfig::load(const std::string& path_or_dir) {
   fs::path p(path_or_dir);
   if (fs::is_directory(p)) p /= "config.json";
   if (!fs::exists(p)) fail("{}: config.json not found (expected a Hugging Face model directory)", p.string());
-  std::ifstream in(p);
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", p.string(), e.what());
-  }
-  return from_json(j, p.string());
+  return from_json(read_json_file(p.string()), p.string());
 }
 
 }  // namespace qtune::io
