@@ -29,7 +29,7 @@ struct EvalArgs {
   std::string split_on;
   bool json = false;
   // --data mode
-  std::string data_file, format = "alpaca-jsonl", chat_template = "alpaca";
+  std::string data_file, format = "alpaca-jsonl", chat_template = "auto";
   bool exact = false;
   int64_t max_new_tokens = 32, show = 3, limit = 0;
 };
@@ -149,7 +149,8 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--text", args->text_file, "UTF-8 text file to score");
   cmd->add_option("--data", args->data_file, "A dataset (JSONL): loss on its answer tokens, and --exact-match");
   cmd->add_option("--format", args->format, "--data format: alpaca-jsonl | chat-jsonl")->capture_default_str();
-  cmd->add_option("--template", args->chat_template, "--data chat template: auto (the model's own) | llama2 | mistral | chatml | llama3 | alpaca | none")
+  cmd->add_option("--template", args->chat_template,
+                  "--data chat template: auto (the model's own) | llama2 | mistral | chatml | llama3 | alpaca | none")
       ->capture_default_str();
   cmd->add_flag("--exact-match", args->exact, "Generate each answer greedily and compare it with the expected one");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "Longest generated answer")->capture_default_str();

@@ -121,8 +121,8 @@ ChatFormat match_chat_template(const ModelChatTemplate& t) {
   }
   std::string names;
   for (const auto& known : kKnown) names += std::string(names.empty() ? "" : ", ") + known.name;
-  fail("{}: the model's chat template is not one qtune knows ({}); set data.chat_template to the named template that "
-       "renders it (one of {})",
+  fail("{}: the model's chat template is not one qtune knows ({}); set data.chat_template (or --template) to the "
+       "named template that renders it (one of {})",
        t.source, names, kChatTemplateNames);
 }
 
@@ -131,8 +131,9 @@ ChatFormat resolve_chat_format(const std::string& setting, const std::string& mo
   if (setting == "auto") {
     const auto found = find_model_chat_template(model_path);
     if (!found)
-      fail("{}: data.chat_template is auto but the model has no chat template (chat_template.jinja, "
-           "tokenizer_config.json or the GGUF's tokenizer.chat_template); set it to one of {}",
+      fail("{}: the chat template is auto but the model has no chat template (chat_template.jinja, "
+           "tokenizer_config.json or the GGUF's tokenizer.chat_template); set it (data.chat_template in a recipe, "
+           "--template on the command line) to one of {}",
            model_path, kChatTemplateNames);
     f = match_chat_template(*found);
   } else {
