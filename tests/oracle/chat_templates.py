@@ -25,6 +25,17 @@ LLAMA3 = ("{% set loop_messages = messages %}{% for message in loop_messages %}{
           "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
           "{% endif %}")
 
+# Llama-2-chat (meta-llama/Llama-2-7b-chat-hf): BOS and EOS around every turn, the system prompt in <<SYS>>.
+LLAMA2 = ("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+          "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}"
+          "{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+          "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+          "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+          "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+          "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+          "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}"
+          "{% endfor %}")
+
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},
      {"role": "assistant", "content": "The capital of France is Paris."}],
@@ -75,6 +86,21 @@ def main():
                 })
             manifest["cases"].append(case)
             print(f"{name}: {len(case['conversations'])} conversations", flush=True)
+    # A SentencePiece vocabulary (../shared's stories260K) with Llama 2's template: markers are text, BOS/EOS ids.
+    shared = os.environ.get("QTUNE_SHARED_DIR", os.path.join(root, "..", "shared"))
+    stories = os.path.join(shared, "models", "stories260K")
+    if os.path.isdir(stories):
+        tok = AutoTokenizer.from_pretrained(stories)
+        tok.chat_template = LLAMA2
+        directory = os.path.join(out_dir, "llama2")
+        tok.save_pretrained(directory)
+        case = {"name": "llama2", "dir": directory, "conversations": []}
+        for messages in CONVERSATIONS[:2] + [[{"role": "system", "content": "Be brief."}] + CONVERSATIONS[2][2:]]:
+            case["conversations"].append({"messages": messages, "ids": ids_of(tok, messages, False),
+                                          "prompt_ids": ids_of(tok, messages[:-1], True),
+                                          "text": tok.apply_chat_template(messages, tokenize=False)})
+        manifest["cases"].append(case)
+        print(f"llama2: {len(case['conversations'])} conversations", flush=True)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, ensure_ascii=False)
 
