@@ -58,6 +58,10 @@ class Pieces {
     }
     out_.push_back({Kind::Text, s, response});
   }
+  void text_start(const std::string& s) {
+    out_.push_back({Kind::Text, s, false});
+    out_.back().starts_text = true;
+  }
   void bos() { out_.push_back({Kind::Bos, "", false}); }
   void eos() { out_.push_back({Kind::Eos, "", true}); }
   std::vector<TemplatePiece> take() { return std::move(out_); }
@@ -82,12 +86,15 @@ void llama2(const Conversation& c, Pieces& p) {
   }
 }
 
-// Mistral-7B-Instruct's template: one BOS, "[INST] {user} [/INST]{answer}</s>" per turn.
+// Mistral-7B-Instruct's template: one BOS, "[INST] {user} [/INST]{answer}</s>" per turn; a later turn's "[INST]"
+// starts a text again, as Mistral's v1 reference writes it ("</s> [INST]").
 void mistral(const Conversation& c, Pieces& p) {
   p.bos();
   for (size_t k = 0; k < c.turns.size(); ++k) {
     const std::string& user = c.turns[k].user;
-    p.text("[INST] " + (k == 0 && c.system ? *c.system + "\n\n" + user : user) + " [/INST]");
+    const std::string turn = "[INST] " + (k == 0 && c.system ? *c.system + "\n\n" + user : user) + " [/INST]";
+    if (k == 0) p.text(turn);
+    else p.text_start(turn);
     if (c.turns[k].assistant) {
       p.text(*c.turns[k].assistant, true);
       p.eos();
@@ -218,6 +225,7 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
       ++i;
       continue;
     }
+    if (piece.starts_text) at_text_start = true;
     size_t end = i;
     std::string run;
     std::vector<size_t> ends;  // where each piece of the run ends in `run`

