@@ -94,17 +94,7 @@ std::unique_ptr<Normalizer> parse_normalizer(const json& j, const JsonPath& at) 
   if (type == "Prepend") return std::make_unique<Prepend>(json_string(j, "prepend", at));
   if (type == "Replace") return std::make_unique<Replace>(j, at);
   if (type == "ByteLevel") return std::make_unique<ByteLevelNormalizer>();
-  if (type == "Sequence") {
-    const json& list = json_require(j, "normalizers", at);
-    if (!list.is_array()) fail("{}: 'normalizers' must be a list", at.str());
-    std::vector<std::unique_ptr<Normalizer>> parts;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const JsonPath part_at = at.key("normalizers").index(i);
-      if (list[i].is_null()) fail("{}: expected a normalizer object, got null", part_at.str());
-      parts.push_back(parse_normalizer(list[i], part_at));
-    }
-    return std::make_unique<Sequence>(std::move(parts));
-  }
+  if (type == "Sequence") return std::make_unique<Sequence>(parse_sequence<Normalizer>(j, "normalizers", at, "a normalizer", parse_normalizer));
   unsupported_type(at, type, kSupported);
 }
 

@@ -264,17 +264,7 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const json& j, const JsonPath&
   if (type == "ByteLevel") return std::make_unique<ByteLevel>(j, at);
   if (type == "Digits") return std::make_unique<Digits>(j, at);
   if (type == "Metaspace") return std::make_unique<Metaspace>(j, at);
-  if (type == "Sequence") {
-    const json& list = json_require(j, "pretokenizers", at);
-    if (!list.is_array()) fail("{}: 'pretokenizers' must be a list", at.str());
-    std::vector<std::unique_ptr<PreTokenizer>> parts;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const JsonPath part_at = at.key("pretokenizers").index(i);
-      if (list[i].is_null()) fail("{}: expected a pre-tokenizer object, got null", part_at.str());
-      parts.push_back(parse_pre_tokenizer(list[i], part_at));
-    }
-    return std::make_unique<Sequence>(std::move(parts));
-  }
+  if (type == "Sequence") return std::make_unique<Sequence>(parse_sequence<PreTokenizer>(j, "pretokenizers", at, "a pre-tokenizer", parse_pre_tokenizer));
   unsupported_type(at, type, kSupported);
 }
 

@@ -191,17 +191,7 @@ std::unique_ptr<TokenDecoder> parse_decoder(const json& j, const JsonPath& at) {
   if (type == "Strip") return std::make_unique<Strip>(j, at);
   if (type == "Replace") return std::make_unique<Replace>(j, at);
   if (type == "Metaspace") return std::make_unique<Metaspace>(j, at);
-  if (type == "Sequence") {
-    const json& list = json_require(j, "decoders", at);
-    if (!list.is_array()) fail("{}: 'decoders' must be a list", at.str());
-    std::vector<std::unique_ptr<TokenDecoder>> parts;
-    for (size_t i = 0; i < list.size(); ++i) {
-      const JsonPath part_at = at.key("decoders").index(i);
-      if (list[i].is_null()) fail("{}: expected a decoder object, got null", part_at.str());
-      parts.push_back(parse_decoder(list[i], part_at));
-    }
-    return std::make_unique<Sequence>(std::move(parts));
-  }
+  if (type == "Sequence") return std::make_unique<Sequence>(parse_sequence<TokenDecoder>(j, "decoders", at, "a decoder", parse_decoder));
   unsupported_type(at, type, kSupported);
 }
 

@@ -3,8 +3,12 @@
 // 'behavior' must be one of ...". Every component parser takes the JsonPath of the object it reads.
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "qtune/util/error.h"
 
 namespace qtune::data::bpe {
 
@@ -26,6 +30,22 @@ bool json_bool(const nlohmann::json& obj, const char* key, const JsonPath& at, b
 bool json_bool(const nlohmann::json& obj, const char* key, const JsonPath& at);  // required
 // The component's "type" field.
 std::string json_type(const nlohmann::json& obj, const JsonPath& at);
+
+// The parts of a Sequence component: obj[key] must be a list of non-null component objects, each read by `parse`
+// (the component parser itself, called with the part's path). `what` names a part in messages ("a decoder").
+template <typename T, typename Parse>
+std::vector<std::unique_ptr<T>> parse_sequence(const nlohmann::json& obj, const char* key, const JsonPath& at,
+                                               const char* what, Parse parse) {
+  const nlohmann::json& list = json_require(obj, key, at);
+  if (!list.is_array()) fail("{}: '{}' must be a list", at.str(), key);
+  std::vector<std::unique_ptr<T>> parts;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const JsonPath part_at = at.key(key).index(i);
+    if (list[i].is_null()) fail("{}: expected {} object, got null", part_at.str(), what);
+    parts.push_back(parse(list[i], part_at));
+  }
+  return parts;
+}
 
 // "<file>: <path> type 'X' is not supported (supported: ...)".
 [[noreturn]] void unsupported_type(const JsonPath& at, const std::string& type, std::string_view supported);
