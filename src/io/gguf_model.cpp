@@ -27,37 +27,34 @@ const std::pair<const char*, const char*> kLayerNames[] = {
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
 
+// Tensors outside the decoder layers: Hugging Face name → GGUF name.
+const std::pair<const char*, const char*> kModelNames[] = {
+    {"model.embed_tokens.weight", "token_embd.weight"},
+    {"model.norm.weight", "output_norm.weight"},
+    {"lm_head.weight", "output.weight"},
+};
+
+// `name` in the other scheme (to_gguf: Hugging Face → GGUF, else back); empty when neither table has it.
+std::string rename(const std::string& name, bool to_gguf) {
+  auto pick = [](const std::pair<const char*, const char*>& p, bool gguf) { return gguf ? p.second : p.first; };
+  for (const auto& p : kModelNames)
+    if (name == pick(p, !to_gguf)) return pick(p, to_gguf);
+  const std::string from = to_gguf ? "model.layers." : "blk.", to = to_gguf ? "blk." : "model.layers.";
+  if (name.rfind(from, 0) != 0) return "";
+  const auto dot = name.find('.', from.size());
+  if (dot == std::string::npos) return "";
+  const std::string layer = name.substr(from.size(), dot - from.size());
+  const std::string rest = name.substr(dot + 1);
+  for (const auto& p : kLayerNames)
+    if (rest == pick(p, !to_gguf)) return to + layer + "." + pick(p, to_gguf);
+  return "";
+}
+
 }  // namespace
 
-std::string gguf_tensor_name(const std::string& hf) {
-  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
-  if (hf == "model.norm.weight") return "output_norm.weight";
-  if (hf == "lm_head.weight") return "output.weight";
-  static const std::string prefix = "model.layers.";
-  if (hf.rfind(prefix, 0) != 0) return "";
-  const auto dot = hf.find('.', prefix.size());
-  if (dot == std::string::npos) return "";
-  const std::string layer = hf.substr(prefix.size(), dot - prefix.size());
-  const std::string rest = hf.substr(dot + 1);
-  for (const auto& [from, to] : kLayerNames)
-    if (rest == from) return "blk." + layer + "." + to;
-  return "";
-}
+std::string gguf_tensor_name(const std::string& hf_name) { return rename(hf_name, /*to_gguf=*/true); }
 
-std::string hf_tensor_name(const std::string& g) {
-  if (g == "token_embd.weight") return "model.embed_tokens.weight";
-  if (g == "output_norm.weight") return "model.norm.weight";
-  if (g == "output.weight") return "lm_head.weight";
-  static const std::string prefix = "blk.";
-  if (g.rfind(prefix, 0) != 0) return "";
-  const auto dot = g.find('.', prefix.size());
-  if (dot == std::string::npos) return "";
-  const std::string layer = g.substr(prefix.size(), dot - prefix.size());
-  const std::string rest = g.substr(dot + 1);
-  for (const auto& [hf, gguf] : kLayerNames)
-    if (rest == gguf) return "model.layers." + layer + "." + hf;
-  return "";
-}
+std::string hf_tensor_name(const std::string& gguf_name) { return rename(gguf_name, /*to_gguf=*/false); }
 
 json gguf_config_json(const GgufFile& f) {
   const std::string arch = f.require_string("general.architecture");
