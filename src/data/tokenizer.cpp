@@ -49,8 +49,13 @@ void apply_tokenizer_config(const fs::path& file, const TokenizerBackend& backen
 }  // namespace
 
 Tokenizer Tokenizer::from_backend(std::shared_ptr<const TokenizerBackend> backend, std::string path) {
+  const auto special = backend->special_tokens();
+  return with_special_tokens(std::move(backend), std::move(path), special);
+}
+
+Tokenizer Tokenizer::with_special_tokens(std::shared_ptr<const TokenizerBackend> backend, std::string path,
+                                         const SpecialTokens& s) {
   Tokenizer tok;
-  const auto s = backend->special_tokens();
   tok.impl_ = std::move(backend);
   tok.path_ = std::move(path);
   tok.bos_ = s.bos.value_or(-1);
@@ -84,7 +89,7 @@ Tokenizer Tokenizer::load(const std::string& path, const io::ModelConfig* config
     backend = t.backend;
     special = t.special;
     dir.clear();  // the metadata is the whole tokenizer; files beside a .gguf belong to something else
-  } else if (file.filename() == "tokenizer.json" || ends_with(file.string(), ".json")) {
+  } else if (ends_with(file.string(), ".json")) {
     backend = BpeTokenizer::load(file.string());
   } else {
     backend = SentencePieceTokenizer::load(file.string());
@@ -92,23 +97,14 @@ Tokenizer Tokenizer::load(const std::string& path, const io::ModelConfig* config
   SpecialTokens s = special ? *special : backend->special_tokens();
   if (!dir.empty() && fs::exists(dir / "tokenizer_config.json")) apply_tokenizer_config(dir / "tokenizer_config.json", *backend, s);
 
-  Tokenizer tok;
-  tok.impl_ = backend;
-  tok.path_ = file.string();
-  tok.bos_ = s.bos.value_or(-1);
-  tok.eos_ = s.eos.value_or(-1);
-  tok.unk_ = s.unk.value_or(-1);
-  tok.pad_ = s.pad;
   if (config != nullptr) {
-    if (config->bos_token_id) tok.bos_ = *config->bos_token_id;
-    if (!config->eos_token_ids.empty()) tok.eos_ = config->eos_token_ids.front();
-    if (config->pad_token_id) tok.pad_ = *config->pad_token_id;
-    if (tok.vocab_size() > config->vocab_size)
-      fail("{}: tokenizer has {} tokens but the model's vocab_size is {}", tok.path_, tok.vocab_size(),
-           config->vocab_size);
+    if (config->bos_token_id) s.bos = *config->bos_token_id;
+    if (!config->eos_token_ids.empty()) s.eos = config->eos_token_ids.front();
+    if (config->pad_token_id) s.pad = *config->pad_token_id;
   }
-  tok.add_bos_ = s.add_bos && tok.bos_ >= 0;
-  tok.add_eos_ = s.add_eos && tok.eos_ >= 0;
+  auto tok = with_special_tokens(backend, file.string(), s);
+  if (config != nullptr && tok.vocab_size() > config->vocab_size)
+    fail("{}: tokenizer has {} tokens but the model's vocab_size is {}", tok.path_, tok.vocab_size(), config->vocab_size);
   return tok;
 }
 

@@ -67,6 +67,8 @@ class Tokenizer {
   const TokenizerBackend& backend() const { return *impl_; }
 
  private:
+  static Tokenizer with_special_tokens(std::shared_ptr<const TokenizerBackend> backend, std::string path,
+                                       const SpecialTokens& special);
   std::shared_ptr<const TokenizerBackend> impl_;
   std::string path_;
   int64_t bos_ = -1, eos_ = -1, unk_ = -1;
