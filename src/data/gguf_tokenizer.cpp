@@ -17,7 +17,8 @@ using json = nlohmann::json;
 constexpr int64_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
 
 // Pre-tokenizer regexes by tokenizer.ggml.pre, in HF tokenizers' spelling (llama.cpp's llama-vocab.cpp keeps the same
-// table in its own regex dialect). Entries with an empty split use HF's ByteLevel regex (GPT-2's).
+// table in its own regex dialect). Entries with an empty split use HF's ByteLevel regex (GPT-2's). The first entry of
+// each kind is the name an export writes.
 struct PreTokenizer {
   const char* name;
   const char* split;      // Split(Isolated) before ByteLevel(use_regex=false); nullptr: ByteLevel's own regex
@@ -33,13 +34,51 @@ constexpr const char* kTekken =
     R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 const PreTokenizer kPreTokenizers[] = {
-    {"default", nullptr},         {"gpt-2", nullptr},           {"gpt2", nullptr},
+    {"gpt-2", nullptr},           {"gpt2", nullptr},            {"default", nullptr},
     {"llama-bpe", kLlama3, false, true}, {"llama3", kLlama3, false, true}, {"llama-v3", kLlama3, false, true},
     {"smaug-bpe", kLlama3, false, true}, {"falcon3", kLlama3},  {"pixtral", kLlama3},
     {"qwen2", kQwen2},            {"deepseek-r1-qwen", kQwen2}, {"tekken", kTekken},
     {"smollm", nullptr, true},    {"starcoder", nullptr, true}, {"refact", nullptr, true},
     {"codeshell", nullptr, true}, {"command-r", nullptr, true},
 };
+
+// The tokenizer.json pre_tokenizer llama.cpp's entry stands for.
+json pre_tokenizer_json(const PreTokenizer& pre) {
+  json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
+                     {"use_regex", pre.split == nullptr}};
+  json steps = json::array();
+  if (pre.digits) steps.push_back({{"type", "Digits"}, {"individual_digits", true}});
+  if (pre.split != nullptr)
+    steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", pre.split}}}, {"behavior", "Isolated"}, {"invert", false}});
+  steps.push_back(byte_level);
+  return steps.size() == 1 ? steps[0] : json{{"type", "Sequence"}, {"pretokenizers", steps}};
+}
+
+// What decides how a pre-tokenizer splits (offset trimming does not): its steps' types, regexes, behaviours and
+// flags, with a one-step Sequence the same as its step.
+json pre_tokenizer_essentials(const json& pre) {
+  if (!pre.is_object()) return nullptr;
+  const auto type = pre.value("type", "");
+  if (type == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].is_array()) {
+    json steps = json::array();
+    for (const auto& p : pre["pretokenizers"]) steps.push_back(pre_tokenizer_essentials(p));
+    return steps.size() == 1 ? steps[0] : steps;
+  }
+  json e = {{"type", type}};
+  if (type == "ByteLevel") {
+    e["use_regex"] = pre.value("use_regex", true);
+    e["add_prefix_space"] = pre.value("add_prefix_space", true);
+  } else if (type == "Split") {
+    e["pattern"] = pre.value("pattern", json(nullptr));
+    e["behavior"] = pre.value("behavior", "");
+    e["invert"] = pre.value("invert", false);
+  } else if (type == "Digits") {
+    e["individual_digits"] = pre.value("individual_digits", false);
+  } else {
+    e["all"] = pre;
+  }
+  return e;
+}
 
 const PreTokenizer& pre_tokenizer(const io::GgufFile& f) {
   const std::string pre = f.string("tokenizer.ggml.pre").value_or("default");
@@ -167,13 +206,6 @@ json byte_level_tokenizer_json(const io::GgufFile& f, const std::vector<std::str
       added.push_back({{"id", i}, {"content", tokens[i]}, {"single_word", false}, {"lstrip", false},
                        {"rstrip", false}, {"normalized", false}, {"special", types[i] == kControl}});
   }
-  json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                     {"use_regex", pre.split == nullptr}};
-  json steps = json::array();
-  if (pre.digits) steps.push_back({{"type", "Digits"}, {"individual_digits", true}});
-  if (pre.split != nullptr)
-    steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", pre.split}}}, {"behavior", "Isolated"}, {"invert", false}});
-  steps.push_back(byte_level);
   json post = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
   if (s.add_bos && s.bos) {
     const std::string bos = tokens[*s.bos];
@@ -188,7 +220,7 @@ json byte_level_tokenizer_json(const io::GgufFile& f, const std::vector<std::str
           {"padding", nullptr},
           {"added_tokens", added},
           {"normalizer", nullptr},
-          {"pre_tokenizer", steps.size() == 1 ? steps[0] : json{{"type", "Sequence"}, {"pretokenizers", steps}}},
+          {"pre_tokenizer", pre_tokenizer_json(pre)},
           {"post_processor", post},
           {"decoder", {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
           {"model",
@@ -227,6 +259,13 @@ GgufTokenizer gguf_tokenizer(const io::GgufFile& f) {
     fail("{}: tokenizer.ggml.model '{}' is not supported (expected llama or gpt2)", f.path(), *model);
   }
   return t;
+}
+
+std::optional<std::string> gguf_pre_tokenizer_name(const json& pre_tokenizer) {
+  const auto wanted = pre_tokenizer_essentials(pre_tokenizer);
+  for (const auto& p : kPreTokenizers)
+    if (pre_tokenizer_essentials(pre_tokenizer_json(p)) == wanted) return std::string(p.name);
+  return std::nullopt;
 }
 
 void save_tokenizer_files(const GgufTokenizer& t, const std::string& dir) {

@@ -2,11 +2,84 @@
 
 #include <sentencepiece_processor.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "qtune/util/error.h"
 
 namespace qtune::data {
+namespace {
+
+// What the processor's API does not expose, read from the serialized ModelProto (Debian ships no
+// sentencepiece_model.pb.h): which pieces are USER_DEFINED, and two normalizer flags.
+struct ProtoFields {
+  std::vector<bool> user_defined;
+  bool add_dummy_prefix = true;
+  bool remove_extra_whitespaces = true;
+};
+
+class ProtoReader {
+ public:
+  ProtoReader(const char* p, const char* end) : p_(p), end_(end) {}
+  bool done() const { return p_ >= end_; }
+  uint64_t varint() {
+    uint64_t v = 0;
+    for (int shift = 0; p_ < end_ && shift < 64; shift += 7) {
+      const auto b = static_cast<uint8_t>(*p_++);
+      v |= static_cast<uint64_t>(b & 0x7F) << shift;
+      if (!(b & 0x80)) break;
+    }
+    return v;
+  }
+  // Calls f(field, wire, reader-of-a-length-delimited-value or nullptr, varint value) for each field.
+  template <typename F>
+  void fields(F&& f) {
+    while (!done()) {
+      const auto key = varint();
+      const int field = static_cast<int>(key >> 3), wire = static_cast<int>(key & 7);
+      if (wire == 0) {
+        f(field, nullptr, varint());
+      } else if (wire == 2) {
+        const auto n = varint();
+        const char* start = p_;
+        p_ = n > static_cast<uint64_t>(end_ - p_) ? end_ : p_ + n;
+        ProtoReader sub(start, p_);
+        f(field, &sub, 0);
+      } else if (wire == 5) {
+        p_ += std::min<ptrdiff_t>(4, end_ - p_);
+      } else if (wire == 1) {
+        p_ += std::min<ptrdiff_t>(8, end_ - p_);
+      } else {
+        return;  // groups: not in sentencepiece_model.proto
+      }
+    }
+  }
+
+ private:
+  const char* p_;
+  const char* end_;
+};
+
+// ModelProto{pieces = 1 {type = 3}, normalizer_spec = 3 {add_dummy_prefix = 3, remove_extra_whitespaces = 4}}.
+ProtoFields proto_fields(const std::string& proto) {
+  ProtoFields out;
+  ProtoReader r(proto.data(), proto.data() + proto.size());
+  r.fields([&](int field, ProtoReader* sub, uint64_t) {
+    if (field == 1 && sub) {
+      bool user = false;
+      sub->fields([&](int f, ProtoReader*, uint64_t v) { user = user || (f == 3 && v == 4); });
+      out.user_defined.push_back(user);
+    } else if (field == 3 && sub) {
+      sub->fields([&](int f, ProtoReader*, uint64_t v) {
+        if (f == 3) out.add_dummy_prefix = v != 0;
+        if (f == 4) out.remove_extra_whitespaces = v != 0;
+      });
+    }
+  });
+  return out;
+}
+
+}  // namespace
 
 struct SentencePieceTokenizer::Impl {
   sentencepiece::SentencePieceProcessor sp;
@@ -70,6 +143,28 @@ int64_t SentencePieceTokenizer::vocab_size() const { return impl_->sp.GetPieceSi
 bool SentencePieceTokenizer::is_special(int64_t id) const {
   if (id < 0 || id >= vocab_size()) return false;
   return impl_->sp.IsControl(static_cast<int>(id));
+}
+
+std::vector<SentencePieceTokenizer::Piece> SentencePieceTokenizer::pieces() const {
+  const auto& sp = impl_->sp;
+  const auto user_defined = proto_fields(sp.serialized_model_proto()).user_defined;
+  std::vector<Piece> out(static_cast<size_t>(sp.GetPieceSize()));
+  for (int id = 0; id < sp.GetPieceSize(); ++id) {
+    auto& p = out[static_cast<size_t>(id)];
+    p.text = sp.IdToPiece(id);
+    p.score = sp.GetScore(id);
+    p.type = sp.IsUnknown(id) ? 2 : sp.IsControl(id) ? 3 : sp.IsUnused(id) ? 5 : sp.IsByte(id) ? 6 : 1;
+    if (p.type == 1 && static_cast<size_t>(id) < user_defined.size() && user_defined[static_cast<size_t>(id)]) p.type = 4;
+  }
+  return out;
+}
+
+bool SentencePieceTokenizer::adds_dummy_prefix() const {
+  return proto_fields(impl_->sp.serialized_model_proto()).add_dummy_prefix;
+}
+
+bool SentencePieceTokenizer::removes_extra_whitespaces() const {
+  return proto_fields(impl_->sp.serialized_model_proto()).remove_extra_whitespaces;
 }
 
 SpecialTokens SentencePieceTokenizer::special_tokens() const {

@@ -4,13 +4,12 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <filesystem>
-#include <functional>
 #include <nlohmann/json.hpp>
 
+#include "qtune/export/merged_tensors.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_writer.h"
-#include "qtune/lora/lora_linear.h"
 #include "qtune/quant/bnb_format.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
@@ -21,36 +20,8 @@ namespace qtune::exporting {
 namespace {
 
 namespace fs = std::filesystem;
-using Emit = std::function<void(const std::string&, const at::Tensor&)>;
 
-bool is_projection(const std::string& name) { return ends_with(name, "_proj"); }
-
-// Walks the model in module order, handing out one exported tensor at a time (HF names).
-void visit(torch::nn::Module& module, const std::string& path, const MergedExportOptions& o, const Emit& emit) {
-  const std::string prefix = path.empty() ? "" : path + ".";
-  if (auto* linear = dynamic_cast<nn::LinearImpl*>(&module)) {
-    auto* lora = dynamic_cast<lora::LoraLinearImpl*>(linear);
-    auto w = lora ? lora->merged_weight() : linear->dense_weight().to(at::kFloat);
-    if (o.quantize_nf4 && is_projection(path)) {
-      io::NamedTensors parts;
-      quant::Quant4State q;
-      try {
-        q = quant::quantize_4bit(w, quant::Quantize4Options{});
-      } catch (const Error& e) {
-        fail("{}weight (merged with its adapter): {}", prefix, e.what());
-      }
-      quant::append_bnb_4bit(parts, prefix + "weight", q);
-      for (const auto& [n, t] : parts) emit(n, t);
-    } else {
-      emit(prefix + "weight", w.to(o.dtype));
-    }
-    if (auto b = linear->bias(); b.defined()) emit(prefix + "bias", b.detach().to(o.dtype));
-    return;
-  }
-  for (const auto& p : module.named_parameters(/*recurse=*/false))
-    emit(prefix + p.key(), p.value().detach().to(o.dtype));
-  for (const auto& child : module.named_children()) visit(*child.value(), prefix + child.key(), o, emit);
-}
+bool is_projection(const std::string& name) { return ends_with(name, "_proj.weight"); }
 
 std::string dtype_name(at::ScalarType t) {
   return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
@@ -69,10 +40,23 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
 
   io::ShardedWriter writer(tmp, o.max_shard_bytes);
   bool has_lm_head = false;
-  visit(model, "", o, [&](const std::string& name, const at::Tensor& t) {
-    writer.add(name, t);
-    has_lm_head = has_lm_head || name == "lm_head.weight";
-  });
+  for (const auto& t : merged_tensors(model)) {
+    auto w = t.value();
+    if (o.quantize_nf4 && t.projection_weight && is_projection(t.name)) {
+      io::NamedTensors parts;
+      quant::Quant4State q;
+      try {
+        q = quant::quantize_4bit(w, quant::Quantize4Options{});
+      } catch (const Error& e) {
+        fail("{} (merged with its adapter): {}", t.name, e.what());
+      }
+      quant::append_bnb_4bit(parts, t.name, q);
+      for (const auto& [n, part] : parts) writer.add(n, part);
+    } else {
+      writer.add(t.name, w.to(o.dtype));
+    }
+    has_lm_head = has_lm_head || t.name == "lm_head.weight";
+  }
   const auto written = writer.finish();
   MergedExportResult result{written.shards, written.tensors, written.bytes};
 

@@ -19,7 +19,7 @@
 namespace qtune::exporting {
 
 TrainedModel load_trained_model(const std::string& path, const std::string& base_dir, at::TensorOptions options,
-                                const std::function<void(const std::string&)>& warn) {
+                                const std::function<void(const std::string&)>& warn, const FactoryWrap& wrap) {
   TrainedModel t;
   t.checkpoint = train::resolve_checkpoint(path, warn);
   auto contents = train::load_checkpoint(t.checkpoint);
@@ -30,13 +30,15 @@ TrainedModel load_trained_model(const std::string& path, const std::string& base
   const auto config = io::ModelConfig::load(t.base_dir);
   if (t.recipe.train.mode == "full") {
     t.base_factory = std::make_unique<nn::DenseLinearFactory>(options);
-    t.model = nn::load_causal_lm(t.base_dir, options, t.base_factory.get());
+    if (wrap) t.outer_factory = wrap(*t.base_factory);
+    t.model = nn::load_causal_lm(t.base_dir, options, wrap ? t.outer_factory.get() : t.base_factory.get());
   } else {
     const bool prequantized = !config.quantization_config.is_null();
     t.base_factory = std::make_unique<nn::QuantLinearFactory>(train::quant_plan_of(t.recipe), options, prequantized);
     const auto lora_config = read_peft_config(t.checkpoint);
     t.lora_factory = std::make_unique<lora::LoraLinearFactory>(*t.base_factory, lora_config, 0);
-    t.model = nn::load_causal_lm(t.base_dir, options, t.lora_factory.get());
+    if (wrap) t.outer_factory = wrap(*t.lora_factory);
+    t.model = nn::load_causal_lm(t.base_dir, options, wrap ? t.outer_factory.get() : t.lora_factory.get());
     lora::apply_modules_to_save(*t.model, lora_config.modules_to_save);
   }
   // Every trained tensor from the checkpoint, by parameter name; a base that does not fit says so.

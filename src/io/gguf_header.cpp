@@ -139,6 +139,12 @@ GgufHeader parse_gguf_header(const uint8_t* data, uint64_t size, const std::stri
     if (key.empty()) fail("{}: metadata entry {} has an empty key", path, i);
     if (h.metadata.contains(key)) fail("{}: metadata key '{}' appears twice", path, key);
     const auto type = value_type(c.read<uint32_t>("a value type"), c, key);
+    // An array's element type is the next word; a writer copying the value needs it (read_value checks it).
+    if (type == GgufValueType::ARRAY && c.left() >= 4) {
+      uint32_t elem = 0;
+      std::memcpy(&elem, data + c.pos(), 4);
+      h.array_types[key] = static_cast<GgufValueType>(elem);
+    }
     h.metadata[key] = read_value(c, type, key, 0);
     h.value_types[key] = type;
   }

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "qtune/data/tokenizer.h"
@@ -24,6 +25,10 @@ struct GgufTokenizer {
 };
 
 GgufTokenizer gguf_tokenizer(const io::GgufFile& file);
+
+// The tokenizer.ggml.pre llama.cpp gives a tokenizer.json whose pre_tokenizer splits as `pre_tokenizer` does (the
+// first name of its table: "gpt-2", "llama-bpe", "qwen2", "tekken", "smollm"); nullopt when llama.cpp has none.
+std::optional<std::string> gguf_pre_tokenizer_name(const nlohmann::json& pre_tokenizer);
 
 // The tokenizer as Hugging Face files in `dir`: tokenizer.json (gpt2) or tokenizer.model (llama), and a
 // tokenizer_config.json with the special tokens, add_bos_token/add_eos_token and the chat template; transformers'

@@ -25,6 +25,17 @@ class SentencePieceTokenizer : public TokenizerBackend {
   SpecialTokens special_tokens() const override;
   const char* kind() const override { return "sentencepiece"; }
 
+  // Every piece with its score and SentencePiece type (NORMAL 1, UNKNOWN 2, CONTROL 3, USER_DEFINED 4, UNUSED 5,
+  // BYTE 6: also llama.cpp's token types), what a GGUF "llama" vocabulary stores.
+  struct Piece {
+    std::string text;
+    float score = 0;
+    int type = 1;
+  };
+  std::vector<Piece> pieces() const;
+  bool adds_dummy_prefix() const;  // the normalizer's add_dummy_prefix (GGUF: tokenizer.ggml.add_space_prefix)
+  bool removes_extra_whitespaces() const;  // the normalizer collapses whitespace runs (llama.cpp never does)
+
   struct Impl;
 
  private:

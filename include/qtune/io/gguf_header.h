@@ -35,6 +35,7 @@ struct GgufHeader {
   uint32_t version = 0;
   nlohmann::json metadata = nlohmann::json::object();  // key → value; arrays as JSON arrays
   std::map<std::string, GgufValueType> value_types;    // key → its type (arrays: ARRAY)
+  std::map<std::string, GgufValueType> array_types;    // array key → the type of its elements
   std::vector<GgufTensorInfo> tensors;                 // in file order
   uint64_t alignment = 32;
   uint64_t data_start = 0;
