@@ -4,6 +4,7 @@
 // and bad input is refused with nothing written. llama.cpp itself reads these files in oracle_llama_cpp_test.cpp.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "qtune/data/tokenizer.h"
@@ -121,6 +122,24 @@ TEST(GgufExport, AdapterCarriesEveryModuleAndFoldsScalesOneAlphaCannotGive) {
   auto f2 = io::GgufFile::open(out2);
   EXPECT_EQ(f2->number("adapter.lora.alpha"), 16.0);
   EXPECT_EQ(f2->header().tensors.front().type, GgmlType::F16);
+}
+
+TEST(GgufExport, CalibrationTextGivesAnImportanceMatrixThatChangesTheCodes) {
+  TrainedRun r;
+  const auto plain = r.t.dir + "/plain.gguf", calibrated = r.t.dir + "/calibrated.gguf";
+  ASSERT_EQ(test::run_qtune("export " + r.run + " --gguf " + plain + " --type q4_0 --no-quality-check").code, 0);
+  const auto res = test::run_qtune("export " + r.run + " --gguf " + calibrated + " --type q4_0 --calib " + r.t.dir +
+                                   "/corpus.txt --calib-samples 16 --calib-seq-len 64");
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_TRUE(contains(res.out, "importance matrix: 14 linears from 1024 calibration tokens (16 sequences of 64)"))
+      << res.out;
+  auto a = io::GgufFile::open(plain), b = io::GgufFile::open(calibrated);
+  const auto& ta = a->tensor_info("blk.0.attn_q.weight");
+  const auto& tb = b->tensor_info("blk.0.attn_q.weight");
+  ASSERT_EQ(ta.nbytes, tb.nbytes);
+  EXPECT_NE(std::memcmp(a->data(ta), b->data(tb), ta.nbytes), 0) << "the importance matrix changed no code";
+  // llama-quantize's guard: with an imatrix, the first eighth of ffn_down layers (here layer 0 of 2... n/8 = 0: none).
+  EXPECT_EQ(b->tensor_info("blk.0.ffn_down.weight").type, GgmlType::Q4_0);
 }
 
 TEST(GgufExport, TypeMixFollowsLlamaQuantize) {
