@@ -94,8 +94,19 @@ void sentencepiece_vocab(io::GgufMetadata& m, const std::string& model_file, con
   m.set_bool("tokenizer.ggml.add_space_prefix", sp->adds_dummy_prefix());
 }
 
-void byte_level_vocab(io::GgufMetadata& m, const std::string& file, int64_t n_vocab) {
+void byte_level_vocab(io::GgufMetadata& m, const std::string& file, int64_t n_vocab,
+                      const std::function<void(const std::string&)>& warn) {
   const auto j = io::read_json_file(file);
+  if (warn && j.contains("normalizer") && !j["normalizer"].is_null())
+    warn(file + " has a normalizer (" + j["normalizer"].value("type", "?") + "), which llama.cpp does not apply: "
+         "texts it would change tokenize differently in the GGUF");
+  if (warn && j.contains("added_tokens"))
+    for (const auto& t : j["added_tokens"])
+      if (t.value("lstrip", false) || t.value("rstrip", false)) {
+        warn(file + ": llama.cpp ignores the lstrip/rstrip of added tokens such as '" + t.value("content", "") +
+             "': spaces around them tokenize differently in the GGUF");
+        break;
+      }
   const auto& model = j.contains("model") ? j["model"] : json();
   if (model.value("type", "") != "BPE" || !model.contains("vocab") || !model.contains("merges"))
     fail("{}: only a BPE model (model.type BPE with vocab and merges) can be written to GGUF", file);
@@ -168,7 +179,7 @@ io::GgufMetadata gguf_vocab_metadata(const std::string& source, const data::Toke
   if (fs::exists(sp_file) && !(is_file && fs::path(source).extension() == ".json"))
     sentencepiece_vocab(m, sp_file.string(), dir, n_vocab, warn);
   else if (fs::exists(json_file))
-    byte_level_vocab(m, json_file.string(), n_vocab);
+    byte_level_vocab(m, json_file.string(), n_vocab, warn);
   else
     fail("{}: no tokenizer.model or tokenizer.json to write into the GGUF", source);
   special_ids(m, tok);
