@@ -2,7 +2,8 @@
 // records them). Subjects are sub-subcommands, so each brings its own options; `dequant` is the first.
 //
 // qtune bench dequant: one weight (default 4096 x 4096, a 7B attention projection) dequantized from NF4 (block
-// 64, with and without double quant) and int8, beside out.copy_(src) of a tensor of the output's size and dtype,
+// 64, with and without double quant), int8 and some of the GGUF block types a weight can be kept in (Q4_1, Q8_0, Q4_K,
+// Q6_K; and dequantize_ggml, the float32 reference, for Q4_1), beside out.copy_(src) of a tensor of the output's size and dtype,
 // the memory-bandwidth bound a dequantize cannot beat. GB/s counts bytes read plus bytes written. On the CPU the
 // kernel writes into a preallocated output, as the copy does, so the ratio compares like with like; the API
 // column adds what callers pay for dequantize_*()'s fresh output (a large CPU allocation is a fresh mmap, whose
@@ -19,7 +20,10 @@
 
 #include "commands.h"
 #include "qtune/kernels/dequant.h"
+#include "qtune/kernels/dequant_ggml.h"
 #include "qtune/kernels/dequant_int8.h"
+#include "qtune/quant/ggml_weight.h"
+#include "qtune/quant/gguf_blocks.h"
 #include "qtune/quant/codebook.h"
 #include "qtune/util/error.h"
 
@@ -89,6 +93,11 @@ void bench_device(const DequantBenchArgs& args, const at::Device& device) {
   const auto nf4_dq = quant::random_quant4_state({args.rows, args.cols}, 64, quant::Format4::NF4, true, gen).to(device);
   const auto nf4 = quant::random_quant4_state({args.rows, args.cols}, 64, quant::Format4::NF4, false, gen).to(device);
   const auto int8 = quant::quantize_int8_rowwise((at::randn({args.rows, args.cols}, gen) * 0.02).to(device));
+  // Some of the GGUF block types a weight can be kept in, where the columns hold whole blocks (K-quants: 256).
+  std::vector<std::pair<quant::GgmlType, at::Tensor>> ggml;
+  for (auto type : {quant::GgmlType::Q4_1, quant::GgmlType::Q8_0, quant::GgmlType::Q4_K, quant::GgmlType::Q6_K})
+    if (args.cols % quant::ggml_type_info(type).block_elems == 0)
+      ggml.emplace_back(type, quant::random_ggml_blocks(type, args.rows, args.cols, gen, 0.01).to(device));
 
   for (auto dtype : {at::kFloat, at::kBFloat16}) {
     const auto opts = at::TensorOptions().dtype(dtype).device(device);
@@ -114,6 +123,20 @@ void bench_device(const DequantBenchArgs& args, const at::Device& device) {
     const auto params = params_of(int8);
     row("int8 rowwise", input_bytes(int8), [&] { kernels::dequantize_int8_cpu(params, out); },
         [&] { kernels::dequantize_int8(int8, dtype); });
+    for (const auto& [type, blocks] : ggml) {
+      kernels::DequantGgmlParams p{type, blocks.data_ptr<uint8_t>(), args.rows, args.cols, blocks.size(1)};
+      row(std::string("gguf ") + quant::ggml_type_info(type).name, bytes_of(blocks),
+          [&] { kernels::dequantize_ggml_cpu(p, out); }, [&] { kernels::dequantize_ggml_rows(type, blocks, args.cols, dtype); });
+    }
+    if (!cuda && !ggml.empty()) {
+      // gguf_blocks.h's dequantize_ggml (what GgufFile::dequantize runs): fp32 only, so a cast for other dtypes.
+      const auto& [type, blocks] = ggml.front();
+      auto reference = [&, type = type, blocks = blocks] {
+        auto w = quant::dequantize_ggml(type, blocks.data_ptr<uint8_t>(), args.rows * args.cols);
+        if (dtype != at::kFloat) w = w.to(dtype);
+      };
+      row(std::string("ref ") + quant::ggml_type_info(type).name, bytes_of(blocks), reference, reference);
+    }
   }
 }
 
@@ -156,7 +179,8 @@ void add_bench(CLI::App& app, Action& action) {
   });
 
   auto* dequant = bench->add_subcommand(
-      "dequant", "Dequantization speed (NF4, NF4 + double quant, int8) against the memory-bandwidth bound of a copy");
+      "dequant",
+      "Dequantization speed (NF4, NF4 + double quant, int8, GGUF blocks) against the memory-bandwidth bound of a copy");
   dequant->allow_extras(false);  // subcommands inherit allow_extras: a subject rejects what it does not know
   auto args = std::make_shared<DequantBenchArgs>();
   dequant->add_option("--rows", args->rows, "Weight rows (output features)")->capture_default_str()->check(CLI::PositiveNumber);

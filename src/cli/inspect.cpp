@@ -8,9 +8,11 @@
 #include "qtune/data/chat_template_match.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/gguf.h"
+#include "qtune/io/gguf_model.h"
 #include "qtune/io/hf_config.h"
 #include "qtune/io/sharded_checkpoint.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::cli {
 namespace {
@@ -63,10 +65,15 @@ int run_inspect(const std::string& dir) {
     stored_params += numel;
     total_bytes += nbytes;
   };
-  std::string files;
+  std::string files, projections;
   if (io::is_gguf_path(dir)) {
     const auto gguf = io::GgufFile::open(dir);
-    for (const auto& t : gguf->header().tensors) add(quant::ggml_type_info(t.type).name, t.numel(), t.nbytes);
+    std::map<std::string, int64_t> projection_types;  // what quant.format keep would train on
+    for (const auto& t : gguf->header().tensors) {
+      add(quant::ggml_type_info(t.type).name, t.numel(), t.nbytes);
+      if (ends_with(io::hf_tensor_name(t.name), "_proj.weight")) ++projection_types[quant::ggml_type_info(t.type).name];
+    }
+    for (const auto& [type, n] : projection_types) projections += fmt::format("{}{} x{}", projections.empty() ? "" : ", ", type, n);
     files = fmt::format("GGUF v{}", gguf->header().version);
   } else {
     const auto ckpt = io::ShardedCheckpoint::open(dir);
@@ -79,6 +86,9 @@ int run_inspect(const std::string& dir) {
   fmt::print("files        {}, {} of tensor data\n", files, human_bytes(total_bytes));
   fmt::print("{:<8} {:>8} {:>14}\n", "dtype", "tensors", "bytes");
   for (const auto& [dtype, cb] : by_dtype) fmt::print("{:<8} {:>8} {:>14}\n", dtype, cb.first, human_bytes(cb.second));
+  if (!projections.empty())
+    fmt::print("projections  {} (quant.format keep trains on these as stored; F32/F16/BF16 ones load dense)\n",
+               projections);
   try {
     const auto tok = data::Tokenizer::load(dir, &config);
     fmt::print("tokenizer    {} ({}, {} tokens; bos {}, eos {}, adds bos: {})\n", tok.path(), tok.backend().kind(),

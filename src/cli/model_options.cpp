@@ -5,10 +5,12 @@
 #include <chrono>
 
 #include "qtune/export/peft_adapter.h"
+#include "qtune/io/gguf.h"
 #include "qtune/lora/inject.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
+#include "qtune/util/error.h"
 
 namespace qtune::cli {
 
@@ -17,7 +19,9 @@ void ModelOptions::add_to(CLI::App& cmd) {
       ->required();
   cmd.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   cmd.add_option("--dtype", dtype, "auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)")->capture_default_str();
-  cmd.add_option("--quant", quant, "Quantize the projections while loading: none | nf4 | fp4 | int8 (double quant, block 64)")
+  cmd.add_option("--quant", quant,
+                 "Quantize the projections while loading: none | nf4 | fp4 | int8 (double quant, block 64) | keep (a "
+                 ".gguf's own blocks, as stored)")
       ->capture_default_str();
   cmd.add_option("--plan", plan_file, "Quantize while loading by this YAML plan (from qtune quantize --plan auto)");
   cmd.add_option("--adapter", adapter, "Apply this PEFT LoRA adapter (e.g. a qtune train run's adapter/ directory)");
@@ -33,6 +37,8 @@ std::pair<nn::CausalLM, data::Tokenizer> ModelOptions::load() const {
   quant::QuantPlan plan;
   if (!plan_file.empty()) plan = quant::QuantPlan::load_yaml(plan_file);
   else plan.base.format = quant::parse_weight_format(quant, "--quant");
+  if (plan.uses(quant::WeightFormat::Keep) && !io::is_gguf_path(dir))
+    fail("{}: keeping the stored blocks (--quant keep) needs a .gguf model; this is not one", dir);
   nn::QuantLinearFactory factory(plan, options, prequantized);
   if (!adapter.empty()) {
     auto config = exporting::read_peft_config(adapter);
@@ -47,8 +53,8 @@ std::pair<nn::CausalLM, data::Tokenizer> ModelOptions::load() const {
     model = nn::load_causal_lm(dir, options, &factory);
   }
   if (quant != "none" || !plan_file.empty())
-    fmt::print(stderr, "quantized {} linears while loading: {:.3f} bits per weight\n", factory.layers().size(),
-               factory.average_bits());
+    fmt::print(stderr, "{} {} linears while loading: {}\n", plan.uses(quant::WeightFormat::Keep) ? "kept" : "quantized",
+               factory.layers().size(), factory.summary());
   auto tokenizer = data::Tokenizer::load(dir, &model->config());
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   fmt::print(stderr, "loaded {} ({} layers, {} on {}) in {:.2f}s\n", dir, model->config().num_hidden_layers,

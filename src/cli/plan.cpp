@@ -2,13 +2,18 @@
 // training, and prints what the run would hold at its peak, so a user knows whether it fits the card.
 #include <fmt/format.h>
 
+#include <map>
+
 #include "commands.h"
+#include "qtune/io/gguf.h"
+#include "qtune/io/gguf_model.h"
 #include "qtune/optim/optimizer.h"
 #include "qtune/train/memory_estimate.h"
 #include "qtune/train/recipe.h"
 #include "qtune/train/run_setup.h"
 #include "qtune/util/device.h"
 #include "qtune/util/memory.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::cli {
 namespace {
@@ -19,6 +24,30 @@ struct PlanArgs {
   std::string device;
   double card_gib = 0;
 };
+
+// "nf4 (block 64, double quant)", "keep: the GGUF's own blocks (Q4_1 x210)", plus the rules that send modules elsewhere.
+std::string describe_quant(const quant::QuantPlan& plan, const train::Recipe& recipe) {
+  if (recipe.train.mode == "full") return "none (train.mode full trains every weight densely)";
+  const auto& b = plan.base;
+  std::string out = quant::format_name(b.format);
+  if (b.format == quant::WeightFormat::NF4 || b.format == quant::WeightFormat::FP4)
+    out += fmt::format(" (block {}{})", b.blocksize, b.double_quant ? ", double quant" : "");
+  if (plan.uses(quant::WeightFormat::Keep)) {
+    std::map<std::string, int64_t> kept;  // ggml type -> projections kept in it
+    const auto file = io::GgufFile::open(recipe.model.path);
+    for (const auto& t : file->header().tensors) {
+      const auto name = io::hf_tensor_name(t.name);
+      if (ends_with(name, "_proj.weight") &&
+          plan.resolve(name.substr(0, name.size() - 7)).format == quant::WeightFormat::Keep)
+        ++kept[quant::ggml_type_info(t.type).name];
+    }
+    std::string types;
+    for (const auto& [type, n] : kept) types += fmt::format("{}{} x{}", types.empty() ? "" : ", ", type, n);
+    out += fmt::format(": the GGUF's own blocks ({}; F32/F16/BF16 ones load dense)", types);
+  }
+  for (const auto& r : plan.rules) out += fmt::format("; {} -> {}", r.pattern, quant::format_name(r.format));
+  return out;
+}
 
 int run_plan(const PlanArgs& a) {
   auto recipe = train::Recipe::load(a.recipe, a.overrides);
@@ -43,6 +72,7 @@ int run_plan(const PlanArgs& a) {
              data.stats.train_targets, data.stats.longest, data.stats.truncated, data.stats.dropped);
   fmt::print("steps  {} optimizer steps ({} warmup) of {} x {} micro-batches; {} micro-batches per epoch\n", steps,
              warmup, recipe.train.grad_accum, recipe.train.batch_size, loader.batches_per_epoch(0));
+  fmt::print("quant  {}\n", describe_quant(plan, recipe));
   const auto m = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
   fmt::print("\npeak memory estimate on {} ({} compute, {} x {} tokens per micro-batch, {} trainable parameters):\n",
              device.str(), dtype_label(dtype), recipe.train.batch_size, recipe.data.max_seq_len, m.trainable_params);

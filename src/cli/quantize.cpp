@@ -80,6 +80,9 @@ quant::QuantPlan plan_of(const QuantizeArgs& a) {
   for (const auto& p : a.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
   for (const auto& p : a.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
   plan.validate("--plan / --block-size");
+  if (plan.uses(quant::WeightFormat::Keep))
+    fail("--format / --plan: keep has nothing to write in bitsandbytes' layout (it trains on a GGUF's own blocks: "
+         "quant.format keep in a recipe, or --quant keep for generate and eval)");
   return plan;
 }
 

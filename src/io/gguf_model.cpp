@@ -2,6 +2,8 @@
 
 #include <fmt/ranges.h>
 
+#include <cstring>
+
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
 
@@ -155,6 +157,51 @@ at::Tensor GgufWeights::get(const std::string& name, at::IntArrayRef shape) cons
 
 void GgufWeights::release(const std::string& name) const {
   if (const auto* info = file_->find_tensor(gguf_tensor_name(name))) file_->release(*info);
+}
+
+namespace {
+
+// Row r of the Hugging Face weight is row order[r] of the GGUF one: unpermute_rotary_rows applied to the row numbers
+// (it only moves rows, so the numbers move as the rows do).
+std::vector<int64_t> rotary_row_order(int64_t rows, int64_t heads) {
+  const auto order = unpermute_rotary_rows(at::arange(rows, at::kLong), heads);
+  return {order.data_ptr<int64_t>(), order.data_ptr<int64_t>() + rows};
+}
+
+}  // namespace
+
+int64_t GgufWeights::rotary_heads(const std::string& name) const {
+  if (ends_with(name, "q_proj.weight") || ends_with(name, "q_proj.bias")) return heads_;
+  if (ends_with(name, "k_proj.weight") || ends_with(name, "k_proj.bias")) return kv_heads_;
+  return 0;
+}
+
+std::optional<StoredBlocks> GgufWeights::stored_blocks(const std::string& name) const {
+  const auto g = gguf_tensor_name(name);
+  if (g.empty()) fail("{}: the model asks for '{}', which has no GGUF tensor name", file_->path(), name);
+  const auto* info = file_->find_tensor(g);
+  if (info == nullptr) fail("{}: tensor '{}' (for {}) not found", file_->path(), g, name);
+  StoredBlocks s;
+  s.type = info->type;
+  s.shape = info->torch_shape();
+  s.origin = fmt::format("{}: tensor '{}'", file_->path(), g);
+  if (s.shape.size() != 2)
+    fail("{} has {} dimensions; stored blocks are read for 2-D weights (for {})", s.origin, s.shape.size(), name);
+  const int64_t rows = s.shape[0];
+  const auto row_bytes = static_cast<int64_t>(quant::ggml_nbytes(s.type, s.shape[1]));
+  if (static_cast<uint64_t>(rows * row_bytes) != info->nbytes)
+    fail("internal: {} holds {} bytes, not {} rows of {}", s.origin, info->nbytes, rows, row_bytes);
+  s.bytes = at::empty({rows, row_bytes}, at::kByte);
+  const uint8_t* src = file_->data(*info);
+  uint8_t* dst = s.bytes.data_ptr<uint8_t>();
+  // Blocks run along a row, so the rotary permutation of rows moves whole rows of bytes, exactly.
+  if (const int64_t heads = rotary_heads(name)) {
+    const auto order = rotary_row_order(rows, heads);
+    for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * row_bytes, src + order[r] * row_bytes, row_bytes);
+  } else {
+    std::memcpy(dst, src, static_cast<size_t>(rows * row_bytes));
+  }
+  return s;
 }
 
 }  // namespace qtune::io

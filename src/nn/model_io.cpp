@@ -63,6 +63,10 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir) {
       } else if (auto w8 = dynamic_cast<const quant::Int8Weight*>(&q->weight())) {
         quant::append_bnb_int8(tensors, name, w8->state());
         eight_bit = true;
+      } else {
+        fail("{}: a {} weight has no bitsandbytes layout to save it in (save the merged model, or load the base with "
+             "nf4, fp4, int8 or none)",
+             name, q->weight().format());
       }
       if (q->bias().defined()) tensors.emplace_back(name + ".bias", q->bias());
       quantized_prefixes.push_back(name + ".");

@@ -1,11 +1,24 @@
 #include "qtune/nn/quant_linear_factory.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
+
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/bnb_format.h"
+#include "qtune/quant/ggml_weight.h"
+#include "qtune/quant/gguf_blocks.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
 
 namespace qtune::nn {
+namespace {
+
+bool plain_ggml_type(quant::GgmlType t) {
+  return t == quant::GgmlType::F32 || t == quant::GgmlType::F16 || t == quant::GgmlType::BF16;
+}
+
+}  // namespace
 
 QuantLinearFactory::QuantLinearFactory(quant::QuantPlan plan, at::TensorOptions options, bool prequantized)
     : plan_(std::move(plan)), options_(options), prequantized_(prequantized) {
@@ -27,13 +40,10 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
     info.from_checkpoint = true;
   } else {
     const auto layer = prequantized_ ? quant::LayerQuant{quant::WeightFormat::Dense} : plan_.resolve(spec.name);
-    if (layer.format == quant::WeightFormat::Dense) {
-      auto w = load_frozen(weights, weight_name, {spec.out_features, spec.in_features}, options_);
-      info.format = "16bit";
-      info.storage_bytes = w.numel() * w.element_size();
-      layers_.push_back(info);
-      return std::make_shared<DenseLinearImpl>(spec, std::move(w), std::move(bias));
-    }
+    if (layer.format == quant::WeightFormat::Keep) return make_kept(spec, weights, std::move(bias), info);
+    if (layer.format == quant::WeightFormat::Dense)
+      return dense(spec, load_frozen(weights, weight_name, {spec.out_features, spec.in_features}, options_),
+                   std::move(bias), info);
     // The memory-mapped 16-bit weight is read here and dropped as soon as its quantized state exists.
     auto w = weights.get(weight_name, {spec.out_features, spec.in_features});
     try {
@@ -49,11 +59,55 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
     w.reset();
     weights.release(weight_name);
   }
-  qweight->to(options_.device());
-  info.format = qweight->format();
-  info.storage_bytes = qweight->storage_bytes();
+  return quantized(spec, std::move(qweight), std::move(bias), info);
+}
+
+Linear QuantLinearFactory::make_kept(const LinearSpec& spec, const io::WeightSource& weights, at::Tensor bias,
+                                     QuantizedLayerInfo info) {
+  const std::string weight_name = spec.name + ".weight";
+  auto stored = weights.stored_blocks(weight_name);
+  if (!stored)
+    fail("{}: quant.format keep needs a GGUF base (a .gguf file as model.path), but this checkpoint does not store the "
+         "weight as ggml blocks; use nf4, fp4, int8 or none for it",
+         weight_name);
+  const std::vector<int64_t> shape{spec.out_features, spec.in_features};
+  if (stored->shape != shape)
+    fail("{} has shape {}x{} but the model expects {}x{} for {}", stored->origin, stored->shape.at(0),
+         stored->shape.at(1), shape[0], shape[1], weight_name);
+  if (plain_ggml_type(stored->type)) {
+    // Nothing to keep: a float tensor becomes a dense layer in the compute dtype, as the 16-bit path makes it.
+    auto w = quant::dequantize_ggml(stored->type, stored->bytes.data_ptr<uint8_t>(), spec.out_features * spec.in_features)
+                 .view(shape)
+                 .to(options_)
+                 .set_requires_grad(false);
+    stored.reset();
+    weights.release(weight_name);
+    return dense(spec, std::move(w), std::move(bias), info);
+  }
+  if (!quant::ggml_weight_supports(stored->type))
+    fail("{} is stored as {}, which quant.format keep cannot hold (it keeps Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, "
+         "Q4_K, Q5_K, Q6_K); send {} to nf4, int8 or 16bit with quant.keep_int8 / quant.keep_16bit",
+         stored->origin, quant::ggml_type_info(stored->type).name, spec.name);
+  auto qweight = c10::make_intrusive<quant::GgmlWeight>(stored->type, std::move(stored->bytes), spec.in_features);
+  weights.release(weight_name);
+  info.from_checkpoint = true;
+  return quantized(spec, std::move(qweight), std::move(bias), info);
+}
+
+Linear QuantLinearFactory::dense(const LinearSpec& spec, at::Tensor weight, at::Tensor bias, QuantizedLayerInfo info) {
+  info.format = "16bit";
+  info.storage_bytes = weight.numel() * weight.element_size();
   layers_.push_back(info);
-  return std::make_shared<QuantizedLinearImpl>(spec, std::move(qweight), std::move(bias));
+  return std::make_shared<DenseLinearImpl>(spec, std::move(weight), std::move(bias));
+}
+
+Linear QuantLinearFactory::quantized(const LinearSpec& spec, c10::intrusive_ptr<quant::QuantizedWeight> weight,
+                                     at::Tensor bias, QuantizedLayerInfo info) {
+  weight->to(options_.device());
+  info.format = weight->format();
+  info.storage_bytes = weight->storage_bytes();
+  layers_.push_back(info);
+  return std::make_shared<QuantizedLinearImpl>(spec, std::move(weight), std::move(bias));
 }
 
 double QuantLinearFactory::average_bits() const {
@@ -63,6 +117,18 @@ double QuantLinearFactory::average_bits() const {
     params += static_cast<double>(l.parameters);
   }
   return params > 0 ? bits / params : 0.0;
+}
+
+std::string QuantLinearFactory::summary() const {
+  std::vector<std::pair<std::string, int64_t>> counts;  // in the order the formats first appear
+  for (const auto& l : layers_) {
+    auto it = std::find_if(counts.begin(), counts.end(), [&](const auto& c) { return c.first == l.format; });
+    if (it == counts.end()) counts.emplace_back(l.format, 1);
+    else ++it->second;
+  }
+  std::string out;
+  for (const auto& [format, n] : counts) out += fmt::format("{}{} x{}", out.empty() ? "" : ", ", format, n);
+  return fmt::format("{}; {:.3f} bits per weight", out.empty() ? "no linears" : out, average_bits());
 }
 
 }  // namespace qtune::nn

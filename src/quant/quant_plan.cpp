@@ -3,6 +3,7 @@
 #include <fnmatch.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <sstream>
 
 #include "qtune/util/error.h"
@@ -15,6 +16,7 @@ const char* format_name(WeightFormat format) {
     case WeightFormat::FP4: return "fp4";
     case WeightFormat::Int8: return "int8";
     case WeightFormat::Dense: return "16bit";
+    case WeightFormat::Keep: return "keep";
   }
   return "?";
 }
@@ -23,8 +25,9 @@ WeightFormat parse_weight_format(const std::string& name, const std::string& wha
   if (name == "nf4") return WeightFormat::NF4;
   if (name == "fp4") return WeightFormat::FP4;
   if (name == "int8") return WeightFormat::Int8;
+  if (name == "keep") return WeightFormat::Keep;
   if (name == "16bit" || name == "bf16" || name == "fp16" || name == "fp32" || name == "none") return WeightFormat::Dense;
-  fail("{}: format '{}' is not one of nf4, fp4, int8, 16bit", what, name);
+  fail("{}: format '{}' is not one of nf4, fp4, int8, 16bit, keep (16bit also as bf16, fp16, fp32 or none)", what, name);
 }
 
 bool glob_match(const std::string& pattern, const std::string& name) {
@@ -41,6 +44,11 @@ LayerQuant QuantPlan::resolve(const std::string& module_name) const {
       return q;
     }
   return base;
+}
+
+bool QuantPlan::uses(WeightFormat format) const {
+  return base.format == format ||
+         std::any_of(rules.begin(), rules.end(), [format](const PlanRule& r) { return r.format == format; });
 }
 
 void QuantPlan::validate(const std::string& what) const {

@@ -69,6 +69,9 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
                                    const SensitivityOptions& o) {
   if (calibration.empty()) fail("sensitivity scan: the calibration text produced no tokens");
   if (o.budget_bits <= 0) fail("--budget-bits must be positive, got {}", o.budget_bits);
+  if (o.low.format == WeightFormat::Keep || o.high == WeightFormat::Keep)
+    fail("sensitivity scan: keep is no format to quantize to (it keeps a GGUF's own blocks); scan with nf4, fp4, int8 "
+         "or 16bit");
   torch::NoGradGuard no_grad;
   const auto config = io::ModelConfig::load(model_dir);
   auto checkpoint = io::open_model_weights(model_dir);

@@ -4,7 +4,10 @@
 
 #include <algorithm>
 
+#include "qtune/io/gguf.h"
+#include "qtune/io/gguf_model.h"
 #include "qtune/optim/optimizer.h"
+#include "qtune/util/error.h"
 
 namespace qtune::train {
 namespace {
@@ -35,8 +38,18 @@ int64_t stored_bytes(const quant::LayerQuant& q, int64_t n, int64_t out, int64_t
     }
     case quant::WeightFormat::Int8: return n + out * 4;
     case quant::WeightFormat::Dense: return n * dense_bytes;
+    case quant::WeightFormat::Keep: break;  // the file says (kept_bytes)
   }
   return n * dense_bytes;
+}
+
+// Bytes of a projection kept as the GGUF stores it: its blocks, or the compute dtype for a float tensor (which loads
+// dense). Read from the file's header, not its data.
+int64_t kept_bytes(const io::GgufFile& file, const std::string& projection, int64_t n, int64_t dense_bytes) {
+  const auto& t = file.tensor_info(io::gguf_tensor_name(projection + ".weight"));
+  if (t.type == quant::GgmlType::F32 || t.type == quant::GgmlType::F16 || t.type == quant::GgmlType::BF16)
+    return n * dense_bytes;
+  return static_cast<int64_t>(t.nbytes);
 }
 
 }  // namespace
@@ -56,6 +69,7 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
   const int64_t Hq = c.num_attention_heads * c.head_dim, Hkv = c.num_key_value_heads * c.head_dim;
   std::vector<int64_t> numels;
   int64_t largest = 0, lora_in_fp32 = 0, lora_rank_sum = 0;  // per token, per layer (targeted projections)
+  std::shared_ptr<io::GgufFile> gguf;                         // opened for the first kept projection
   for (int64_t l = 0; l < L; ++l) {
     for (const auto& p : projections(c, l)) {
       const int64_t n = p.in * p.out;
@@ -65,7 +79,18 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
         numels.push_back(n);
         continue;
       }
-      m.base_weights += stored_bytes(plan.resolve(p.name), n, p.out, s);
+      const auto q = plan.resolve(p.name);
+      if (q.format == quant::WeightFormat::Keep) {
+        if (!gguf) {
+          if (!io::is_gguf_path(r.model.path))
+            fail("{}: quant.format keep needs a GGUF base, but model.path '{}' is not a .gguf file", r.source,
+                 r.model.path);
+          gguf = io::GgufFile::open(r.model.path);
+        }
+        m.base_weights += kept_bytes(*gguf, p.name, n, s);
+      } else {
+        m.base_weights += stored_bytes(q, n, p.out, s);
+      }
       if (auto t = r.lora.config.resolve(p.name)) {
         numels.push_back(t->r * p.in), numels.push_back(p.out * t->r);
         if (l == 0) lora_in_fp32 += p.in * 4 * (r.lora.config.dropout > 0 ? 2 : 1) + (r.lora.config.dropout > 0 ? p.in : 0),

@@ -16,18 +16,29 @@
 #include "qtune/train/precision.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::train {
 
 quant::QuantPlan quant_plan_of(const Recipe& r) {
-  if (!r.quant.plan.empty()) return quant::QuantPlan::load_yaml(r.quant.plan);
   quant::QuantPlan plan;
-  plan.base.format = quant::parse_weight_format(r.quant.format, "quant.format");
-  plan.base.blocksize = r.quant.block_size;
-  plan.base.double_quant = r.quant.double_quant;
-  for (const auto& p : r.quant.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
-  for (const auto& p : r.quant.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
-  plan.validate("quant");
+  if (!r.quant.plan.empty()) {
+    plan = quant::QuantPlan::load_yaml(r.quant.plan);
+  } else {
+    plan.base.format = quant::parse_weight_format(r.quant.format, "quant.format");
+    plan.base.blocksize = r.quant.block_size;
+    plan.base.double_quant = r.quant.double_quant;
+    for (const auto& p : r.quant.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
+    for (const auto& p : r.quant.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
+    plan.validate("quant");
+  }
+  // Only a GGUF stores blocks to keep: said by the recipe's keys here rather than at the first weight. By name only:
+  // an export may load the base from elsewhere (--base) when model.path has moved.
+  if (plan.uses(quant::WeightFormat::Keep) && !ends_with(r.model.path, ".gguf"))
+    fail("{}: {} trains on the ggml blocks of a GGUF base, but model.path '{}' is not a .gguf file (use nf4, fp4, "
+         "int8 or none)",
+         r.source, r.quant.plan.empty() ? std::string("quant.format keep") : "quant.plan " + r.quant.plan + " (format keep)",
+         r.model.path);
   return plan;
 }
 
@@ -149,7 +160,9 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
     }
   } else {
     const bool prequantized = !s.config.quantization_config.is_null();
-    s.base_factory = std::make_unique<nn::QuantLinearFactory>(quant_plan_of(r), options, prequantized);
+    auto base = std::make_unique<nn::QuantLinearFactory>(quant_plan_of(r), options, prequantized);
+    const auto* quant_base = base.get();
+    s.base_factory = std::move(base);
     auto lora_config = r.lora.config;
     if (!r.lora.init_adapter.empty()) {
       // The adapter decides its own shape; the recipe's dropout still applies to training.
@@ -164,6 +177,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
     if (!r.lora.init_adapter.empty()) exporting::load_peft_adapter(*s.model, r.lora.init_adapter);
     s.trainable = lora::trainable_parameters(*s.model);
     if (s.trainable.empty()) fail("{}: lora.targets match no module of this model", r.source);
+    say(fmt::format("base: {} linears, {}", quant_base->layers().size(), quant_base->summary()));
   }
   s.checkpointed_layers = r.train.gradient_checkpointing ? s.config.num_hidden_layers : 0;
   if (r.train.gradient_checkpointing && r.train.memory_budget_gib > 0) {

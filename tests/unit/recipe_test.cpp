@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "qtune/train/run_setup.h"
 #include "test_util.h"
 
 namespace qtune::train {
@@ -138,6 +139,21 @@ TEST(Recipe, RelativePathsResolveBesideTheRecipe) {
   const auto r = Recipe::load(path);
   EXPECT_EQ(fs::path(r.model.path), fs::path(f.dir) / "model");
   EXPECT_EQ(fs::path(r.data.train), fs::path(f.dir) / "train.jsonl");
+}
+
+TEST(Recipe, QuantFormatKeepParsesAndNeedsAGgufBase) {
+  RecipeFixture f;
+  const auto r = Recipe::from_yaml_text(f.text("quant:\n  format: keep\n"), "r.yaml");
+  EXPECT_EQ(r.quant.format, "keep");
+  EXPECT_NE(recipe_help().find("keep (a .gguf base's own blocks"), std::string::npos);
+  auto msg = test::error_of([&] { Recipe::from_yaml_text(f.text("quant:\n  format: q4_1\n"), "r.yaml"); });
+  EXPECT_NE(msg.find("'quant.format' must be one of nf4 | fp4 | int8 | none | keep, got 'q4_1'"), std::string::npos)
+      << msg;
+  // The model here is a Hugging Face directory: the plan names the key and the path before any weight is read.
+  msg = test::error_of([&] { quant_plan_of(r); });
+  EXPECT_NE(msg.find("quant.format keep trains on the ggml blocks of a GGUF base, but model.path '" + f.dir + "/model'"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(Recipe, FullModeNeedsNoQuantization) {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "qtune/io/gguf.h"
@@ -30,9 +31,12 @@ class GgufWeights : public WeightSource {
   bool has(const std::string& name) const override;
   at::Tensor get(const std::string& name, at::IntArrayRef shape) const override;
   void release(const std::string& name) const override;
+  // The tensor's ggml blocks as the file stores them (no dequantization), Q/K rows unpermuted by moving whole rows.
+  std::optional<StoredBlocks> stored_blocks(const std::string& name) const override;
   const GgufFile& file() const { return *file_; }
 
  private:
+  int64_t rotary_heads(const std::string& name) const;  // heads whose rotary rows `name` interleaves; 0: none
   std::shared_ptr<const GgufFile> file_;
   int64_t heads_ = 0, kv_heads_ = 0;
 };

@@ -3,9 +3,22 @@
 // The caller states the shape it expects, so a mismatched checkpoint fails here with the tensor's name.
 #include <ATen/ATen.h>
 
+#include <optional>
 #include <string>
+#include <vector>
+
+#include "qtune/quant/ggml_types.h"
 
 namespace qtune::io {
+
+// A tensor as a GGUF stores it: its ggml type and the raw bytes of its rows (blocks run along a row), in the model's
+// row order (for q_proj/k_proj, llama.cpp's rotary permutation undone by moving whole rows).
+struct StoredBlocks {
+  quant::GgmlType type = quant::GgmlType::F32;
+  std::vector<int64_t> shape;  // torch order: [rows, values per row]
+  at::Tensor bytes;            // uint8 [rows, ggml_nbytes(type, values per row)] on the CPU
+  std::string origin;          // "FILE: tensor 'NAME'", for messages
+};
 
 class WeightSource {
  public:
@@ -17,6 +30,8 @@ class WeightSource {
   virtual at::Tensor get_raw(const std::string& name) const { return get(name, {}); }
   // The caller is done with `name` (it kept a quantized copy): a memory-mapped source may drop its pages.
   virtual void release(const std::string& name) const {}
+  // The 2-D tensor `name` as stored ggml blocks, where the source holds such (a GGUF); nullopt elsewhere.
+  virtual std::optional<StoredBlocks> stored_blocks(const std::string& name) const { return std::nullopt; }
 };
 
 }  // namespace qtune::io

@@ -3,15 +3,18 @@
 // quantization; embeddings, norms and lm_head stay in the compute dtype (they are not built by the factory).
 // Rules, tried in order, keep chosen modules in int8 or 16-bit: glob patterns over the module name, matched
 // with and without its leading "model." ("layers.0.*", "*.down_proj", "model.layers.1.mlp.up_proj").
+// Keep (a GGUF base only): each projection stays in the ggml blocks the file stores it in (Q4_0 ... Q6_K), frozen as
+// is; one stored as F32/F16/BF16 becomes a dense layer in the compute dtype.
 #include <string>
 #include <vector>
 
 namespace qtune::quant {
 
-enum class WeightFormat { NF4, FP4, Int8, Dense };
+enum class WeightFormat { NF4, FP4, Int8, Dense, Keep };
 
 const char* format_name(WeightFormat format);
-WeightFormat parse_weight_format(const std::string& name, const std::string& what);  // nf4 fp4 int8 bf16/16bit/none
+// nf4 fp4 int8 keep, and bf16/fp16/fp32/16bit/none for Dense
+WeightFormat parse_weight_format(const std::string& name, const std::string& what);
 
 struct LayerQuant {
   WeightFormat format = WeightFormat::NF4;
@@ -29,6 +32,7 @@ struct QuantPlan {
   std::vector<PlanRule> rules;   // first match wins
 
   LayerQuant resolve(const std::string& module_name) const;
+  bool uses(WeightFormat format) const;  // as the base or in a rule
   void validate(const std::string& what) const;
 
   // YAML: {format: nf4, block_size: 64, double_quant: true, rules: [{pattern: "layers.0.*", format: int8}, ...]}

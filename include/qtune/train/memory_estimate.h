@@ -1,6 +1,7 @@
 #pragma once
 // What a run will hold at its peak, computed from the config and recipe alone (nothing loaded), so `qtune plan`
-// can say whether a run fits the card before it starts. Each term is a formula over the shapes; the GPU benchmark
+// can say whether a run fits the card before it starts. Under quant.format keep the kept projections' sizes come from
+// the GGUF's header. Each term is a formula over the shapes; the GPU benchmark
 // (issue 13) compares the total against the measured peak of the caching allocator.
 #include <ATen/ATen.h>
 
