@@ -26,7 +26,7 @@ row() {  # type imatrix
   args=(export "$run" --gguf "$file" --type "$t" --no-quality-check)
   [ "$with" = yes ] && args+=(--calib "$out/calib.txt" --calib-samples 64 --calib-seq-len 128)
   start=$(date +%s.%N)
-  log=$("$qtune" "${args[@]}")
+  log=$("$qtune" "${args[@]}" 2>/dev/null)
   secs=$(echo "$(date +%s.%N) - $start" | bc)
   printf '%-8s %-8s %8s %8s %7.1fs %12s\n' "$t" "$with" "$(du -h "$file" | cut -f1)" \
     "$(grep -oE "[0-9.]+ bits per weight" <<<"$log" | cut -d' ' -f1)" "$secs" "$(ppl "$file")"
