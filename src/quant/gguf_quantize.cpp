@@ -700,28 +700,6 @@ void write_q4_K(const uint8_t* L, const uint8_t* scales, uint16_t d_bits, uint16
     for (int l = 0; l < 32; ++l) q[l] = static_cast<uint8_t>(L[j + l] | (L[j + l + 32] << 4));
 }
 
-void quantize_row_q4_K_ref(const float* x, uint8_t* y, int64_t k) {
-  for (int64_t i = 0; i < k / QK_K; i++, x += QK_K, y += 144) {
-    uint8_t L[QK_K], scales[12];
-    float mins[QK_K / 32], scales_f[QK_K / 32];
-    uint16_t d_bits, dmin_bits;
-    sub_block_scale_min_ref(x, 15, -1.f, 20, L, scales_f, mins);
-    quantize_scale_min_k4_ref(scales_f, mins, scales, d_bits, dmin_bits);
-    requantize_k4(x, scales, d_bits, dmin_bits, 15, L);
-    write_q4_K(L, scales, d_bits, dmin_bits, y);
-  }
-}
-
-void quantize_row_q4_K_impl(const float* x, uint8_t* y, int64_t n_per_row, const float* quant_weights) {
-  for (int64_t i = 0; i < n_per_row / QK_K; i++, x += QK_K, y += 144) {
-    uint8_t L[QK_K], scales[12];
-    uint16_t d_bits, dmin_bits;
-    sub_block_scale_min_impl(x, quant_weights + QK_K * i, 15, false, L, scales, d_bits, dmin_bits);
-    requantize_k4(x, scales, d_bits, dmin_bits, 15, L);
-    write_q4_K(L, scales, d_bits, dmin_bits, y);
-  }
-}
-
 // ---- Q5_K: block_q5_K (176 bytes): d, dmin, scales[12], qh[32], qs[128] ----
 
 // As Q4_K, plus the fifth bits: for sub-block j, bit j of qh[l] for its value l.
@@ -753,26 +731,42 @@ void write_q5_K(const uint8_t* L, const uint8_t* scales, uint16_t d_bits, uint16
   }
 }
 
-void quantize_row_q5_K_ref(const float* x, uint8_t* y, int64_t k) {
-  for (int64_t i = 0; i < k / QK_K; i++, x += QK_K, y += 176) {
+// Q4_K and Q5_K quantize alike (ggml's quantize_row_q4_K_ref/_impl and quantize_row_q5_K_ref/_impl): per 32-value
+// sub-block a scale and a min (make_qkx2_quants, or make_qkx3_quants with the importance matrix), the scales and mins
+// to 6 bits under the block's d and dmin, then the values again under those. NMAX = 15 or 31 levels; the reference
+// search's rmin and steps differ with it.
+struct K4Family {
+  int nmax;
+  float rmin;
+  int nstep;
+  int64_t block_bytes;
+  void (*write)(const uint8_t*, const uint8_t*, uint16_t, uint16_t, uint8_t*);
+};
+constexpr K4Family kQ4K{15, -1.f, 20, 144, write_q4_K};
+constexpr K4Family kQ5K{31, -0.5f, 15, 176, write_q5_K};
+
+void quantize_k4_family(const K4Family& f, const float* x, uint8_t* y, int64_t n_per_row, const float* quant_weights) {
+  for (int64_t i = 0; i < n_per_row / QK_K; i++, x += QK_K, y += f.block_bytes) {
     uint8_t L[QK_K], scales[12];
-    float mins[QK_K / 32], scales_f[QK_K / 32];
     uint16_t d_bits, dmin_bits;
-    sub_block_scale_min_ref(x, 31, -0.5f, 15, L, scales_f, mins);
-    quantize_scale_min_k4_ref(scales_f, mins, scales, d_bits, dmin_bits);
-    requantize_k4(x, scales, d_bits, dmin_bits, 31, L);
-    write_q5_K(L, scales, d_bits, dmin_bits, y);
+    if (quant_weights) {
+      sub_block_scale_min_impl(x, quant_weights + QK_K * i, f.nmax, f.nmax == 31, L, scales, d_bits, dmin_bits);
+    } else {
+      float mins[QK_K / 32], scales_f[QK_K / 32];
+      sub_block_scale_min_ref(x, f.nmax, f.rmin, f.nstep, L, scales_f, mins);
+      quantize_scale_min_k4_ref(scales_f, mins, scales, d_bits, dmin_bits);
+    }
+    requantize_k4(x, scales, d_bits, dmin_bits, f.nmax, L);
+    f.write(L, scales, d_bits, dmin_bits, y);
   }
 }
-
-void quantize_row_q5_K_impl(const float* x, uint8_t* y, int64_t n_per_row, const float* quant_weights) {
-  for (int64_t i = 0; i < n_per_row / QK_K; i++, x += QK_K, y += 176) {
-    uint8_t L[QK_K], scales[12];
-    uint16_t d_bits, dmin_bits;
-    sub_block_scale_min_impl(x, quant_weights + QK_K * i, 31, true, L, scales, d_bits, dmin_bits);
-    requantize_k4(x, scales, d_bits, dmin_bits, 31, L);
-    write_q5_K(L, scales, d_bits, dmin_bits, y);
-  }
+void quantize_row_q4_K_ref(const float* x, uint8_t* y, int64_t k) { quantize_k4_family(kQ4K, x, y, k, nullptr); }
+void quantize_row_q4_K_impl(const float* x, uint8_t* y, int64_t n, const float* w) {
+  quantize_k4_family(kQ4K, x, y, n, w);
+}
+void quantize_row_q5_K_ref(const float* x, uint8_t* y, int64_t k) { quantize_k4_family(kQ5K, x, y, k, nullptr); }
+void quantize_row_q5_K_impl(const float* x, uint8_t* y, int64_t n, const float* w) {
+  quantize_k4_family(kQ5K, x, y, n, w);
 }
 
 // ---- Q6_K: block_q6_K (210 bytes): ql[128], qh[64], scales[16] (int8), d ----
