@@ -39,12 +39,23 @@ struct ExportArgs {
   bool no_quality_check = false;
 };
 
+void warn(const std::string& m) { fmt::print(stderr, "warning: {}\n", m); }
+
+// The run's recipe pointed at the base it was loaded from (--base may have moved it).
+train::Recipe recipe_of(const exporting::TrainedModel& t) {
+  auto r = t.recipe;
+  r.model.path = t.base_dir;
+  return r;
+}
+
+data::Tokenizer tokenizer_of(const exporting::TrainedModel& t) {
+  return train::load_tokenizer(recipe_of(t), t.model->config());
+}
+
 // The run's eval data (or a slice of its training data), to score base + adapter and the merged model on.
-data::DataLoader quality_data(const train::Recipe& recipe, const std::string& base_dir) {
-  auto r = recipe;
-  r.model.path = base_dir;
-  const auto config = io::ModelConfig::load(base_dir);
-  const auto tok = train::load_tokenizer(r, config);
+data::DataLoader quality_data(const exporting::TrainedModel& t) {
+  const auto r = recipe_of(t);
+  const auto tok = tokenizer_of(t);
   auto data = train::load_data(r, tok);
   auto samples = data.eval.empty() ? data.train : data.eval;
   if (samples.size() > 64) samples.resize(64);
@@ -52,10 +63,9 @@ data::DataLoader quality_data(const train::Recipe& recipe, const std::string& ba
 }
 
 // What merging cost: the same eval data through base + adapter and through the written model.
-void print_quality(nn::CausalLMImpl& trained, const exporting::TrainedModel& t, const std::string& out,
-                   at::TensorOptions options) {
-  const auto data = quality_data(t.recipe, t.base_dir);
-  const auto before = train::evaluate(trained, data);
+void print_quality(const exporting::TrainedModel& t, const std::string& out, at::TensorOptions options) {
+  const auto data = quality_data(t);
+  const auto before = train::evaluate(*t.model, data);
   auto merged = nn::load_causal_lm(out, options);
   merged->eval();
   const auto after = train::evaluate(*merged, data);
@@ -72,12 +82,9 @@ std::string tokenizer_source(const exporting::TrainedModel& t) {
 int export_gguf(const ExportArgs& a) {
   const auto& file_type = exporting::parse_gguf_file_type(a.gguf_type);
   if (fs::exists(a.gguf_out)) fail("'{}' exists; choose a new file name (nothing was overwritten)", a.gguf_out);
-  auto warn = [](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
   const auto options = at::TensorOptions().dtype(at::kFloat);
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
-  auto r = trained.recipe;
-  r.model.path = trained.base_dir;
-  const auto tok = train::load_tokenizer(r, trained.model->config());
+  const auto tok = tokenizer_of(trained);
   const auto vocab =
       exporting::gguf_vocab_metadata(tokenizer_source(trained), tok, trained.model->config().vocab_size, warn);
   exporting::GgufExportOptions o;
@@ -102,14 +109,13 @@ int export_gguf(const ExportArgs& a) {
   for (const auto& [t, n] : result.tensors_by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, t);
   fmt::print("wrote {}: GGUF {} ({}), {} tensors ({}), {:.2f} bits per weight, from {}\n", a.gguf_out, file_type.name,
              format_bytes(double(result.bytes)), result.tensors, types, result.weight_bits, trained.checkpoint);
-  if (!a.no_quality_check) print_quality(*trained.model, trained, a.gguf_out, options);
+  if (!a.no_quality_check) print_quality(trained, a.gguf_out, options);
   return 0;
 }
 
 int export_gguf_adapter(const ExportArgs& a) {
   if (fs::exists(a.gguf_adapter_out))
     fail("'{}' exists; choose a new file name (nothing was overwritten)", a.gguf_adapter_out);
-  auto warn = [](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
   auto trained = exporting::load_trained_model(a.source, a.base, at::TensorOptions().dtype(at::kFloat), warn);
   const auto result = exporting::save_gguf_adapter(*trained.model, a.gguf_adapter_out, a.adapter_type,
                                                    fs::path(a.gguf_adapter_out).stem().string());
@@ -128,7 +134,6 @@ int run_export(const ExportArgs& a) {
   if (!a.gguf_adapter_out.empty()) return export_gguf_adapter(a);
   const auto out = a.adapter_out.empty() ? a.merged_out : a.adapter_out;
   if (fs::exists(out)) fail("'{}' exists; choose a new directory (nothing was overwritten)", out);
-  auto warn = [](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
 
   if (!a.adapter_out.empty()) {
     const auto ckpt = train::resolve_checkpoint(a.source, warn);
@@ -159,7 +164,7 @@ int run_export(const ExportArgs& a) {
   fmt::print("wrote {}: merged model, {} tensors in {} shard(s), {} ({}{}), from {}\n", out, result.tensors,
              result.shards, format_bytes(double(result.bytes)), dtype_label(o.dtype), o.quantize_nf4 ? ", NF4 projections" : "",
              trained.checkpoint);
-  if (!a.no_quality_check) print_quality(*trained.model, trained, out, options);
+  if (!a.no_quality_check) print_quality(trained, out, options);
   return 0;
 }
 

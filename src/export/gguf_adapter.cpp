@@ -4,13 +4,11 @@
 
 #include <cmath>
 
-#include "qtune/export/gguf_export.h"
 #include "qtune/io/gguf_model.h"
 #include "qtune/io/gguf_writer.h"
 #include "qtune/lora/inject.h"
 #include "qtune/quant/gguf_quantize.h"
 #include "qtune/util/error.h"
-#include "qtune/util/strings.h"
 
 namespace qtune::exporting {
 namespace {
@@ -59,8 +57,9 @@ GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& 
     auto a = l->lora_A().detach().to(at::kCPU).to(at::kFloat).contiguous();
     auto b = l->lora_B().detach().to(at::kCPU).to(at::kFloat);
     if (result.scale_folded) b = b * l->scale();
-    if (ends_with(module, "q_proj")) b = permute_rotary_rows(b, config.num_attention_heads);
-    if (ends_with(module, "k_proj")) b = permute_rotary_rows(b, config.num_key_value_heads);
+    // B's rows are the weight's rows: they move as the base weight's do.
+    if (const auto heads = io::rotary_heads(module + ".weight", config.num_attention_heads, config.num_key_value_heads))
+      b = io::permute_rotary_rows(b, heads);
     tensors.push_back({base + ".lora_a", a});
     tensors.push_back({base + ".lora_b", b.contiguous()});
     ++result.modules;

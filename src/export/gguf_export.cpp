@@ -9,7 +9,6 @@
 #include "qtune/io/gguf_model.h"
 #include "qtune/quant/gguf_quantize.h"
 #include "qtune/util/error.h"
-#include "qtune/util/strings.h"
 
 namespace qtune::exporting {
 namespace {
@@ -46,13 +45,6 @@ struct Planned {
 };
 
 }  // namespace
-
-at::Tensor permute_rotary_rows(const at::Tensor& w, int64_t heads) {
-  auto shape = w.sizes().vec();
-  std::vector<int64_t> split = {heads, 2, shape[0] / heads / 2};
-  split.insert(split.end(), shape.begin() + 1, shape.end());
-  return w.reshape(split).transpose(1, 2).reshape(shape).contiguous();
-}
 
 io::GgufMetadata gguf_model_metadata(const io::ModelConfig& c, const std::string& name, uint32_t file_type) {
   io::GgufMetadata m;
@@ -97,10 +89,8 @@ GgufExportResult save_gguf_model(nn::CausalLMImpl& model, const io::GgufMetadata
     if (name.empty()) fail("GGUF export: llama.cpp's llama architecture has no tensor for '{}'", t.name);
     has_output = has_output || name == "output.weight";
     auto value = t.value;
-    if (ends_with(t.name, "q_proj.weight") || ends_with(t.name, "q_proj.bias"))
-      value = [v = t.value, h = config.num_attention_heads] { return permute_rotary_rows(v(), h); };
-    else if (ends_with(t.name, "k_proj.weight") || ends_with(t.name, "k_proj.bias"))
-      value = [v = t.value, h = config.num_key_value_heads] { return permute_rotary_rows(v(), h); };
+    if (const auto heads = io::rotary_heads(t.name, config.num_attention_heads, config.num_key_value_heads))
+      value = [v = t.value, heads] { return io::permute_rotary_rows(v(), heads); };
     plan.push_back({{name, t.shape, GgmlType::F32}, value, t.name});
   }
   if (config.rope.type == "llama3")

@@ -130,6 +130,20 @@ at::Tensor unpermute_rotary_rows(const at::Tensor& w, int64_t heads) {
   return w.reshape(interleaved).transpose(1, 2).reshape(w.sizes()).contiguous();
 }
 
+at::Tensor permute_rotary_rows(const at::Tensor& w, int64_t heads) {
+  const auto rows = w.size(0);
+  if (heads <= 0 || rows % (2 * heads) != 0) fail("internal: cannot permute {} rotary rows over {} heads", rows, heads);
+  std::vector<int64_t> halves{heads, 2, rows / heads / 2};
+  for (int64_t d = 1; d < w.dim(); ++d) halves.push_back(w.size(d));
+  return w.reshape(halves).transpose(1, 2).reshape(w.sizes()).contiguous();
+}
+
+int64_t rotary_heads(const std::string& hf_name, int64_t heads, int64_t kv_heads) {
+  if (ends_with(hf_name, "q_proj.weight") || ends_with(hf_name, "q_proj.bias")) return heads;
+  if (ends_with(hf_name, "k_proj.weight") || ends_with(hf_name, "k_proj.bias")) return kv_heads;
+  return 0;
+}
+
 GgufWeights::GgufWeights(std::shared_ptr<const GgufFile> file) : file_(std::move(file)) {
   const auto config = gguf_model_config(*file_);
   heads_ = config.num_attention_heads;
@@ -150,9 +164,8 @@ at::Tensor GgufWeights::get(const std::string& name, at::IntArrayRef shape) cons
   if (!shape.empty() && t.sizes() != shape)
     fail("{}: tensor '{}' has shape {} but the model expects {}", file_->path(), g, fmt::join(t.sizes(), "x"),
          fmt::join(shape, "x"));
-  if (ends_with(name, "q_proj.weight") || ends_with(name, "q_proj.bias")) return unpermute_rotary_rows(t, heads_);
-  if (ends_with(name, "k_proj.weight") || ends_with(name, "k_proj.bias")) return unpermute_rotary_rows(t, kv_heads_);
-  return t;
+  const int64_t heads = rotary_heads(name, heads_, kv_heads_);
+  return heads > 0 ? unpermute_rotary_rows(t, heads) : t;
 }
 
 void GgufWeights::release(const std::string& name) const {
@@ -169,12 +182,6 @@ std::vector<int64_t> rotary_row_order(int64_t rows, int64_t heads) {
 }
 
 }  // namespace
-
-int64_t GgufWeights::rotary_heads(const std::string& name) const {
-  if (ends_with(name, "q_proj.weight") || ends_with(name, "q_proj.bias")) return heads_;
-  if (ends_with(name, "k_proj.weight") || ends_with(name, "k_proj.bias")) return kv_heads_;
-  return 0;
-}
 
 std::optional<StoredBlocks> GgufWeights::stored_blocks(const std::string& name) const {
   const auto g = gguf_tensor_name(name);
@@ -195,7 +202,7 @@ std::optional<StoredBlocks> GgufWeights::stored_blocks(const std::string& name) 
   const uint8_t* src = file_->data(*info);
   uint8_t* dst = s.bytes.data_ptr<uint8_t>();
   // Blocks run along a row, so the rotary permutation of rows moves whole rows of bytes, exactly.
-  if (const int64_t heads = rotary_heads(name)) {
+  if (const int64_t heads = rotary_heads(name, heads_, kv_heads_)) {
     const auto order = rotary_row_order(rows, heads);
     for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * row_bytes, src + order[r] * row_bytes, row_bytes);
   } else {

@@ -105,6 +105,21 @@ void store_u32(uint8_t* p, uint32_t v) {
   for (int b = 0; b < 4; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
 }
 
+// The value of largest magnitude among qk values (the first one on ties), as quantize_row_q4_0_ref / q5_0 and
+// make_qx_quants / make_q3_quants pick it.
+float signed_absmax(const float* x, int qk) {
+  float amax = 0.0f;
+  float max = 0.0f;
+  for (int j = 0; j < qk; j++) {
+    const float v = x[j];
+    if (amax < std::fabs(v)) {
+      amax = std::fabs(v);
+      max = v;
+    }
+  }
+  return max;
+}
+
 // ---- the scale searches ggml's quantizers share ----
 // __restrict as ggml's GGML_RESTRICT: the int8/uint8 code arrays could otherwise alias the floats, which makes every
 // code store reload x (about 20% of the time). It changes no arithmetic.
@@ -112,13 +127,8 @@ void store_u32(uint8_t* p, uint32_t v) {
 // make_qx_quants with rmse_type 1 (the only one its callers here use): a symmetric scale for n values into codes
 // L in [0, 2 nmax), refined over 18 trial scales by the weighted least-squares fit; weights qw, or x^2 without them.
 float make_qx_quants(int n, int nmax, const float* __restrict x, int8_t* __restrict L, const float* __restrict qw) {
-  float max = 0;
-  float amax = 0;
-  for (int i = 0; i < n; ++i) {
-    float ax = std::fabs(x[i]);
-    if (ax > amax) { amax = ax; max = x[i]; }
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = signed_absmax(x, n);
+  if (std::fabs(max) < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
@@ -161,13 +171,8 @@ float make_qx_quants(int n, int nmax, const float* __restrict x, int8_t* __restr
 // make_q3_quants with do_rmse (Q3_K's reference): a symmetric scale, then up to 5 rounds of moving single codes
 // while the x^2-weighted fit improves.
 float make_q3_quants(int n, int nmax, const float* __restrict x, int8_t* __restrict L) {
-  float max = 0;
-  float amax = 0;
-  for (int i = 0; i < n; ++i) {
-    float ax = std::fabs(x[i]);
-    if (ax > amax) { amax = ax; max = x[i]; }
-  }
-  if (amax < kGroupMaxEps) {
+  const float max = signed_absmax(x, n);
+  if (std::fabs(max) < kGroupMaxEps) {
     for (int i = 0; i < n; ++i) L[i] = 0;
     return 0.f;
   }
@@ -379,20 +384,6 @@ void quantize_row_bf16(const float* x, uint8_t* y, int64_t n) {  // ggml_fp32_to
 }
 
 // ---- legacy 32-value blocks: references ----
-
-// The value of largest magnitude among qk values (the first one on ties), as quantize_row_q4_0_ref / q5_0 pick it.
-float signed_absmax(const float* x, int qk) {
-  float amax = 0.0f;
-  float max = 0.0f;
-  for (int j = 0; j < qk; j++) {
-    const float v = x[j];
-    if (amax < std::fabs(v)) {
-      amax = std::fabs(v);
-      max = v;
-    }
-  }
-  return max;
-}
 
 // quantize_row_q4_0_ref. block_q4_0: d, qs[16] (value j in the low nibble of qs[j], value j + 16 in its high one).
 void quantize_row_q4_0_ref(const float* x, uint8_t* y, int64_t k) {

@@ -71,7 +71,7 @@ TEST(GgufExport, F32FileReproducesTheTrainedModel) {
   ASSERT_FALSE(layers.empty());
   const auto& lora_q = layers.front();
   ASSERT_EQ(lora_q.first, "model.layers.0.self_attn.q_proj");
-  EXPECT_TRUE(test::bitwise_equal(q, permute_rotary_rows(lora_q.second->merged_weight(), 4)));
+  EXPECT_TRUE(test::bitwise_equal(q, io::permute_rotary_rows(lora_q.second->merged_weight(), 4)));
   EXPECT_TRUE(test::bitwise_equal(io::unpermute_rotary_rows(q, 4), lora_q.second->merged_weight()));
 
   // qtune reads it back as the trained model, vocabulary included.
@@ -110,8 +110,8 @@ TEST(GgufExport, AdapterCarriesEveryModuleAndFoldsScalesOneAlphaCannotGive) {
     const auto b = file->dequantize(file->tensor_info(base + ".lora_b"));
     EXPECT_TRUE(test::bitwise_equal(a, l->lora_A().detach()));
     auto scaled = l->lora_B().detach() * l->scale();
-    if (name.find("q_proj") != std::string::npos) scaled = permute_rotary_rows(scaled, 4);
-    if (name.find("k_proj") != std::string::npos) scaled = permute_rotary_rows(scaled, 2);
+    if (name.find("q_proj") != std::string::npos) scaled = io::permute_rotary_rows(scaled, 4);
+    if (name.find("k_proj") != std::string::npos) scaled = io::permute_rotary_rows(scaled, 2);
     EXPECT_TRUE(test::bitwise_equal(b, scaled));
   }
 

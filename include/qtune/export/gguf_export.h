@@ -33,10 +33,6 @@ struct GgufExportResult {
 GgufExportResult save_gguf_model(nn::CausalLMImpl& model, const io::GgufMetadata& vocab, const std::string& path,
                                  const GgufExportOptions& options);
 
-// The GGUF tensor of a Hugging Face q_proj/k_proj weight or bias: convert_hf_to_gguf's permute, rotary halves to
-// interleaved pairs per head (the inverse of io::unpermute_rotary_rows).
-at::Tensor permute_rotary_rows(const at::Tensor& w, int64_t heads);
-
 // The llama architecture's metadata for `config` (general.*, llama.*), without the tokenizer.
 io::GgufMetadata gguf_model_metadata(const io::ModelConfig& config, const std::string& name, uint32_t file_type);
 

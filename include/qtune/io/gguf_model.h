@@ -36,12 +36,17 @@ class GgufWeights : public WeightSource {
   const GgufFile& file() const { return *file_; }
 
  private:
-  int64_t rotary_heads(const std::string& name) const;  // heads whose rotary rows `name` interleaves; 0: none
   std::shared_ptr<const GgufFile> file_;
   int64_t heads_ = 0, kv_heads_ = 0;
 };
 
+// The heads over which llama.cpp interleaves the rotary rows of the Hugging Face tensor `hf_name`: `heads` for a
+// q_proj weight or bias, `kv_heads` for k_proj, 0 for every other tensor.
+int64_t rotary_heads(const std::string& hf_name, int64_t heads, int64_t kv_heads);
+
 // Undoes llama.cpp's convert_hf_to_gguf permute for a q_proj/k_proj weight (or bias) of `heads` heads.
 at::Tensor unpermute_rotary_rows(const at::Tensor& w, int64_t heads);
+// convert_hf_to_gguf's permute itself (rotary halves to interleaved pairs per head), what a GGUF export writes.
+at::Tensor permute_rotary_rows(const at::Tensor& w, int64_t heads);
 
 }  // namespace qtune::io
