@@ -18,6 +18,7 @@
 #include "qtune/export/trained_model.h"
 #include "qtune/io/gguf.h"
 #include "qtune/nn/model_io.h"
+#include "qtune/quant/fake_quant.h"
 #include "qtune/train/checkpoint.h"
 #include "qtune/train/run_setup.h"
 #include "qtune/train/trainer.h"
@@ -79,11 +80,47 @@ std::string tokenizer_source(const exporting::TrainedModel& t) {
   return t.recipe.model.tokenizer.empty() ? t.base_dir : t.recipe.model.tokenizer;
 }
 
+// How --quantize nf4|fp4 quantizes the merged projections: as the run's quantization-aware training simulated them
+// when it trained for that format (the codes its last forward saw), else bitsandbytes' defaults (block 64, double
+// quant). A run that trained for another format is told so.
+quant::LayerQuant merged_quantization(const train::Recipe& recipe, const std::string& format) {
+  quant::LayerQuant q;
+  q.format = format == "fp4" ? quant::WeightFormat::FP4 : quant::WeightFormat::NF4;
+  if (recipe.quant.qat == "none") return q;
+  const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size, recipe.quant.qat_symmetric,
+                                            "the run's quant.qat");
+  if (recipe.quant.qat == format) {
+    q.blocksize = spec.group_size;
+    q.double_quant = spec.double_quant;
+  } else {
+    warn(fmt::format("the run trained for {} (quant.qat) but --quantize asks {}: the exported codes are not the ones "
+                     "training simulated",
+                     spec.name(), format));
+  }
+  return q;
+}
+
+// A QAT run exported as GGUF: its projections are the trained ones where the type mix gives them the QAT type.
+void check_gguf_type(const train::Recipe& recipe, const exporting::GgufFileType& type) {
+  if (recipe.quant.qat == "none") return;
+  const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size, recipe.quant.qat_symmetric,
+                                            "the run's quant.qat");
+  if (spec.kind != quant::FakeQuantKind::Ggml || spec.ggml != type.base)
+    warn(fmt::format("the run trained for {} (quant.qat) but --type {} stores its projections otherwise: the exported "
+                     "blocks are not the ones training simulated",
+                     spec.name(), type.name));
+  else if (std::string(type.name) != spec.name())
+    warn(fmt::format("--type {} keeps some projections at higher precision than the {} the run trained for (llama.cpp's "
+                     "mix); those are not the blocks training simulated",
+                     type.name, spec.name()));
+}
+
 int export_gguf(const ExportArgs& a) {
   const auto& file_type = exporting::parse_gguf_file_type(a.gguf_type);
   if (fs::exists(a.gguf_out)) fail("'{}' exists; choose a new file name (nothing was overwritten)", a.gguf_out);
   const auto options = at::TensorOptions().dtype(at::kFloat);
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
+  check_gguf_type(trained.recipe, file_type);
   const auto tok = tokenizer_of(trained);
   const auto vocab =
       exporting::gguf_vocab_metadata(tokenizer_source(trained), tok, trained.model->config().vocab_size, warn);
@@ -156,13 +193,17 @@ int run_export(const ExportArgs& a) {
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
   exporting::MergedExportOptions o;
   o.dtype = resolve_dtype(a.dtype == "auto" ? "fp32" : a.dtype, at::kCPU);
-  if (a.quantize != "none" && a.quantize != "nf4") fail("--quantize must be none or nf4, got '{}'", a.quantize);
-  o.quantize_nf4 = a.quantize == "nf4";
+  if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4")
+    fail("--quantize must be none, nf4 or fp4, got '{}'", a.quantize);
+  if (a.quantize != "none") o.quantize4 = merged_quantization(trained.recipe, a.quantize);
   o.max_shard_bytes = a.shard_mb << 20;
   const auto result = exporting::save_merged_model(*trained.model, out, o);
   data::copy_tokenizer_files(tokenizer_source(trained), out);
   fmt::print("wrote {}: merged model, {} tensors in {} shard(s), {} ({}{}), from {}\n", out, result.tensors,
-             result.shards, format_bytes(double(result.bytes)), dtype_label(o.dtype), o.quantize_nf4 ? ", NF4 projections" : "",
+             result.shards, format_bytes(double(result.bytes)), dtype_label(o.dtype),
+             o.quantize4 ? fmt::format(", {} projections (block {}{})", a.quantize == "nf4" ? "NF4" : "FP4",
+                                       o.quantize4->blocksize, o.quantize4->double_quant ? ", double quant" : "")
+                         : "",
              trained.checkpoint);
   if (!a.no_quality_check) print_quality(trained, out, options);
   return 0;
@@ -187,7 +228,9 @@ void add_export(CLI::App& app, Action& action) {
   cmd->add_option("--gguf-adapter", a->gguf_adapter_out, "Write the LoRA adapter as a llama.cpp GGUF adapter (--lora)");
   cmd->add_option("--adapter-type", a->adapter_type, "--gguf-adapter tensors: f32 | f16 | bf16 | q8_0")->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "--merged weights: bf16 | fp16 | fp32")->capture_default_str();
-  cmd->add_option("--quantize", a->quantize, "--merged projections: none | nf4 (bitsandbytes layout)")->capture_default_str();
+  cmd->add_option("--quantize", a->quantize,
+                  "--merged projections: none | nf4 | fp4 (bitsandbytes layout; a QAT run's own block and double quant)")
+      ->capture_default_str();
   cmd->add_option("--shard-mb", a->shard_mb, "Largest safetensors shard, MiB")->capture_default_str();
   cmd->add_option("--base", a->base, "The base model (directory or .gguf), if it moved since training");
   cmd->add_flag("--no-quality-check", a->no_quality_check, "Skip the eval of base + adapter against the merged model");

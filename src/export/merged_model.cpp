@@ -42,11 +42,15 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
   bool has_lm_head = false;
   for (const auto& t : merged_tensors(model)) {
     auto w = t.value();
-    if (o.quantize_nf4 && t.projection_weight && is_projection(t.name)) {
+    if (o.quantize4 && t.projection_weight && is_projection(t.name)) {
       io::NamedTensors parts;
       quant::Quant4State q;
       try {
-        q = quant::quantize_4bit(w, quant::Quantize4Options{});
+        quant::Quantize4Options q4;
+        q4.format = o.quantize4->format == quant::WeightFormat::FP4 ? quant::Format4::FP4 : quant::Format4::NF4;
+        q4.blocksize = o.quantize4->blocksize;
+        q4.double_quant = o.quantize4->double_quant;
+        q = quant::quantize_4bit(w, q4);
       } catch (const Error& e) {
         fail("{} (merged with its adapter): {}", t.name, e.what());
       }
@@ -65,8 +69,8 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
   config["torch_dtype"] = dtype_name(o.dtype);
   // A tied model whose lm_head was trained apart (modules_to_save) is no longer tied.
   if (has_lm_head) config["tie_word_embeddings"] = false;
-  if (o.quantize_nf4)
-    config["quantization_config"] = quant::bnb_quantization_config(quant::LayerQuant{}, false, dtype_name(o.dtype), {"lm_head"});
+  if (o.quantize4)
+    config["quantization_config"] = quant::bnb_quantization_config(*o.quantize4, false, dtype_name(o.dtype), {"lm_head"});
   io::write_text_atomically((fs::path(tmp) / "config.json").string(), config.dump(2) + "\n");
   nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
   io::write_text_atomically((fs::path(tmp) / "generation_config.json").string(), gen.dump(2) + "\n");

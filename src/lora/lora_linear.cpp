@@ -4,20 +4,28 @@
 
 #include <cmath>
 
+#include "qtune/autograd/fake_quant.h"
 #include "qtune/util/error.h"
 
 namespace qtune::lora {
 
-LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropout, at::Generator generator)
+LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropout, at::Generator generator,
+                               qat::QatOptions qat)
     : nn::LinearImpl(base ? base->spec() : nn::LinearSpec{}),
       base_(std::move(base)),
       target_(target),
-      dropout_(dropout) {
+      dropout_(dropout),
+      qat_(std::move(qat)) {
   if (!base_) fail("LoRA: no base linear to wrap");
   const auto& s = spec();
   if (target_.r <= 0) fail("LoRA adapter of '{}': r must be a positive integer, got {}", s.name, target_.r);
   if (!(dropout_ >= 0 && dropout_ < 1))
     fail("LoRA adapter of '{}': dropout must lie in [0, 1), got {}", s.name, dropout_);
+  if (qat_.active() && dropout_ > 0)
+    fail("LoRA adapter of '{}': quantization-aware training folds the adapter into the weight, where dropout has no "
+         "place: set lora.dropout to 0 (got {})",
+         s.name, dropout_);
+  if (qat_.weights) qat_.weights->group_for(s.in_features, s.name);
   register_module("base_layer", base_);
   for (auto& p : base_->parameters()) p.set_requires_grad(false);
 
@@ -39,6 +47,7 @@ at::Tensor LoraLinearImpl::forward(const at::Tensor& x) {
     }
     return at::linear(x, merged_cast_, bias_cast_);
   }
+  if (fake_quant()) return qat_forward(x);
   auto result = base_->forward(x);
   // As PEFT: the input is cast to the adapter dtype (fp32), and the sum back to the base output's dtype.
   auto h = x.to(lora_A_->weight.scalar_type());
@@ -47,12 +56,31 @@ at::Tensor LoraLinearImpl::forward(const at::Tensor& x) {
   return (result + delta).to(result.scalar_type());
 }
 
-at::Tensor LoraLinearImpl::merged_weight() const {
-  torch::NoGradGuard no_grad;
-  auto w = base_->dense_weight().to(at::kFloat);
+at::Tensor LoraLinearImpl::merge_with_base() const {
+  at::Tensor w;
+  {
+    torch::NoGradGuard no_grad;
+    w = base_->dense_weight().to(at::kFloat);
+  }
   // PEFT's get_delta_weight order: (B @ A) * scaling, then added to the weight.
   auto delta = at::mm(lora_B_->weight.to(at::kFloat), lora_A_->weight.to(at::kFloat)).to(w.device()) * target_.scale;
   return w + delta;
+}
+
+at::Tensor LoraLinearImpl::merged_weight() const {
+  torch::NoGradGuard no_grad;
+  return merge_with_base();
+}
+
+at::Tensor LoraLinearImpl::qat_forward(const at::Tensor& x) {
+  // The deployed layer: the merged weight through the export's quantizer, multiplied as a quantized base multiplies
+  // (DequantMatmul: x · Wᵀ in x's dtype, then the bias), so the exported model's logits are these bit for bit.
+  auto w = merge_with_base();
+  if (qat_.weights) w = autograd::fake_quantize(w, *qat_.weights);
+  const auto h = qat_.int8_tokens ? autograd::fake_quantize_tokens_int8(x) : x;
+  auto y = at::matmul(h, w.to(x.scalar_type()).t());
+  const auto b = base_->bias();
+  return b.defined() ? y + b.to(y.scalar_type()) : y;
 }
 
 void LoraLinearImpl::merge() {

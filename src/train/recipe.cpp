@@ -11,6 +11,7 @@
 
 #include "qtune/data/text_file.h"
 #include "qtune/io/gguf.h"
+#include "qtune/quant/fake_quant.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
@@ -181,6 +182,18 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.keep_16bit; }),
       key("quant.plan", "A quantization plan YAML (qtune quantize --plan-out); replaces the keys above",
           [](Recipe& r) -> auto& { return r.quant.plan; }),
+      key("quant.qat",
+          "Quantization-aware training for this deployment format (the forward sees the weight as the export will "
+          "store it): none, nf4, fp4, int2 ... int8, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k",
+          [](Recipe& r) -> auto& { return r.quant.qat; }),
+      key("quant.qat_group_size", "quant.qat group / block size (0: the format's default, -1: one group per row)",
+          [](Recipe& r) -> auto& { return r.quant.qat_group_size; }),
+      key("quant.qat_symmetric", "quant.qat int formats: symmetric (zero point 0) or asymmetric (integer zero point)",
+          [](Recipe& r) -> auto& { return r.quant.qat_symmetric; }),
+      key("quant.qat_activations", "Fake-quantize the projections' inputs too: none | int8 (per token, asymmetric)",
+          [](Recipe& r) -> auto& { return r.quant.qat_activations; }, {"none", "int8"}),
+      key("quant.qat_start", "Fraction of the steps trained before fake quantization switches on (delayed QAT)",
+          [](Recipe& r) -> auto& { return r.quant.qat_start; }),
       key("lora.r", "Adapter rank", [](Recipe& r) -> auto& { return r.lora.config.r; }),
       key("lora.alpha", "Adapter scale numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)",
           [](Recipe& r) -> auto& { return r.lora.config.alpha; }),
@@ -429,6 +442,12 @@ void Recipe::validate() const {
       fail("{}: lora: {}", s, e.what());
     }
   }
+  if (quant.qat != "none") quant::parse_fake_quant(quant.qat, quant.qat_group_size, quant.qat_symmetric, s + ": quant.qat");
+  check(quant.qat_start >= 0 && quant.qat_start < 1, "quant.qat_start", "in [0, 1)", fmt::format("{}", quant.qat_start));
+  if ((quant.qat != "none" || quant.qat_activations != "none") && train.mode == "lora" && lora.config.dropout > 0)
+    fail("{}: quant.qat trains the merged weight W + scale·B·A, where the adapter's dropout has no place: set "
+         "lora.dropout: 0 (got {})",
+         s, lora.config.dropout);
   check(data.max_seq_len >= 8, "data.max_seq_len", ">= 8", std::to_string(data.max_seq_len));
   check(data.eval_fraction >= 0 && data.eval_fraction < 1, "data.eval_fraction", "in [0, 1)",
         fmt::format("{}", data.eval_fraction));

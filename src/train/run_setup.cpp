@@ -12,6 +12,7 @@
 #include "qtune/io/sharded_checkpoint.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
+#include "qtune/qat/fake_quant_linear.h"
 #include "qtune/train/memory_estimate.h"
 #include "qtune/train/precision.h"
 #include "qtune/util/device.h"
@@ -40,6 +41,15 @@ quant::QuantPlan quant_plan_of(const Recipe& r) {
          r.source, r.quant.plan.empty() ? std::string("quant.format keep") : "quant.plan " + r.quant.plan + " (format keep)",
          r.model.path);
   return plan;
+}
+
+qat::QatOptions qat_options_of(const Recipe& r) {
+  qat::QatOptions o;
+  if (r.quant.qat != "none")
+    o.weights = quant::parse_fake_quant(r.quant.qat, r.quant.qat_group_size, r.quant.qat_symmetric,
+                                        r.source + ": quant.qat");
+  o.int8_tokens = r.quant.qat_activations == "int8";
+  return o;
 }
 
 data::Tokenizer load_tokenizer(const Recipe& r, const io::ModelConfig& config) {
@@ -151,9 +161,18 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
                   s.stats.train_targets, s.stats.longest, s.stats.truncated, s.stats.dropped));
 
   const auto options = at::TensorOptions().dtype(s.dtype).device(s.device);
+  s.qat = qat_options_of(r);
   if (r.train.mode == "full") {
     s.base_factory = std::make_unique<nn::DenseLinearFactory>(options);
-    s.model = nn::load_causal_lm(r.model.path, options, s.base_factory.get());
+    auto* factory = s.base_factory.get();
+    if (s.qat.active()) {
+      // The projections lora.targets names are the ones deployed quantized (all-linear: every one).
+      auto targets = r.lora.config;
+      s.qat_factory = std::make_unique<qat::FakeQuantLinearFactory>(
+          *s.base_factory, s.qat, [targets](const std::string& name) { return targets.resolve(name).has_value(); });
+      factory = s.qat_factory.get();
+    }
+    s.model = nn::load_causal_lm(r.model.path, options, factory);
     for (auto& p : s.model->named_parameters()) {
       p.value().set_requires_grad(true);
       s.trainable.emplace_back(p.key(), p.value());
@@ -171,7 +190,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
       lora_config.dropout = dropout;
       s.recipe.lora.config = lora_config;
     }
-    s.lora_factory = std::make_unique<lora::LoraLinearFactory>(*s.base_factory, lora_config, r.train.seed);
+    s.lora_factory = std::make_unique<lora::LoraLinearFactory>(*s.base_factory, lora_config, r.train.seed, s.qat);
     s.model = nn::load_causal_lm(r.model.path, options, s.lora_factory.get());
     lora::apply_modules_to_save(*s.model, lora_config.modules_to_save);
     if (!r.lora.init_adapter.empty()) exporting::load_peft_adapter(*s.model, r.lora.init_adapter);
@@ -194,6 +213,14 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   s.model->set_gradient_checkpointing(r.train.gradient_checkpointing, s.checkpointed_layers);
 
   std::tie(s.total_steps, s.warmup_steps) = step_counts(r, *s.train_loader);
+  if (s.qat.active()) {
+    s.qat_start_step = qat::qat_start_step(r.quant.qat_start, s.total_steps);
+    say(fmt::format("quantization-aware training: {}{}, from step {} of {}",
+                    s.qat.weights ? "weights as " + s.qat.weights->name() + fmt::format(" ({:.3f} bits per weight)",
+                                                                                       s.qat.weights->bits_per_weight())
+                                  : std::string("weights as they are"),
+                    s.qat.int8_tokens ? ", activations int8 per token" : "", s.qat_start_step + 1, s.total_steps));
+  }
   int64_t trainable = 0;
   for (const auto& [n, p] : s.trainable) trainable += p.numel();
   const int64_t base = s.config.num_parameters();

@@ -17,6 +17,7 @@
 #include "qtune/nn/model_io.h"
 #include "qtune/optim/optimizer.h"
 #include "qtune/optim/schedule.h"
+#include "qtune/qat/qat_options.h"
 #include "qtune/train/checkpoint.h"
 #include "qtune/train/chunked_loss.h"
 #include "qtune/train/loss_plot.h"
@@ -243,6 +244,11 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     progress.message(fmt::format("saved {}", dir));
   };
 
+  // Delayed QAT: fake quantization follows the step count alone, so a resumed run switches at the same step.
+  auto set_qat_for = [&](int64_t step) {
+    if (run.qat.active()) qat::set_fake_quant(model, step >= run.qat_start_step);
+  };
+  set_qat_for(st.step);
   if (options.eval_before && summary.resumed_from.empty()) summary.eval_before = do_eval(0);
   model.train();
 
@@ -252,6 +258,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
   auto last_log = Clock::now();
   int64_t tokens_since_log = 0;
   for (int64_t step = st.step; step < total; ++step) {
+    set_qat_for(step);
     const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
     std::vector<data::Batch> batches;
     int64_t step_tokens = 0;

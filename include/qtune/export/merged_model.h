@@ -6,15 +6,18 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "qtune/nn/decoder.h"
+#include "qtune/quant/quant_plan.h"
 
 namespace qtune::exporting {
 
 struct MergedExportOptions {
   at::ScalarType dtype = at::kFloat;  // fp32 | bf16 | fp16 (also the compute dtype named in a 4-bit config)
-  bool quantize_nf4 = false;          // projections back to NF4 + double quant, block 64
+  // Projections back to NF4 or FP4 (format, block, double quant); nullopt: every tensor in `dtype`.
+  std::optional<quant::LayerQuant> quantize4;
   int64_t max_shard_bytes = int64_t{2} << 30;
 };
 
@@ -22,7 +25,7 @@ struct MergedExportResult {
   int64_t shards = 0, tensors = 0, bytes = 0;
 };
 
-// Writes config.json (without quantization_config unless quantize_nf4), generation_config.json and the weights
+// Writes config.json (without quantization_config unless quantize4), generation_config.json and the weights
 // (model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json). `dir` appears complete or
 // not at all: everything is written into a temporary sibling that is renamed at the end. `dir` must not exist.
 MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string& dir, const MergedExportOptions& options);

@@ -8,6 +8,7 @@
 
 #include "qtune/lora/lora_config.h"
 #include "qtune/nn/linear.h"
+#include "qtune/qat/qat_options.h"
 
 namespace qtune::lora {
 
@@ -19,11 +20,15 @@ class LoraWeightImpl : public torch::nn::Module {
   at::Tensor weight;
 };
 
-class LoraLinearImpl : public nn::LinearImpl {
+class LoraLinearImpl : public nn::LinearImpl, public qat::FakeQuantSwitch {
  public:
   // A is drawn from `generator` (CPU) as nn.Linear's default init (kaiming_uniform_ with a = sqrt(5): uniform in
   // ±1/sqrt(in_features)); B is zero, so a fresh adapter leaves the output unchanged. Both live on the base's device.
-  LoraLinearImpl(nn::Linear base, LoraTarget target, double dropout, at::Generator generator);
+  // With `qat` active (quantization-aware training), forward multiplies by the deployment format's version of
+  // merged_weight() instead of adding the adapter's path: A and B learn what survives the merge and re-quantization
+  // (straight-through gradients). That folds dropout into W, so it must then be 0.
+  LoraLinearImpl(nn::Linear base, LoraTarget target, double dropout, at::Generator generator,
+                 qat::QatOptions qat = {});
 
   at::Tensor forward(const at::Tensor& x) override;
   at::Tensor dense_weight() const override { return base_->dense_weight(); }
@@ -32,6 +37,10 @@ class LoraLinearImpl : public nn::LinearImpl {
 
   // W + scale·B·A in fp32 [out, in], from the base's dense weight (what export writes).
   at::Tensor merged_weight() const;
+  // Fake quantization on or off (quant.qat_start); a no-op without QAT options.
+  void set_fake_quant(bool on) override { qat_on_ = on; }
+  bool fake_quant() const { return qat_on_ && qat_.active(); }
+  const qat::QatOptions& qat() const { return qat_; }
   // Merged, forward multiplies by merged_weight() alone (one matmul, for evaluation and generation; no gradient
   // reaches A and B then). The base is never modified, so unmerge() restores the exact unmerged outputs.
   void merge();
@@ -50,6 +59,12 @@ class LoraLinearImpl : public nn::LinearImpl {
   std::shared_ptr<LoraWeightImpl> lora_A_, lora_B_;
   LoraTarget target_;
   double dropout_;
+  // merged_weight()'s arithmetic, differentiable in A and B when grad mode is on.
+  at::Tensor merge_with_base() const;
+  at::Tensor qat_forward(const at::Tensor& x);
+
+  qat::QatOptions qat_;
+  bool qat_on_ = true;
   at::Tensor merged_;  // fp32, defined while merged
   // merged_ and the base bias in the dtype of the last input, so that 16-bit forwards do not cast every call.
   at::Tensor merged_cast_, bias_cast_;

@@ -24,6 +24,12 @@ struct QuantSection {
   int64_t block_size = 64;
   std::vector<std::string> keep_int8, keep_16bit;  // glob patterns over module names
   std::string plan;                                // a plan YAML (qtune quantize --plan-out); overrides the keys above
+  // Quantization-aware training: the deployment format the forward simulates (quant/fake_quant.h), none = off.
+  std::string qat = "none";
+  int64_t qat_group_size = 0;  // 0: the format's default; -1: a whole row (int formats)
+  bool qat_symmetric = true;
+  std::string qat_activations = "none";  // none | int8 (per token, asymmetric)
+  double qat_start = 0.0;                // fraction of the steps before fake quantization switches on
 };
 
 struct LoraSection {

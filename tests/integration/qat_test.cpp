@@ -1,0 +1,168 @@
+// Quantization-aware training end to end on a tiny run: the model exported with the format the run trained for is the
+// model its last forward computed (NF4 logits bit for bit; GGUF blocks equal to the fake-quantized weights); delayed QAT
+// switches at its step and resumes bit-exactly across that boundary; full fine-tuning with QAT; recipe errors.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "qtune/export/peft_adapter.h"
+#include "qtune/io/gguf.h"
+#include "qtune/io/gguf_model.h"
+#include "qtune/lora/inject.h"
+#include "qtune/nn/model_io.h"
+#include "qtune/quant/fake_quant.h"
+#include "qtune/train/run_setup.h"
+#include "test_util.h"
+#include "tiny_run.h"
+
+namespace qtune::train {
+namespace {
+
+namespace fs = std::filesystem;
+const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+at::Tensor logits_of(nn::CausalLMImpl& model) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  return model.forward(at::arange(1, 40, at::kLong).remainder(300).view({1, -1}));
+}
+
+// The run's model as its training forward computes it (fake quantization on), with the trained adapter.
+RunSetup training_model(const Recipe& recipe, const std::string& run) {
+  auto s = RunSetup::create(recipe, nullptr);
+  exporting::load_peft_adapter(*s.model, run + "/adapter");
+  return s;
+}
+
+TEST(Qat, Nf4ExportReproducesTheLastTrainingForwardBitForBit) {
+  TinyRun t;
+  const auto recipe = t.recipe({"quant.qat=nf4", "quant.qat_group_size=128", "lora.dropout=0", "train.max_steps=6"});
+  run_training(recipe, quiet());
+  auto s = training_model(recipe, t.dir + "/run");
+  const auto trained = logits_of(*s.model);
+  qat::set_fake_quant(*s.model, false);
+  const auto unquantized = logits_of(*s.model);
+  EXPECT_GT((trained - unquantized).abs().max().item<double>(), 1e-3) << "fake quantization changed nothing";
+
+  const auto out = t.dir + "/merged-nf4";
+  const auto res = test::run_qtune("export " + t.dir + "/run --merged " + out + " --quantize nf4 --dtype fp32");
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_TRUE(contains(res.out, "NF4 projections (block 128, double quant)")) << res.out;
+  auto deployed = nn::load_causal_lm(out, kFp32);
+  EXPECT_TRUE(test::bitwise_equal(logits_of(*deployed), trained));
+
+  // Another format than the one trained for is exported, with a warning that it is not what training saw.
+  const auto fp4 = test::run_qtune("export " + t.dir + "/run --merged " + t.dir + "/merged-fp4 --quantize fp4 "
+                                   "--no-quality-check");
+  ASSERT_EQ(fp4.code, 0) << fp4.err;
+  EXPECT_TRUE(contains(fp4.err, "trained for nf4 block 128")) << fp4.err;
+}
+
+TEST(Qat, GgufExportStoresTheBlocksTrainingSimulated) {
+  TinyRun t;
+  const auto recipe = t.recipe({"quant.qat=q4_0", "lora.dropout=0", "train.max_steps=4"});
+  run_training(recipe, quiet());
+  auto s = training_model(recipe, t.dir + "/run");
+  const auto out = t.dir + "/model-q4_0.gguf";
+  const auto res = test::run_qtune("export " + t.dir + "/run --gguf " + out + " --type q4_0 --no-quality-check");
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_FALSE(contains(res.err, "trained for")) << res.err;
+  auto file = io::GgufFile::open(out);
+  const auto spec = quant::parse_fake_quant("q4_0", 0, true, "test");
+  const auto& config = s.model->config();
+  int64_t compared = 0;
+  for (const auto& [name, layer] : lora::lora_layers(*s.model)) {
+    SCOPED_TRACE(name);
+    const auto& info = file->tensor_info(io::gguf_tensor_name(name + ".weight"));
+    EXPECT_EQ(info.type, quant::GgmlType::Q4_0);
+    const int64_t heads = io::rotary_heads(name + ".weight", config.num_attention_heads, config.num_key_value_heads);
+    auto stored = file->dequantize(info);
+    if (heads > 0) stored = io::unpermute_rotary_rows(stored, heads);
+    EXPECT_TRUE(test::bitwise_equal(stored, quant::fake_quantize_weight(layer->merged_weight(), spec).values));
+    ++compared;
+  }
+  EXPECT_EQ(compared, 14);
+  // A type whose projections are not Q4_0 is written, with a warning.
+  const auto other = test::run_qtune("export " + t.dir + "/run --gguf " + t.dir + "/q8.gguf --type q8_0 --no-quality-check");
+  ASSERT_EQ(other.code, 0) << other.err;
+  EXPECT_TRUE(contains(other.err, "trained for q4_0")) << other.err;
+}
+
+// Delayed QAT: the first steps are plain QLoRA (the losses of a run without QAT), fake quantization switches on at
+// ceil(qat_start · steps), and a run stopped before the switch and resumed after it ends bit-identical.
+TEST(Qat, DelayedStartSwitchesAtItsStepAndResumesBitExactlyAcrossIt) {
+  TinyRun t;
+  const std::vector<std::string> base = {"lora.dropout=0", "train.max_steps=8", "train.grad_accum=2",
+                                         "train.save_every=2"};
+  auto with = [&](std::vector<std::string> extra, const std::string& out) {
+    auto keys = base;
+    keys.insert(keys.end(), extra.begin(), extra.end());
+    keys.push_back("train.output_dir=" + t.dir + "/" + out);
+    return t.recipe(keys);
+  };
+  std::vector<double> plain, straight, resumed;
+  auto collect = [](std::vector<double>& v) {
+    auto o = quiet();
+    o.on_step = [&v](int64_t, double loss) { v.push_back(loss); };
+    return o;
+  };
+  run_training(with({}, "plain"), collect(plain));
+  const std::vector<std::string> qat = {"quant.qat=int4", "quant.qat_group_size=32", "quant.qat_start=0.5"};
+  run_training(with(qat, "straight"), collect(straight));
+  ASSERT_EQ(plain.size(), 8u);
+  ASSERT_EQ(straight.size(), 8u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(straight[i], plain[i]) << "step " << i + 1 << " precedes quant.qat_start";
+  EXPECT_NE(straight[4], plain[4]) << "step 5 is fake-quantized";
+
+  auto first = collect(resumed);
+  first.stop_after_step = 3;
+  run_training(with(qat, "resumed"), first);
+  auto second = collect(resumed);
+  second.resume = "auto";
+  EXPECT_EQ(run_training(with(qat, "resumed"), second).start_step, 2);  // the last checkpoint before the stop
+  ASSERT_EQ(resumed.size(), 3u + 6u);
+  resumed.erase(resumed.begin() + 2);  // step 3 ran twice: before the stop and after resuming from step 2
+  for (size_t i = 0; i < 8; ++i) EXPECT_EQ(resumed[i], straight[i]) << "step " << i + 1;
+  EXPECT_EQ(test::read_file(t.dir + "/resumed/adapter/adapter_model.safetensors"),
+            test::read_file(t.dir + "/straight/adapter/adapter_model.safetensors"));
+}
+
+TEST(Qat, FullFineTuningTrainsEveryProjectionForItsDeployment) {
+  TinyRun t;
+  const auto recipe = t.recipe({"train.mode=full", "quant.format=none", "quant.qat=q8_0", "optim.lr=1e-3",
+                                "train.max_steps=4"});
+  const auto summary = run_training(recipe, quiet());
+  EXPECT_LT(summary.last_loss, summary.first_loss);
+  const auto out = t.dir + "/full-q8_0.gguf";
+  const auto res = test::run_qtune("export " + t.dir + "/run --gguf " + out + " --type q8_0");
+  ASSERT_EQ(res.code, 0) << res.err;
+  auto trained = nn::load_causal_lm(t.dir + "/run/model", kFp32);
+  auto file = io::GgufFile::open(out);
+  const auto spec = quant::parse_fake_quant("q8_0", 0, true, "test");
+  int64_t compared = 0;
+  for (const auto& p : trained->named_parameters()) {
+    if (p.key().find("down_proj") == std::string::npos) continue;
+    const auto stored = file->dequantize(file->tensor_info(io::gguf_tensor_name(p.key())));
+    EXPECT_TRUE(test::bitwise_equal(stored, quant::fake_quantize_weight(p.value(), spec).values)) << p.key();
+    ++compared;
+  }
+  EXPECT_EQ(compared, 2);
+}
+
+TEST(Qat, RecipeErrorsNameTheKey) {
+  TinyRun t;
+  auto msg = test::error_of([&] { t.recipe({"quant.qat=int5x"}); });
+  EXPECT_TRUE(contains(msg, "quant.qat") && contains(msg, "int5x") && contains(msg, "nf4")) << msg;
+  msg = test::error_of([&] { t.recipe({"quant.qat=nf4"}); });  // the tiny recipe keeps LoRA's default dropout
+  EXPECT_TRUE(contains(msg, "lora.dropout")) << msg;
+  msg = test::error_of([&] { t.recipe({"quant.qat=nf4", "lora.dropout=0", "quant.qat_start=1"}); });
+  EXPECT_TRUE(contains(msg, "quant.qat_start")) << msg;
+  // The tiny model's rows hold 64 or 128 values: Q4_K's blocks of 256 do not fit, and the layer is named.
+  msg = test::error_of([&] { RunSetup::create(t.recipe({"quant.qat=q4_k", "lora.dropout=0"}), nullptr); });
+  EXPECT_TRUE(contains(msg, "q_proj") && contains(msg, "256")) << msg;
+}
+
+}  // namespace
+}  // namespace qtune::train
