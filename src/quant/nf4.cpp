@@ -1,5 +1,7 @@
 #include "qtune/quant/nf4.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -11,6 +13,26 @@ namespace {
 void check_blocksize(int64_t blocksize) {
   if (blocksize < 32 || blocksize > 4096 || (blocksize & (blocksize - 1)) != 0)
     fail("4-bit quantization: block size {} must be a power of two from 32 to 4096", blocksize);
+}
+
+// at::bucketize(values, bounds) (right = false) for 15 sorted bounds: per value, how many bounds lie strictly below it.
+// Counting with 15 comparisons vectorises across values, where ATen's per-value binary search does not (it was half
+// of quantize_4bit's time, and quantization-aware training runs quantize_4bit in every forward).
+at::Tensor bucketize_15(const at::Tensor& values, const at::Tensor& sorted_bounds) {
+  const auto v = values.contiguous();
+  float b[15];
+  for (int j = 0; j < 15; ++j) b[j] = sorted_bounds[j].item<float>();
+  auto out = at::empty(v.sizes(), v.options().dtype(at::kInt));
+  const float* x = v.data_ptr<float>();
+  int32_t* q = out.data_ptr<int32_t>();
+  at::parallel_for(0, v.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      int32_t n = 0;
+      for (int j = 0; j < 15; ++j) n += x[i] > b[j];
+      q[i] = n;
+    }
+  });
+  return out;
 }
 
 }  // namespace
@@ -115,7 +137,7 @@ Quant4State quantize_4bit(const at::Tensor& weight, const Quantize4Options& opti
   auto sorted = std::get<0>(state.code.sort());
   auto order = std::get<1>(state.code.sort());
   auto bounds = (sorted.narrow(0, 0, 15) + sorted.narrow(0, 1, 15)) / 2;
-  auto q = at::bucketize(scaled, bounds, /*out_int32=*/true);
+  auto q = bucketize_15(scaled, bounds);
   if (options.format != Format4::NF4) q = order.index({q.to(at::kLong)});
   auto q8 = q.to(at::kByte);
   state.packed = at::bitwise_or(at::bitwise_left_shift(q8.slice(0, 0, q8.numel(), 2), 4), q8.slice(0, 1, q8.numel(), 2))
