@@ -164,5 +164,15 @@ TEST(Qat, RecipeErrorsNameTheKey) {
   EXPECT_TRUE(contains(msg, "q_proj") && contains(msg, "256")) << msg;
 }
 
+// The shipped QAT recipe is valid on the real model it names (checked by `qtune plan`, which loads no weights).
+TEST(Qat, ShippedRecipePlansOnSmolLM2) {
+  QTUNE_REQUIRE_SMOLLM2();
+  const std::string src = QTUNE_TEST_SOURCE_DIR;
+  const auto r = test::run_qtune("plan " + src + "/recipes/smollm2-facts-qat.yaml model.path=" + test::smollm2_gguf() +
+                                 " data.train=" + src + "/data/demo/facts_train.jsonl data.eval=" + src +
+                                 "/data/demo/facts_eval.jsonl");
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
 }  // namespace
 }  // namespace qtune::train
