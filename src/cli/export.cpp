@@ -20,6 +20,7 @@
 #include "qtune/nn/model_io.h"
 #include "qtune/quant/fake_quant.h"
 #include "qtune/train/checkpoint.h"
+#include "qtune/train/qat_plan.h"
 #include "qtune/train/run_setup.h"
 #include "qtune/train/trainer.h"
 #include "qtune/util/device.h"
@@ -80,6 +81,13 @@ std::string tokenizer_source(const exporting::TrainedModel& t) {
   return t.recipe.model.tokenizer.empty() ? t.base_dir : t.recipe.model.tokenizer;
 }
 
+// The format a QAT run trained for, by its name (a GGUF file type stands for its mix).
+std::string qat_name(const train::Recipe& r) {
+  if (train::is_gguf_qat_mix(r.quant.qat)) return r.quant.qat + " (GGUF type mix)";
+  return quant::parse_fake_quant(r.quant.qat, r.quant.qat_group_size, r.quant.qat_symmetric, "the run's quant.qat")
+      .name();
+}
+
 // How --quantize nf4|fp4 quantizes the merged projections: as the run's quantization-aware training simulated them
 // when it trained for that format (the codes its last forward saw), else bitsandbytes' defaults (block 64, double
 // quant). A run that trained for another format is told so.
@@ -87,32 +95,37 @@ quant::LayerQuant merged_quantization(const train::Recipe& recipe, const std::st
   quant::LayerQuant q;
   q.format = format == "fp4" ? quant::WeightFormat::FP4 : quant::WeightFormat::NF4;
   if (recipe.quant.qat == "none") return q;
-  const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size, recipe.quant.qat_symmetric,
-                                            "the run's quant.qat");
   if (recipe.quant.qat == format) {
+    const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size,
+                                              recipe.quant.qat_symmetric, "the run's quant.qat");
     q.blocksize = spec.group_size;
     q.double_quant = spec.double_quant;
   } else {
     warn(fmt::format("the run trained for {} (quant.qat) but --quantize asks {}: the exported codes are not the ones "
                      "training simulated",
-                     spec.name(), format));
+                     qat_name(recipe), format));
   }
   return q;
 }
 
-// A QAT run exported as GGUF: its projections are the trained ones where the type mix gives them the QAT type.
-void check_gguf_type(const train::Recipe& recipe, const exporting::GgufFileType& type) {
+// A QAT run exported as GGUF: its projections are the trained ones when --type is the file type it trained for, or
+// the one block type it trained for is what --type stores them in; and only without an importance matrix, which
+// changes ggml's rounding.
+void check_gguf_type(const train::Recipe& recipe, const exporting::GgufFileType& type, bool calibrated) {
   if (recipe.quant.qat == "none") return;
-  const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size, recipe.quant.qat_symmetric,
-                                            "the run's quant.qat");
-  if (spec.kind != quant::FakeQuantKind::Ggml || spec.ggml != type.base)
-    warn(fmt::format("the run trained for {} (quant.qat) but --type {} stores its projections otherwise: the exported "
-                     "blocks are not the ones training simulated",
-                     spec.name(), type.name));
-  else if (std::string(type.name) != spec.name())
-    warn(fmt::format("--type {} keeps some projections at higher precision than the {} the run trained for (llama.cpp's "
-                     "mix); those are not the blocks training simulated",
-                     type.name, spec.name()));
+  bool same = recipe.quant.qat == type.name;
+  if (!same && !train::is_gguf_qat_mix(recipe.quant.qat)) {
+    const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size,
+                                              recipe.quant.qat_symmetric, "the run's quant.qat");
+    same = spec.kind == quant::FakeQuantKind::Ggml && spec.ggml == type.base && !type.k_mix;
+  }
+  if (!same)
+    warn(fmt::format("the run trained for {} (quant.qat) but --type is {}: the exported blocks are not the ones "
+                     "training simulated (train with quant.qat: {} for this file)",
+                     qat_name(recipe), type.name, type.name));
+  else if (calibrated)
+    warn("--calib: the importance matrix changes how ggml rounds each block, so the file's projections are not the "
+         "ones this quantization-aware run trained with; export without --calib to deploy exactly the trained model");
 }
 
 int export_gguf(const ExportArgs& a) {
@@ -120,7 +133,7 @@ int export_gguf(const ExportArgs& a) {
   if (fs::exists(a.gguf_out)) fail("'{}' exists; choose a new file name (nothing was overwritten)", a.gguf_out);
   const auto options = at::TensorOptions().dtype(at::kFloat);
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
-  check_gguf_type(trained.recipe, file_type);
+  check_gguf_type(trained.recipe, file_type, !a.calib.empty());
   const auto tok = tokenizer_of(trained);
   const auto vocab =
       exporting::gguf_vocab_metadata(tokenizer_source(trained), tok, trained.model->config().vocab_size, warn);

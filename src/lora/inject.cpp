@@ -11,7 +11,7 @@
 
 namespace qtune::lora {
 
-LoraLinearFactory::LoraLinearFactory(nn::LinearFactory& base, LoraConfig config, uint64_t seed, qat::QatOptions qat)
+LoraLinearFactory::LoraLinearFactory(nn::LinearFactory& base, LoraConfig config, uint64_t seed, qat::QatPlan qat)
     : base_(base), config_(std::move(config)), seed_(seed), qat_(std::move(qat)) {
   config_.validate();
 }
@@ -27,7 +27,8 @@ nn::Linear LoraLinearFactory::make(const nn::LinearSpec& spec, const io::WeightS
   if (!target) return linear;
   wrapped_.push_back(spec.name);
   return std::make_shared<LoraLinearImpl>(std::move(linear), *target, config_.dropout,
-                                          adapter_generator(seed_, spec.name), qat_);
+                                          adapter_generator(seed_, spec.name),
+                                          qat_ ? qat_(spec.name) : qat::QatOptions{});
 }
 
 std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(torch::nn::Module& module) {

@@ -19,16 +19,16 @@ at::Tensor FakeQuantLinearImpl::forward(const at::Tensor& x) {
   return at::linear(h, w, bias_);
 }
 
-FakeQuantLinearFactory::FakeQuantLinearFactory(nn::LinearFactory& inner, QatOptions options,
-                                               std::function<bool(const std::string&)> targeted)
-    : inner_(inner), options_(std::move(options)), targeted_(std::move(targeted)) {}
+FakeQuantLinearFactory::FakeQuantLinearFactory(nn::LinearFactory& inner, QatPlan plan)
+    : inner_(inner), plan_(std::move(plan)) {}
 
 nn::Linear FakeQuantLinearFactory::make(const nn::LinearSpec& spec, const io::WeightSource& weights) {
   auto linear = inner_.make(spec, weights);
-  if (!targeted_(spec.name)) return linear;
+  const auto options = plan_(spec.name);
+  if (!options.active()) return linear;
   auto* dense = dynamic_cast<nn::DenseLinearImpl*>(linear.get());
   if (!dense) fail("{}: quantization-aware full fine-tuning needs a dense linear here", spec.name);
-  return std::make_shared<FakeQuantLinearImpl>(spec, dense->weight(), dense->bias(), options_);
+  return std::make_shared<FakeQuantLinearImpl>(spec, dense->weight(), dense->bias(), options);
 }
 
 }  // namespace qtune::qat

@@ -79,6 +79,9 @@ FakeQuantized fake_quantize_4bit(const at::Tensor& w, const FakeQuantSpec& spec)
 }
 
 FakeQuantized fake_quantize_ggml(const at::Tensor& w, const FakeQuantSpec& spec) {
+  // The GGUF export's last fallbacks (a row no block type divides): F16 rounds each value once, F32 keeps it.
+  if (spec.ggml == GgmlType::F16) return {w.to(at::kHalf).to(w.scalar_type()), {}};
+  if (spec.ggml == GgmlType::F32) return {w.clone(), {}};
   spec.group_for(w.size(1), "fake quantization");
   const auto blocks = quantize_ggml(spec.ggml, w.to(at::kCPU, at::kFloat).contiguous());
   const auto values = kernels::dequantize_ggml_rows(spec.ggml, blocks, w.size(1), at::kFloat);
@@ -99,6 +102,7 @@ std::string FakeQuantSpec::name() const {
     case FakeQuantKind::Ggml:
       for (const auto& f : kGgmlFormats)
         if (f.type == ggml) return f.name;
+      return ggml == GgmlType::F16 ? "f16" : ggml == GgmlType::F32 ? "f32" : "?";
   }
   return "?";
 }
@@ -123,6 +127,7 @@ double FakeQuantSpec::bits_per_weight() const {
 int64_t FakeQuantSpec::group_for(int64_t in_features, const std::string& layer) const {
   if (kind == FakeQuantKind::Ggml) {
     const int64_t block = ggml_type_info(ggml).block_elems;
+    if (block == 1) return 1;
     if (in_features % block != 0)
       fail("{}: {} quantizes rows in blocks of {}, but this layer's rows hold {} values", layer, name(), block,
            in_features);
@@ -172,6 +177,17 @@ FakeQuantSpec parse_fake_quant(const std::string& format, int64_t group_size, bo
       return s;
     }
   fail("{}: unknown fake-quantization format '{}'; expected one of {}", key, format, fake_quant_format_names());
+}
+
+FakeQuantSpec ggml_fake_quant(GgmlType type) {
+  FakeQuantSpec s;
+  s.kind = FakeQuantKind::Ggml;
+  s.ggml = type;
+  s.group_size = ggml_type_info(type).block_elems;
+  if (type == GgmlType::F16 || type == GgmlType::F32) return s;
+  for (const auto& f : kGgmlFormats)
+    if (f.type == type) return s;
+  fail("fake quantization: no quantizer for the GGUF type {}", ggml_type_info(type).name);
 }
 
 FakeQuantized fake_quantize_weight(const at::Tensor& weight, const FakeQuantSpec& spec) {

@@ -12,6 +12,7 @@
 #include "qtune/data/text_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/quant/fake_quant.h"
+#include "qtune/train/qat_plan.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
@@ -184,7 +185,8 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.plan; }),
       key("quant.qat",
           "Quantization-aware training for this deployment format (the forward sees the weight as the export will "
-          "store it): none, nf4, fp4, int2 ... int8, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k ... q6_k",
+          "store it): none, nf4, fp4, int2 ... int8, q2_k ... q5_k, or a `qtune export --gguf --type` (q8_0, q4_0, "
+          "q4_1, q5_0, q5_1, q4_k_m, q5_k_m, q6_k: each projection as that file's type mix stores it)",
           [](Recipe& r) -> auto& { return r.quant.qat; }),
       key("quant.qat_group_size", "quant.qat group / block size (0: the format's default, -1: one group per row)",
           [](Recipe& r) -> auto& { return r.quant.qat_group_size; }),
@@ -442,7 +444,8 @@ void Recipe::validate() const {
       fail("{}: lora: {}", s, e.what());
     }
   }
-  if (quant.qat != "none") quant::parse_fake_quant(quant.qat, quant.qat_group_size, quant.qat_symmetric, s + ": quant.qat");
+  if (quant.qat != "none" && !is_gguf_qat_mix(quant.qat))
+    quant::parse_fake_quant(quant.qat, quant.qat_group_size, quant.qat_symmetric, s + ": quant.qat");
   check(quant.qat_start >= 0 && quant.qat_start < 1, "quant.qat_start", "in [0, 1)", fmt::format("{}", quant.qat_start));
   if ((quant.qat != "none" || quant.qat_activations != "none") && train.mode == "lora" && lora.config.dropout > 0)
     fail("{}: quant.qat trains the merged weight W + scale·B·A, where the adapter's dropout has no place: set "

@@ -43,15 +43,6 @@ quant::QuantPlan quant_plan_of(const Recipe& r) {
   return plan;
 }
 
-qat::QatOptions qat_options_of(const Recipe& r) {
-  qat::QatOptions o;
-  if (r.quant.qat != "none")
-    o.weights = quant::parse_fake_quant(r.quant.qat, r.quant.qat_group_size, r.quant.qat_symmetric,
-                                        r.source + ": quant.qat");
-  o.int8_tokens = r.quant.qat_activations == "int8";
-  return o;
-}
-
 data::Tokenizer load_tokenizer(const Recipe& r, const io::ModelConfig& config) {
   return data::Tokenizer::load(r.model.tokenizer.empty() ? r.model.path : r.model.tokenizer, &config);
 }
@@ -161,15 +152,12 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
                   s.stats.train_targets, s.stats.longest, s.stats.truncated, s.stats.dropped));
 
   const auto options = at::TensorOptions().dtype(s.dtype).device(s.device);
-  s.qat = qat_options_of(r);
+  s.qat = qat_plan_of(r, s.config);
   if (r.train.mode == "full") {
     s.base_factory = std::make_unique<nn::DenseLinearFactory>(options);
     auto* factory = s.base_factory.get();
-    if (s.qat.active()) {
-      // The projections lora.targets names are the ones deployed quantized (all-linear: every one).
-      auto targets = r.lora.config;
-      s.qat_factory = std::make_unique<qat::FakeQuantLinearFactory>(
-          *s.base_factory, s.qat, [targets](const std::string& name) { return targets.resolve(name).has_value(); });
+    if (s.qat.plan) {
+      s.qat_factory = std::make_unique<qat::FakeQuantLinearFactory>(*s.base_factory, s.qat.plan);
       factory = s.qat_factory.get();
     }
     s.model = nn::load_causal_lm(r.model.path, options, factory);
@@ -190,7 +178,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
       lora_config.dropout = dropout;
       s.recipe.lora.config = lora_config;
     }
-    s.lora_factory = std::make_unique<lora::LoraLinearFactory>(*s.base_factory, lora_config, r.train.seed, s.qat);
+    s.lora_factory = std::make_unique<lora::LoraLinearFactory>(*s.base_factory, lora_config, r.train.seed, s.qat.plan);
     s.model = nn::load_causal_lm(r.model.path, options, s.lora_factory.get());
     lora::apply_modules_to_save(*s.model, lora_config.modules_to_save);
     if (!r.lora.init_adapter.empty()) exporting::load_peft_adapter(*s.model, r.lora.init_adapter);
@@ -213,13 +201,10 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   s.model->set_gradient_checkpointing(r.train.gradient_checkpointing, s.checkpointed_layers);
 
   std::tie(s.total_steps, s.warmup_steps) = step_counts(r, *s.train_loader);
-  if (s.qat.active()) {
+  if (s.qat.plan) {
     s.qat_start_step = qat::qat_start_step(r.quant.qat_start, s.total_steps);
-    say(fmt::format("quantization-aware training: {}{}, from step {} of {}",
-                    s.qat.weights ? "weights as " + s.qat.weights->name() + fmt::format(" ({:.3f} bits per weight)",
-                                                                                       s.qat.weights->bits_per_weight())
-                                  : std::string("weights as they are"),
-                    s.qat.int8_tokens ? ", activations int8 per token" : "", s.qat_start_step + 1, s.total_steps));
+    say(fmt::format("quantization-aware training: {}, from step {} of {}", s.qat.summary, s.qat_start_step + 1,
+                    s.total_steps));
   }
   int64_t trainable = 0;
   for (const auto& [n, p] : s.trainable) trainable += p.numel();

@@ -246,7 +246,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
 
   // Delayed QAT: fake quantization follows the step count alone, so a resumed run switches at the same step.
   auto set_qat_for = [&](int64_t step) {
-    if (run.qat.active()) qat::set_fake_quant(model, step >= run.qat_start_step);
+    if (run.qat.plan) qat::set_fake_quant(model, step >= run.qat_start_step);
   };
   set_qat_for(st.step);
   if (options.eval_before && summary.resumed_from.empty()) summary.eval_before = do_eval(0);

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 
 #include "qtune/export/peft_adapter.h"
+#include "qtune/io/atomic_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/gguf_model.h"
 #include "qtune/lora/inject.h"
@@ -88,6 +90,49 @@ TEST(Qat, GgufExportStoresTheBlocksTrainingSimulated) {
   const auto other = test::run_qtune("export " + t.dir + "/run --gguf " + t.dir + "/q8.gguf --type q8_0 --no-quality-check");
   ASSERT_EQ(other.code, 0) << other.err;
   EXPECT_TRUE(contains(other.err, "trained for q4_0")) << other.err;
+}
+
+// quant.qat as a GGUF file type: each projection trains for the type llama-quantize's mix gives it. On the tiny model
+// (rows of 64 and 128 values) Q4_K's and Q6_K's 256-blocks fall back to Q5_0 and Q8_0, and the _k_m mix gives layer 1's
+// attn_v and ffn_down the Q6_K (so Q8_0) of its more-bits layers: both types must appear, each block as trained.
+TEST(Qat, GgufMixTrainsEachProjectionForItsOwnType) {
+  TinyRun t;
+  const auto recipe = t.recipe({"quant.qat=q4_k_m", "lora.dropout=0", "train.max_steps=3"});
+  run_training(recipe, quiet());
+  auto s = training_model(recipe, t.dir + "/run");
+  EXPECT_NE(s.qat.summary.find("q5_0 x12"), std::string::npos) << s.qat.summary;
+  EXPECT_NE(s.qat.summary.find("q8_0 x2"), std::string::npos) << s.qat.summary;
+  const auto out = t.dir + "/model-q4_k_m.gguf";
+  const auto res = test::run_qtune("export " + t.dir + "/run --gguf " + out + " --type q4_k_m --no-quality-check");
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_FALSE(contains(res.err, "trained for")) << res.err;
+  auto file = io::GgufFile::open(out);
+  const auto& config = s.model->config();
+  std::map<quant::GgmlType, int64_t> types;
+  for (const auto& [name, layer] : lora::lora_layers(*s.model)) {
+    SCOPED_TRACE(name);
+    const auto& info = file->tensor_info(io::gguf_tensor_name(name + ".weight"));
+    ++types[info.type];
+    const int64_t heads = io::rotary_heads(name + ".weight", config.num_attention_heads, config.num_key_value_heads);
+    auto stored = file->dequantize(info);
+    if (heads > 0) stored = io::unpermute_rotary_rows(stored, heads);
+    EXPECT_TRUE(test::bitwise_equal(stored, quant::fake_quantize_weight(layer->merged_weight(),
+                                                                        quant::ggml_fake_quant(info.type))
+                                                .values));
+    // The training forward used that same type.
+    ASSERT_TRUE(layer->qat().weights.has_value());
+    EXPECT_EQ(layer->qat().weights->ggml, info.type);
+  }
+  EXPECT_EQ(types[quant::GgmlType::Q5_0], 12);
+  EXPECT_EQ(types[quant::GgmlType::Q8_0], 2);
+  // A calibrated export rounds otherwise, and says so.
+  std::string calib;
+  for (int i = 0; i < 40; ++i) calib += "Tom had a red ball. Mia went to the river and saw a fish.\n";
+  io::write_text_atomically(t.dir + "/calib.txt", calib);
+  const auto cal = test::run_qtune("export " + t.dir + "/run --gguf " + t.dir + "/cal.gguf --type q4_k_m --calib " +
+                                   t.dir + "/calib.txt --calib-samples 4 --calib-seq-len 32 --no-quality-check");
+  ASSERT_EQ(cal.code, 0) << cal.err;
+  EXPECT_TRUE(contains(cal.err, "--calib")) << cal.err;
 }
 
 // Delayed QAT: the first steps are plain QLoRA (the losses of a run without QAT), fake quantization switches on at

@@ -65,6 +65,16 @@ TEST(FakeQuant, GgufTypesAreTheGgufExportsQuantizeThenDequantize) {
                        "blocks of 256"));
 }
 
+TEST(FakeQuant, GgufExportFallbacksF16AndF32AreTheirRounding) {
+  const auto w = random_weight(5, 43, 15);  // a row no block type divides
+  EXPECT_TRUE(bitwise_equal(fake_quantize_weight(w, ggml_fake_quant(GgmlType::F16)).values,
+                            w.to(at::kHalf).to(at::kFloat)));
+  EXPECT_TRUE(bitwise_equal(fake_quantize_weight(w, ggml_fake_quant(GgmlType::F32)).values, w));
+  EXPECT_EQ(ggml_fake_quant(GgmlType::F16).name(), "f16");
+  EXPECT_EQ(ggml_fake_quant(GgmlType::Q4_K).group_for(512, "x"), 256);
+  EXPECT_TRUE(contains(error_of([] { ggml_fake_quant(GgmlType::Q8_1); }), "Q8_1"));
+}
+
 // The affine kernel, written out element by element with the same fp32 roundings.
 std::pair<at::Tensor, at::Tensor> affine_reference(const at::Tensor& x, const at::Tensor& scale, const at::Tensor& zero,
                                                    int64_t group, float qmin, float qmax) {

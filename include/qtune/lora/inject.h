@@ -18,8 +18,9 @@ namespace qtune::lora {
 
 class LoraLinearFactory : public nn::LinearFactory {
  public:
-  // Validates `config`. `base` must outlive this factory. `qat`: quantization-aware training in every adapter.
-  LoraLinearFactory(nn::LinearFactory& base, LoraConfig config, uint64_t seed, qat::QatOptions qat = {});
+  // Validates `config`. `base` must outlive this factory. `qat`: what quantization-aware training simulates in each
+  // adapter (empty: nothing).
+  LoraLinearFactory(nn::LinearFactory& base, LoraConfig config, uint64_t seed, qat::QatPlan qat = {});
   // The base factory's linear, wrapped in a LoraLinear when the config targets spec.name. Each A is drawn from a
   // generator seeded by (seed, module name), so adapters do not depend on the order modules are built in.
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override;
@@ -30,7 +31,7 @@ class LoraLinearFactory : public nn::LinearFactory {
   nn::LinearFactory& base_;
   LoraConfig config_;
   uint64_t seed_;
-  qat::QatOptions qat_;
+  qat::QatPlan qat_;
   std::vector<std::string> wrapped_;
 };
 

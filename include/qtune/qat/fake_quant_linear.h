@@ -4,7 +4,6 @@
 // the dense linear's ("<module>.weight"), so checkpoints and exports do not change.
 #include <ATen/ATen.h>
 
-#include <functional>
 #include <string>
 
 #include "qtune/nn/linear.h"
@@ -28,18 +27,16 @@ class FakeQuantLinearImpl : public nn::LinearImpl, public FakeQuantSwitch {
   bool enabled_ = true;
 };
 
-// Wraps the dense linears of `inner` whose module name `targeted` accepts in a FakeQuantLinear (the others come back
+// Wraps the dense linears of `inner` for which `plan` gives active options in a FakeQuantLinear (the others come back
 // as `inner` built them). `inner` must outlive the factory and build DenseLinears.
 class FakeQuantLinearFactory : public nn::LinearFactory {
  public:
-  FakeQuantLinearFactory(nn::LinearFactory& inner, QatOptions options,
-                         std::function<bool(const std::string&)> targeted);
+  FakeQuantLinearFactory(nn::LinearFactory& inner, QatPlan plan);
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override;
 
  private:
   nn::LinearFactory& inner_;
-  QatOptions options_;
-  std::function<bool(const std::string&)> targeted_;
+  QatPlan plan_;
 };
 
 }  // namespace qtune::qat

@@ -5,7 +5,9 @@
 #include <torch/nn/module.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
+#include <string>
 
 #include "qtune/quant/fake_quant.h"
 
@@ -16,6 +18,10 @@ struct QatOptions {
   bool int8_tokens = false;                     // activations through int8 per-token fake quantization
   bool active() const { return weights.has_value() || int8_tokens; }
 };
+
+// What each linear simulates, by its Hugging Face module name ("model.layers.3.self_attn.v_proj"): one format for all,
+// or a GGUF type mix that gives some layers another type. An empty plan (or inactive options) leaves a layer as it is.
+using QatPlan = std::function<QatOptions(const std::string& module_name)>;
 
 class FakeQuantSwitch {
  public:

@@ -41,6 +41,9 @@ struct FakeQuantSpec {
 // `group_size`: 0 = the format's default (nf4/fp4 64, int2..int7 32, int8 a whole row), -1 = a whole row (Int only).
 // Errors name `key` and what was expected.
 FakeQuantSpec parse_fake_quant(const std::string& format, int64_t group_size, bool symmetric, const std::string& key);
+// A GGUF type as the GGUF export stores it: a block type qtune quantizes, or F16 / F32 (the export's fallbacks for
+// rows no block divides). Other types are an error.
+FakeQuantSpec ggml_fake_quant(GgmlType type);
 // The format names parse_fake_quant accepts, for help texts.
 std::string fake_quant_format_names();
 

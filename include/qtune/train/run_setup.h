@@ -16,8 +16,8 @@
 #include "qtune/io/hf_config.h"
 #include "qtune/lora/inject.h"
 #include "qtune/nn/decoder.h"
-#include "qtune/qat/qat_options.h"
 #include "qtune/quant/quant_plan.h"
+#include "qtune/train/qat_plan.h"
 #include "qtune/train/recipe.h"
 
 namespace qtune::train {
@@ -39,8 +39,6 @@ struct RunData {
 
 // The quantization plan of the recipe's quant section (quant.plan wins when set).
 quant::QuantPlan quant_plan_of(const Recipe& recipe);
-// What quantization-aware training simulates (quant.qat, quant.qat_activations); inactive when both are none.
-qat::QatOptions qat_options_of(const Recipe& recipe);
 // The tokenizer (model.tokenizer, else model.path) with the model's special ids.
 data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& config);
 // Reads, templates, tokenizes and splits the data; errors name the file and line.
@@ -66,7 +64,7 @@ struct RunSetup {
   std::unique_ptr<nn::LinearFactory> base_factory;
   std::unique_ptr<lora::LoraLinearFactory> lora_factory;
   std::unique_ptr<nn::LinearFactory> qat_factory;  // full fine-tuning with QAT: around base_factory
-  qat::QatOptions qat;
+  RunQat qat;                  // quantization-aware training (qat.plan empty: none)
   int64_t qat_start_step = 0;  // the first step whose forward is fake-quantized
   nn::CausalLM model;
   std::unique_ptr<data::DataLoader> train_loader, eval_loader;

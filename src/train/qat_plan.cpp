@@ -1,0 +1,84 @@
+#include "qtune/train/qat_plan.h"
+
+#include <fmt/format.h>
+
+#include <vector>
+
+#include "qtune/export/gguf_type_mix.h"
+#include "qtune/io/gguf_model.h"
+#include "qtune/quant/fake_quant.h"
+#include "qtune/util/error.h"
+
+namespace qtune::train {
+namespace {
+
+struct Projection {
+  const char* name;  // under model.layers.N
+  int64_t in_features;
+};
+
+// The projections of one decoder layer in the order the GGUF export writes them, with their row lengths (what the
+// type mix's fallbacks look at).
+std::vector<Projection> projections(const io::ModelConfig& c) {
+  const int64_t attn = c.num_attention_heads * c.head_dim;
+  return {{"self_attn.q_proj", c.hidden_size}, {"self_attn.k_proj", c.hidden_size},
+          {"self_attn.v_proj", c.hidden_size}, {"self_attn.o_proj", attn},
+          {"mlp.gate_proj", c.hidden_size},    {"mlp.up_proj", c.hidden_size},
+          {"mlp.down_proj", c.intermediate_size}};
+}
+
+}  // namespace
+
+bool is_gguf_qat_mix(const std::string& qat) {
+  for (const char* t : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k"})
+    if (qat == t) return true;
+  return false;
+}
+
+RunQat qat_plan_of(const Recipe& r, const io::ModelConfig& config) {
+  qat::QatOptions common;
+  common.int8_tokens = r.quant.qat_activations == "int8";
+  const bool mix = is_gguf_qat_mix(r.quant.qat);
+  if (r.quant.qat != "none" && !mix)
+    common.weights = quant::parse_fake_quant(r.quant.qat, r.quant.qat_group_size, r.quant.qat_symmetric,
+                                             r.source + ": quant.qat");
+  if (!mix && !common.active()) return {};
+  const auto targets = r.lora.config;
+  RunQat out;
+  const std::string tokens = common.int8_tokens ? ", activations int8 per token" : "";
+  if (!mix) {
+    out.summary = (common.weights ? common.weights->name() : std::string("weights as they are")) + tokens;
+    out.plan = [targets, common](const std::string& name) {
+      return targets.resolve(name) ? common : qat::QatOptions{};
+    };
+    return out;
+  }
+  if (r.quant.qat_group_size != 0)
+    fail("{}: quant.qat {} is a GGUF file type whose blocks are fixed; leave quant.qat_group_size at 0 (got {})",
+         r.source, r.quant.qat, r.quant.qat_group_size);
+  // The export's mix, asked in its own order (its layer counters follow attn_v and ffn_down as they come).
+  exporting::GgufTypeMix types(exporting::parse_gguf_file_type(r.quant.qat), config.num_hidden_layers,
+                               config.tie_word_embeddings, /*has_importance=*/false);
+  std::map<std::string, qat::QatOptions> by_name;
+  std::map<std::string, int64_t> counts;
+  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer)
+    for (const auto& p : projections(config)) {
+      const auto name = fmt::format("model.layers.{}.{}", layer, p.name);
+      const auto type = types.choose(io::gguf_tensor_name(name + ".weight"), {int64_t{1}, p.in_features});
+      if (!targets.resolve(name)) continue;
+      auto o = common;
+      o.weights = quant::ggml_fake_quant(type);
+      ++counts[o.weights->name()];
+      by_name[name] = o;
+    }
+  out.summary = r.quant.qat + " mix:";
+  for (const auto& [t, n] : counts) out.summary += fmt::format(" {} x{}", t, n);
+  out.summary += tokens;
+  out.plan = [by_name = std::move(by_name)](const std::string& name) {
+    const auto it = by_name.find(name);
+    return it == by_name.end() ? qat::QatOptions{} : it->second;
+  };
+  return out;
+}
+
+}  // namespace qtune::train
