@@ -83,9 +83,8 @@ std::string tokenizer_source(const exporting::TrainedModel& t) {
 
 // The format a QAT run trained for, by its name (a GGUF file type stands for its mix).
 std::string qat_name(const train::Recipe& r) {
-  if (train::is_gguf_qat_mix(r.quant.qat)) return r.quant.qat + " (GGUF type mix)";
-  return quant::parse_fake_quant(r.quant.qat, r.quant.qat_group_size, r.quant.qat_symmetric, "the run's quant.qat")
-      .name();
+  const auto format = train::qat_format_of(r.quant, "the run's recipe");
+  return format ? format->name() : r.quant.qat + " (GGUF type mix)";
 }
 
 // How --quantize nf4|fp4 quantizes the merged projections: as the run's quantization-aware training simulated them
@@ -96,8 +95,7 @@ quant::LayerQuant merged_quantization(const train::Recipe& recipe, const std::st
   q.format = format == "fp4" ? quant::WeightFormat::FP4 : quant::WeightFormat::NF4;
   if (recipe.quant.qat == "none") return q;
   if (recipe.quant.qat == format) {
-    const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size,
-                                              recipe.quant.qat_symmetric, "the run's quant.qat");
+    const auto spec = *train::qat_format_of(recipe.quant, "the run's recipe");
     q.blocksize = spec.group_size;
     q.double_quant = spec.double_quant;
   } else {
@@ -114,11 +112,8 @@ quant::LayerQuant merged_quantization(const train::Recipe& recipe, const std::st
 void check_gguf_type(const train::Recipe& recipe, const exporting::GgufFileType& type, bool calibrated) {
   if (recipe.quant.qat == "none") return;
   bool same = recipe.quant.qat == type.name;
-  if (!same && !train::is_gguf_qat_mix(recipe.quant.qat)) {
-    const auto spec = quant::parse_fake_quant(recipe.quant.qat, recipe.quant.qat_group_size,
-                                              recipe.quant.qat_symmetric, "the run's quant.qat");
-    same = spec.kind == quant::FakeQuantKind::Ggml && spec.ggml == type.base && !type.k_mix;
-  }
+  if (const auto spec = train::qat_format_of(recipe.quant, "the run's recipe"); !same && spec)
+    same = spec->kind == quant::FakeQuantKind::Ggml && spec->ggml == type.base && !type.k_mix;
   if (!same)
     warn(fmt::format("the run trained for {} (quant.qat) but --type is {}: the exported blocks are not the ones "
                      "training simulated (train with quant.qat: {} for this file)",

@@ -38,9 +38,14 @@ GgmlType fallback(GgmlType t, int64_t ncols) {
 
 }  // namespace
 
-const GgufFileType& parse_gguf_file_type(const std::string& name) {
+const GgufFileType* find_gguf_file_type(const std::string& name) {
   for (const auto& t : kFileTypes)
-    if (name == t.name) return t;
+    if (name == t.name) return &t;
+  return nullptr;
+}
+
+const GgufFileType& parse_gguf_file_type(const std::string& name) {
+  if (const auto* t = find_gguf_file_type(name)) return *t;
   fail("--type '{}' is not a GGUF type qtune writes (expected {})", name, gguf_file_type_names());
 }
 

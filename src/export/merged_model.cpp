@@ -46,11 +46,7 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
       io::NamedTensors parts;
       quant::Quant4State q;
       try {
-        quant::Quantize4Options q4;
-        q4.format = o.quantize4->format == quant::WeightFormat::FP4 ? quant::Format4::FP4 : quant::Format4::NF4;
-        q4.blocksize = o.quantize4->blocksize;
-        q4.double_quant = o.quantize4->double_quant;
-        q = quant::quantize_4bit(w, q4);
+        q = quant::quantize_4bit(w, quant::four_bit_options(*o.quantize4));
       } catch (const Error& e) {
         fail("{} (merged with its adapter): {}", t.name, e.what());
       }

@@ -50,9 +50,7 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
       if (layer.format == quant::WeightFormat::Int8)
         qweight = c10::make_intrusive<quant::Int8Weight>(quant::quantize_int8_rowwise(w.to(at::kFloat)));
       else
-        qweight = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(
-            w, {layer.format == quant::WeightFormat::NF4 ? quant::Format4::NF4 : quant::Format4::FP4, layer.blocksize,
-                layer.double_quant}));
+        qweight = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(w, quant::four_bit_options(layer)));
     } catch (const Error& e) {
       fail("{}: {}", weight_name, e.what());
     }

@@ -94,6 +94,12 @@ Blockwise8 quantize_blockwise_8bit(const at::Tensor& values, const at::Tensor& m
   return out;
 }
 
+Quantize4Options four_bit_options(const LayerQuant& layer) {
+  if (layer.format != WeightFormat::NF4 && layer.format != WeightFormat::FP4)
+    fail("4-bit quantization: {} is not a 4-bit format", format_name(layer.format));
+  return {layer.format == WeightFormat::NF4 ? Format4::NF4 : Format4::FP4, layer.blocksize, layer.double_quant};
+}
+
 Quant4State quantize_4bit(const at::Tensor& weight, const Quantize4Options& options) {
   check_blocksize(options.blocksize);
   if (!at::isFloatingType(weight.scalar_type()))

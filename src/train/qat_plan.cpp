@@ -2,11 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <map>
 #include <vector>
 
 #include "qtune/export/gguf_type_mix.h"
 #include "qtune/io/gguf_model.h"
-#include "qtune/quant/fake_quant.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
@@ -30,18 +30,20 @@ std::vector<Projection> projections(const io::ModelConfig& c) {
 }  // namespace
 
 bool is_gguf_qat_mix(const std::string& qat) {
-  for (const char* t : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k"})
-    if (qat == t) return true;
-  return false;
+  const auto* t = exporting::find_gguf_file_type(qat);
+  return t && quant::ggml_type_info(t->base).block_elems > 1;  // a quantized file type, not f32/f16/bf16
+}
+
+std::optional<quant::FakeQuantSpec> qat_format_of(const QuantSection& q, const std::string& where) {
+  if (q.qat == "none" || is_gguf_qat_mix(q.qat)) return std::nullopt;
+  return quant::parse_fake_quant(q.qat, q.qat_group_size, q.qat_symmetric, where + ": quant.qat");
 }
 
 RunQat qat_plan_of(const Recipe& r, const io::ModelConfig& config) {
   qat::QatOptions common;
   common.int8_tokens = r.quant.qat_activations == "int8";
   const bool mix = is_gguf_qat_mix(r.quant.qat);
-  if (r.quant.qat != "none" && !mix)
-    common.weights = quant::parse_fake_quant(r.quant.qat, r.quant.qat_group_size, r.quant.qat_symmetric,
-                                             r.source + ": quant.qat");
+  common.weights = qat_format_of(r.quant, r.source);
   if (!mix && !common.active()) return {};
   const auto targets = r.lora.config;
   RunQat out;

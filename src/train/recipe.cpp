@@ -444,8 +444,7 @@ void Recipe::validate() const {
       fail("{}: lora: {}", s, e.what());
     }
   }
-  if (quant.qat != "none" && !is_gguf_qat_mix(quant.qat))
-    quant::parse_fake_quant(quant.qat, quant.qat_group_size, quant.qat_symmetric, s + ": quant.qat");
+  qat_format_of(quant, s);
   check(quant.qat_start >= 0 && quant.qat_start < 1, "quant.qat_start", "in [0, 1)", fmt::format("{}", quant.qat_start));
   if ((quant.qat != "none" || quant.qat_activations != "none") && train.mode == "lora" && lora.config.dropout > 0)
     fail("{}: quant.qat trains the merged weight W + scale·B·A, where the adapter's dropout has no place: set "

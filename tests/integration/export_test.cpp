@@ -24,12 +24,6 @@ const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
 
 test::QtuneRun qtune(const std::string& args) { return test::run_qtune(args); }
 
-at::Tensor logits_of(nn::CausalLMImpl& model) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  return model.forward(at::arange(1, 40, at::kLong).remainder(300).view({1, -1}));
-}
-
 nlohmann::json json_of(const std::string& path) {
   std::ifstream in(path);
   return nlohmann::json::parse(in);
@@ -50,7 +44,7 @@ struct TrainedRun {
 TEST(Export, AdapterAndMergedModelReproduceTheTrainedModel) {
   TrainedRun r;
   auto trained = load_trained_model(r.run, "", kFp32, nullptr);
-  const auto expected = logits_of(*trained.model);
+  const auto expected = train::probe_logits(*trained.model);
 
   ASSERT_EQ(qtune("export " + r.run + " --adapter " + r.t.dir + "/adapter_out").code, 0);
   const auto config = read_peft_config(r.t.dir + "/adapter_out");
@@ -69,7 +63,7 @@ TEST(Export, AdapterAndMergedModelReproduceTheTrainedModel) {
   auto fresh = nn::load_causal_lm(r.t.model, kFp32, &factory);
   lora::apply_modules_to_save(*fresh, config.modules_to_save);
   load_peft_adapter(*fresh, r.t.dir + "/adapter_out");
-  EXPECT_TRUE(test::bitwise_equal(logits_of(*fresh), expected));
+  EXPECT_TRUE(test::bitwise_equal(train::probe_logits(*fresh), expected));
 
   // Merged in fp32 onto the dequantized NF4 base: the same function up to float rounding, with no quantization_config
   // and an untied head.
@@ -79,7 +73,7 @@ TEST(Export, AdapterAndMergedModelReproduceTheTrainedModel) {
   EXPECT_EQ(merged_config["tie_word_embeddings"], false);
   EXPECT_TRUE(fs::exists(r.t.dir + "/merged/tokenizer.model"));
   auto merged = nn::load_causal_lm(r.t.dir + "/merged", kFp32);
-  EXPECT_LT((logits_of(*merged) - expected).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((train::probe_logits(*merged) - expected).abs().max().item<double>(), 1e-4);
 
   // Sharded: several files and the index transformers reads; same weights.
   ASSERT_EQ(qtune("export " + r.run + " --merged " + r.t.dir + "/sharded --dtype fp32 --shard-mb 0 --no-quality-check").code, 0);
@@ -91,13 +85,13 @@ TEST(Export, AdapterAndMergedModelReproduceTheTrainedModel) {
   EXPECT_GT(shards, 1);
   EXPECT_TRUE(fs::exists(r.t.dir + "/sharded/" + fmt::format("model-00001-of-{:05d}.safetensors", shards)));
   auto sharded = nn::load_causal_lm(r.t.dir + "/sharded", kFp32);
-  EXPECT_TRUE(test::bitwise_equal(logits_of(*sharded), logits_of(*merged)));
+  EXPECT_TRUE(test::bitwise_equal(train::probe_logits(*sharded), train::probe_logits(*merged)));
 
   // Back to NF4: a 4-bit checkpoint with its quantization_config, loaded as stored; merging rounds, so only close.
   ASSERT_EQ(qtune("export " + r.run + " --merged " + r.t.dir + "/nf4 --quantize nf4 --dtype fp32 --no-quality-check").code, 0);
   EXPECT_EQ(json_of(r.t.dir + "/nf4/config.json")["quantization_config"]["bnb_4bit_quant_type"], "nf4");
   auto nf4 = nn::load_causal_lm(r.t.dir + "/nf4", kFp32);
-  const auto diff = (logits_of(*nf4) - expected).abs().max().item<double>();
+  const auto diff = (train::probe_logits(*nf4) - expected).abs().max().item<double>();
   EXPECT_GT(diff, 0.0);
   EXPECT_LT(diff, 0.5 * expected.abs().max().item<double>());
 }

@@ -28,12 +28,6 @@ const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
-at::Tensor logits_of(nn::CausalLMImpl& model) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  return model.forward(at::arange(1, 40, at::kLong).remainder(300).view({1, -1}));
-}
-
 // rsLoRA with a smaller rank on v_proj: no single alpha gives every module its scale, so the adapter export folds.
 struct TrainedRun {
   train::TinyRun t;
@@ -48,7 +42,7 @@ struct TrainedRun {
 TEST(GgufExport, F32FileReproducesTheTrainedModel) {
   TrainedRun r({"lora.rslora=true", "lora.rank_pattern={\"v_proj\": 4}"});
   auto trained = load_trained_model(r.run, "", kFp32, nullptr);
-  const auto expected = logits_of(*trained.model);
+  const auto expected = train::probe_logits(*trained.model);
   const auto out = r.t.dir + "/model-f32.gguf";
   const auto res = test::run_qtune("export " + r.run + " --gguf " + out + " --type f32");
   ASSERT_EQ(res.code, 0) << res.err;
@@ -76,7 +70,7 @@ TEST(GgufExport, F32FileReproducesTheTrainedModel) {
 
   // qtune reads it back as the trained model, vocabulary included.
   auto back = nn::load_causal_lm(out, kFp32);
-  EXPECT_LT((logits_of(*back) - expected).abs().max().item<double>(), 1e-4);
+  EXPECT_LT((train::probe_logits(*back) - expected).abs().max().item<double>(), 1e-4);
   const auto tok = data::Tokenizer::load(r.t.model), tok_back = data::Tokenizer::load(out);
   // This tokenizer collapses whitespace runs, which llama.cpp's never does: the export says so, and texts
   // without runs (or leading and trailing spaces, which it strips) tokenize the same.

@@ -25,10 +25,11 @@ const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-at::Tensor logits_of(nn::CausalLMImpl& model) {
-  torch::NoGradGuard no_grad;
-  model.eval();
-  return model.forward(at::arange(1, 40, at::kLong).remainder(300).view({1, -1}));
+// Projection `name` (a Hugging Face module name) as `file` stores it, dequantized, Q/K rows back in Hugging Face order.
+at::Tensor stored_projection(const io::GgufFile& file, const std::string& name, const io::ModelConfig& config) {
+  const int64_t heads = io::rotary_heads(name + ".weight", config.num_attention_heads, config.num_key_value_heads);
+  auto stored = file.dequantize(file.tensor_info(io::gguf_tensor_name(name + ".weight")));
+  return heads > 0 ? io::unpermute_rotary_rows(stored, heads) : stored;
 }
 
 // The run's model as its training forward computes it (fake quantization on), with the trained adapter.
@@ -43,9 +44,9 @@ TEST(Qat, Nf4ExportReproducesTheLastTrainingForwardBitForBit) {
   const auto recipe = t.recipe({"quant.qat=nf4", "quant.qat_group_size=128", "lora.dropout=0", "train.max_steps=6"});
   run_training(recipe, quiet());
   auto s = training_model(recipe, t.dir + "/run");
-  const auto trained = logits_of(*s.model);
+  const auto trained = probe_logits(*s.model);
   qat::set_fake_quant(*s.model, false);
-  const auto unquantized = logits_of(*s.model);
+  const auto unquantized = probe_logits(*s.model);
   EXPECT_GT((trained - unquantized).abs().max().item<double>(), 1e-3) << "fake quantization changed nothing";
 
   const auto out = t.dir + "/merged-nf4";
@@ -53,7 +54,7 @@ TEST(Qat, Nf4ExportReproducesTheLastTrainingForwardBitForBit) {
   ASSERT_EQ(res.code, 0) << res.err;
   EXPECT_TRUE(contains(res.out, "NF4 projections (block 128, double quant)")) << res.out;
   auto deployed = nn::load_causal_lm(out, kFp32);
-  EXPECT_TRUE(test::bitwise_equal(logits_of(*deployed), trained));
+  EXPECT_TRUE(test::bitwise_equal(probe_logits(*deployed), trained));
 
   // Another format than the one trained for is exported, with a warning that it is not what training saw.
   const auto fp4 = test::run_qtune("export " + t.dir + "/run --merged " + t.dir + "/merged-fp4 --quantize fp4 "
@@ -77,12 +78,9 @@ TEST(Qat, GgufExportStoresTheBlocksTrainingSimulated) {
   int64_t compared = 0;
   for (const auto& [name, layer] : lora::lora_layers(*s.model)) {
     SCOPED_TRACE(name);
-    const auto& info = file->tensor_info(io::gguf_tensor_name(name + ".weight"));
-    EXPECT_EQ(info.type, quant::GgmlType::Q4_0);
-    const int64_t heads = io::rotary_heads(name + ".weight", config.num_attention_heads, config.num_key_value_heads);
-    auto stored = file->dequantize(info);
-    if (heads > 0) stored = io::unpermute_rotary_rows(stored, heads);
-    EXPECT_TRUE(test::bitwise_equal(stored, quant::fake_quantize_weight(layer->merged_weight(), spec).values));
+    EXPECT_EQ(file->tensor_info(io::gguf_tensor_name(name + ".weight")).type, quant::GgmlType::Q4_0);
+    EXPECT_TRUE(test::bitwise_equal(stored_projection(*file, name, config),
+                                    quant::fake_quantize_weight(layer->merged_weight(), spec).values));
     ++compared;
   }
   EXPECT_EQ(compared, 14);
@@ -113,12 +111,9 @@ TEST(Qat, GgufMixTrainsEachProjectionForItsOwnType) {
     SCOPED_TRACE(name);
     const auto& info = file->tensor_info(io::gguf_tensor_name(name + ".weight"));
     ++types[info.type];
-    const int64_t heads = io::rotary_heads(name + ".weight", config.num_attention_heads, config.num_key_value_heads);
-    auto stored = file->dequantize(info);
-    if (heads > 0) stored = io::unpermute_rotary_rows(stored, heads);
-    EXPECT_TRUE(test::bitwise_equal(stored, quant::fake_quantize_weight(layer->merged_weight(),
-                                                                        quant::ggml_fake_quant(info.type))
-                                                .values));
+    EXPECT_TRUE(test::bitwise_equal(stored_projection(*file, name, config),
+                                    quant::fake_quantize_weight(layer->merged_weight(), quant::ggml_fake_quant(info.type))
+                                        .values));
     // The training forward used that same type.
     ASSERT_TRUE(layer->qat().weights.has_value());
     EXPECT_EQ(layer->qat().weights->ggml, info.type);

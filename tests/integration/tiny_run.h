@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/grad_mode.h>
 #include <string>
 #include <vector>
 
@@ -51,6 +52,13 @@ struct TinyRun {
     return Recipe::from_yaml_text(text, "tiny.yaml", overrides);
   }
 };
+
+// The logits of a fixed 39-token probe, in eval mode and without gradients: what the export tests compare.
+inline at::Tensor probe_logits(nn::CausalLMImpl& model) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  return model.forward(at::arange(1, 40, at::kLong).remainder(300).view({1, -1}));
+}
 
 // Progress to /dev/null: the tests read results, not bars.
 inline TrainOptions quiet() {

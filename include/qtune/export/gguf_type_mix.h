@@ -21,6 +21,7 @@ struct GgufFileType {
 };
 
 const GgufFileType& parse_gguf_file_type(const std::string& name);  // error listing the choices
+const GgufFileType* find_gguf_file_type(const std::string& name);   // nullptr when there is none of that name
 std::string gguf_file_type_names();                                   // "f32 | f16 | ..."
 
 // Chooses types tensor by tensor, in file order (the layer counters follow the order attn_v and ffn_down come).

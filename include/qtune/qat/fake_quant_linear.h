@@ -19,7 +19,6 @@ class FakeQuantLinearImpl : public nn::LinearImpl, public FakeQuantSwitch {
   at::Tensor bias() const override { return bias_; }
   at::Device device() const override { return weight_.device(); }
   void set_fake_quant(bool on) override { enabled_ = on; }
-  bool fake_quant() const { return enabled_; }
 
  private:
   at::Tensor weight_, bias_;

@@ -7,6 +7,7 @@
 // which bitsandbytes' approximate CPU search misses for a few in a thousand.
 #include <ATen/ATen.h>
 
+#include "qtune/quant/quant_plan.h"
 #include "qtune/quant/quant_state.h"
 
 namespace qtune::quant {
@@ -16,6 +17,9 @@ struct Quantize4Options {
   int64_t blocksize = 64;       // a power of two from 32 to 4096
   bool double_quant = true;     // quantize the absmax values to 8 bits in blocks of 256
 };
+
+// The options of a plan's NF4 or FP4 layer (another format is an error).
+Quantize4Options four_bit_options(const LayerQuant& layer);
 
 // `weight` is any floating tensor on any device (quantized on the CPU, state returned on the CPU).
 Quant4State quantize_4bit(const at::Tensor& weight, const Quantize4Options& options);
