@@ -64,7 +64,7 @@ memcheck() {
   local sanitizer
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   [ -x "$sanitizer" ] || { echo "no compute-sanitizer"; return 1; }
-  "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/qtune_tests" --gtest_filter='Dequant*Cuda*:GgmlWeight.*Cuda*:FakeQuant.Cuda*'
+  "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/qtune_tests" --gtest_filter='Dequant*Cuda*:GgmlWeight.*Cuda*:FakeQuant.Cuda*:GptqFormat.Cuda*'
 }
 
 bench() {

@@ -30,7 +30,9 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python - "$req" <<'PY' 2>/dev/null
+# True when every `name==version` line of requirements file $1 is installed in .venv at that version.
+pins_satisfied() {
+  .venv/bin/python - "$1" <<'PY' 2>/dev/null
 import sys
 from importlib.metadata import version
 for line in open(sys.argv[1]):
@@ -40,10 +42,17 @@ for line in open(sys.argv[1]):
         if version(name) != want:
             sys.exit(1)
 PY
-then
+}
+if ! pins_satisfied "$req"; then
   log "installing the oracle venv (torch, transformers, peft, bitsandbytes, ...): a few minutes the first time"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -r "$req"
+fi
+
+req_gptq=scripts/requirements-oracle-gptq.txt
+if ! pins_satisfied "$req_gptq"; then
+  log "installing gptqmodel (the GPTQ oracle) without its dependency pins"
+  .venv/bin/python -m pip install -q --no-deps -r "$req_gptq"
 fi
 
 # llama.cpp itself, the oracle of the GGUF export tests: llama-cpp-python ships as source, so pip builds it (about

@@ -33,13 +33,13 @@ std::pair<nn::CausalLM, data::Tokenizer> ModelOptions::load() const {
   const auto type = resolve_dtype(dtype, dev);
   const auto options = at::TensorOptions().dtype(type).device(dev);
   nn::CausalLM model;
-  const bool prequantized = !io::ModelConfig::load(dir).quantization_config.is_null();
+  const auto stored = quant::StoredQuantization::of(io::ModelConfig::load(dir).quantization_config, dir + "/config.json");
   quant::QuantPlan plan;
   if (!plan_file.empty()) plan = quant::QuantPlan::load_yaml(plan_file);
   else plan.base.format = quant::parse_weight_format(quant, "--quant");
   if (plan.uses(quant::WeightFormat::Keep) && !io::is_gguf_path(dir))
     fail("{}: keeping the stored blocks (--quant keep) needs a .gguf model; this is not one", dir);
-  nn::QuantLinearFactory factory(plan, options, prequantized);
+  nn::QuantLinearFactory factory(plan, options, stored);
   if (!adapter.empty()) {
     auto config = exporting::read_peft_config(adapter);
     lora::LoraLinearFactory lora_factory(factory, config, 0);

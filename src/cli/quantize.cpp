@@ -1,19 +1,25 @@
 // qtune quantize MODEL_DIR --out DIR: a 4-bit (or mixed) checkpoint in bitsandbytes' layout, loadable by
-// qtune and by transformers + bitsandbytes.
+// qtune and by transformers + bitsandbytes; with --method gptq|rtn, a Hugging Face GPTQ checkpoint (calibrated on
+// --calib text for gptq), loadable by qtune and by transformers + gptqmodel.
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
 #include "commands.h"
+#include "qtune/calib/importance.h"
+#include "qtune/calib/layerwise_gptq.h"
 #include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/sharded_checkpoint.h"
-#include "qtune/quant/sensitivity.h"
+#include "qtune/calib/sensitivity.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
@@ -31,7 +37,13 @@ struct QuantizeArgs {
   // --plan auto
   std::string calib_file, plan_out, high = "int8";
   double budget_bits = 4.5;
-  int64_t calib_tokens = 4096, calib_seq_len = 256;
+  int64_t calib_tokens = 4096, calib_seq_len = 0;
+  // --method gptq | rtn
+  std::string method, checkpoint_format = "gptq";
+  int bits = 4;
+  int64_t group_size = 128, calib_samples = 128;
+  bool asym = false, act_order = false, static_groups = false, no_true_sequential = false;
+  double damp = 0.01;
 };
 
 // --plan auto: the sensitivity scan on the calibration text, printed as a table and written as YAML.
@@ -41,15 +53,16 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a) {
   const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
   const auto ids = tokenizer.encode(data::read_text_file(a.calib_file, "--calib"));
   std::vector<std::vector<int64_t>> windows;
-  for (size_t i = 0; i + 1 < ids.size() && static_cast<int64_t>(i) < a.calib_tokens; i += a.calib_seq_len)
-    windows.emplace_back(ids.begin() + i, ids.begin() + std::min(ids.size(), i + a.calib_seq_len));
-  quant::SensitivityOptions o;
+  const auto seq_len = static_cast<size_t>(a.calib_seq_len > 0 ? a.calib_seq_len : 256);
+  for (size_t i = 0; i + 1 < ids.size() && static_cast<int64_t>(i) < a.calib_tokens; i += seq_len)
+    windows.emplace_back(ids.begin() + i, ids.begin() + std::min(ids.size(), i + seq_len));
+  calib::SensitivityOptions o;
   o.low = {quant::parse_weight_format(a.format, "--format"), a.block_size, !a.no_double_quant};
   o.high = quant::parse_weight_format(a.high, "--high");
   o.budget_bits = a.budget_bits;
-  o.seq_len = a.calib_seq_len;
-  const auto r = quant::sensitivity_scan(a.model_dir, windows, o);
-  fmt::print("calibration: {} windows of up to {} tokens from {}; dense loss {:.5f}\n", windows.size(), a.calib_seq_len,
+  o.seq_len = static_cast<int64_t>(seq_len);
+  const auto r = calib::sensitivity_scan(a.model_dir, windows, o);
+  fmt::print("calibration: {} windows of up to {} tokens from {}; dense loss {:.5f}\n", windows.size(), seq_len,
              a.calib_file, r.dense_loss);
   fmt::print("{:<40} {:>10} {:>14} {:>8}  {}\n", "linear", "params", "loss increase", "bits", "kept");
   for (const auto& l : r.layers)
@@ -94,7 +107,64 @@ at::ScalarType output_dtype(const std::string& flag, const io::ModelConfig& conf
   return at::kFloat;
 }
 
+// --method gptq | rtn: a Hugging Face GPTQ checkpoint, a progress line per linear.
+int run_gptq(const QuantizeArgs& a) {
+  calib::GptqRunOptions o;
+  o.rtn = a.method == "rtn";
+  o.gptq.grid = {a.bits, a.group_size, !a.asym};
+  o.gptq.act_order = a.act_order;
+  o.gptq.static_groups = a.static_groups;
+  o.gptq.damp = a.damp;
+  o.true_sequential = !a.no_true_sequential;
+  if (a.checkpoint_format == "gptq") o.checkpoint_format = quant::GptqCheckpointFormat::V1;
+  else if (a.checkpoint_format == "gptq_v2") o.checkpoint_format = quant::GptqCheckpointFormat::V2;
+  else fail("--checkpoint-format {}: expected gptq (zero points stored minus one, what the hub holds) or gptq_v2", a.checkpoint_format);
+  o.gptq.grid.validate("--bits / --group-size");
+  const auto config = io::ModelConfig::load(a.model_dir);
+  o.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
+  std::vector<std::vector<int64_t>> calibration;
+  if (!o.rtn) {
+    if (a.calib_file.empty()) fail("--method gptq needs --calib FILE (text like what the model will see)");
+    if (a.calib_samples < 1) fail("--calib-samples must be at least 1, got {}", a.calib_samples);
+    const int64_t seq_len = a.calib_seq_len > 0 ? a.calib_seq_len : 512;
+    const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
+    calibration = calib::calibration_sequences(a.calib_file, tokenizer, seq_len, a.calib_samples);
+    if (static_cast<int64_t>(calibration.size()) < a.calib_samples)
+      fail("{}: holds {} calibration sequences of {} tokens, --calib-samples asks for {} (give more text, or lower "
+           "--calib-samples / --calib-seq-len)",
+           a.calib_file, calibration.size(), seq_len, a.calib_samples);
+    fmt::print("calibration: {} sequences x {} tokens from {}\n", calibration.size(), seq_len, a.calib_file);
+  }
+  const bool tty = isatty(fileno(stdout)) != 0;
+  const auto report = calib::quantize_to_gptq(
+      a.model_dir, calibration, o, a.out_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
+        const auto line = o.rtn ? fmt::format("[{:>3}/{}] {:<40} {:.2f}s", i, n, l.name, l.seconds)
+                                : fmt::format("[{:>3}/{}] {:<40} error {:.4e} (rtn {:.4e}) damp {:.4f} {:.2f}s", i, n,
+                                              l.name, l.error, l.rtn_error, l.damp, l.seconds);
+        fmt::print(tty ? "\r{}\x1b[K" : "{}\n", line);
+        std::fflush(stdout);
+      });
+  if (tty) fmt::print("\n");
+  if (!o.rtn) {
+    int64_t better = 0;
+    double sum = 0, rtn_sum = 0;
+    for (const auto& l : report.linears) {
+      better += l.error < l.rtn_error;
+      sum += l.error;
+      rtn_sum += l.rtn_error;
+    }
+    fmt::print("GPTQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", better,
+               report.linears.size(), sum / report.linears.size(), rtn_sum / report.linears.size());
+  }
+  fmt::print("{} int{} g{} {}: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} MiB) in {:.1f}s\n",
+             o.rtn ? "rtn" : "gptq", a.bits, a.group_size, a.asym ? "asym" : "sym", report.linears.size(),
+             report.bits_per_weight, a.out_dir, report.bytes / 1048576.0, report.seconds);
+  return 0;
+}
+
 int run_quantize(const QuantizeArgs& a) {
+  if (a.method == "gptq" || a.method == "rtn") return run_gptq(a);
+  if (!a.method.empty()) fail("--method {}: expected gptq or rtn (or no --method: bitsandbytes' layout by --format)", a.method);
   const auto t0 = std::chrono::steady_clock::now();
   if (fs::exists(fs::path(a.out_dir) / "model.safetensors"))
     fail("--out {}: already holds a model.safetensors; choose an empty directory", a.out_dir);
@@ -138,7 +208,21 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--block-size", a->block_size, "4-bit block size (power of two, 32..4096)")->capture_default_str();
   cmd->add_option("--plan", a->plan_file,
                   "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
-  cmd->add_option("--calib", a->calib_file, "Calibration text for --plan auto");
+  cmd->add_option("--method", a->method,
+                  "gptq | rtn: write a Hugging Face GPTQ checkpoint (GPTQ calibrated on --calib, or round to nearest)");
+  cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8")->capture_default_str();
+  cmd->add_option("--group-size", a->group_size, "GPTQ/RTN input columns per scale (-1: one per row)")->capture_default_str();
+  cmd->add_flag("--asym,!--sym", a->asym, "Asymmetric grid with a zero point per group (default: symmetric, --sym)");
+  cmd->add_flag("--act-order", a->act_order, "GPTQ: quantize columns by descending Hessian diagonal (desc_act)");
+  cmd->add_flag("--static-groups", a->static_groups, "GPTQ: fit every group's grid before any update");
+  cmd->add_option("--damp", a->damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")->capture_default_str();
+  cmd->add_flag("--no-true-sequential", a->no_true_sequential,
+                "GPTQ: record all seven linears of a layer at once (faster) instead of in four rounds");
+  cmd->add_option("--checkpoint-format", a->checkpoint_format,
+                  "gptq (zero points stored minus one, as the hub's checkpoints) | gptq_v2")->capture_default_str();
+  cmd->add_option("--calib-samples", a->calib_samples, "GPTQ calibration sequences")->capture_default_str();
+  cmd->add_option("--calib-seq-len", a->calib_seq_len, "Tokens per calibration sequence (GPTQ 512, --plan auto 256)");
+  cmd->add_option("--calib", a->calib_file, "Calibration text for --method gptq and --plan auto");
   cmd->add_option("--budget-bits", a->budget_bits, "Average bits per linear weight for --plan auto")->capture_default_str();
   cmd->add_option("--high", a->high, "Format of the layers --plan auto keeps: int8 | 16bit")->capture_default_str();
   cmd->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens used by --plan auto")->capture_default_str();

@@ -33,8 +33,9 @@ TrainedModel load_trained_model(const std::string& path, const std::string& base
     if (wrap) t.outer_factory = wrap(*t.base_factory);
     t.model = nn::load_causal_lm(t.base_dir, options, wrap ? t.outer_factory.get() : t.base_factory.get());
   } else {
-    const bool prequantized = !config.quantization_config.is_null();
-    t.base_factory = std::make_unique<nn::QuantLinearFactory>(train::quant_plan_of(t.recipe), options, prequantized);
+    t.base_factory = std::make_unique<nn::QuantLinearFactory>(
+        train::quant_plan_of(t.recipe), options,
+        quant::StoredQuantization::of(config.quantization_config, t.base_dir + "/config.json"));
     const auto lora_config = read_peft_config(t.checkpoint);
     t.lora_factory = std::make_unique<lora::LoraLinearFactory>(*t.base_factory, lora_config, 0);
     if (wrap) t.outer_factory = wrap(*t.lora_factory);

@@ -25,7 +25,8 @@ CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, Linea
   if (factory != nullptr) return std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
   // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
   if (!config.quantization_config.is_null()) {
-    QuantLinearFactory stored(quant::QuantPlan{}, options, /*prequantized=*/true);
+    QuantLinearFactory stored(quant::QuantPlan{}, options,
+                              quant::StoredQuantization::of(config.quantization_config, dir + "/config.json"));
     return std::make_shared<CausalLMImpl>(config, stored, *checkpoint, options);
   }
   DenseLinearFactory dense(options);

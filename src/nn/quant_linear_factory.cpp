@@ -8,6 +8,7 @@
 #include "qtune/quant/bnb_format.h"
 #include "qtune/quant/ggml_weight.h"
 #include "qtune/quant/gguf_blocks.h"
+#include "qtune/quant/gptq_weight.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
 
@@ -20,8 +21,8 @@ bool plain_ggml_type(quant::GgmlType t) {
 
 }  // namespace
 
-QuantLinearFactory::QuantLinearFactory(quant::QuantPlan plan, at::TensorOptions options, bool prequantized)
-    : plan_(std::move(plan)), options_(options), prequantized_(prequantized) {
+QuantLinearFactory::QuantLinearFactory(quant::QuantPlan plan, at::TensorOptions options, quant::StoredQuantization stored)
+    : plan_(std::move(plan)), options_(options), stored_(std::move(stored)) {
   plan_.validate("quantization plan");
 }
 
@@ -32,14 +33,22 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
   QuantizedLayerInfo info{spec.name, "", spec.in_features * spec.out_features, 0, false};
 
   c10::intrusive_ptr<quant::QuantizedWeight> qweight;
-  if (!quant::bnb_4bit_state_key(weights, weight_name).empty()) {
+  if (quant::has_gptq(weights, spec.name)) {
+    if (!stored_.gptq)
+      fail("{}.qweight: the checkpoint stores GPTQ tensors but its config.json has no quantization_config with "
+           "quant_method \"gptq\" (bits, group_size and checkpoint_format are needed to read them)",
+           spec.name);
+    qweight = c10::make_intrusive<quant::GptqWeight>(
+        quant::read_gptq(weights, spec.name, spec.out_features, spec.in_features, *stored_.gptq), stored_.gptq->grid);
+    info.from_checkpoint = true;
+  } else if (!quant::bnb_4bit_state_key(weights, weight_name).empty()) {
     qweight = c10::make_intrusive<quant::Quant4Weight>(quant::read_bnb_4bit(weights, weight_name));
     info.from_checkpoint = true;
   } else if (quant::has_bnb_int8(weights, spec.name)) {
     qweight = c10::make_intrusive<quant::Int8Weight>(quant::read_bnb_int8(weights, spec.name));
     info.from_checkpoint = true;
   } else {
-    const auto layer = prequantized_ ? quant::LayerQuant{quant::WeightFormat::Dense} : plan_.resolve(spec.name);
+    const auto layer = stored_.any() ? quant::LayerQuant{quant::WeightFormat::Dense} : plan_.resolve(spec.name);
     if (layer.format == quant::WeightFormat::Keep) return make_kept(spec, weights, std::move(bias), info);
     if (layer.format == quant::WeightFormat::Dense)
       return dense(spec, load_frozen(weights, weight_name, {spec.out_features, spec.in_features}, options_),

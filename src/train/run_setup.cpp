@@ -166,8 +166,9 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
       s.trainable.emplace_back(p.key(), p.value());
     }
   } else {
-    const bool prequantized = !s.config.quantization_config.is_null();
-    auto base = std::make_unique<nn::QuantLinearFactory>(quant_plan_of(r), options, prequantized);
+    auto base = std::make_unique<nn::QuantLinearFactory>(
+        quant_plan_of(r), options,
+        quant::StoredQuantization::of(s.config.quantization_config, r.model.path + "/config.json"));
     const auto* quant_base = base.get();
     s.base_factory = std::move(base);
     auto lora_config = r.lora.config;

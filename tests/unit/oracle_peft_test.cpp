@@ -324,7 +324,7 @@ TEST(OraclePeft, AdapterOnNf4BaseMatchesPeftOnBitsandbytes) {
   ASSERT_GT(max_diff(ours_logits, untrained), kMinShift);
 
   // (b) qtune reads the base bitsandbytes quantized (same codes as PEFT's side) and the adapter qtune saved.
-  nn::QuantLinearFactory stored(quant::QuantPlan{}, kFp32, /*prequantized=*/true);
+  nn::QuantLinearFactory stored(quant::QuantPlan{}, kFp32, quant::StoredQuantization::bitsandbytes());
   auto on_bnb = build(m["base_nf4"].get<std::string>(), stored, exporting::read_peft_config(dir + "/adapter"));
   exporting::load_peft_adapter(*on_bnb, dir + "/adapter");
   const auto on_bnb_logits = logits(*on_bnb, ids);

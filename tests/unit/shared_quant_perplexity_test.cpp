@@ -7,7 +7,7 @@
 #include "qtune/eval/perplexity.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
-#include "qtune/quant/sensitivity.h"
+#include "qtune/calib/sensitivity.h"
 #include "test_util.h"
 
 namespace {
@@ -52,9 +52,9 @@ TEST_F(SharedQuantPerplexity, Nf4BeatsFp4AndTheAutoPlanBeatsNf4) {
   const auto nf4_plan = plan_of(quant::WeightFormat::NF4, false), nf4dq_plan = plan_of(quant::WeightFormat::NF4, true);
   const auto fp4_plan = plan_of(quant::WeightFormat::FP4, false);
   const double int8 = ppl(&int8_plan), nf4 = ppl(&nf4_plan), nf4dq = ppl(&nf4dq_plan), fp4 = ppl(&fp4_plan);
-  quant::SensitivityOptions o;
+  calib::SensitivityOptions o;
   o.budget_bits = 4.5;
-  auto scan = quant::sensitivity_scan(dir, calibration, o);
+  auto scan = calib::sensitivity_scan(dir, calibration, o);
   EXPECT_LE(scan.average_bits, 4.5);
   EXPECT_GT(scan.plan.rules.size(), 0u);
   const double mixed = ppl(&scan.plan);

@@ -1,6 +1,6 @@
 #pragma once
 // The LinearFactory of the frozen base: each projection becomes NF4/FP4 (Linear4bit), int8 (Linear8bit), dense,
-// or (keep, from a GGUF) the ggml blocks the file stores, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
+// GPTQ (a checkpoint that stores qweight/qzeros/scales/g_idx), or (keep, from a GGUF) the ggml blocks the file stores, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
 // (the 16-bit copy of one weight at a time, never of the model); a checkpoint already quantized by qtune or by
 // transformers + bitsandbytes is read as stored.
 #include <string>
@@ -9,6 +9,7 @@
 #include "qtune/nn/linear.h"
 #include "qtune/quant/quantized_weight.h"
 #include "qtune/quant/quant_plan.h"
+#include "qtune/quant/stored_quantization.h"
 
 namespace qtune::nn {
 
@@ -22,8 +23,9 @@ struct QuantizedLayerInfo {
 
 class QuantLinearFactory : public LinearFactory {
  public:
-  // `prequantized`: the checkpoint carries a quantization_config, so layers stored dense stay dense.
-  QuantLinearFactory(quant::QuantPlan plan, at::TensorOptions options, bool prequantized = false);
+  // `stored`: what the checkpoint's quantization_config says; when it says anything, layers stored dense stay dense
+  // and the plan is not applied.
+  QuantLinearFactory(quant::QuantPlan plan, at::TensorOptions options, quant::StoredQuantization stored = {});
   Linear make(const LinearSpec& spec, const io::WeightSource& weights) override;
   const std::vector<QuantizedLayerInfo>& layers() const { return layers_; }
   double average_bits() const;  // over the layers built so far
@@ -38,7 +40,7 @@ class QuantLinearFactory : public LinearFactory {
 
   quant::QuantPlan plan_;
   at::TensorOptions options_;
-  bool prequantized_;
+  quant::StoredQuantization stored_;
   std::vector<QuantizedLayerInfo> layers_;
 };
 

@@ -1,4 +1,4 @@
-#include "qtune/quant/sensitivity.h"
+#include "qtune/calib/sensitivity.h"
 
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -14,7 +14,9 @@
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
 
-namespace qtune::quant {
+namespace qtune::calib {
+
+using namespace quant;  // the formats this scan compares
 namespace {
 
 c10::intrusive_ptr<QuantizedWeight> quantize_as(const at::Tensor& w, const LayerQuant& q) {
@@ -128,4 +130,4 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
   return result;
 }
 
-}  // namespace qtune::quant
+}  // namespace qtune::calib

@@ -7,11 +7,11 @@
 
 #include "qtune/quant/quant_plan.h"
 
-namespace qtune::quant {
+namespace qtune::calib {
 
 struct SensitivityOptions {
-  LayerQuant low{WeightFormat::NF4, 64, true};  // what every linear gets by default
-  WeightFormat high = WeightFormat::Int8;        // what the most sensitive ones are kept in
+  quant::LayerQuant low{quant::WeightFormat::NF4, 64, true};  // what every linear gets by default
+  quant::WeightFormat high = quant::WeightFormat::Int8;       // what the most sensitive ones are kept in
   double budget_bits = 4.5;                      // average over all linear weights
   int64_t seq_len = 256;                         // calibration windows
   int64_t max_tokens = 4096;                     // calibration tokens used
@@ -31,11 +31,11 @@ struct SensitivityResult {
   double planned_loss = 0;    // with the chosen plan
   double average_bits = 0;    // of the chosen plan
   std::vector<LayerSensitivity> layers;  // in model order
-  QuantPlan plan;
+  quant::QuantPlan plan;
 };
 
 // `calibration`: token windows (each starting where the text does) scored as next-token prediction.
 SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
                                    const SensitivityOptions& options);
 
-}  // namespace qtune::quant
+}  // namespace qtune::calib

@@ -1,0 +1,57 @@
+#pragma once
+// The layer-by-layer driver of GPTQ (and of its round-to-nearest baseline): writes a Hugging Face GPTQ checkpoint
+// from a 16-bit model (or a GGUF) and calibration token sequences, holding one decoder layer's dense weights at a
+// time. As gptqmodel runs it: the calibration sequences are embedded once; each decoder layer is built dense from
+// the memory-mapped checkpoint and run on the current hidden states with every linear recording the Hessian
+// H = (2/n) Σ x xᵀ of its inputs; with true_sequential the linears are quantized in four rounds (q/k/v, o, gate/up,
+// down), each round's inputs recorded after the previous rounds' weights were replaced by their quantized values;
+// the layer's outputs with all its weights quantized (the values GPTQ computed, with fp32 scales, as gptqmodel
+// does) become the next layer's inputs. Embeddings, norms and lm_head
+// are written unquantized in `dtype`.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qtune/quant/gptq.h"
+#include "qtune/quant/gptq_format.h"
+
+namespace qtune::calib {
+
+struct GptqRunOptions {
+  bool rtn = false;            // round to nearest instead (no calibration forward at all)
+  quant::GptqOptions gptq;
+  bool true_sequential = true;
+  quant::GptqCheckpointFormat checkpoint_format = quant::GptqCheckpointFormat::V1;
+  at::ScalarType dtype = at::kHalf;  // the unquantized tensors
+  int64_t batch = 8;                 // calibration sequences per forward
+};
+
+struct GptqLinearReport {
+  std::string name;
+  // Mean squared output error ‖(W − Q)X‖² / (n · out) on the calibration inputs of this linear, for the written
+  // codes (fp16 scales) and for round-to-nearest on the same grid. Both 0 without calibration (rtn).
+  double error = 0, rtn_error = 0;
+  double damp = 0;
+  int64_t dead_columns = 0;
+  double seconds = 0;
+};
+
+struct GptqRunReport {
+  std::vector<GptqLinearReport> linears;  // in model order
+  int64_t calibration_tokens = 0;
+  double seconds = 0;
+  double bits_per_weight = 0;  // over the quantized linears (codes, zeros, fp16 scales, g_idx)
+  int64_t bytes = 0;           // of the checkpoint written
+};
+
+using GptqProgress = std::function<void(const GptqLinearReport& done, int64_t index, int64_t total)>;
+
+// Writes `out_dir` (must not exist; appears complete or not at all). `calibration` may be empty only with rtn.
+GptqRunReport quantize_to_gptq(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
+                               const GptqRunOptions& options, const std::string& out_dir,
+                               const GptqProgress& progress = {});
+
+}  // namespace qtune::calib

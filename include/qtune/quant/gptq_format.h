@@ -1,0 +1,59 @@
+#pragma once
+// Integer-grid weights in the Hugging Face GPTQ checkpoint layout (AutoGPTQ / gptqmodel, what transformers, vLLM
+// and the hub's "-GPTQ" models use). For a linear "<module>" with k = 32 / bits codes per int32 word:
+//   <module>.qweight  I32 [in / k, out]      input column i of output o at bits·(i % k) of word [i / k, o]
+//   <module>.qzeros   I32 [groups, out / k]  output o's zero point at bits·(o % k) of word [g, o / k]
+//   <module>.scales   F16 [groups, out]
+//   <module>.g_idx    I32 [in]               the group of each input column (act-order permutes it)
+// Zero points: checkpoint_format "gptq" (v1, AutoGPTQ's) stores zero − 1, "gptq_v2" the zero itself. gptqmodel
+// converts by subtracting or adding 0x11111111 (4 bits; 0x55555555 for 2, 0x01010101 for 8) to the packed int32
+// words, borrows and carries included; qtune does the same, so a zero point of 0 (asymmetric groups that are all
+// ≥ 0) survives the round trip through gptqmodel exactly as it does through gptqmodel itself.
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "qtune/io/safetensors.h"
+#include "qtune/io/weight_source.h"
+#include "qtune/quant/int_grid.h"
+
+namespace qtune::quant {
+
+enum class GptqCheckpointFormat { V1, V2 };  // "gptq", "gptq_v2"
+
+struct GptqTensors {
+  at::Tensor qweight, qzeros, scales, g_idx;  // as above; qzeros always v2 once read
+};
+
+// The quantization_config keys a loader needs (transformers' GPTQConfig / gptqmodel's QuantizeConfig).
+struct GptqConfig {
+  IntGridOptions grid;
+  bool desc_act = false;
+  bool static_groups = false;
+  bool true_sequential = true;
+  double damp_percent = 0.01;
+  GptqCheckpointFormat checkpoint_format = GptqCheckpointFormat::V1;
+
+  // `where` names config.json in messages.
+  static GptqConfig from_json(const nlohmann::json& quantization_config, const std::string& where);
+  nlohmann::json to_json() const;
+};
+
+// Packs codes and zero points (v2) into int32 words, rounds the scales to fp16.
+GptqTensors pack_gptq(const IntQuantized& q);
+// The codes, zeros, scales (fp32 from the fp16 stored) and g_idx of v2 tensors.
+IntQuantized unpack_gptq(const GptqTensors& t, const IntGridOptions& grid);
+// Stored v1 zeros → v2 and back, on the packed words.
+at::Tensor gptq_zeros_v1_to_v2(const at::Tensor& qzeros, int bits);
+at::Tensor gptq_zeros_v2_to_v1(const at::Tensor& qzeros, int bits);
+
+bool has_gptq(const io::WeightSource& source, const std::string& module_name);
+// Reads and validates the four tensors of `module_name` (shapes for [out, in], g_idx in range), zeros as v2.
+GptqTensors read_gptq(const io::WeightSource& source, const std::string& module_name, int64_t out_features,
+                      int64_t in_features, const GptqConfig& config);
+// The four tensors of `module_name`, zeros converted to what `format` stores.
+void append_gptq(io::NamedTensors& out, const std::string& module_name, const GptqTensors& v2, int bits,
+                 GptqCheckpointFormat format);
+
+}  // namespace qtune::quant

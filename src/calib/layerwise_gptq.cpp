@@ -1,0 +1,293 @@
+#include "qtune/calib/layerwise_gptq.h"
+
+#include <fmt/format.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+
+#include "qtune/data/tokenizer.h"
+#include "qtune/io/atomic_file.h"
+#include "qtune/io/hf_config.h"
+#include "qtune/io/model_weights.h"
+#include "qtune/io/sharded_writer.h"
+#include "qtune/kernels/dequant_gptq.h"
+#include "qtune/nn/attention_mask.h"
+#include "qtune/nn/decoder.h"
+#include "qtune/nn/rope.h"
+#include "qtune/util/error.h"
+#include "qtune/util/remove_tree.h"
+#include "qtune/util/strings.h"
+
+namespace qtune::calib {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+// Thrown by the last linear a round records: the rest of the layer's forward is not needed for that round, and
+// the decoder has no other way to stop early (it knows nothing about calibration). Caught in run_round.
+struct RoundRecorded {};
+
+struct Round {
+  int64_t remaining = 0;  // linears still to record in the current forward
+};
+
+// A dense fp32 linear whose weight the driver replaces by its quantized values, and which adds xᵀx of its inputs
+// while recording.
+class CalibLinearImpl : public nn::LinearImpl {
+ public:
+  CalibLinearImpl(nn::LinearSpec spec, at::Tensor weight, at::Tensor bias, Round& round)
+      : nn::LinearImpl(std::move(spec)), weight_(std::move(weight)), bias_(std::move(bias)), round_(round) {}
+  at::Tensor forward(const at::Tensor& x) override {
+    if (recording_) {
+      const auto flat = x.detach().reshape({-1, x.size(-1)}).to(at::kFloat);
+      if (!xtx_.defined()) xtx_ = at::zeros({flat.size(1), flat.size(1)}, at::kFloat);
+      xtx_.addmm_(flat.t(), flat);
+      rows_ += flat.size(0);
+      if (--round_.remaining == 0) throw RoundRecorded{};
+    }
+    return at::linear(x, weight_, bias_);
+  }
+  at::Tensor dense_weight() const override { return weight_; }
+  at::Tensor bias() const override { return bias_; }
+  at::Device device() const override { return weight_.device(); }
+  void set_weight(at::Tensor w) { weight_ = std::move(w); }
+  void start_recording() { recording_ = true; }
+  // H = (2/n) Σ x xᵀ, and stops recording.
+  at::Tensor hessian() {
+    recording_ = false;
+    if (rows_ == 0) fail("{}: recorded no calibration inputs", spec().name);
+    return xtx_ * (2.0 / static_cast<double>(rows_));
+  }
+
+ private:
+  at::Tensor weight_, bias_, xtx_;
+  int64_t rows_ = 0;
+  bool recording_ = false;
+  Round& round_;
+};
+
+class CalibLinearFactory : public nn::LinearFactory {
+ public:
+  explicit CalibLinearFactory(Round& round) : round_(round) {}
+  nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override {
+    const auto fp32 = at::TensorOptions().dtype(at::kFloat);
+    at::Tensor bias;
+    if (spec.bias) bias = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, fp32).clone();
+    auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, fp32).clone();
+    weights.release(spec.name + ".weight");
+    auto l = std::make_shared<CalibLinearImpl>(spec, std::move(w), std::move(bias), round_);
+    built_.emplace_back(spec.name, l);
+    return l;
+  }
+  std::vector<std::pair<std::string, std::shared_ptr<CalibLinearImpl>>> take() { return std::move(built_); }
+
+ private:
+  Round& round_;
+  std::vector<std::pair<std::string, std::shared_ptr<CalibLinearImpl>>> built_;
+};
+
+// gptqmodel's llama rounds (layer_modules): each round sees inputs produced by the rounds before it, quantized.
+const std::vector<std::vector<std::string>> kRounds = {
+    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"},
+    {"self_attn.o_proj"},
+    {"mlp.gate_proj", "mlp.up_proj"},
+    {"mlp.down_proj"}};
+
+struct Batch {
+  at::Tensor hidden;    // [b, T, hidden] fp32
+  at::Tensor cos, sin;  // rotary tables for positions 0 … T−1
+  nn::AttentionMask mask;
+};
+
+std::vector<Batch> embed_calibration(const io::ModelConfig& config, const io::WeightSource& weights,
+                                     const std::vector<std::vector<int64_t>>& seqs, int64_t batch) {
+  const auto table = nn::load_frozen(weights, "model.embed_tokens.weight", {config.vocab_size, config.hidden_size},
+                                     at::TensorOptions().dtype(at::kFloat));
+  const nn::RotaryEmbedding rope(config.rope, config.head_dim);
+  std::vector<Batch> out;
+  for (size_t i = 0; i < seqs.size();) {
+    size_t j = i;  // consecutive sequences of one length share a batch
+    while (j < seqs.size() && j - i < static_cast<size_t>(batch) && seqs[j].size() == seqs[i].size()) ++j;
+    const auto t = static_cast<int64_t>(seqs[i].size());
+    std::vector<int64_t> flat;
+    for (size_t k = i; k < j; ++k) {
+      for (auto id : seqs[k])
+        if (id < 0 || id >= config.vocab_size)
+          fail("calibration token id {} is outside the vocabulary of {}", id, config.vocab_size);
+      flat.insert(flat.end(), seqs[k].begin(), seqs[k].end());
+    }
+    const auto ids = at::tensor(flat, at::kLong).view({static_cast<int64_t>(j - i), t});
+    Batch b;
+    b.hidden = at::embedding(table, ids);
+    const auto pos = at::arange(t, at::kLong).expand({ids.size(0), t});
+    std::tie(b.cos, b.sin) = rope.cos_sin(pos, at::kFloat);
+    b.mask = nn::make_attention_mask(pos, pos, config.sliding_window);
+    out.push_back(std::move(b));
+    i = j;
+  }
+  return out;
+}
+
+void run_round(nn::DecoderLayerImpl& layer, std::vector<Batch>& batches, Round& round, int64_t recorders) {
+  for (auto& b : batches) {
+    round.remaining = recorders;
+    try {
+      layer.forward(b.hidden, b.cos, b.sin, b.mask, nullptr, nullptr);
+    } catch (const RoundRecorded&) {
+    }
+  }
+}
+
+at::Tensor with_fp16_scales(const quant::IntQuantized& q) {
+  return kernels::dequantize_gptq(quant::pack_gptq(q), q.grid.bits, at::kFloat);
+}
+
+}  // namespace
+
+namespace {
+
+GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
+                         const GptqRunOptions& o, const std::string& tmp, const GptqProgress& progress) {
+  const auto t0 = Clock::now();
+  torch::NoGradGuard no_grad;
+  const auto config = io::ModelConfig::load(model_dir);
+  if (!config.quantization_config.is_null())
+    fail("{}: is already quantized (config.json has a quantization_config); quantize its 16-bit original", model_dir);
+  auto weights = io::open_model_weights(model_dir);
+
+  io::ShardedWriter writer(tmp, int64_t{2} << 30);
+  GptqRunReport report;
+  for (const auto& s : calibration) report.calibration_tokens += static_cast<int64_t>(s.size());
+  auto batches = o.rtn ? std::vector<Batch>{} : embed_calibration(config, *weights, calibration, std::max<int64_t>(1, o.batch));
+  writer.add("model.embed_tokens.weight",
+             weights->get("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
+
+  const int64_t total = config.num_hidden_layers * 7;
+  int64_t done = 0, code_bytes = 0, parameters = 0;
+  for (int64_t li = 0; li < config.num_hidden_layers; ++li) {
+    Round round;
+    CalibLinearFactory factory(round);
+    nn::DecoderLayerImpl layer(config, li, factory, *weights, at::TensorOptions().dtype(at::kFloat));
+    layer.eval();
+    std::map<std::string, std::shared_ptr<CalibLinearImpl>> linears;
+    const std::string prefix = fmt::format("model.layers.{}.", li);
+    for (auto& [name, l] : factory.take()) linears[name.substr(prefix.size())] = l;
+
+    std::vector<std::vector<std::string>> rounds = kRounds;
+    if (!o.true_sequential) {
+      rounds = {{}};
+      for (const auto& r : kRounds) rounds[0].insert(rounds[0].end(), r.begin(), r.end());
+    }
+    for (const auto& members : rounds) {
+      for (const auto& m : members)
+        if (!linears.count(m)) fail("model.layers.{}: has no {} (GPTQ knows the Llama/Mistral layer)", li, m);
+      std::map<std::string, at::Tensor> hessians;
+      if (!o.rtn) {
+        for (const auto& m : members) linears[m]->start_recording();
+        run_round(layer, batches, round, static_cast<int64_t>(members.size()));
+        for (const auto& m : members) hessians[m] = linears[m]->hessian();
+      }
+      for (const auto& m : members) {
+        const auto t1 = Clock::now();
+        auto& l = *linears[m];
+        const auto w = l.dense_weight();
+        GptqLinearReport lr;
+        lr.name = prefix + m;
+        quant::IntQuantized q;
+        at::Tensor gptq_values;
+        if (o.rtn) {
+          q = quant::rtn_quantize(w, o.gptq.grid);
+        } else {
+          try {
+            auto r = quant::gptq_quantize(w, hessians[m], o.gptq);
+            q = std::move(r.quantized);
+            gptq_values = r.dequantized;
+            lr.damp = r.damp;
+            lr.dead_columns = r.dead_columns;
+          } catch (const Error& e) {
+            fail("{}: {}", lr.name, e.what());
+          }
+        }
+        auto packed = quant::pack_gptq(q);
+        // Later rounds and layers see the values GPTQ computed (fp32 scales), as gptqmodel feeds them forward: the
+        // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
+        auto deployed = kernels::dequantize_gptq(packed, o.gptq.grid.bits, at::kFloat);
+        if (!o.rtn) {
+          lr.error = quant::output_error(w, deployed, hessians[m]);
+          lr.rtn_error = quant::output_error(w, with_fp16_scales(quant::rtn_quantize(w, o.gptq.grid)), hessians[m]);
+        }
+        l.set_weight(o.rtn ? deployed : gptq_values);
+        io::NamedTensors tensors;
+        quant::append_gptq(tensors, lr.name, packed, o.gptq.grid.bits, o.checkpoint_format);
+        for (const auto& [name, t] : tensors) {
+          writer.add(name, t);
+          code_bytes += t.numel() * t.element_size();
+        }
+        if (l.bias().defined()) writer.add(lr.name + ".bias", l.bias().to(o.dtype));
+        parameters += w.numel();
+        lr.seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+        report.linears.push_back(lr);
+        if (progress) progress(lr, ++done, total);
+      }
+    }
+    if (!o.rtn)  // the next layer's inputs: this layer's outputs with every weight quantized
+      for (auto& b : batches) b.hidden = layer.forward(b.hidden, b.cos, b.sin, b.mask, nullptr, nullptr);
+    for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
+      const auto name = prefix + norm + ".weight";
+      writer.add(name, weights->get(name, {config.hidden_size}).to(o.dtype));
+    }
+  }
+  writer.add("model.norm.weight", weights->get("model.norm.weight", {config.hidden_size}).to(o.dtype));
+  if (!config.tie_word_embeddings)
+    writer.add("lm_head.weight", weights->get("lm_head.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
+  const auto written = writer.finish();
+
+  quant::GptqConfig qc;
+  qc.grid = o.gptq.grid;
+  qc.desc_act = o.gptq.act_order;
+  qc.static_groups = o.gptq.static_groups;
+  qc.true_sequential = o.true_sequential;
+  qc.damp_percent = o.gptq.damp;
+  qc.checkpoint_format = o.checkpoint_format;
+  auto cfg = config.to_json();
+  cfg["torch_dtype"] = o.dtype == at::kBFloat16 ? "bfloat16" : o.dtype == at::kHalf ? "float16" : "float32";
+  cfg["quantization_config"] = qc.to_json();
+  io::write_text_atomically((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
+  const auto source_dir = fs::is_directory(model_dir) ? fs::path(model_dir) : fs::path();
+  if (!source_dir.empty() && fs::exists(source_dir / "generation_config.json")) {
+    fs::copy_file(source_dir / "generation_config.json", fs::path(tmp) / "generation_config.json");
+  } else {
+    nlohmann::json gen = {{"bos_token_id", cfg["bos_token_id"]}, {"eos_token_id", cfg["eos_token_id"]}};
+    io::write_text_atomically((fs::path(tmp) / "generation_config.json").string(), gen.dump(2) + "\n");
+  }
+  data::copy_tokenizer_files(model_dir, tmp);
+  report.bytes = written.bytes;
+  report.bits_per_weight = parameters > 0 ? 8.0 * static_cast<double>(code_bytes) / static_cast<double>(parameters) : 0;
+  report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return report;
+}
+
+}  // namespace
+
+GptqRunReport quantize_to_gptq(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
+                               const GptqRunOptions& o, const std::string& out_dir, const GptqProgress& progress) {
+  o.gptq.grid.validate("--bits / --group-size");
+  if (!o.rtn && calibration.empty()) fail("GPTQ needs calibration sequences (--calib FILE)");
+  if (fs::exists(out_dir)) fail("--out {}: exists; choose a new directory (nothing was overwritten)", out_dir);
+  const auto tmp = out_dir + ".tmp";
+  remove_tree(tmp);
+  fs::create_directories(tmp);
+  try {
+    auto report = write_gptq(model_dir, calibration, o, tmp, progress);
+    fs::rename(tmp, out_dir);
+    return report;
+  } catch (...) {
+    remove_tree(tmp);  // nothing half-written is left behind
+    throw;
+  }
+}
+
+}  // namespace qtune::calib

@@ -1,0 +1,184 @@
+#include "qtune/quant/gptq_format.h"
+
+#include <fmt/ranges.h>
+
+#include "qtune/util/error.h"
+#include "qtune/util/json_show.h"
+
+namespace qtune::quant {
+namespace {
+
+int64_t per_word(int bits) { return 32 / bits; }
+
+// One set bit at the bottom of every field: the words gptqmodel adds to turn stored v1 zeros into v2.
+int64_t field_ones(int bits) {
+  int64_t v = 0;
+  for (int shift = 0; shift < 32; shift += bits) v |= int64_t{1} << shift;
+  return v;
+}
+
+// values [rows, cols·k] (0 … 2^bits − 1) → int32 [rows, cols], value j of a word at bits·(j % k).
+at::Tensor pack_rows(const at::Tensor& values, int bits) {
+  const int64_t k = per_word(bits), rows = values.size(0), cols = values.size(1) / k;
+  const auto v = values.to(at::kLong).reshape({rows, cols, k});
+  const auto shifts = at::arange(k, at::kLong) * bits;
+  const auto words = at::bitwise_left_shift(v, shifts).sum(2);  // fields are disjoint: sum == or
+  return (words - (words >= (int64_t{1} << 31)).to(at::kLong) * (int64_t{1} << 32)).to(at::kInt);
+}
+
+at::Tensor unpack_rows(const at::Tensor& words, int bits) {
+  const int64_t k = per_word(bits);
+  const auto w = words.to(at::kLong).bitwise_and((int64_t{1} << 32) - 1).unsqueeze(2);
+  const auto shifts = at::arange(k, at::kLong) * bits;
+  return at::bitwise_right_shift(w, shifts).bitwise_and((int64_t{1} << bits) - 1).reshape({words.size(0), -1});
+}
+
+at::Tensor add_words(const at::Tensor& words, int64_t delta) {
+  // int32 arithmetic modulo 2^32, as torch's int32 += does.
+  auto w = (words.to(at::kLong) + delta).bitwise_and((int64_t{1} << 32) - 1);
+  return (w - (w >= (int64_t{1} << 31)).to(at::kLong) * (int64_t{1} << 32)).to(at::kInt);
+}
+
+const char* format_name(GptqCheckpointFormat f) { return f == GptqCheckpointFormat::V1 ? "gptq" : "gptq_v2"; }
+
+}  // namespace
+
+at::Tensor gptq_zeros_v1_to_v2(const at::Tensor& qzeros, int bits) { return add_words(qzeros, field_ones(bits)); }
+at::Tensor gptq_zeros_v2_to_v1(const at::Tensor& qzeros, int bits) { return add_words(qzeros, -field_ones(bits)); }
+
+GptqConfig GptqConfig::from_json(const nlohmann::json& q, const std::string& where) {
+  GptqConfig c;
+  auto int_key = [&](const char* key, int64_t fallback) -> int64_t {
+    if (!q.contains(key)) return fallback;
+    if (!q[key].is_number_integer()) fail("{}: quantization_config.{} must be an integer, got {}", where, key, json_show(q[key]));
+    return q[key].get<int64_t>();
+  };
+  auto bool_key = [&](const char* key, bool fallback) {
+    if (!q.contains(key) || q[key].is_null()) return fallback;
+    if (!q[key].is_boolean()) fail("{}: quantization_config.{} must be true or false, got {}", where, key, json_show(q[key]));
+    return q[key].get<bool>();
+  };
+  if (!q.contains("bits")) fail("{}: quantization_config has no 'bits' (a GPTQ checkpoint states 2, 4 or 8)", where);
+  c.grid.bits = static_cast<int>(int_key("bits", 4));
+  c.grid.group_size = int_key("group_size", 128);
+  c.grid.sym = bool_key("sym", true);
+  c.desc_act = bool_key("desc_act", false);
+  c.static_groups = bool_key("static_groups", false);
+  c.true_sequential = bool_key("true_sequential", true);
+  if (q.contains("damp_percent") && q["damp_percent"].is_number()) c.damp_percent = q["damp_percent"].get<double>();
+  const std::string fmt_key = q.contains("checkpoint_format") ? "checkpoint_format" : "format";
+  if (q.contains(fmt_key) && !q[fmt_key].is_null()) {
+    const auto f = q[fmt_key].is_string() ? q[fmt_key].get<std::string>() : "";
+    if (f == "gptq") c.checkpoint_format = GptqCheckpointFormat::V1;
+    else if (f == "gptq_v2") c.checkpoint_format = GptqCheckpointFormat::V2;
+    else
+      fail("{}: quantization_config.{} {} is not a GPTQ layout qtune reads (expected \"gptq\" or \"gptq_v2\"; "
+           "marlin, bitblas and the other kernel layouts are repacked forms: convert to gptq with gptqmodel first)",
+           where, fmt_key, json_show(q[fmt_key]));
+  }
+  try {
+    c.grid.validate("GPTQ");
+  } catch (const Error& e) {
+    fail("{}: quantization_config: {}", where, e.what());
+  }
+  return c;
+}
+
+nlohmann::json GptqConfig::to_json() const {
+  return {{"quant_method", "gptq"},
+          {"bits", grid.bits},
+          {"group_size", grid.group_size},
+          {"sym", grid.sym},
+          {"desc_act", desc_act},
+          {"static_groups", static_groups},
+          {"true_sequential", true_sequential},
+          {"damp_percent", damp_percent},
+          {"checkpoint_format", format_name(checkpoint_format)},
+          {"pack_dtype", "int32"},
+          {"lm_head", false},
+          {"meta", {{"quantizer", {"qtune"}}}}};
+}
+
+GptqTensors pack_gptq(const IntQuantized& q) {
+  q.validate("GPTQ packing");
+  const int bits = q.grid.bits;
+  const int64_t k = per_word(bits), out = q.out_features(), in = q.in_features();
+  if (in % k != 0 || out % k != 0)
+    fail("GPTQ packing: [{}, {}] does not pack {}-bit codes into whole int32 words (both sizes must be multiples "
+         "of {})", out, in, bits, k);
+  GptqTensors t;
+  t.qweight = pack_rows(q.codes.t().contiguous().reshape({in / k, k, out}).permute({0, 2, 1}).reshape({in / k * out, k}),
+                        bits)
+                  .reshape({in / k, out});
+  t.qzeros = pack_rows(q.zeros, bits);
+  t.scales = q.scales.to(at::kHalf).contiguous();
+  t.g_idx = q.g_idx.to(at::kInt).contiguous();
+  return t;
+}
+
+IntQuantized unpack_gptq(const GptqTensors& t, const IntGridOptions& grid) {
+  const int bits = grid.bits;
+  const int64_t k = per_word(bits), in = t.qweight.size(0) * k, out = t.qweight.size(1);
+  IntQuantized q;
+  q.grid = grid;
+  // qweight [in/k, out]: unpack each word into its k input columns.
+  q.codes = unpack_rows(t.qweight.t().contiguous(), bits).reshape({out, in}).to(at::kByte);
+  q.zeros = unpack_rows(t.qzeros, bits).to(at::kInt);
+  q.scales = t.scales.to(at::kFloat);
+  q.g_idx = t.g_idx.to(at::kInt);
+  return q;
+}
+
+bool has_gptq(const io::WeightSource& source, const std::string& module_name) {
+  return source.has(module_name + ".qweight");
+}
+
+GptqTensors read_gptq(const io::WeightSource& source, const std::string& m, int64_t out, int64_t in,
+                      const GptqConfig& config) {
+  const int bits = config.grid.bits;
+  const int64_t k = per_word(bits);
+  GptqTensors t;
+  auto get = [&](const char* suffix, at::ScalarType dtype, std::vector<int64_t> shape) {
+    const std::string name = m + suffix;
+    if (!source.has(name)) fail("{}: the GPTQ checkpoint has {}.qweight but no {}", m, m, name);
+    auto x = source.get_raw(name);
+    if (x.scalar_type() != dtype || x.sizes() != at::IntArrayRef(shape))
+      fail("{}: is {} [{}], expected {} [{}] for a {}-bit GPTQ linear of [{}, {}] (group size {})", name,
+           c10::toString(x.scalar_type()), fmt::join(x.sizes(), ", "), c10::toString(dtype), fmt::join(shape, ", "),
+           bits, out, in, config.grid.group_size);
+    return x.contiguous();
+  };
+  if (in % k != 0 || out % k != 0)
+    fail("{}: [{}, {}] cannot hold {}-bit GPTQ words (sizes must be multiples of {})", m, out, in, bits, k);
+  // The group count follows the scales, as loaders read it: a desc_act checkpoint may hold ceil(in / group) groups.
+  const std::string scales_name = m + ".scales";
+  if (!source.has(scales_name)) fail("{}: the GPTQ checkpoint has {}.qweight but no {}", m, m, scales_name);
+  const auto groups = source.get_raw(scales_name).size(0);
+  t.qweight = get(".qweight", at::kInt, {in / k, out});
+  t.qzeros = get(".qzeros", at::kInt, {groups, out / k});
+  t.scales = get(".scales", at::kHalf, {groups, out});
+  if (source.has(m + ".g_idx")) {
+    t.g_idx = get(".g_idx", at::kInt, {in});
+  } else {  // older checkpoints without act-order omit it
+    const int64_t gs = config.grid.group_size == -1 ? in : config.grid.group_size;
+    t.g_idx = at::div(at::arange(in, at::kLong), gs, "floor").to(at::kInt);
+  }
+  if (in > 0) {
+    const auto [lo, hi] = at::aminmax(t.g_idx);
+    if (lo.item<int>() < 0 || hi.item<int>() >= groups)
+      fail("{}.g_idx: holds groups {} … {}, but {}.scales has {} groups (a corrupt or mismatched checkpoint)", m,
+           lo.item<int>(), hi.item<int>(), m, groups);
+  }
+  if (config.checkpoint_format == GptqCheckpointFormat::V1) t.qzeros = gptq_zeros_v1_to_v2(t.qzeros, bits);
+  return t;
+}
+
+void append_gptq(io::NamedTensors& out, const std::string& m, const GptqTensors& t, int bits,
+                 GptqCheckpointFormat format) {
+  out.emplace_back(m + ".qweight", t.qweight);
+  out.emplace_back(m + ".qzeros", format == GptqCheckpointFormat::V1 ? gptq_zeros_v2_to_v1(t.qzeros, bits) : t.qzeros);
+  out.emplace_back(m + ".scales", t.scales);
+  out.emplace_back(m + ".g_idx", t.g_idx);
+}
+
+}  // namespace qtune::quant
