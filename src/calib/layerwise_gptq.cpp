@@ -145,10 +145,6 @@ at::Tensor with_fp16_scales(const quant::IntQuantized& q) {
   return kernels::dequantize_gptq(quant::pack_gptq(q), q.grid.bits, at::kFloat);
 }
 
-}  // namespace
-
-namespace {
-
 GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
                          const GptqRunOptions& o, const std::string& tmp, const GptqProgress& progress) {
   const auto t0 = Clock::now();
@@ -165,6 +161,11 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   writer.add("model.embed_tokens.weight",
              weights->get("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
 
+  std::vector<std::vector<std::string>> rounds = kRounds;
+  if (!o.true_sequential) {
+    rounds = {{}};
+    for (const auto& r : kRounds) rounds[0].insert(rounds[0].end(), r.begin(), r.end());
+  }
   const int64_t total = config.num_hidden_layers * 7;
   int64_t done = 0, code_bytes = 0, parameters = 0;
   for (int64_t li = 0; li < config.num_hidden_layers; ++li) {
@@ -176,11 +177,6 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
     const std::string prefix = fmt::format("model.layers.{}.", li);
     for (auto& [name, l] : factory.take()) linears[name.substr(prefix.size())] = l;
 
-    std::vector<std::vector<std::string>> rounds = kRounds;
-    if (!o.true_sequential) {
-      rounds = {{}};
-      for (const auto& r : kRounds) rounds[0].insert(rounds[0].end(), r.begin(), r.end());
-    }
     for (const auto& members : rounds) {
       for (const auto& m : members)
         if (!linears.count(m)) fail("model.layers.{}: has no {} (GPTQ knows the Llama/Mistral layer)", li, m);
@@ -211,15 +207,16 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
             fail("{}: {}", lr.name, e.what());
           }
         }
-        auto packed = quant::pack_gptq(q);
-        // Later rounds and layers see the values GPTQ computed (fp32 scales), as gptqmodel feeds them forward: the
-        // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
-        auto deployed = kernels::dequantize_gptq(packed, o.gptq.grid.bits, at::kFloat);
+        const auto packed = quant::pack_gptq(q);
         if (!o.rtn) {
+          // The errors are those of the written codes (fp16 scales), RTN's likewise.
+          const auto deployed = kernels::dequantize_gptq(packed, o.gptq.grid.bits, at::kFloat);
           lr.error = quant::output_error(w, deployed, hessians[m]);
           lr.rtn_error = quant::output_error(w, with_fp16_scales(quant::rtn_quantize(w, o.gptq.grid)), hessians[m]);
+          // Later rounds and layers see the values GPTQ computed (fp32 scales), as gptqmodel feeds them forward: the
+          // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
+          l.set_weight(gptq_values);
         }
-        l.set_weight(o.rtn ? deployed : gptq_values);
         io::NamedTensors tensors;
         quant::append_gptq(tensors, lr.name, packed, o.gptq.grid.bits, o.checkpoint_format);
         for (const auto& [name, t] : tensors) {

@@ -42,7 +42,7 @@ at::Tensor inverse_factor(at::Tensor& h, const GptqOptions& o, double& damp_used
 GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, const GptqOptions& o) {
   o.grid.validate("GPTQ");
   if (weight.dim() != 2) fail("GPTQ: the weight must be 2-D, got {} dims", weight.dim());
-  const int64_t rows = weight.size(0), columns = weight.size(1);
+  const int64_t columns = weight.size(1);
   if (hessian.dim() != 2 || hessian.size(0) != columns || hessian.size(1) != columns)
     fail("GPTQ: the Hessian must be [{0}, {0}] for a weight of {0} inputs", columns);
   if (o.block_size < 1) fail("GPTQ: block size must be positive, got {}", o.block_size);
@@ -76,7 +76,11 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   auto q_all = at::zeros_like(w), codes_all = at::zeros_like(w), losses = at::zeros_like(w);
   std::vector<at::Tensor> scales, zeros;
   std::vector<int64_t> column_group(static_cast<size_t>(columns));
-  const auto perm_of = o.act_order ? perm.contiguous() : at::Tensor();
+  std::vector<int64_t> original_column;  // of each quantization position, with act-order
+  if (o.act_order) {
+    const auto p = perm.contiguous();
+    original_column.assign(p.data_ptr<int64_t>(), p.data_ptr<int64_t>() + columns);
+  }
   int64_t now_idx = 1;
   for (int64_t i1 = 0; i1 < columns; i1 += o.block_size) {
     const int64_t i2 = std::min(i1 + o.block_size, columns), count = i2 - i1;
@@ -99,7 +103,7 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
           }
           column_group[static_cast<size_t>(col)] = col / gs;
         } else {
-          const int64_t idx = o.act_order ? perm_of[col].item<int64_t>() : col;
+          const int64_t idx = o.act_order ? original_column[static_cast<size_t>(col)] : col;
           grid = static_grids[static_cast<size_t>(idx / gs)];
           column_group[static_cast<size_t>(col)] = idx / gs;
         }

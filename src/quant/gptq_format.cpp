@@ -17,13 +17,18 @@ int64_t field_ones(int bits) {
   return v;
 }
 
+// int64 values 0 … 2^32 − 1 → int32 with the same 32 bits.
+at::Tensor as_int32_words(const at::Tensor& unsigned_words) {
+  return (unsigned_words - (unsigned_words >= (int64_t{1} << 31)).to(at::kLong) * (int64_t{1} << 32)).to(at::kInt);
+}
+
 // values [rows, cols·k] (0 … 2^bits − 1) → int32 [rows, cols], value j of a word at bits·(j % k).
 at::Tensor pack_rows(const at::Tensor& values, int bits) {
   const int64_t k = per_word(bits), rows = values.size(0), cols = values.size(1) / k;
   const auto v = values.to(at::kLong).reshape({rows, cols, k});
   const auto shifts = at::arange(k, at::kLong) * bits;
   const auto words = at::bitwise_left_shift(v, shifts).sum(2);  // fields are disjoint: sum == or
-  return (words - (words >= (int64_t{1} << 31)).to(at::kLong) * (int64_t{1} << 32)).to(at::kInt);
+  return as_int32_words(words);
 }
 
 at::Tensor unpack_rows(const at::Tensor& words, int bits) {
@@ -35,8 +40,7 @@ at::Tensor unpack_rows(const at::Tensor& words, int bits) {
 
 at::Tensor add_words(const at::Tensor& words, int64_t delta) {
   // int32 arithmetic modulo 2^32, as torch's int32 += does.
-  auto w = (words.to(at::kLong) + delta).bitwise_and((int64_t{1} << 32) - 1);
-  return (w - (w >= (int64_t{1} << 31)).to(at::kLong) * (int64_t{1} << 32)).to(at::kInt);
+  return as_int32_words((words.to(at::kLong) + delta).bitwise_and((int64_t{1} << 32) - 1));
 }
 
 const char* format_name(GptqCheckpointFormat f) { return f == GptqCheckpointFormat::V1 ? "gptq" : "gptq_v2"; }
@@ -138,10 +142,12 @@ GptqTensors read_gptq(const io::WeightSource& source, const std::string& m, int6
   const int bits = config.grid.bits;
   const int64_t k = per_word(bits);
   GptqTensors t;
+  // `shape` may start with -1: any number of rows (the groups, which the scales decide).
   auto get = [&](const char* suffix, at::ScalarType dtype, std::vector<int64_t> shape) {
     const std::string name = m + suffix;
     if (!source.has(name)) fail("{}: the GPTQ checkpoint has {}.qweight but no {}", m, m, name);
     auto x = source.get_raw(name);
+    if (shape[0] == -1 && x.dim() == static_cast<int64_t>(shape.size()) && x.dim() > 0) shape[0] = x.size(0);
     if (x.scalar_type() != dtype || x.sizes() != at::IntArrayRef(shape))
       fail("{}: is {} [{}], expected {} [{}] for a {}-bit GPTQ linear of [{}, {}] (group size {})", name,
            c10::toString(x.scalar_type()), fmt::join(x.sizes(), ", "), c10::toString(dtype), fmt::join(shape, ", "),
@@ -151,12 +157,10 @@ GptqTensors read_gptq(const io::WeightSource& source, const std::string& m, int6
   if (in % k != 0 || out % k != 0)
     fail("{}: [{}, {}] cannot hold {}-bit GPTQ words (sizes must be multiples of {})", m, out, in, bits, k);
   // The group count follows the scales, as loaders read it: a desc_act checkpoint may hold ceil(in / group) groups.
-  const std::string scales_name = m + ".scales";
-  if (!source.has(scales_name)) fail("{}: the GPTQ checkpoint has {}.qweight but no {}", m, m, scales_name);
-  const auto groups = source.get_raw(scales_name).size(0);
+  t.scales = get(".scales", at::kHalf, {-1, out});
+  const auto groups = t.scales.size(0);
   t.qweight = get(".qweight", at::kInt, {in / k, out});
   t.qzeros = get(".qzeros", at::kInt, {groups, out / k});
-  t.scales = get(".scales", at::kHalf, {groups, out});
   if (source.has(m + ".g_idx")) {
     t.g_idx = get(".g_idx", at::kInt, {in});
   } else {  // older checkpoints without act-order omit it

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "typed_out.h"
 #include "qtune/kernels/dequant.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -174,12 +175,7 @@ void run(const Dequant4bitParams& p, T* out) {
 }  // namespace
 
 void dequantize_4bit_cpu(const Dequant4bitParams& params, at::Tensor& out) {
-  switch (out.scalar_type()) {
-    case at::kFloat: run(params, out.data_ptr<float>()); break;
-    case at::kBFloat16: run(params, out.data_ptr<c10::BFloat16>()); break;
-    case at::kHalf: run(params, out.data_ptr<c10::Half>()); break;
-    default: break;  // rejected by the dispatcher
-  }
+  with_typed_out(out, [&](auto* dst) { run(params, dst); });
 }
 
 }  // namespace qtune::kernels

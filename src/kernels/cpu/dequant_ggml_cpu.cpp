@@ -14,6 +14,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "typed_out.h"
 #include "qtune/kernels/dequant_ggml.h"
 #include "qtune/quant/ggml_block_layout.h"
 
@@ -100,12 +101,7 @@ void run(const DequantGgmlParams& p, T* out) {
 
 template <class B>
 void run_as(const DequantGgmlParams& p, at::Tensor& out) {
-  switch (out.scalar_type()) {
-    case at::kFloat: run<B>(p, out.data_ptr<float>()); break;
-    case at::kBFloat16: run<B>(p, out.data_ptr<c10::BFloat16>()); break;
-    case at::kHalf: run<B>(p, out.data_ptr<c10::Half>()); break;
-    default: break;  // rejected by the dispatcher
-  }
+  with_typed_out(out, [&](auto* dst) { run<B>(p, dst); });
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "typed_out.h"
 #include "qtune/kernels/dequant_gptq.h"
 
 namespace qtune::kernels {
@@ -41,12 +42,7 @@ void run(const DequantGptqParams& p, T* out) {
 }  // namespace
 
 void dequantize_gptq_cpu(const DequantGptqParams& params, at::Tensor& out) {
-  switch (out.scalar_type()) {
-    case at::kFloat: run(params, out.data_ptr<float>()); break;
-    case at::kBFloat16: run(params, out.data_ptr<c10::BFloat16>()); break;
-    case at::kHalf: run(params, out.data_ptr<c10::Half>()); break;
-    default: break;  // rejected by the dispatcher
-  }
+  with_typed_out(out, [&](auto* dst) { run(params, dst); });
 }
 
 }  // namespace qtune::kernels

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "typed_out.h"
 #include "qtune/kernels/dequant_int8.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -66,12 +67,7 @@ void run(const DequantInt8Params& p, T* out) {
 }  // namespace
 
 void dequantize_int8_cpu(const DequantInt8Params& params, at::Tensor& out) {
-  switch (out.scalar_type()) {
-    case at::kFloat: run(params, out.data_ptr<float>()); break;
-    case at::kBFloat16: run(params, out.data_ptr<c10::BFloat16>()); break;
-    case at::kHalf: run(params, out.data_ptr<c10::Half>()); break;
-    default: break;  // rejected by the dispatcher
-  }
+  with_typed_out(out, [&](auto* dst) { run(params, dst); });
 }
 
 }  // namespace qtune::kernels
