@@ -8,17 +8,14 @@
 #include <map>
 #include <memory>
 
-#include "qtune/data/tokenizer.h"
-#include "qtune/io/atomic_file.h"
+#include "qtune/calib/calibration_batches.h"
+#include "qtune/calib/quantized_checkpoint.h"
 #include "qtune/io/hf_config.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/sharded_writer.h"
 #include "qtune/kernels/dequant_gptq.h"
-#include "qtune/nn/attention_mask.h"
 #include "qtune/nn/decoder.h"
-#include "qtune/nn/rope.h"
 #include "qtune/util/error.h"
-#include "qtune/util/remove_tree.h"
 #include "qtune/util/strings.h"
 
 namespace qtune::calib {
@@ -96,42 +93,7 @@ const std::vector<std::vector<std::string>> kRounds = {
     {"mlp.gate_proj", "mlp.up_proj"},
     {"mlp.down_proj"}};
 
-struct Batch {
-  at::Tensor hidden;    // [b, T, hidden] fp32
-  at::Tensor cos, sin;  // rotary tables for positions 0 … T−1
-  nn::AttentionMask mask;
-};
-
-std::vector<Batch> embed_calibration(const io::ModelConfig& config, const io::WeightSource& weights,
-                                     const std::vector<std::vector<int64_t>>& seqs, int64_t batch) {
-  const auto table = nn::load_frozen(weights, "model.embed_tokens.weight", {config.vocab_size, config.hidden_size},
-                                     at::TensorOptions().dtype(at::kFloat));
-  const nn::RotaryEmbedding rope(config.rope, config.head_dim);
-  std::vector<Batch> out;
-  for (size_t i = 0; i < seqs.size();) {
-    size_t j = i;  // consecutive sequences of one length share a batch
-    while (j < seqs.size() && j - i < static_cast<size_t>(batch) && seqs[j].size() == seqs[i].size()) ++j;
-    const auto t = static_cast<int64_t>(seqs[i].size());
-    std::vector<int64_t> flat;
-    for (size_t k = i; k < j; ++k) {
-      for (auto id : seqs[k])
-        if (id < 0 || id >= config.vocab_size)
-          fail("calibration token id {} is outside the vocabulary of {}", id, config.vocab_size);
-      flat.insert(flat.end(), seqs[k].begin(), seqs[k].end());
-    }
-    const auto ids = at::tensor(flat, at::kLong).view({static_cast<int64_t>(j - i), t});
-    Batch b;
-    b.hidden = at::embedding(table, ids);
-    const auto pos = at::arange(t, at::kLong).expand({ids.size(0), t});
-    std::tie(b.cos, b.sin) = rope.cos_sin(pos, at::kFloat);
-    b.mask = nn::make_attention_mask(pos, pos, config.sliding_window);
-    out.push_back(std::move(b));
-    i = j;
-  }
-  return out;
-}
-
-void run_round(nn::DecoderLayerImpl& layer, std::vector<Batch>& batches, Round& round, int64_t recorders) {
+void run_round(nn::DecoderLayerImpl& layer, std::vector<CalibrationBatch>& batches, Round& round, int64_t recorders) {
   for (auto& b : batches) {
     round.remaining = recorders;
     try {
@@ -157,7 +119,7 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   io::ShardedWriter writer(tmp, int64_t{2} << 30);
   GptqRunReport report;
   for (const auto& s : calibration) report.calibration_tokens += static_cast<int64_t>(s.size());
-  auto batches = o.rtn ? std::vector<Batch>{} : embed_calibration(config, *weights, calibration, std::max<int64_t>(1, o.batch));
+  auto batches = o.rtn ? std::vector<CalibrationBatch>{} : embed_calibration(config, *weights, calibration, std::max<int64_t>(1, o.batch));
   writer.add("model.embed_tokens.weight",
              weights->get("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
 
@@ -249,18 +211,7 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   qc.true_sequential = o.true_sequential;
   qc.damp_percent = o.gptq.damp;
   qc.checkpoint_format = o.checkpoint_format;
-  auto cfg = config.to_json();
-  cfg["torch_dtype"] = o.dtype == at::kBFloat16 ? "bfloat16" : o.dtype == at::kHalf ? "float16" : "float32";
-  cfg["quantization_config"] = qc.to_json();
-  io::write_text_atomically((fs::path(tmp) / "config.json").string(), cfg.dump(2) + "\n");
-  const auto source_dir = fs::is_directory(model_dir) ? fs::path(model_dir) : fs::path();
-  if (!source_dir.empty() && fs::exists(source_dir / "generation_config.json")) {
-    fs::copy_file(source_dir / "generation_config.json", fs::path(tmp) / "generation_config.json");
-  } else {
-    nlohmann::json gen = {{"bos_token_id", cfg["bos_token_id"]}, {"eos_token_id", cfg["eos_token_id"]}};
-    io::write_text_atomically((fs::path(tmp) / "generation_config.json").string(), gen.dump(2) + "\n");
-  }
-  data::copy_tokenizer_files(model_dir, tmp);
+  write_model_files(model_dir, config, qc.to_json(), o.dtype, tmp);
   report.bytes = written.bytes;
   report.bits_per_weight = parameters > 0 ? 8.0 * static_cast<double>(code_bytes) / static_cast<double>(parameters) : 0;
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -273,18 +224,9 @@ GptqRunReport quantize_to_gptq(const std::string& model_dir, const std::vector<s
                                const GptqRunOptions& o, const std::string& out_dir, const GptqProgress& progress) {
   o.gptq.grid.validate("--bits / --group-size");
   if (!o.rtn && calibration.empty()) fail("GPTQ needs calibration sequences (--calib FILE)");
-  if (fs::exists(out_dir)) fail("--out {}: exists; choose a new directory (nothing was overwritten)", out_dir);
-  const auto tmp = out_dir + ".tmp";
-  remove_tree(tmp);
-  fs::create_directories(tmp);
-  try {
-    auto report = write_gptq(model_dir, calibration, o, tmp, progress);
-    fs::rename(tmp, out_dir);
-    return report;
-  } catch (...) {
-    remove_tree(tmp);  // nothing half-written is left behind
-    throw;
-  }
+  GptqRunReport report;
+  write_directory_atomically(out_dir, [&](const std::string& tmp) { report = write_gptq(model_dir, calibration, o, tmp, progress); });
+  return report;
 }
 
 }  // namespace qtune::calib

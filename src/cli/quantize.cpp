@@ -1,6 +1,7 @@
 // qtune quantize MODEL_DIR --out DIR: a 4-bit (or mixed) checkpoint in bitsandbytes' layout, loadable by
 // qtune and by transformers + bitsandbytes; with --method gptq|rtn, a Hugging Face GPTQ checkpoint (calibrated on
-// --calib text for gptq), loadable by qtune and by transformers + gptqmodel.
+// --calib text for gptq), loadable by qtune and by transformers + gptqmodel; with --method awq, a Hugging Face AWQ
+// (GEMM) checkpoint calibrated on --calib, loadable by both likewise.
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -12,6 +13,7 @@
 
 #include "commands.h"
 #include "qtune/calib/importance.h"
+#include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
 #include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
@@ -44,6 +46,9 @@ struct QuantizeArgs {
   int64_t group_size = 128, calib_samples = 128;
   bool asym = false, act_order = false, static_groups = false, no_true_sequential = false;
   double damp = 0.01;
+  // --method awq
+  int64_t awq_search_samples = 16;
+  bool no_clip = false;
 };
 
 // --plan auto: the sensitivity scan on the calibration text, printed as a table and written as YAML.
@@ -107,6 +112,32 @@ at::ScalarType output_dtype(const std::string& flag, const io::ModelConfig& conf
   return at::kFloat;
 }
 
+// --calib-samples sequences of --calib-seq-len tokens (512 by default) of the --calib text.
+std::vector<std::vector<int64_t>> calibration_of(const QuantizeArgs& a, const io::ModelConfig& config) {
+  if (a.calib_file.empty())
+    fail("--method {} needs --calib FILE (text like what the model will see)", a.method);
+  if (a.calib_samples < 1) fail("--calib-samples must be at least 1, got {}", a.calib_samples);
+  const int64_t seq_len = a.calib_seq_len > 0 ? a.calib_seq_len : 512;
+  const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
+  auto calibration = calib::calibration_sequences(a.calib_file, tokenizer, seq_len, a.calib_samples);
+  if (static_cast<int64_t>(calibration.size()) < a.calib_samples)
+    fail("{}: holds {} calibration sequences of {} tokens, --calib-samples asks for {} (give more text, or lower "
+         "--calib-samples / --calib-seq-len)",
+         a.calib_file, calibration.size(), seq_len, a.calib_samples);
+  fmt::print("calibration: {} sequences x {} tokens from {}\n", calibration.size(), seq_len, a.calib_file);
+  return calibration;
+}
+
+// One progress line per linear: rewritten in place on a terminal, one line each in a log.
+void print_progress(const std::string& line) {
+  static const bool tty = isatty(fileno(stdout)) != 0;
+  fmt::print(tty ? "\r{}\x1b[K" : "{}\n", line);
+  std::fflush(stdout);
+}
+void end_progress() {
+  if (isatty(fileno(stdout)) != 0) fmt::print("\n");
+}
+
 // --method gptq | rtn: a Hugging Face GPTQ checkpoint, a progress line per linear.
 int run_gptq(const QuantizeArgs& a) {
   calib::GptqRunOptions o;
@@ -123,28 +154,14 @@ int run_gptq(const QuantizeArgs& a) {
   const auto config = io::ModelConfig::load(a.model_dir);
   o.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
   std::vector<std::vector<int64_t>> calibration;
-  if (!o.rtn) {
-    if (a.calib_file.empty()) fail("--method gptq needs --calib FILE (text like what the model will see)");
-    if (a.calib_samples < 1) fail("--calib-samples must be at least 1, got {}", a.calib_samples);
-    const int64_t seq_len = a.calib_seq_len > 0 ? a.calib_seq_len : 512;
-    const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
-    calibration = calib::calibration_sequences(a.calib_file, tokenizer, seq_len, a.calib_samples);
-    if (static_cast<int64_t>(calibration.size()) < a.calib_samples)
-      fail("{}: holds {} calibration sequences of {} tokens, --calib-samples asks for {} (give more text, or lower "
-           "--calib-samples / --calib-seq-len)",
-           a.calib_file, calibration.size(), seq_len, a.calib_samples);
-    fmt::print("calibration: {} sequences x {} tokens from {}\n", calibration.size(), seq_len, a.calib_file);
-  }
-  const bool tty = isatty(fileno(stdout)) != 0;
+  if (!o.rtn) calibration = calibration_of(a, config);
   const auto report = calib::quantize_to_gptq(
       a.model_dir, calibration, o, a.out_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
-        const auto line = o.rtn ? fmt::format("[{:>3}/{}] {:<40} {:.2f}s", i, n, l.name, l.seconds)
-                                : fmt::format("[{:>3}/{}] {:<40} error {:.4e} (rtn {:.4e}) damp {:.4f} {:.2f}s", i, n,
-                                              l.name, l.error, l.rtn_error, l.damp, l.seconds);
-        fmt::print(tty ? "\r{}\x1b[K" : "{}\n", line);
-        std::fflush(stdout);
+        print_progress(o.rtn ? fmt::format("[{:>3}/{}] {:<40} {:.2f}s", i, n, l.name, l.seconds)
+                             : fmt::format("[{:>3}/{}] {:<40} error {:.4e} (rtn {:.4e}) damp {:.4f} {:.2f}s", i, n,
+                                           l.name, l.error, l.rtn_error, l.damp, l.seconds));
       });
-  if (tty) fmt::print("\n");
+  end_progress();
   if (!o.rtn) {
     int64_t better = 0;
     double sum = 0, rtn_sum = 0;
@@ -162,9 +179,44 @@ int run_gptq(const QuantizeArgs& a) {
   return 0;
 }
 
+// --method awq: a Hugging Face AWQ (GEMM) checkpoint.
+int run_awq(const QuantizeArgs& a) {
+  calib::AwqRunOptions o;
+  o.awq.grid = {a.bits, a.group_size, !a.asym};
+  o.awq.clip = !a.no_clip;
+  o.search_sequences = a.awq_search_samples;
+  if (a.bits != 4) fail("--bits {}: --method awq writes 4-bit codes (the GEMM layout transformers and vLLM load)", a.bits);
+  if (a.group_size <= 0) fail("--group-size {}: --method awq needs groups of input columns (32, 64 or 128)", a.group_size);
+  const auto config = io::ModelConfig::load(a.model_dir);
+  o.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
+  const auto calibration = calibration_of(a, config);
+  const auto report = calib::quantize_to_awq(
+      a.model_dir, calibration, o, a.out_dir, [&](const calib::AwqLinearReport& l, int64_t i, int64_t n) {
+        print_progress(fmt::format("[{:>3}/{}] {:<40} error {:.4e} (rtn {:.4e}) {} {}{:.2f}s", i, n, l.name, l.error,
+                                   l.rtn_error, l.ratio < 0 ? "unscaled" : fmt::format("alpha {:.2f}", l.ratio),
+                                   l.clipped ? "clipped " : "", l.seconds));
+      });
+  end_progress();
+  int64_t better = 0;
+  double sum = 0, rtn_sum = 0;
+  for (const auto& l : report.linears) {
+    better += l.error < l.rtn_error;
+    sum += l.error;
+    rtn_sum += l.rtn_error;
+  }
+  fmt::print("AWQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", better,
+             report.linears.size(), sum / report.linears.size(), rtn_sum / report.linears.size());
+  fmt::print("awq int4 g{} {}: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} MiB) in {:.1f}s\n", a.group_size,
+             a.asym ? "asym" : "sym", report.linears.size(), report.bits_per_weight, a.out_dir,
+             report.bytes / 1048576.0, report.seconds);
+  return 0;
+}
+
 int run_quantize(const QuantizeArgs& a) {
   if (a.method == "gptq" || a.method == "rtn") return run_gptq(a);
-  if (!a.method.empty()) fail("--method {}: expected gptq or rtn (or no --method: bitsandbytes' layout by --format)", a.method);
+  if (a.method == "awq") return run_awq(a);
+  if (!a.method.empty())
+    fail("--method {}: expected gptq, awq or rtn (or no --method: bitsandbytes' layout by --format)", a.method);
   const auto t0 = std::chrono::steady_clock::now();
   if (fs::exists(fs::path(a.out_dir) / "model.safetensors"))
     fail("--out {}: already holds a model.safetensors; choose an empty directory", a.out_dir);
@@ -209,10 +261,13 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--plan", a->plan_file,
                   "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
   cmd->add_option("--method", a->method,
-                  "gptq | rtn: write a Hugging Face GPTQ checkpoint (GPTQ calibrated on --calib, or round to nearest)");
-  cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8")->capture_default_str();
-  cmd->add_option("--group-size", a->group_size, "GPTQ/RTN input columns per scale (-1: one per row)")->capture_default_str();
-  cmd->add_flag("--asym,!--sym", a->asym, "Asymmetric grid with a zero point per group (default: symmetric, --sym)");
+                  "gptq | awq | rtn: write a Hugging Face GPTQ or AWQ checkpoint (calibrated on --calib; rtn: GPTQ's "
+                  "grid, rounded to nearest)");
+  cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
+  cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
+      ->capture_default_str();
+  cmd->add_flag("--asym,!--sym", a->asym,
+                "Asymmetric grid with a zero point per group (default: symmetric, --sym; AWQ is usually run --asym)");
   cmd->add_flag("--act-order", a->act_order, "GPTQ: quantize columns by descending Hessian diagonal (desc_act)");
   cmd->add_flag("--static-groups", a->static_groups, "GPTQ: fit every group's grid before any update");
   cmd->add_option("--damp", a->damp, "GPTQ dampening, a fraction of the mean Hessian diagonal")->capture_default_str();
@@ -220,9 +275,13 @@ void add_quantize(CLI::App& app, Action& action) {
                 "GPTQ: record all seven linears of a layer at once (faster) instead of in four rounds");
   cmd->add_option("--checkpoint-format", a->checkpoint_format,
                   "gptq (zero points stored minus one, as the hub's checkpoints) | gptq_v2")->capture_default_str();
-  cmd->add_option("--calib-samples", a->calib_samples, "GPTQ calibration sequences")->capture_default_str();
-  cmd->add_option("--calib-seq-len", a->calib_seq_len, "Tokens per calibration sequence (GPTQ 512, --plan auto 256)");
-  cmd->add_option("--calib", a->calib_file, "Calibration text for --method gptq and --plan auto");
+  cmd->add_option("--awq-search-samples", a->awq_search_samples,
+                  "AWQ: calibration sequences its scale search scores candidates on (-1: all; the means and the "
+                  "clipping use all)")->capture_default_str();
+  cmd->add_flag("--no-clip", a->no_clip, "AWQ: skip the clipping search");
+  cmd->add_option("--calib-samples", a->calib_samples, "GPTQ/AWQ calibration sequences")->capture_default_str();
+  cmd->add_option("--calib-seq-len", a->calib_seq_len, "Tokens per calibration sequence (GPTQ/AWQ 512, --plan auto 256)");
+  cmd->add_option("--calib", a->calib_file, "Calibration text for --method gptq|awq and --plan auto");
   cmd->add_option("--budget-bits", a->budget_bits, "Average bits per linear weight for --plan auto")->capture_default_str();
   cmd->add_option("--high", a->high, "Format of the layers --plan auto keeps: int8 | 16bit")->capture_default_str();
   cmd->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens used by --plan auto")->capture_default_str();

@@ -181,8 +181,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   if (const json* q = find(j, "quantization_config")) {
     if (!q->is_object()) fail("{}: key 'quantization_config' must be an object", src);
     const json* method = find(*q, "quant_method");
-    if (method == nullptr || (*method != "bitsandbytes" && *method != "gptq"))
-      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\" or \"gptq\")", src,
+    if (method == nullptr || (*method != "bitsandbytes" && *method != "gptq" && *method != "awq"))
+      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\" or \"awq\")", src,
            method ? json_show(*method) : "missing");
     c.quantization_config = *q;
   }

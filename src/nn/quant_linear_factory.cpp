@@ -33,7 +33,13 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
   QuantizedLayerInfo info{spec.name, "", spec.in_features * spec.out_features, 0, false};
 
   c10::intrusive_ptr<quant::QuantizedWeight> qweight;
-  if (quant::has_gptq(weights, spec.name)) {
+  if (stored_.awq && quant::has_gptq(weights, spec.name)) {  // AWQ also names its words .qweight
+    qweight = c10::make_intrusive<quant::GptqWeight>(
+        quant::awq_to_gptq(quant::read_awq(weights, spec.name, spec.out_features, spec.in_features, *stored_.awq),
+                           stored_.awq->grid),
+        stored_.awq->grid, "awq");
+    info.from_checkpoint = true;
+  } else if (quant::has_gptq(weights, spec.name)) {
     if (!stored_.gptq)
       fail("{}.qweight: the checkpoint stores GPTQ tensors but its config.json has no quantization_config with "
            "quant_method \"gptq\" (bits, group_size and checkpoint_format are needed to read them)",

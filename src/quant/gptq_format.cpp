@@ -2,6 +2,7 @@
 
 #include <fmt/ranges.h>
 
+#include "qtune/quant/packed_words.h"
 #include "qtune/util/error.h"
 #include "qtune/util/json_show.h"
 
@@ -15,27 +16,6 @@ int64_t field_ones(int bits) {
   int64_t v = 0;
   for (int shift = 0; shift < 32; shift += bits) v |= int64_t{1} << shift;
   return v;
-}
-
-// int64 values 0 … 2^32 − 1 → int32 with the same 32 bits.
-at::Tensor as_int32_words(const at::Tensor& unsigned_words) {
-  return (unsigned_words - (unsigned_words >= (int64_t{1} << 31)).to(at::kLong) * (int64_t{1} << 32)).to(at::kInt);
-}
-
-// values [rows, cols·k] (0 … 2^bits − 1) → int32 [rows, cols], value j of a word at bits·(j % k).
-at::Tensor pack_rows(const at::Tensor& values, int bits) {
-  const int64_t k = per_word(bits), rows = values.size(0), cols = values.size(1) / k;
-  const auto v = values.to(at::kLong).reshape({rows, cols, k});
-  const auto shifts = at::arange(k, at::kLong) * bits;
-  const auto words = at::bitwise_left_shift(v, shifts).sum(2);  // fields are disjoint: sum == or
-  return as_int32_words(words);
-}
-
-at::Tensor unpack_rows(const at::Tensor& words, int bits) {
-  const int64_t k = per_word(bits);
-  const auto w = words.to(at::kLong).bitwise_and((int64_t{1} << 32) - 1).unsqueeze(2);
-  const auto shifts = at::arange(k, at::kLong) * bits;
-  return at::bitwise_right_shift(w, shifts).bitwise_and((int64_t{1} << bits) - 1).reshape({words.size(0), -1});
 }
 
 at::Tensor add_words(const at::Tensor& words, int64_t delta) {

@@ -7,7 +7,8 @@
 
 namespace qtune::quant {
 
-GptqWeight::GptqWeight(GptqTensors tensors, IntGridOptions grid) : t_(std::move(tensors)), grid_(grid) {
+GptqWeight::GptqWeight(GptqTensors tensors, IntGridOptions grid, std::string method)
+    : t_(std::move(tensors)), grid_(grid), method_(std::move(method)) {
   grid_.validate("GPTQ weight");
   const int64_t k = 32 / grid_.bits;
   if (!t_.qweight.defined() || t_.qweight.dim() != 2 || !t_.g_idx.defined() || t_.g_idx.size(0) != t_.qweight.size(0) * k)
@@ -17,7 +18,7 @@ GptqWeight::GptqWeight(GptqTensors tensors, IntGridOptions grid) : t_(std::move(
 
 at::Tensor GptqWeight::dequantize(at::ScalarType dtype) const { return kernels::dequantize_gptq(t_, grid_.bits, dtype); }
 
-std::string GptqWeight::format() const { return fmt::format("gptq-int{}-g{}", grid_.bits, grid_.group_size); }
+std::string GptqWeight::format() const { return fmt::format("{}-int{}-g{}", method_, grid_.bits, grid_.group_size); }
 
 int64_t GptqWeight::storage_bytes() const {
   int64_t bytes = 0;

@@ -26,6 +26,11 @@ class DecoderLayerImpl : public torch::nn::Module {
                    const io::WeightSource& weights, at::TensorOptions options);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask,
                      at::Tensor* cached_keys, at::Tensor* cached_values);
+  // The parts, for code that runs them on their own (calibration: AWQ scores a candidate on one block's output).
+  RMSNormImpl& input_layernorm() { return *input_layernorm_; }
+  RMSNormImpl& post_attention_layernorm() { return *post_attention_layernorm_; }
+  AttentionImpl& self_attn() { return *self_attn_; }
+  MLPImpl& mlp() { return *mlp_; }
 
  private:
   std::shared_ptr<RMSNormImpl> input_layernorm_, post_attention_layernorm_;

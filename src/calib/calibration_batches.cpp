@@ -1,0 +1,38 @@
+#include "qtune/calib/calibration_batches.h"
+
+#include "qtune/nn/decoder.h"
+#include "qtune/nn/rope.h"
+#include "qtune/util/error.h"
+
+namespace qtune::calib {
+
+std::vector<CalibrationBatch> embed_calibration(const io::ModelConfig& config, const io::WeightSource& weights,
+                                                const std::vector<std::vector<int64_t>>& seqs, int64_t batch) {
+  const auto table = nn::load_frozen(weights, "model.embed_tokens.weight", {config.vocab_size, config.hidden_size},
+                                     at::TensorOptions().dtype(at::kFloat));
+  const nn::RotaryEmbedding rope(config.rope, config.head_dim);
+  std::vector<CalibrationBatch> out;
+  for (size_t i = 0; i < seqs.size();) {
+    size_t j = i;
+    while (j < seqs.size() && j - i < static_cast<size_t>(batch) && seqs[j].size() == seqs[i].size()) ++j;
+    const auto t = static_cast<int64_t>(seqs[i].size());
+    std::vector<int64_t> flat;
+    for (size_t k = i; k < j; ++k) {
+      for (auto id : seqs[k])
+        if (id < 0 || id >= config.vocab_size)
+          fail("calibration token id {} is outside the vocabulary of {}", id, config.vocab_size);
+      flat.insert(flat.end(), seqs[k].begin(), seqs[k].end());
+    }
+    const auto ids = at::tensor(flat, at::kLong).view({static_cast<int64_t>(j - i), t});
+    CalibrationBatch b;
+    b.hidden = at::embedding(table, ids);
+    const auto pos = at::arange(t, at::kLong).expand({ids.size(0), t});
+    std::tie(b.cos, b.sin) = rope.cos_sin(pos, at::kFloat);
+    b.mask = nn::make_attention_mask(pos, pos, config.sliding_window);
+    out.push_back(std::move(b));
+    i = j;
+  }
+  return out;
+}
+
+}  // namespace qtune::calib

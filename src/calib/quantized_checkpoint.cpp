@@ -1,0 +1,43 @@
+#include "qtune/calib/quantized_checkpoint.h"
+
+#include <filesystem>
+
+#include "qtune/data/tokenizer.h"
+#include "qtune/io/atomic_file.h"
+#include "qtune/util/error.h"
+#include "qtune/util/remove_tree.h"
+
+namespace qtune::calib {
+namespace fs = std::filesystem;
+
+void write_directory_atomically(const std::string& out_dir, const std::function<void(const std::string&)>& write) {
+  if (fs::exists(out_dir)) fail("--out {}: exists; choose a new directory (nothing was overwritten)", out_dir);
+  const auto tmp = out_dir + ".tmp";
+  remove_tree(tmp);
+  fs::create_directories(tmp);
+  try {
+    write(tmp);
+    fs::rename(tmp, out_dir);
+  } catch (...) {
+    remove_tree(tmp);  // nothing half-written is left behind
+    throw;
+  }
+}
+
+void write_model_files(const std::string& model_dir, const io::ModelConfig& config,
+                       const nlohmann::json& quantization_config, at::ScalarType dtype, const std::string& dir) {
+  auto cfg = config.to_json();
+  cfg["torch_dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
+  cfg["quantization_config"] = quantization_config;
+  io::write_text_atomically((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
+  const auto source_dir = fs::is_directory(model_dir) ? fs::path(model_dir) : fs::path();
+  if (!source_dir.empty() && fs::exists(source_dir / "generation_config.json")) {
+    fs::copy_file(source_dir / "generation_config.json", fs::path(dir) / "generation_config.json");
+  } else {
+    nlohmann::json gen = {{"bos_token_id", cfg["bos_token_id"]}, {"eos_token_id", cfg["eos_token_id"]}};
+    io::write_text_atomically((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");
+  }
+  data::copy_tokenizer_files(model_dir, dir);
+}
+
+}  // namespace qtune::calib
