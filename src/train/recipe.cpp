@@ -196,6 +196,22 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.qat_activations; }, {"none", "int8"}),
       key("quant.qat_start", "Fraction of the steps trained before fake quantization switches on (delayed QAT)",
           [](Recipe& r) -> auto& { return r.quant.qat_start; }),
+      key("quant.method",
+          "Calibrate the base before training: gptq | awq (on quant.calib) | rtn, written once into the run "
+          "directory and reused (on resume too); none: quantize at load by quant.format",
+          [](Recipe& r) -> auto& { return r.quant.method; }, {"none", "gptq", "awq", "rtn"}),
+      key("quant.calib", "Calibration text for quant.method gptq | awq", [](Recipe& r) -> auto& { return r.quant.calib; }),
+      key("quant.calib_samples", "Calibration sequences", [](Recipe& r) -> auto& { return r.quant.calib_samples; }),
+      key("quant.calib_seq_len", "Tokens per calibration sequence", [](Recipe& r) -> auto& { return r.quant.calib_seq_len; }),
+      key("quant.bits", "quant.method bits: GPTQ/RTN 2 | 4 | 8, AWQ 4", [](Recipe& r) -> auto& { return r.quant.bits; }),
+      key("quant.group_size", "quant.method input columns per scale (-1: one per row; not AWQ)",
+          [](Recipe& r) -> auto& { return r.quant.group_size; }),
+      key("quant.symmetric", "quant.method grid: auto (GPTQ/RTN symmetric, AWQ with zero points) | true | false",
+          [](Recipe& r) -> auto& { return r.quant.symmetric; }, {"auto", "true", "false"}),
+      key("quant.act_order", "quant.method gptq: columns by descending Hessian diagonal",
+          [](Recipe& r) -> auto& { return r.quant.act_order; }),
+      key("quant.awq_search_samples", "quant.method awq: sequences the scale search scores candidates on (-1: all)",
+          [](Recipe& r) -> auto& { return r.quant.awq_search_samples; }),
       key("lora.r", "Adapter rank", [](Recipe& r) -> auto& { return r.lora.config.r; }),
       key("lora.alpha", "Adapter scale numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)",
           [](Recipe& r) -> auto& { return r.lora.config.alpha; }),
@@ -403,7 +419,7 @@ Recipe Recipe::load(const std::string& path, const std::vector<std::string>& ove
   // A recipe travels with its data: a relative path that exists beside the recipe is taken from there.
   const auto base = std::filesystem::path(path).parent_path();
   for (std::string* p : {&r.model.path, &r.model.tokenizer, &r.data.train, &r.data.eval, &r.quant.plan,
-                         &r.lora.init_adapter}) {
+                         &r.quant.calib, &r.lora.init_adapter}) {
     if (p->empty() || std::filesystem::path(*p).is_absolute() || exists(*p)) continue;
     if (exists((base / *p).string())) *p = (base / *p).lexically_normal().string();
   }
@@ -477,6 +493,23 @@ void Recipe::validate() const {
   check(!train.output_dir.empty(), "train.output_dir", "a directory", "\"\"");
   if (train.mode == "full" && quant.format != "none")
     fail("{}: train.mode full trains every weight densely: set quant.format: none (got '{}')", s, quant.format);
+  if (quant.method != "none") {
+    if (train.mode != "lora") fail("{}: quant.method {} makes a quantized base for LoRA: set train.mode: lora", s, quant.method);
+    if (quant.method != "rtn" && quant.calib.empty())
+      fail("{}: quant.method {} needs quant.calib, a text file like what the model will see", s, quant.method);
+    if (!quant.calib.empty()) require_file(quant.calib, "quant.calib", s, false);
+    if (!quant.plan.empty()) fail("{}: quant.method {} and quant.plan both say how the base is stored: keep one", s, quant.method);
+    if (quant.qat != "none") fail("{}: quant.method {} and quant.qat: train on the calibrated base without QAT", s, quant.method);
+    check(quant.calib_samples >= 1, "quant.calib_samples", ">= 1", std::to_string(quant.calib_samples));
+    check(quant.calib_seq_len >= 8, "quant.calib_seq_len", ">= 8", std::to_string(quant.calib_seq_len));
+    if (quant.method == "awq") {
+      check(quant.bits == 4, "quant.bits", "4 for quant.method awq", std::to_string(quant.bits));
+      check(quant.group_size > 0, "quant.group_size", "> 0 for quant.method awq", std::to_string(quant.group_size));
+    } else {
+      check(quant.bits == 2 || quant.bits == 4 || quant.bits == 8, "quant.bits", "2, 4 or 8", std::to_string(quant.bits));
+      check(quant.group_size == -1 || quant.group_size > 0, "quant.group_size", "-1 or > 0", std::to_string(quant.group_size));
+    }
+  }
 }
 
 std::string Recipe::to_yaml() const {

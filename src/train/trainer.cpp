@@ -18,6 +18,7 @@
 #include "qtune/optim/optimizer.h"
 #include "qtune/optim/schedule.h"
 #include "qtune/qat/qat_options.h"
+#include "qtune/train/calibrated_base.h"
 #include "qtune/train/checkpoint.h"
 #include "qtune/train/chunked_loss.h"
 #include "qtune/train/loss_plot.h"
@@ -151,7 +152,9 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
 
 TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
   const auto start = Clock::now();
-  RunSetup run = RunSetup::create(recipe, options.out);
+  Recipe effective = recipe;  // with quant.method, model.path becomes the calibrated base it trains on
+  effective.model.path = calibrated_base(recipe, options.out);
+  RunSetup run = RunSetup::create(effective, options.out);
   auto& model = *run.model;
   const auto& r = run.recipe;
   const auto run_dir = r.train.output_dir;

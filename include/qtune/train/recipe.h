@@ -30,6 +30,15 @@ struct QuantSection {
   bool qat_symmetric = true;
   std::string qat_activations = "none";  // none | int8 (per token, asymmetric)
   double qat_start = 0.0;                // fraction of the steps before fake quantization switches on
+  // A calibrated base (train/calibrated_base.h): model.path quantized by GPTQ or AWQ on `calib` before training,
+  // cached in the run directory; none = quantize at load by quant.format.
+  std::string method = "none";  // none | gptq | awq | rtn
+  std::string calib;            // calibration text
+  int64_t calib_samples = 128, calib_seq_len = 512;
+  int64_t bits = 4, group_size = 128;
+  std::string symmetric = "auto";  // auto (GPTQ symmetric, AWQ asymmetric) | true | false
+  bool act_order = false;          // GPTQ
+  int64_t awq_search_samples = 16;
 };
 
 struct LoraSection {

@@ -1,0 +1,112 @@
+#include "qtune/train/calibrated_base.h"
+
+#include <fmt/format.h>
+
+#include <filesystem>
+
+#include "qtune/calib/importance.h"
+#include "qtune/calib/layerwise_awq.h"
+#include "qtune/calib/layerwise_gptq.h"
+#include "qtune/data/tokenizer.h"
+#include "qtune/io/gguf.h"
+#include "qtune/io/hf_config.h"
+#include "qtune/train/checkpoint.h"
+#include "qtune/util/error.h"
+
+namespace qtune::train {
+namespace {
+namespace fs = std::filesystem;
+
+bool symmetric(const QuantSection& q) { return q.symmetric == "auto" ? q.method != "awq" : q.symmetric == "true"; }
+
+std::string settings(const QuantSection& q) {
+  return fmt::format("method={} bits={} group={} sym={} act_order={} samples={} seq_len={} search={}", q.method, q.bits,
+                     q.group_size, symmetric(q), q.act_order, q.calib_samples, q.calib_seq_len, q.awq_search_samples);
+}
+
+// What decides the weights: the settings, the source model, the calibration text.
+std::string base_hash(const Recipe& r) {
+  const auto& q = r.quant;
+  const auto source = io::is_gguf_path(r.model.path) ? file_hash(r.model.path)
+                                                     : file_hash((fs::path(r.model.path) / "config.json").string());
+  return text_hash(settings(q) + "\n" + fs::absolute(r.model.path).lexically_normal().string() + "\n" + source + "\n" +
+                   (q.calib.empty() ? "" : file_hash(q.calib)))
+      .substr(0, 8);
+}
+
+void say(std::FILE* out, const std::string& s) {
+  if (out) fmt::print(out, "{}\n", s), std::fflush(out);
+}
+
+template <class Report>
+void summarise(std::FILE* out, const char* method, const Report& report, const std::string& dir) {
+  int64_t better = 0;
+  double sum = 0, rtn_sum = 0;
+  for (const auto& l : report.linears) {
+    better += l.error < l.rtn_error;
+    sum += l.error;
+    rtn_sum += l.rtn_error;
+  }
+  const auto n = static_cast<double>(std::max<size_t>(1, report.linears.size()));
+  say(out, fmt::format("calibrated base: {} beat round-to-nearest on {} of {} linears (mean output error {:.4e} vs "
+                       "{:.4e}); {:.3f} bits per weight; wrote {} in {:.1f}s",
+                       method, better, report.linears.size(), sum / n, rtn_sum / n, report.bits_per_weight, dir,
+                       report.seconds));
+}
+
+}  // namespace
+
+std::string calibrated_base(const Recipe& r, std::FILE* out) {
+  const auto& q = r.quant;
+  if (q.method == "none") return r.model.path;
+  const auto config = io::ModelConfig::load(r.model.path);
+  if (!config.quantization_config.is_null()) {
+    const auto stored = config.quantization_config.value("quant_method", std::string());
+    if (stored == (q.method == "awq" ? "awq" : "gptq")) return r.model.path;  // a calibrated base already
+    fail("{}: quant.method {} quantizes a 16-bit model, but model.path '{}' is already quantized ({})", r.source,
+         q.method, r.model.path, stored);
+  }
+  const auto dir = (fs::path(r.train.output_dir) / fmt::format("base-{}-{}", q.method, base_hash(r))).string();
+  if (fs::exists(fs::path(dir) / "config.json")) {
+    say(out, fmt::format("calibrated base: reusing {} ({})", dir, settings(q)));
+    return dir;
+  }
+  fs::create_directories(r.train.output_dir);
+  std::vector<std::vector<int64_t>> calibration;
+  if (q.method != "rtn") {
+    const auto tokenizer = data::Tokenizer::load(r.model.tokenizer.empty() ? r.model.path : r.model.tokenizer, &config);
+    calibration = calib::calibration_sequences(q.calib, tokenizer, q.calib_seq_len, q.calib_samples);
+    if (static_cast<int64_t>(calibration.size()) < q.calib_samples)
+      fail("{}: quant.calib {} holds {} sequences of {} tokens, quant.calib_samples asks for {} (give more text, or "
+           "lower quant.calib_samples / quant.calib_seq_len)",
+           r.source, q.calib, calibration.size(), q.calib_seq_len, q.calib_samples);
+  }
+  say(out, fmt::format("calibrated base: {} int{} g{} {} on {} sequences x {} tokens of {} -> {}", q.method, q.bits,
+                       q.group_size, symmetric(q) ? "sym" : "asym", calibration.size(), q.calib_seq_len,
+                       q.calib.empty() ? "(none)" : q.calib, dir));
+  int64_t last = -1;
+  auto progress = [&](const auto& l, int64_t i, int64_t n) {
+    const int64_t tenth = 10 * i / n;  // one line per tenth of the linears: this stage runs for minutes
+    if (tenth != last) say(out, fmt::format("  [{:>3}/{}] {}", i, n, l.name)), last = tenth;
+  };
+  if (q.method == "awq") {
+    calib::AwqRunOptions o;
+    o.awq.grid = {static_cast<int>(q.bits), q.group_size, symmetric(q)};
+    o.search_sequences = q.awq_search_samples;
+    summarise(out, "AWQ", calib::quantize_to_awq(r.model.path, calibration, o, dir, progress), dir);
+  } else {
+    calib::GptqRunOptions o;
+    o.rtn = q.method == "rtn";
+    o.gptq.grid = {static_cast<int>(q.bits), q.group_size, symmetric(q)};
+    o.gptq.act_order = q.act_order;
+    const auto report = calib::quantize_to_gptq(r.model.path, calibration, o, dir, progress);
+    if (o.rtn)
+      say(out, fmt::format("calibrated base: rtn, {:.3f} bits per weight; wrote {} in {:.1f}s", report.bits_per_weight,
+                           dir, report.seconds));
+    else
+      summarise(out, "GPTQ", report, dir);
+  }
+  return dir;
+}
+
+}  // namespace qtune::train

@@ -1,0 +1,88 @@
+// quant.method in a recipe: the base is calibrated (GPTQ, AWQ) once into the run directory, QLoRA trains on it, a
+// resume reuses it and ends where an uninterrupted run ends, and a recipe that cannot calibrate says why.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "qtune/io/json_file.h"
+#include "qtune/train/calibrated_base.h"
+#include "qtune/train/trainer.h"
+#include "test_util.h"
+#include "tiny_run.h"
+
+namespace qtune::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::vector<std::string> bases(const std::string& run_dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(run_dir))
+    if (e.path().filename().string().rfind("base-", 0) == 0) out.push_back(e.path().string());
+  return out;
+}
+
+TEST(CalibratedBase, TrainsOnTheCalibratedBaseAndAResumeReusesIt) {
+  for (const std::string method : {"awq", "gptq"}) {
+    TinyRun t;
+    const std::vector<std::string> keys = {"quant.method=" + method, "quant.calib=" + t.dir + "/corpus.txt",
+                                           "quant.calib_samples=8", "quant.calib_seq_len=64", "quant.group_size=32",
+                                           "train.max_steps=8", "train.save_every=4"};
+    const auto log = t.dir + "/log.txt";
+    TrainOptions o;
+    o.out = std::fopen(log.c_str(), "w");
+    o.terminal = false;
+    o.stop_after_step = 4;  // then resumed: the same base, and the adapter of an uninterrupted run
+    const auto s = run_training(t.recipe(keys), o);
+    std::fclose(o.out);
+    EXPECT_EQ(s.steps, 4) << method;
+    const auto found = bases(t.dir + "/run");
+    ASSERT_EQ(found.size(), 1u) << method;
+    EXPECT_EQ(io::read_json_file(found[0] + "/config.json")["quantization_config"]["quant_method"], method);
+    const auto first = read(log);
+    EXPECT_NE(first.find("calibrated base: " + std::string(method == "awq" ? "AWQ" : "GPTQ") + " beat round-to-nearest"),
+              std::string::npos) << first;
+    EXPECT_NE(first.find(method + "-int4-g32"), std::string::npos) << first;  // the base line names the linears' format
+
+    o.out = std::fopen(log.c_str(), "w");
+    o.stop_after_step = 0;
+    o.resume = "auto";
+    const auto resumed = run_training(t.recipe(keys), o);
+    std::fclose(o.out);
+    EXPECT_NE(read(log).find("calibrated base: reusing " + found[0]), std::string::npos) << method;
+    EXPECT_EQ(resumed.start_step, 4) << method;
+    EXPECT_LT(resumed.last_loss, s.first_loss) << method;
+
+    auto straight_keys = keys;
+    straight_keys.push_back("train.output_dir=" + t.dir + "/straight");
+    const auto straight = run_training(t.recipe(straight_keys), quiet());
+    EXPECT_EQ(read(resumed.adapter_dir + "/adapter_model.safetensors"),
+              read(straight.adapter_dir + "/adapter_model.safetensors"))
+        << method;
+    EXPECT_EQ(bases(t.dir + "/run").size(), 1u);
+  }
+}
+
+TEST(CalibratedBase, ARecipeThatCannotCalibrateSaysWhy) {
+  TinyRun t;
+  auto err = [&](std::vector<std::string> keys) { return test::error_of([&] { t.recipe(keys); }); };
+  EXPECT_NE(err({"quant.method=gptq"}).find("quant.method gptq needs quant.calib"), std::string::npos);
+  EXPECT_NE(err({"quant.method=awq", "quant.calib=" + t.dir + "/corpus.txt", "quant.bits=8"}).find("quant.bits"),
+            std::string::npos);
+  EXPECT_NE(err({"quant.method=awq", "quant.calib=" + t.dir + "/nothing.txt"}).find("nothing.txt"), std::string::npos);
+  const auto msg = test::error_of([&] {
+    run_training(t.recipe({"quant.method=gptq", "quant.calib=" + t.dir + "/corpus.txt", "quant.calib_samples=100000",
+                           "quant.calib_seq_len=64"}),
+                 quiet());
+  });
+  EXPECT_NE(msg.find("quant.calib_samples asks for 100000"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace qtune::train
