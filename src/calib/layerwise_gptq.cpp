@@ -154,13 +154,28 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
         const auto w = l.dense_weight();
         GptqLinearReport lr;
         lr.name = prefix + m;
+        if (o.keep_dense.count(lr.name)) {  // as it was: no codes, and the layer computes with it unchanged
+          const auto dense = w.to(o.dtype);
+          writer.add(lr.name + ".weight", dense);
+          code_bytes += dense.numel() * dense.element_size();
+          if (l.bias().defined()) writer.add(lr.name + ".bias", l.bias().to(o.dtype));
+          parameters += w.numel();
+          lr.seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+          report.linears.push_back(lr);
+          if (progress) progress(lr, ++done, total);
+          continue;
+        }
+        auto lo = o.gptq;
+        if (const auto it = o.linear_grids.find(lr.name); it != o.linear_grids.end()) lo.grid = it->second;
+        lo.grid.validate(lr.name);
+        lr.bits = lo.grid.bits;
         quant::IntQuantized q;
         at::Tensor gptq_values;
         if (o.rtn) {
-          q = quant::rtn_quantize(w, o.gptq.grid);
+          q = quant::rtn_quantize(w, lo.grid);
         } else {
           try {
-            auto r = quant::gptq_quantize(w, hessians[m], o.gptq);
+            auto r = quant::gptq_quantize(w, hessians[m], lo);
             q = std::move(r.quantized);
             gptq_values = r.dequantized;
             lr.damp = r.damp;
@@ -172,15 +187,15 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
         const auto packed = quant::pack_gptq(q);
         if (!o.rtn) {
           // The errors are those of the written codes (fp16 scales), RTN's likewise.
-          const auto deployed = kernels::dequantize_gptq(packed, o.gptq.grid.bits, at::kFloat);
+          const auto deployed = kernels::dequantize_gptq(packed, lo.grid.bits, at::kFloat);
           lr.error = quant::output_error(w, deployed, hessians[m]);
-          lr.rtn_error = quant::output_error(w, with_fp16_scales(quant::rtn_quantize(w, o.gptq.grid)), hessians[m]);
+          lr.rtn_error = quant::output_error(w, with_fp16_scales(quant::rtn_quantize(w, lo.grid)), hessians[m]);
           // Later rounds and layers see the values GPTQ computed (fp32 scales), as gptqmodel feeds them forward: the
           // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
           l.set_weight(gptq_values);
         }
         io::NamedTensors tensors;
-        quant::append_gptq(tensors, lr.name, packed, o.gptq.grid.bits, o.checkpoint_format);
+        quant::append_gptq(tensors, lr.name, packed, lo.grid.bits, o.checkpoint_format);
         for (const auto& [name, t] : tensors) {
           writer.add(name, t);
           code_bytes += t.numel() * t.element_size();
@@ -211,6 +226,8 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   qc.true_sequential = o.true_sequential;
   qc.damp_percent = o.gptq.damp;
   qc.checkpoint_format = o.checkpoint_format;
+  for (const auto& [name, grid] : o.linear_grids) qc.add_override(name, grid);
+  for (const auto& name : o.keep_dense) qc.add_skip(name);
   write_model_files(model_dir, config, qc.to_json(), o.dtype, tmp);
   report.bytes = written.bytes;
   report.bits_per_weight = parameters > 0 ? 8.0 * static_cast<double>(code_bytes) / static_cast<double>(parameters) : 0;

@@ -141,6 +141,7 @@ void end_progress() {
 // --method gptq | rtn: a Hugging Face GPTQ checkpoint, a progress line per linear.
 int run_gptq(const QuantizeArgs& a) {
   calib::GptqRunOptions o;
+  std::string plan_moves_to;
   o.rtn = a.method == "rtn";
   o.gptq.grid = {a.bits, a.group_size, !a.asym};
   o.gptq.act_order = a.act_order;
@@ -153,25 +154,51 @@ int run_gptq(const QuantizeArgs& a) {
   o.gptq.grid.validate("--bits / --group-size");
   const auto config = io::ModelConfig::load(a.model_dir);
   o.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
+  if (!a.plan_file.empty() || !a.keep_int8.empty() || !a.keep_16bit.empty()) {
+    // A mixed plan (--plan auto: the sensitivity scan's): its int8 linears get the 8-bit grid, its 16-bit ones stay
+    // as they are, the rest this method's grid. --plan auto writes its YAML beside the output until the output
+    // exists (it must not exist before), then into it.
+    QuantizeArgs scan = a;
+    if (scan.plan_out.empty()) scan.plan_out = a.out_dir + ".quant_plan.yaml";
+    const auto plan = plan_of(scan);
+    if (a.plan_out.empty() && a.plan_file == "auto") plan_moves_to = scan.plan_out;
+    int64_t eight = 0, dense = 0;
+    for (int64_t li = 0; li < config.num_hidden_layers; ++li)
+      for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
+        const auto name = fmt::format("model.layers.{}.{}", li, m);
+        const auto f = plan.resolve(name).format;
+        if (f == quant::WeightFormat::Int8) o.linear_grids[name] = {8, o.gptq.grid.group_size, o.gptq.grid.sym}, ++eight;
+        else if (f == quant::WeightFormat::Dense) o.keep_dense.insert(name), ++dense;
+      }
+    fmt::print("mixed plan: {} linears on the 8-bit grid, {} kept as they are, the rest int{}\n", eight, dense, a.bits);
+  }
   std::vector<std::vector<int64_t>> calibration;
   if (!o.rtn) calibration = calibration_of(a, config);
   const auto report = calib::quantize_to_gptq(
       a.model_dir, calibration, o, a.out_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
-        print_progress(o.rtn ? fmt::format("[{:>3}/{}] {:<40} {:.2f}s", i, n, l.name, l.seconds)
-                             : fmt::format("[{:>3}/{}] {:<40} error {:.4e} (rtn {:.4e}) damp {:.4f} {:.2f}s", i, n,
-                                           l.name, l.error, l.rtn_error, l.damp, l.seconds));
+        print_progress(l.bits == 0 ? fmt::format("[{:>3}/{}] {:<40} kept as it is", i, n, l.name)
+                       : o.rtn     ? fmt::format("[{:>3}/{}] {:<40} int{} {:.2f}s", i, n, l.name, l.bits, l.seconds)
+                                   : fmt::format("[{:>3}/{}] {:<40} int{} error {:.4e} (rtn {:.4e}) damp {:.4f} {:.2f}s",
+                                                 i, n, l.name, l.bits, l.error, l.rtn_error, l.damp, l.seconds));
       });
   end_progress();
+  if (!plan_moves_to.empty()) {  // the plan travels with the checkpoint it describes
+    fs::rename(plan_moves_to, fs::path(a.out_dir) / "quant_plan.yaml");
+    fmt::print("moved the plan to {}\n", (fs::path(a.out_dir) / "quant_plan.yaml").string());
+  }
   if (!o.rtn) {
-    int64_t better = 0;
+    int64_t better = 0, quantized = 0;
     double sum = 0, rtn_sum = 0;
     for (const auto& l : report.linears) {
+      if (l.bits == 0) continue;
       better += l.error < l.rtn_error;
       sum += l.error;
       rtn_sum += l.rtn_error;
+      ++quantized;
     }
     fmt::print("GPTQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", better,
-               report.linears.size(), sum / report.linears.size(), rtn_sum / report.linears.size());
+               quantized, sum / std::max<int64_t>(1, quantized), rtn_sum / std::max<int64_t>(1, quantized));
   }
   fmt::print("{} int{} g{} {}: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} MiB) in {:.1f}s\n",
              o.rtn ? "rtn" : "gptq", a.bits, a.group_size, a.asym ? "asym" : "sym", report.linears.size(),
@@ -181,6 +208,9 @@ int run_gptq(const QuantizeArgs& a) {
 
 // --method awq: a Hugging Face AWQ (GEMM) checkpoint.
 int run_awq(const QuantizeArgs& a) {
+  if (!a.plan_file.empty() || !a.keep_int8.empty() || !a.keep_16bit.empty())
+    fail("--method awq writes every projection as 4-bit AWQ: --plan / --keep-int8 / --keep-16bit work with --method "
+         "gptq (8-bit and unquantized linears in one GPTQ checkpoint)");
   calib::AwqRunOptions o;
   o.awq.grid = {a.bits, a.group_size, !a.asym};
   o.awq.clip = !a.no_clip;

@@ -44,8 +44,12 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
       fail("{}.qweight: the checkpoint stores GPTQ tensors but its config.json has no quantization_config with "
            "quant_method \"gptq\" (bits, group_size and checkpoint_format are needed to read them)",
            spec.name);
+    const auto grid = stored_.gptq->grid_for(spec.name);
+    if (!grid)
+      fail("{}.qweight: the checkpoint stores GPTQ tensors for a module its quantization_config.dynamic leaves "
+           "unquantized (a \"-:\" rule matches it)", spec.name);
     qweight = c10::make_intrusive<quant::GptqWeight>(
-        quant::read_gptq(weights, spec.name, spec.out_features, spec.in_features, *stored_.gptq), stored_.gptq->grid);
+        quant::read_gptq(weights, spec.name, spec.out_features, spec.in_features, *grid, *stored_.gptq), *grid);
     info.from_checkpoint = true;
   } else if (!quant::bnb_4bit_state_key(weights, weight_name).empty()) {
     qweight = c10::make_intrusive<quant::Quant4Weight>(quant::read_bnb_4bit(weights, weight_name));

@@ -30,6 +30,56 @@ const char* format_name(GptqCheckpointFormat f) { return f == GptqCheckpointForm
 at::Tensor gptq_zeros_v1_to_v2(const at::Tensor& qzeros, int bits) { return add_words(qzeros, field_ones(bits)); }
 at::Tensor gptq_zeros_v2_to_v1(const at::Tensor& qzeros, int bits) { return add_words(qzeros, -field_ones(bits)); }
 
+namespace {
+
+std::string escaped(const std::string& name) {
+  std::string out;
+  for (char ch : name) {
+    if (std::string(".^$|()[]{}*+?\\").find(ch) != std::string::npos) out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+GptqDynamicRule make_rule(const std::string& pattern, const std::string& where) {
+  GptqDynamicRule r;
+  r.pattern = pattern;
+  r.skip = pattern.rfind("-:", 0) == 0;
+  const auto raw = pattern.rfind("-:", 0) == 0 || pattern.rfind("+:", 0) == 0 ? pattern.substr(2) : pattern;
+  try {
+    r.re = std::regex(raw, std::regex::ECMAScript);
+  } catch (const std::regex_error& e) {
+    fail("{}: quantization_config.dynamic pattern {} is not a regular expression qtune reads ({})", where,
+         json_show(pattern), e.what());
+  }
+  return r;
+}
+
+}  // namespace
+
+std::optional<IntGridOptions> GptqConfig::grid_for(const std::string& module_name) const {
+  for (const auto& r : dynamic) {
+    if (!std::regex_search(module_name, r.re, std::regex_constants::match_continuous)) continue;
+    if (r.skip) return std::nullopt;
+    IntGridOptions g = grid;
+    if (r.bits) g.bits = *r.bits;
+    if (r.group_size) g.group_size = *r.group_size;
+    if (r.sym) g.sym = *r.sym;
+    return g;
+  }
+  return grid;
+}
+
+void GptqConfig::add_override(const std::string& module_name, const IntGridOptions& g) {
+  auto r = make_rule("+:" + escaped(module_name), "qtune");
+  r.bits = g.bits, r.group_size = g.group_size, r.sym = g.sym;
+  dynamic.push_back(std::move(r));
+}
+
+void GptqConfig::add_skip(const std::string& module_name) {
+  dynamic.push_back(make_rule("-:" + escaped(module_name), "qtune"));
+}
+
 GptqConfig GptqConfig::from_json(const nlohmann::json& q, const std::string& where) {
   GptqConfig c;
   auto int_key = [&](const char* key, int64_t fallback) -> int64_t {
@@ -60,8 +110,26 @@ GptqConfig GptqConfig::from_json(const nlohmann::json& q, const std::string& whe
            "marlin, bitblas and the other kernel layouts are repacked forms: convert to gptq with gptqmodel first)",
            where, fmt_key, json_show(q[fmt_key]));
   }
+  if (q.contains("dynamic") && !q["dynamic"].is_null()) {
+    if (!q["dynamic"].is_object())
+      fail("{}: quantization_config.dynamic must map module patterns to overrides, got {}", where, json_show(q["dynamic"]));
+    for (const auto& [pattern, o] : q["dynamic"].items()) {
+      auto r = make_rule(pattern, where);
+      if (!o.is_object()) fail("{}: quantization_config.dynamic.{} must be an object, got {}", where, pattern, json_show(o));
+      if (o.contains("bits")) r.bits = o["bits"].get<int>();
+      if (o.contains("group_size")) r.group_size = o["group_size"].get<int64_t>();
+      if (o.contains("sym")) r.sym = o["sym"].get<bool>();
+      c.dynamic.push_back(std::move(r));
+    }
+  }
   try {
     c.grid.validate("GPTQ");
+    for (const auto& r : c.dynamic) {
+      IntGridOptions g = c.grid;
+      if (r.bits) g.bits = *r.bits;
+      if (r.group_size) g.group_size = *r.group_size;
+      g.validate("dynamic " + r.pattern);
+    }
   } catch (const Error& e) {
     fail("{}: quantization_config: {}", where, e.what());
   }
@@ -69,7 +137,7 @@ GptqConfig GptqConfig::from_json(const nlohmann::json& q, const std::string& whe
 }
 
 nlohmann::json GptqConfig::to_json() const {
-  return {{"quant_method", "gptq"},
+  nlohmann::json j = {{"quant_method", "gptq"},
           {"bits", grid.bits},
           {"group_size", grid.group_size},
           {"sym", grid.sym},
@@ -81,6 +149,15 @@ nlohmann::json GptqConfig::to_json() const {
           {"pack_dtype", "int32"},
           {"lm_head", false},
           {"meta", {{"quantizer", {"qtune"}}}}};
+  if (dynamic.empty()) return j;
+  auto& d = j["dynamic"] = nlohmann::json::object();
+  for (const auto& r : dynamic) {
+    auto& o = d[r.pattern] = nlohmann::json::object();
+    if (r.bits) o["bits"] = *r.bits;
+    if (r.group_size) o["group_size"] = *r.group_size;
+    if (r.sym) o["sym"] = *r.sym;
+  }
+  return j;
 }
 
 GptqTensors pack_gptq(const IntQuantized& q) {
@@ -118,8 +195,8 @@ bool has_gptq(const io::WeightSource& source, const std::string& module_name) {
 }
 
 GptqTensors read_gptq(const io::WeightSource& source, const std::string& m, int64_t out, int64_t in,
-                      const GptqConfig& config) {
-  const int bits = config.grid.bits;
+                      const IntGridOptions& grid, const GptqConfig& config) {
+  const int bits = grid.bits;
   const int64_t k = per_word(bits);
   GptqTensors t;
   // `shape` may start with -1: any number of rows (the groups, which the scales decide).
@@ -131,7 +208,7 @@ GptqTensors read_gptq(const io::WeightSource& source, const std::string& m, int6
     if (x.scalar_type() != dtype || x.sizes() != at::IntArrayRef(shape))
       fail("{}: is {} [{}], expected {} [{}] for a {}-bit GPTQ linear of [{}, {}] (group size {})", name,
            c10::toString(x.scalar_type()), fmt::join(x.sizes(), ", "), c10::toString(dtype), fmt::join(shape, ", "),
-           bits, out, in, config.grid.group_size);
+           bits, out, in, grid.group_size);
     return x.contiguous();
   };
   if (in % k != 0 || out % k != 0)
@@ -144,7 +221,7 @@ GptqTensors read_gptq(const io::WeightSource& source, const std::string& m, int6
   if (source.has(m + ".g_idx")) {
     t.g_idx = get(".g_idx", at::kInt, {in});
   } else {  // older checkpoints without act-order omit it
-    const int64_t gs = config.grid.group_size == -1 ? in : config.grid.group_size;
+    const int64_t gs = grid.group_size == -1 ? in : grid.group_size;
     t.g_idx = at::div(at::arange(in, at::kLong), gs, "floor").to(at::kInt);
   }
   if (in > 0) {

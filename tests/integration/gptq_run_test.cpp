@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <map>
 
 #include "qtune/calib/importance.h"
 #include "qtune/calib/layerwise_gptq.h"
@@ -93,6 +94,39 @@ TEST(GptqRun, ActOrderAndAsymmetricGroupsLoadBack) {
   for (const auto& l : r.linears) EXPECT_LT(l.error, l.rtn_error) << l.name;
   auto m = nn::load_causal_lm(t.dir + "/gptq", kFp32);
   EXPECT_LT(relative_error(train::probe_logits(*m), train::probe_logits(*nn::load_causal_lm(t.model, kFp32))), 0.2);
+}
+
+TEST(GptqRun, AMixedPlanWritesEightBitAndUnquantizedLinearsThatLoadBackAsPlanned) {
+  train::TinyRun t;
+  const auto seqs = calibration(t, 8);
+  GptqRunOptions o;
+  o.gptq.grid = {4, 32, true};
+  o.dtype = at::kFloat;
+  quantize_to_gptq(t.model, seqs, o, t.dir + "/uniform");
+  o.linear_grids["model.layers.0.mlp.down_proj"] = {8, 32, true};
+  o.linear_grids["model.layers.1.mlp.down_proj"] = {8, 32, true};
+  o.keep_dense.insert("model.layers.0.self_attn.v_proj");
+  const auto out = t.dir + "/mixed";
+  const auto r = quantize_to_gptq(t.model, seqs, o, out);
+  std::map<std::string, int> bits;
+  for (const auto& l : r.linears) bits[l.name] = l.bits;
+  EXPECT_EQ(bits["model.layers.0.mlp.down_proj"], 8);
+  EXPECT_EQ(bits["model.layers.0.self_attn.v_proj"], 0);
+  EXPECT_EQ(bits["model.layers.1.self_attn.q_proj"], 4);
+  EXPECT_EQ(io::read_json_file(out + "/config.json")["quantization_config"]["dynamic"].size(), 3u);
+
+  auto m = nn::load_causal_lm(out, kFp32);
+  std::map<std::string, std::string> formats;
+  for (const auto& item : m->named_modules())
+    if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value())) formats[item.key()] = q->weight().format();
+  EXPECT_EQ(formats["model.layers.0.mlp.down_proj"], "gptq-int8-g32");
+  EXPECT_EQ(formats["model.layers.1.self_attn.q_proj"], "gptq-int4-g32");
+  EXPECT_EQ(formats.count("model.layers.0.self_attn.v_proj"), 0u);  // a plain weight, exactly the source's
+  EXPECT_EQ(formats.size(), 13u);
+  const auto ref = train::probe_logits(*nn::load_causal_lm(t.model, kFp32));
+  EXPECT_LT(relative_error(train::probe_logits(*m), ref),
+            relative_error(train::probe_logits(*nn::load_causal_lm(t.dir + "/uniform", kFp32)), ref));
+  EXPECT_GT(r.bits_per_weight, 4.5);
 }
 
 TEST(GptqRun, QloraTrainsOnAGptqBaseAndExportsAPeftAdapter) {

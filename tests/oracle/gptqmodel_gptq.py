@@ -25,11 +25,16 @@ from safetensors.torch import save_file
 PROBE = [[1, 5, 9, 77, 200, 13, 42, 3, 250, 128, 64, 7, 99, 31, 180, 2]]
 
 
-def qcfg(bits, group, sym, desc_act, static_groups=False, fmt="gptq"):
+# A mixed plan: one linear on the 8-bit grid, one left unquantized (gptqmodel's per-module "dynamic" overrides).
+MIXED = {r"+:model\.layers\.0\.mlp\.down_proj": {"bits": 8, "group_size": 32, "sym": True},
+         r"-:model\.layers\.1\.self_attn\.q_proj": {}}
+
+
+def qcfg(bits, group, sym, desc_act, static_groups=False, fmt="gptq", dynamic=None):
     from gptqmodel import QuantizeConfig
     return QuantizeConfig(bits=bits, group_size=group, sym=sym, desc_act=desc_act, act_group_aware=False,
                           static_groups=static_groups, damp_percent=0.01, damp_auto_increment=0.0015, mse=0.0,
-                          fallback=None, format=fmt)
+                          fallback=None, format=fmt, dynamic=dynamic)
 
 
 def layer_cases(out):
@@ -91,7 +96,10 @@ def tiny_model(out):
 def load_logits(qdir):
     from transformers import AutoModelForCausalLM, GPTQConfig
     with open(os.path.join(qdir, "config.json")) as f:
-        bits = json.load(f)["quantization_config"]["bits"]
+        q = json.load(f)["quantization_config"]
+    bits = q["bits"]
+    if q.get("dynamic"):
+        return gptqmodel_load_logits(qdir)
     # gptq_torch: dequantize then matmul, exact (the CPU default packs into torch's int4 matmul, approximately).
     # fp32 as asked (transformers' GPTQ loader picks fp16 when no dtype is given).
     model = AutoModelForCausalLM.from_pretrained(qdir, device_map="cpu", dtype=torch.float32,
@@ -106,13 +114,31 @@ def load_logits(qdir):
     return out
 
 
+def gptqmodel_load_logits(qdir):
+    # transformers reads GPTQ configs through optimum, which ignores per-module "dynamic" overrides; gptqmodel's own
+    # loader (and vLLM) applies them, so a mixed checkpoint is loaded by gptqmodel.
+    from gptqmodel import BACKEND, GPTQModel
+    from gptqmodel.nn_modules.qlinear.torch import TorchLinear
+    TorchLinear.SUPPORTS_DTYPES = [torch.float16, torch.bfloat16, torch.float32]  # as transformers' loader runs it
+    model = GPTQModel.load(qdir, device="cpu", dtype=torch.float32, backend=BACKEND.GPTQ_TORCH)
+    out = {}
+    with torch.no_grad():
+        out["logits"] = model.model(torch.tensor(PROBE)).logits.float().contiguous()
+        for name, module in model.model.named_modules():
+            if hasattr(module, "dequantize_weight"):  # fp32 here: rounded once to fp16, as the other path returns it
+                out[name + ".dequantized"] = module.dequantize_weight().half().t().contiguous()
+    return out
+
+
 def quantized_models(out, src, calib):
     from gptqmodel import GPTQModel
-    for name, bits, group, sym, desc_act, fmt in [("g32_sym", 4, 32, True, False, "gptq"),
-                                                  ("g32_asym_act", 4, 32, False, True, "gptq"),
-                                                  ("g16_asym_v2", 4, 16, False, False, "gptq_v2")]:
+    for name, bits, group, sym, desc_act, fmt, dynamic in [("g32_sym", 4, 32, True, False, "gptq", None),
+                                                           ("g32_asym_act", 4, 32, False, True, "gptq", None),
+                                                           ("g16_asym_v2", 4, 16, False, False, "gptq_v2", None),
+                                                           ("g32_sym_mixed", 4, 32, True, False, "gptq", MIXED)]:
         path = os.path.join(out, "gptqmodel-" + name)
-        model = GPTQModel.load(src, qcfg(bits, group, sym, desc_act, fmt=fmt), device="cpu", dtype=torch.float32)
+        model = GPTQModel.load(src, qcfg(bits, group, sym, desc_act, fmt=fmt, dynamic=dynamic), device="cpu",
+                               dtype=torch.float32)
         model.quantize([{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in calib], batch_size=1)
         model.save(path)
         del model

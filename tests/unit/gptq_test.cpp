@@ -269,5 +269,45 @@ TEST(GptqFormat, ConfigReadsWhatLoadersWriteAndRefusesWhatItCannotRead) {
             std::string::npos);
 }
 
+TEST(GptqFormat, DynamicRulesOverrideTheGridOrLeaveAModuleUnquantizedFirstMatchWins) {
+  const auto c = GptqConfig::from_json(
+      {{"quant_method", "gptq"},
+       {"bits", 4},
+       {"group_size", 128},
+       {"dynamic",
+        {{"-:model\\.layers\\.1\\.self_attn\\.q_proj", nlohmann::json::object()},
+         {"+:.*\\.mlp\\.down_proj", {{"bits", 8}, {"group_size", 32}}},
+         {".*layers\\.1\\..*", {{"bits", 2}}}}}},
+      "config.json");
+  ASSERT_EQ(c.dynamic.size(), 3u);
+  EXPECT_FALSE(c.grid_for("model.layers.1.self_attn.q_proj").has_value());
+  const auto down = c.grid_for("model.layers.1.mlp.down_proj");  // the down_proj rule comes first
+  ASSERT_TRUE(down.has_value());
+  EXPECT_EQ(down->bits, 8);
+  EXPECT_EQ(down->group_size, 32);
+  EXPECT_EQ(c.grid_for("model.layers.1.self_attn.k_proj")->bits, 2);
+  EXPECT_EQ(c.grid_for("model.layers.0.self_attn.k_proj")->bits, 4);
+  EXPECT_EQ(c.grid_for("model.layers.0.self_attn.k_proj")->group_size, 128);
+  // Patterns match from the start of the name, as gptqmodel's re.match does: "mlp" alone matches nothing here.
+  GptqConfig d = c;
+  d.dynamic.clear();
+  d.add_override("model.layers.0.mlp.up_proj", {8, 64, false});
+  d.add_skip("model.layers.2.mlp.up_proj");
+  const auto back = GptqConfig::from_json(d.to_json(), "x");
+  EXPECT_EQ(back.grid_for("model.layers.0.mlp.up_proj")->bits, 8);
+  EXPECT_FALSE(back.grid_for("model.layers.0.mlp.up_proj")->sym);
+  EXPECT_FALSE(back.grid_for("model.layers.2.mlp.up_proj").has_value());
+  EXPECT_EQ(back.grid_for("model.layers.0Xmlp.up_proj")->bits, 4);  // the dots are escaped
+  EXPECT_EQ(d.to_json()["dynamic"].begin().key(), "+:model\\.layers\\.0\\.mlp\\.up_proj");
+  EXPECT_NE(test::error_of([] {
+              GptqConfig::from_json({{"quant_method", "gptq"}, {"bits", 4}, {"dynamic", {{"+:(", {{"bits", 8}}}}}}, "c");
+            }).find("not a regular expression"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([] {
+              GptqConfig::from_json({{"quant_method", "gptq"}, {"bits", 4}, {"dynamic", {{"+:x", {{"bits", 3}}}}}}, "c");
+            }).find("bits must be 2, 4 or 8"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace qtune::quant

@@ -69,7 +69,8 @@ TEST(OracleGptqmodel, OneLinearGivesGptqmodelsValuesScalesZerosAndGroupsBitForBi
 // of the scales) bit for bit; and the logits agree within what that fp16 rounding allows: gptqmodel's torch kernel
 // multiplies by the fp16-rounded weight even in an fp32 model, qtune by the exact fp32 product (rounded to fp16 when
 // the model runs in fp16, which is then the same value).
-void expect_same_model(nn::CausalLMImpl& m, const std::string& reference_file, const std::string& what) {
+void expect_same_model(nn::CausalLMImpl& m, const std::string& reference_file, const std::string& what,
+                       int64_t gptq_linears = 14) {
   const auto ref = io::SafetensorsFile::open(reference_file);
   int64_t compared = 0;
   for (const auto& item : m.named_modules()) {
@@ -79,15 +80,16 @@ void expect_same_model(nn::CausalLMImpl& m, const std::string& reference_file, c
         << what << " " << item.key();
     ++compared;
   }
-  EXPECT_EQ(compared, 14) << what;
+  EXPECT_EQ(compared, gptq_linears) << what;
   EXPECT_LT(max_rel(probe_logits(m), ref->tensor("logits")), 2e-3) << what;
 }
 
 TEST(OracleGptqmodel, QtuneLoadsGptqmodelsCheckpointsAsTransformersDoes) {
-  for (const char* name : {"g32_sym", "g32_asym_act", "g16_asym_v2"}) {
+  for (const char* name : {"g32_sym", "g32_asym_act", "g16_asym_v2", "g32_sym_mixed"}) {
     const auto dir = oracle() + "/gptqmodel-" + name;
     auto m = nn::load_causal_lm(dir, kFp32);
-    expect_same_model(*m, dir + "/logits.safetensors", name);
+    // The mixed plan (quantization_config.dynamic): one linear on the 8-bit grid, one left unquantized.
+    expect_same_model(*m, dir + "/logits.safetensors", name, std::string(name) == "g32_sym_mixed" ? 13 : 14);
   }
 }
 
@@ -112,14 +114,20 @@ TEST(OracleGptqmodel, TransformersLoadsQtunesCheckpointWithQtunesLogitsAndTheRun
     quant::IntGridOptions grid;
     bool act_order;
     quant::GptqCheckpointFormat format;
+    bool mixed = false;
   };
   for (const Case& c : {Case{"g32_sym", {4, 32, true}, false, quant::GptqCheckpointFormat::V1},
                         Case{"g32_asym_act", {4, 32, false}, true, quant::GptqCheckpointFormat::V1},
-                        Case{"g16_asym_v2", {4, 16, false}, false, quant::GptqCheckpointFormat::V2}}) {
+                        Case{"g16_asym_v2", {4, 16, false}, false, quant::GptqCheckpointFormat::V2},
+                        Case{"g32_sym_mixed", {4, 32, true}, false, quant::GptqCheckpointFormat::V1, true}}) {
     calib::GptqRunOptions o;
     o.gptq.grid = c.grid;
     o.gptq.act_order = c.act_order;
     o.checkpoint_format = c.format;
+    if (c.mixed) {  // the oracle's MIXED
+      o.linear_grids["model.layers.0.mlp.down_proj"] = {8, 32, true};
+      o.keep_dense.insert("model.layers.1.self_attn.q_proj");
+    }
     o.dtype = at::kFloat;
     const auto qdir = dir + "/qtune-" + c.name;
     calib::quantize_to_gptq(oracle() + "/tiny", calibration(), o, qdir);
@@ -127,7 +135,7 @@ TEST(OracleGptqmodel, TransformersLoadsQtunesCheckpointWithQtunesLogitsAndTheRun
     const auto our_logits = probe_logits(*ours);
     const auto theirs = transformers_load(qdir, dir);
     ASSERT_FALSE(theirs.empty());
-    expect_same_model(*ours, theirs, std::string("qtune's ") + c.name);
+    expect_same_model(*ours, theirs, std::string("qtune's ") + c.name, c.mixed ? 13 : 14);
 
     // The same model, tokens and settings through gptqmodel write the same checkpoint: every packed tensor equal.
     // (Hessians are summed in another order — qtune over batches of sequences, gptqmodel one sequence at a time — and
@@ -146,7 +154,10 @@ TEST(OracleGptqmodel, TransformersLoadsQtunesCheckpointWithQtunesLogitsAndTheRun
         }
       }
     }
-    EXPECT_EQ(packed, 4 * 14) << c.name;
+    EXPECT_EQ(packed, 4 * (c.mixed ? 13 : 14)) << c.name;
+    if (c.mixed)  // the unquantized linear is stored as it was, in both
+      EXPECT_TRUE(test::bitwise_equal(a->tensor("model.layers.1.self_attn.q_proj.weight"),
+                                      b->tensor("model.layers.1.self_attn.q_proj.weight")));
     EXPECT_LT(max_rel(our_logits, stored_logits(ref_dir + "/logits.safetensors")), 2e-3) << c.name;
   }
 }

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -27,6 +29,10 @@ struct GptqRunOptions {
   quant::GptqCheckpointFormat checkpoint_format = quant::GptqCheckpointFormat::V1;
   at::ScalarType dtype = at::kHalf;  // the unquantized tensors
   int64_t batch = 8;                 // calibration sequences per forward
+  // A mixed plan, by full module name ("model.layers.0.mlp.down_proj"): a grid of its own (written as a
+  // quantization_config.dynamic rule, as gptqmodel does), or the weight kept as it is (a "-:" rule).
+  std::map<std::string, quant::IntGridOptions> linear_grids;
+  std::set<std::string> keep_dense;
 };
 
 struct GptqLinearReport {
@@ -36,6 +42,7 @@ struct GptqLinearReport {
   double error = 0, rtn_error = 0;
   double damp = 0;
   int64_t dead_columns = 0;
+  int bits = 0;             // of its grid; 0 when kept dense
   double seconds = 0;
 };
 

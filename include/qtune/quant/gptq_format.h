@@ -12,7 +12,10 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "qtune/io/safetensors.h"
 #include "qtune/io/weight_source.h"
@@ -26,6 +29,18 @@ struct GptqTensors {
   at::Tensor qweight, qzeros, scales, g_idx;  // as above; qzeros always v2 once read
 };
 
+// One entry of quantization_config.dynamic (gptqmodel's per-module overrides, which vLLM reads too): modules whose
+// name the pattern matches from its start ("+:" or no prefix) take the listed bits / group_size / sym instead of the
+// config's; "-:" leaves them unquantized (a plain weight). The first matching entry decides.
+struct GptqDynamicRule {
+  std::string pattern;  // as written, prefix included
+  bool skip = false;
+  std::optional<int> bits;
+  std::optional<int64_t> group_size;
+  std::optional<bool> sym;
+  std::regex re;  // the pattern without its prefix
+};
+
 // The quantization_config keys a loader needs (transformers' GPTQConfig / gptqmodel's QuantizeConfig).
 struct GptqConfig {
   IntGridOptions grid;
@@ -34,6 +49,13 @@ struct GptqConfig {
   bool true_sequential = true;
   double damp_percent = 0.01;
   GptqCheckpointFormat checkpoint_format = GptqCheckpointFormat::V1;
+  std::vector<GptqDynamicRule> dynamic;
+
+  // The grid of `module_name` ("model.layers.0.mlp.down_proj"); nullopt when a "-:" rule leaves it unquantized.
+  std::optional<IntGridOptions> grid_for(const std::string& module_name) const;
+  // Adds rules naming exactly `module_name` (its dots escaped): a grid of its own, or unquantized.
+  void add_override(const std::string& module_name, const IntGridOptions& grid);
+  void add_skip(const std::string& module_name);
 
   // `where` names config.json in messages.
   static GptqConfig from_json(const nlohmann::json& quantization_config, const std::string& where);
@@ -49,9 +71,10 @@ at::Tensor gptq_zeros_v1_to_v2(const at::Tensor& qzeros, int bits);
 at::Tensor gptq_zeros_v2_to_v1(const at::Tensor& qzeros, int bits);
 
 bool has_gptq(const io::WeightSource& source, const std::string& module_name);
-// Reads and validates the four tensors of `module_name` (shapes for [out, in], g_idx in range), zeros as v2.
+// Reads and validates the four tensors of `module_name` (shapes for [out, in] on `grid`, g_idx in range), zeros as
+// v2 (`config` says how they are stored).
 GptqTensors read_gptq(const io::WeightSource& source, const std::string& module_name, int64_t out_features,
-                      int64_t in_features, const GptqConfig& config);
+                      int64_t in_features, const IntGridOptions& grid, const GptqConfig& config);
 // The four tensors of `module_name`, zeros converted to what `format` stores.
 void append_gptq(io::NamedTensors& out, const std::string& module_name, const GptqTensors& v2, int bits,
                  GptqCheckpointFormat format);
