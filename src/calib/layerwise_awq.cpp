@@ -276,16 +276,13 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
       writer.add(name, w.to(o.dtype));
     }
   }
-  writer.add("model.norm.weight", weights->get("model.norm.weight", {config.hidden_size}).to(o.dtype));
-  if (!config.tie_word_embeddings)
-    writer.add("lm_head.weight", weights->get("lm_head.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
-  const auto written = writer.finish();
+  const int64_t written = finish_with_head(writer, *weights, config, o.dtype);
 
   quant::AwqConfig qc;
   qc.grid = grid;
   write_model_files(model_dir, config, qc.to_json(), o.dtype, tmp);
-  report.bytes = written.bytes;
-  report.bits_per_weight = parameters > 0 ? 8.0 * static_cast<double>(code_bytes) / static_cast<double>(parameters) : 0;
+  report.bytes = written;
+  report.bits_per_weight = bits_per_weight(code_bytes, parameters);
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return report;
 }

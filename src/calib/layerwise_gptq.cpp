@@ -214,10 +214,7 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
       writer.add(name, weights->get(name, {config.hidden_size}).to(o.dtype));
     }
   }
-  writer.add("model.norm.weight", weights->get("model.norm.weight", {config.hidden_size}).to(o.dtype));
-  if (!config.tie_word_embeddings)
-    writer.add("lm_head.weight", weights->get("lm_head.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
-  const auto written = writer.finish();
+  const int64_t written = finish_with_head(writer, *weights, config, o.dtype);
 
   quant::GptqConfig qc;
   qc.grid = o.gptq.grid;
@@ -229,8 +226,8 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   for (const auto& [name, grid] : o.linear_grids) qc.add_override(name, grid);
   for (const auto& name : o.keep_dense) qc.add_skip(name);
   write_model_files(model_dir, config, qc.to_json(), o.dtype, tmp);
-  report.bytes = written.bytes;
-  report.bits_per_weight = parameters > 0 ? 8.0 * static_cast<double>(code_bytes) / static_cast<double>(parameters) : 0;
+  report.bytes = written;
+  report.bits_per_weight = bits_per_weight(code_bytes, parameters);
   report.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return report;
 }

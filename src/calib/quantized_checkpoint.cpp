@@ -24,6 +24,14 @@ void write_directory_atomically(const std::string& out_dir, const std::function<
   }
 }
 
+int64_t finish_with_head(io::ShardedWriter& writer, const io::WeightSource& weights, const io::ModelConfig& config,
+                         at::ScalarType dtype) {
+  writer.add("model.norm.weight", weights.get("model.norm.weight", {config.hidden_size}).to(dtype));
+  if (!config.tie_word_embeddings)
+    writer.add("lm_head.weight", weights.get("lm_head.weight", {config.vocab_size, config.hidden_size}).to(dtype));
+  return writer.finish().bytes;
+}
+
 void write_model_files(const std::string& model_dir, const io::ModelConfig& config,
                        const nlohmann::json& quantization_config, at::ScalarType dtype, const std::string& dir) {
   auto cfg = config.to_json();

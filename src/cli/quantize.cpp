@@ -15,6 +15,7 @@
 #include "qtune/calib/importance.h"
 #include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
+#include "qtune/calib/rtn_comparison.h"
 #include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/atomic_file.h"
@@ -188,17 +189,9 @@ int run_gptq(const QuantizeArgs& a) {
     fmt::print("moved the plan to {}\n", (fs::path(a.out_dir) / "quant_plan.yaml").string());
   }
   if (!o.rtn) {
-    int64_t better = 0, quantized = 0;
-    double sum = 0, rtn_sum = 0;
-    for (const auto& l : report.linears) {
-      if (l.bits == 0) continue;
-      better += l.error < l.rtn_error;
-      sum += l.error;
-      rtn_sum += l.rtn_error;
-      ++quantized;
-    }
-    fmt::print("GPTQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", better,
-               quantized, sum / std::max<int64_t>(1, quantized), rtn_sum / std::max<int64_t>(1, quantized));
+    const auto c = calib::compare_with_rtn(report.linears);
+    fmt::print("GPTQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", c.better,
+               c.compared, c.mean_error, c.mean_rtn_error);
   }
   fmt::print("{} int{} g{} {}: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} MiB) in {:.1f}s\n",
              o.rtn ? "rtn" : "gptq", a.bits, a.group_size, a.asym ? "asym" : "sym", report.linears.size(),
@@ -227,15 +220,9 @@ int run_awq(const QuantizeArgs& a) {
                                    l.clipped ? "clipped " : "", l.seconds));
       });
   end_progress();
-  int64_t better = 0;
-  double sum = 0, rtn_sum = 0;
-  for (const auto& l : report.linears) {
-    better += l.error < l.rtn_error;
-    sum += l.error;
-    rtn_sum += l.rtn_error;
-  }
-  fmt::print("AWQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", better,
-             report.linears.size(), sum / report.linears.size(), rtn_sum / report.linears.size());
+  const auto c = calib::compare_with_rtn(report.linears);
+  fmt::print("AWQ beat round-to-nearest on {} of {} linears; mean output error {:.4e} vs {:.4e}\n", c.better,
+             c.compared, c.mean_error, c.mean_rtn_error);
   fmt::print("awq int4 g{} {}: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} MiB) in {:.1f}s\n", a.group_size,
              a.asym ? "asym" : "sym", report.linears.size(), report.bits_per_weight, a.out_dir,
              report.bytes / 1048576.0, report.seconds);
@@ -281,7 +268,8 @@ int run_quantize(const QuantizeArgs& a) {
 }  // namespace
 
 void add_quantize(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand("quantize", "Write a 4-bit / mixed-precision checkpoint (bitsandbytes layout)");
+  auto* cmd = app.add_subcommand(
+      "quantize", "Write a 4-bit / mixed-precision checkpoint: bitsandbytes layout, or GPTQ / AWQ calibrated (--method)");
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("MODEL_DIR", a->model_dir, "16-bit Hugging Face model directory")->required();
   cmd->add_option("--out,-o", a->out_dir, "Output directory")->required();

@@ -7,6 +7,7 @@
 #include "qtune/calib/importance.h"
 #include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
+#include "qtune/calib/rtn_comparison.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/hf_config.h"
@@ -40,17 +41,10 @@ void say(std::FILE* out, const std::string& s) {
 
 template <class Report>
 void summarise(std::FILE* out, const char* method, const Report& report, const std::string& dir) {
-  int64_t better = 0;
-  double sum = 0, rtn_sum = 0;
-  for (const auto& l : report.linears) {
-    better += l.error < l.rtn_error;
-    sum += l.error;
-    rtn_sum += l.rtn_error;
-  }
-  const auto n = static_cast<double>(std::max<size_t>(1, report.linears.size()));
+  const auto c = calib::compare_with_rtn(report.linears);
   say(out, fmt::format("calibrated base: {} beat round-to-nearest on {} of {} linears (mean output error {:.4e} vs "
                        "{:.4e}); {:.3f} bits per weight; wrote {} in {:.1f}s",
-                       method, better, report.linears.size(), sum / n, rtn_sum / n, report.bits_per_weight, dir,
+                       method, c.better, c.compared, c.mean_error, c.mean_rtn_error, report.bits_per_weight, dir,
                        report.seconds));
 }
 
