@@ -234,6 +234,19 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
 
 }  // namespace
 
+MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelConfig& config, GptqRunOptions& o) {
+  MixedPlanCounts n;
+  for (int64_t li = 0; li < config.num_hidden_layers; ++li)
+    for (const auto& round : kRounds)
+      for (const auto& m : round) {
+        const auto name = fmt::format("model.layers.{}.{}", li, m);
+        const auto f = plan.resolve(name).format;
+        if (f == quant::WeightFormat::Int8) o.linear_grids[name] = {8, o.gptq.grid.group_size, o.gptq.grid.sym}, ++n.eight_bit;
+        else if (f == quant::WeightFormat::Dense) o.keep_dense.insert(name), ++n.kept;
+      }
+  return n;
+}
+
 GptqRunReport quantize_to_gptq(const std::string& model_dir, const std::vector<std::vector<int64_t>>& calibration,
                                const GptqRunOptions& o, const std::string& out_dir, const GptqProgress& progress) {
   o.gptq.grid.validate("--bits / --group-size");

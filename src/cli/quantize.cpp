@@ -163,16 +163,9 @@ int run_gptq(const QuantizeArgs& a) {
     if (scan.plan_out.empty()) scan.plan_out = a.out_dir + ".quant_plan.yaml";
     const auto plan = plan_of(scan);
     if (a.plan_out.empty() && a.plan_file == "auto") plan_moves_to = scan.plan_out;
-    int64_t eight = 0, dense = 0;
-    for (int64_t li = 0; li < config.num_hidden_layers; ++li)
-      for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
-        const auto name = fmt::format("model.layers.{}.{}", li, m);
-        const auto f = plan.resolve(name).format;
-        if (f == quant::WeightFormat::Int8) o.linear_grids[name] = {8, o.gptq.grid.group_size, o.gptq.grid.sym}, ++eight;
-        else if (f == quant::WeightFormat::Dense) o.keep_dense.insert(name), ++dense;
-      }
-    fmt::print("mixed plan: {} linears on the 8-bit grid, {} kept as they are, the rest int{}\n", eight, dense, a.bits);
+    const auto n = calib::apply_mixed_plan(plan, config, o);
+    fmt::print("mixed plan: {} linears on the 8-bit grid, {} kept as they are, the rest int{}\n", n.eight_bit, n.kept,
+               a.bits);
   }
   std::vector<std::vector<int64_t>> calibration;
   if (!o.rtn) calibration = calibration_of(a, config);

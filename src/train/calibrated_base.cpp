@@ -8,6 +8,7 @@
 #include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
 #include "qtune/calib/rtn_comparison.h"
+#include "qtune/calib/sensitivity.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/hf_config.h"
@@ -21,8 +22,9 @@ namespace fs = std::filesystem;
 bool symmetric(const QuantSection& q) { return q.symmetric == "auto" ? q.method != "awq" : q.symmetric == "true"; }
 
 std::string settings(const QuantSection& q) {
-  return fmt::format("method={} bits={} group={} sym={} act_order={} samples={} seq_len={} search={}", q.method, q.bits,
-                     q.group_size, symmetric(q), q.act_order, q.calib_samples, q.calib_seq_len, q.awq_search_samples);
+  return fmt::format("method={} bits={} group={} sym={} act_order={} samples={} seq_len={} search={} budget={} scan={}",
+                     q.method, q.bits, q.group_size, symmetric(q), q.act_order, q.calib_samples, q.calib_seq_len,
+                     q.awq_search_samples, q.budget_bits, q.scan_tokens);
 }
 
 // What decides the weights: the settings, the source model, the calibration text.
@@ -93,6 +95,27 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
     o.rtn = q.method == "rtn";
     o.gptq.grid = {static_cast<int>(q.bits), q.group_size, symmetric(q)};
     o.gptq.act_order = q.act_order;
+    if (q.budget_bits > 0) {
+      // The plan stage: each linear's calibration loss in NF4 alone (qtune's scan, a proxy for the 4-bit grid's);
+      // the most harmful, per bit, go to the 8-bit grid while the average stays within the budget.
+      calib::SensitivityOptions so;
+      so.budget_bits = q.budget_bits;
+      so.seq_len = std::min<int64_t>(q.calib_seq_len, q.scan_tokens);
+      std::vector<std::vector<int64_t>> windows;
+      int64_t tokens = 0;
+      for (const auto& s : calibration) {
+        if (tokens >= q.scan_tokens) break;
+        windows.emplace_back(s.begin(), s.begin() + std::min<int64_t>(so.seq_len, s.size()));
+        tokens += static_cast<int64_t>(windows.back().size());
+      }
+      say(out, fmt::format("sensitivity scan: {} windows of {} tokens, budget {} bits per weight", windows.size(),
+                           so.seq_len, q.budget_bits));
+      const auto scan = calib::sensitivity_scan(r.model.path, windows, so);
+      const auto n = calib::apply_mixed_plan(scan.plan, config, o);
+      say(out, fmt::format("plan: {} of {} linears on the 8-bit grid; calibration loss dense {:.5f}, all nf4 {:.5f}, "
+                           "plan {:.5f} (nf4 / int8 as the scan measures them)",
+                           n.eight_bit, scan.layers.size(), scan.dense_loss, scan.all_low_loss, scan.planned_loss));
+    }
     const auto report = calib::quantize_to_gptq(r.model.path, calibration, o, dir, progress);
     if (o.rtn)
       say(out, fmt::format("calibrated base: rtn, {:.3f} bits per weight; wrote {} in {:.1f}s", report.bits_per_weight,

@@ -212,6 +212,12 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.act_order; }),
       key("quant.awq_search_samples", "quant.method awq: sequences the scale search scores candidates on (-1: all)",
           [](Recipe& r) -> auto& { return r.quant.awq_search_samples; }),
+      key("quant.budget_bits",
+          "quant.method gptq: > 0 runs the sensitivity scan first and puts its most sensitive linears on the 8-bit "
+          "grid within this average bits per weight (0: all at quant.bits)",
+          [](Recipe& r) -> auto& { return r.quant.budget_bits; }),
+      key("quant.scan_tokens", "Calibration tokens the sensitivity scan scores each linear on",
+          [](Recipe& r) -> auto& { return r.quant.scan_tokens; }),
       key("lora.r", "Adapter rank", [](Recipe& r) -> auto& { return r.lora.config.r; }),
       key("lora.alpha", "Adapter scale numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)",
           [](Recipe& r) -> auto& { return r.lora.config.alpha; }),
@@ -502,6 +508,10 @@ void Recipe::validate() const {
     if (quant.qat != "none") fail("{}: quant.method {} and quant.qat: train on the calibrated base without QAT", s, quant.method);
     check(quant.calib_samples >= 1, "quant.calib_samples", ">= 1", std::to_string(quant.calib_samples));
     check(quant.calib_seq_len >= 8, "quant.calib_seq_len", ">= 8", std::to_string(quant.calib_seq_len));
+    check(quant.budget_bits >= 0, "quant.budget_bits", ">= 0", fmt::format("{}", quant.budget_bits));
+    if (quant.budget_bits > 0 && quant.method != "gptq")
+      fail("{}: quant.budget_bits plans 8-bit GPTQ linears: it needs quant.method gptq (got {})", s, quant.method);
+    check(quant.scan_tokens >= 16, "quant.scan_tokens", ">= 16", std::to_string(quant.scan_tokens));
     if (quant.method == "awq") {
       check(quant.bits == 4, "quant.bits", "4 for quant.method awq", std::to_string(quant.bits));
       check(quant.group_size > 0, "quant.group_size", "> 0 for quant.method awq", std::to_string(quant.group_size));

@@ -69,6 +69,29 @@ TEST(CalibratedBase, TrainsOnTheCalibratedBaseAndAResumeReusesIt) {
   }
 }
 
+TEST(CalibratedBase, ABudgetRunsTheSensitivityScanAndWritesAMixedGptqBase) {
+  TinyRun t;
+  const auto log = t.dir + "/log.txt";
+  TrainOptions o;
+  o.out = std::fopen(log.c_str(), "w");
+  o.terminal = false;
+  const auto s = run_training(t.recipe({"quant.method=gptq", "quant.calib=" + t.dir + "/corpus.txt",
+                                        "quant.calib_samples=8", "quant.calib_seq_len=64", "quant.group_size=32",
+                                        "quant.budget_bits=6", "quant.scan_tokens=128", "train.max_steps=4"}),
+                              o);
+  std::fclose(o.out);
+  EXPECT_LT(s.last_loss, s.first_loss);
+  const auto text = read(log);
+  EXPECT_NE(text.find("sensitivity scan: 2 windows of 64 tokens, budget 6"), std::string::npos) << text;
+  EXPECT_NE(text.find("gptq-int8-g32"), std::string::npos) << text;  // the base line lists the 8-bit linears
+  const auto found = bases(t.dir + "/run");
+  ASSERT_EQ(found.size(), 1u);
+  const auto q = io::read_json_file(found[0] + "/config.json")["quantization_config"];
+  ASSERT_TRUE(q.contains("dynamic"));
+  EXPECT_GE(q["dynamic"].size(), 1u);
+  EXPECT_LT(q["dynamic"].size(), 14u);
+}
+
 TEST(CalibratedBase, ARecipeThatCannotCalibrateSaysWhy) {
   TinyRun t;
   auto err = [&](std::vector<std::string> keys) { return test::error_of([&] { t.recipe(keys); }); };
@@ -76,6 +99,9 @@ TEST(CalibratedBase, ARecipeThatCannotCalibrateSaysWhy) {
   EXPECT_NE(err({"quant.method=awq", "quant.calib=" + t.dir + "/corpus.txt", "quant.bits=8"}).find("quant.bits"),
             std::string::npos);
   EXPECT_NE(err({"quant.method=awq", "quant.calib=" + t.dir + "/nothing.txt"}).find("nothing.txt"), std::string::npos);
+  EXPECT_NE(err({"quant.method=awq", "quant.calib=" + t.dir + "/corpus.txt", "quant.budget_bits=5"})
+                .find("quant.budget_bits plans 8-bit GPTQ linears"),
+            std::string::npos);
   const auto msg = test::error_of([&] {
     run_training(t.recipe({"quant.method=gptq", "quant.calib=" + t.dir + "/corpus.txt", "quant.calib_samples=100000",
                            "quant.calib_seq_len=64"}),

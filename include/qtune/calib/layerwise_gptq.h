@@ -17,8 +17,10 @@
 #include <string>
 #include <vector>
 
+#include "qtune/io/hf_config.h"
 #include "qtune/quant/gptq.h"
 #include "qtune/quant/gptq_format.h"
+#include "qtune/quant/quant_plan.h"
 
 namespace qtune::calib {
 
@@ -53,6 +55,13 @@ struct GptqRunReport {
   double bits_per_weight = 0;  // over the quantized linears (codes, zeros, fp16 scales, g_idx)
   int64_t bytes = 0;           // of the checkpoint written
 };
+
+struct MixedPlanCounts {
+  int64_t eight_bit = 0, kept = 0;
+};
+// Puts a mixed plan's int8 linears (a sensitivity scan's, or --keep-int8 rules) on the 8-bit grid and keeps its
+// 16-bit ones as they are, in `options`; the plan's other formats mean "this method's grid".
+MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelConfig& config, GptqRunOptions& options);
 
 using GptqProgress = std::function<void(const GptqLinearReport& done, int64_t index, int64_t total)>;
 

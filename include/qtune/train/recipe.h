@@ -39,6 +39,10 @@ struct QuantSection {
   std::string symmetric = "auto";  // auto (GPTQ symmetric, AWQ asymmetric) | true | false
   bool act_order = false;          // GPTQ
   int64_t awq_search_samples = 16;
+  // With quant.method gptq: > 0 runs the sensitivity scan on quant.calib first and puts the linears it keeps in int8
+  // on GPTQ's 8-bit grid, within this average (a mixed plan in one GPTQ checkpoint); 0: every linear at quant.bits.
+  double budget_bits = 0;
+  int64_t scan_tokens = 1024;  // calibration tokens the scan scores each linear on
 };
 
 struct LoraSection {
