@@ -6,10 +6,10 @@
 #include <map>
 #include <memory>
 
-#include "qtune/eval/perplexity.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/nn/decoder.h"
 #include "qtune/nn/quantized_linear.h"
+#include "qtune/nn/rope.h"
 #include "qtune/quant/int8.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
@@ -61,8 +61,64 @@ class ScanFactory : public nn::LinearFactory {
   std::map<std::string, std::shared_ptr<ScanLinearImpl>> layers;
 };
 
-double mean_nll(nn::CausalLMImpl& model, const std::vector<std::vector<int64_t>>& windows, int64_t seq_len) {
-  return eval::document_perplexity(model, windows, seq_len).mean_nll();
+// The dense model's hidden states entering each decoder layer, per window. A linear of layer l changes only what
+// layers l… compute, so its loss is scored from there on: the layers before it give the states cached here. The
+// same operations as CausalLMImpl::forward and eval::next_token_nll (the mean NLL is theirs).
+class LayerInputs {
+ public:
+  LayerInputs(nn::CausalLMImpl& model, const io::ModelConfig& config, const std::vector<std::vector<int64_t>>& windows,
+              int64_t seq_len)
+      : model_(model) {
+    const nn::RotaryEmbedding rope(config.rope, config.head_dim);
+    for (const auto& w : windows) {
+      const auto t = std::min<int64_t>(seq_len, static_cast<int64_t>(w.size()));
+      if (t < 2) continue;
+      Window win;
+      win.ids = at::tensor(std::vector<int64_t>(w.begin(), w.begin() + t), at::kLong).unsqueeze(0);
+      const auto pos = at::arange(t, at::kLong).expand({1, t});
+      win.mask = nn::make_attention_mask(pos, pos, config.sliding_window, at::Tensor());
+      std::tie(win.cos, win.sin) = rope.cos_sin(pos, at::kFloat);
+      auto x = model.trunk().embed_tokens->forward(win.ids).to(at::kFloat);
+      for (const auto& layer : model.trunk().layers) {
+        win.inputs.push_back(x);
+        x = layer->forward(x, win.cos, win.sin, win.mask, nullptr, nullptr);
+      }
+      windows_.push_back(std::move(win));
+    }
+  }
+  // The mean next-token NLL with layers `from`… run on the cached inputs of layer `from`.
+  double mean_nll(size_t from = 0) {
+    double sum = 0;
+    int64_t n = 0;
+    const auto& layers = model_.trunk().layers;
+    for (auto& w : windows_) {
+      auto x = w.inputs[from];
+      for (size_t i = from; i < layers.size(); ++i) x = layers[i]->forward(x, w.cos, w.sin, w.mask, nullptr, nullptr);
+      const auto logits = model_.logits(model_.trunk().norm->forward(x)).squeeze(0).to(at::kFloat);
+      const auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1), -1);
+      const auto targets = w.ids.squeeze(0).narrow(0, 1, w.ids.size(1) - 1);
+      sum += (-logp.gather(1, targets.unsqueeze(1))).sum().item<double>();
+      n += targets.size(0);
+    }
+    if (n == 0) fail("sensitivity scan: no calibration window has two tokens");
+    return sum / static_cast<double>(n);
+  }
+
+ private:
+  struct Window {
+    at::Tensor ids, cos, sin;
+    nn::AttentionMask mask;
+    std::vector<at::Tensor> inputs;  // per decoder layer
+  };
+  nn::CausalLMImpl& model_;
+  std::vector<Window> windows_;
+};
+
+// "model.layers.12.mlp.up_proj" → 12.
+size_t layer_of(const std::string& name) {
+  const std::string prefix = "model.layers.";
+  if (name.rfind(prefix, 0) != 0) fail("sensitivity scan: {} is not in a decoder layer", name);
+  return static_cast<size_t>(std::stoll(name.substr(prefix.size())));
 }
 
 }  // namespace
@@ -81,7 +137,8 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
   nn::CausalLMImpl model(config, factory, *checkpoint, at::TensorOptions().dtype(at::kFloat));
 
   SensitivityResult result;
-  result.dense_loss = mean_nll(model, calibration, o.seq_len);
+  LayerInputs inputs(model, config, calibration, o.seq_len);
+  result.dense_loss = inputs.mean_nll();
   std::map<std::string, c10::intrusive_ptr<QuantizedWeight>> low, high;
   for (const auto& name : factory.order) {
     auto& linear = *factory.layers[name];
@@ -92,7 +149,7 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
     LayerSensitivity s;
     s.name = name;
     s.parameters = linear.weight().numel();
-    s.loss_increase = mean_nll(model, calibration, o.seq_len) - result.dense_loss;
+    s.loss_increase = inputs.mean_nll(layer_of(name)) - result.dense_loss;
     s.low_bits = low[name]->bits_per_parameter();
     s.high_bits = o.high == WeightFormat::Dense ? 16.0 : high[name]->bits_per_parameter();
     result.layers.push_back(s);
@@ -124,9 +181,9 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
   result.average_bits = total_bits / total_params;
 
   for (const auto& name : factory.order) factory.layers[name]->use(low[name]);
-  result.all_low_loss = mean_nll(model, calibration, o.seq_len);
+  result.all_low_loss = inputs.mean_nll();
   for (const auto& s : result.layers) factory.layers[s.name]->use(s.kept_high ? high[s.name] : low[s.name]);
-  result.planned_loss = mean_nll(model, calibration, o.seq_len);
+  result.planned_loss = inputs.mean_nll();
   return result;
 }
 
