@@ -234,6 +234,11 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
 
 }  // namespace
 
+double gptq_bits_per_weight(const quant::IntGridOptions& g, int64_t out, int64_t in) {
+  const double group = g.group_size == -1 ? static_cast<double>(in) : static_cast<double>(g.group_size);
+  return g.bits + (16.0 + g.bits) / group + 32.0 / static_cast<double>(out);
+}
+
 MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelConfig& config, GptqRunOptions& o) {
   MixedPlanCounts n;
   for (int64_t li = 0; li < config.num_hidden_layers; ++li)

@@ -152,6 +152,11 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
     s.loss_increase = inputs.mean_nll(layer_of(name)) - result.dense_loss;
     s.low_bits = low[name]->bits_per_parameter();
     s.high_bits = o.high == WeightFormat::Dense ? 16.0 : high[name]->bits_per_parameter();
+    if (o.bits_of) {
+      const auto& w = linear.weight();
+      s.low_bits = o.bits_of(w.size(0), w.size(1), false);
+      s.high_bits = o.bits_of(w.size(0), w.size(1), true);
+    }
     result.layers.push_back(s);
     linear.use({});
   }

@@ -53,7 +53,7 @@ struct QuantizeArgs {
 };
 
 // --plan auto: the sensitivity scan on the calibration text, printed as a table and written as YAML.
-quant::QuantPlan auto_plan(const QuantizeArgs& a) {
+quant::QuantPlan auto_plan(const QuantizeArgs& a, const calib::SensitivityOptions& base = {}) {
   if (a.calib_file.empty()) fail("--plan auto needs --calib FILE (text the model is meant for)");
   const auto config = io::ModelConfig::load(a.model_dir);
   const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
@@ -62,7 +62,7 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a) {
   const auto seq_len = static_cast<size_t>(a.calib_seq_len > 0 ? a.calib_seq_len : 256);
   for (size_t i = 0; i + 1 < ids.size() && static_cast<int64_t>(i) < a.calib_tokens; i += seq_len)
     windows.emplace_back(ids.begin() + i, ids.begin() + std::min(ids.size(), i + seq_len));
-  calib::SensitivityOptions o;
+  calib::SensitivityOptions o = base;
   o.low = {quant::parse_weight_format(a.format, "--format"), a.block_size, !a.no_double_quant};
   o.high = quant::parse_weight_format(a.high, "--high");
   o.budget_bits = a.budget_bits;
@@ -85,10 +85,10 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a) {
   return r.plan;
 }
 
-quant::QuantPlan plan_of(const QuantizeArgs& a) {
+quant::QuantPlan plan_of(const QuantizeArgs& a, const calib::SensitivityOptions& scan = {}) {
   quant::QuantPlan plan;
   if (a.plan_file == "auto") {
-    plan = auto_plan(a);
+    plan = auto_plan(a, scan);
   } else if (!a.plan_file.empty()) {
     plan = quant::QuantPlan::load_yaml(a.plan_file);
   } else {
@@ -161,7 +161,11 @@ int run_gptq(const QuantizeArgs& a) {
     // exists (it must not exist before), then into it.
     QuantizeArgs scan = a;
     if (scan.plan_out.empty()) scan.plan_out = a.out_dir + ".quant_plan.yaml";
-    const auto plan = plan_of(scan);
+    calib::SensitivityOptions budget;  // counted in GPTQ's bits, not the scanned NF4/int8's
+    budget.bits_of = [grid = o.gptq.grid](int64_t out, int64_t in, bool high) {
+      return calib::gptq_bits_per_weight({high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
+    };
+    const auto plan = plan_of(scan, budget);
     if (a.plan_out.empty() && a.plan_file == "auto") plan_moves_to = scan.plan_out;
     const auto n = calib::apply_mixed_plan(plan, config, o);
     fmt::print("mixed plan: {} linears on the 8-bit grid, {} kept as they are, the rest int{}\n", n.eight_bit, n.kept,

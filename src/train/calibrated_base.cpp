@@ -101,6 +101,9 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
       calib::SensitivityOptions so;
       so.budget_bits = q.budget_bits;
       so.seq_len = std::min<int64_t>(q.calib_seq_len, q.scan_tokens);
+      so.bits_of = [grid = o.gptq.grid](int64_t out, int64_t in, bool high) {
+        return calib::gptq_bits_per_weight({high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
+      };
       std::vector<std::vector<int64_t>> windows;
       int64_t tokens = 0;
       for (const auto& s : calibration) {

@@ -7,6 +7,7 @@
 #include "qtune/eval/perplexity.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
+#include "test_util.h"
 #include "tiny_run.h"
 
 namespace qtune::calib {
@@ -43,6 +44,28 @@ TEST(SensitivityScan, ScoresEachLinearAsTheWholeModelWithOnlyThatLinearQuantized
   EXPECT_NEAR(r.planned_loss, whole_model_nll(t.model, r.plan, windows, 64), 1e-5);
   EXPECT_LE(r.average_bits, 5.0);
   EXPECT_GT(r.plan.rules.size(), 0u);
+}
+
+TEST(SensitivityScan, TheBudgetCountsTheBitsOfTheStoreThePlanIsFor) {
+  train::TinyRun t;
+  const auto tok = data::Tokenizer::load(t.model);
+  const auto windows = calibration_sequences(t.dir + "/corpus.txt", tok, 64, 2);
+  SensitivityOptions o;
+  o.seq_len = 64;
+  o.budget_bits = 6;
+  o.bits_of = [](int64_t, int64_t, bool high) { return high ? 9.0 : 5.0; };  // a store dearer than NF4 / int8
+  const auto r = sensitivity_scan(t.model, windows, o);
+  for (const auto& l : r.layers) {
+    EXPECT_EQ(l.low_bits, 5.0);
+    EXPECT_EQ(l.high_bits, 9.0);
+  }
+  EXPECT_LE(r.average_bits, 6.0);
+  EXPECT_GT(r.average_bits, 5.0);  // some linears kept high, counted at 9 bits
+  EXPECT_NE(test::error_of([&] {
+              o.budget_bits = 4.5;  // below the store's 5 bits: nothing fits
+              sensitivity_scan(t.model, windows, o);
+            }).find("below what the low format alone costs (5.000"),
+            std::string::npos);
 }
 
 }  // namespace

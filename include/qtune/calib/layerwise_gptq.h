@@ -63,6 +63,9 @@ struct MixedPlanCounts {
 // 16-bit ones as they are, in `options`; the plan's other formats mean "this method's grid".
 MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelConfig& config, GptqRunOptions& options);
 
+// Bits per weight of a GPTQ linear of [out, in] on `grid`: codes, fp16 scales and packed zeros per group, g_idx.
+double gptq_bits_per_weight(const quant::IntGridOptions& grid, int64_t out, int64_t in);
+
 using GptqProgress = std::function<void(const GptqLinearReport& done, int64_t index, int64_t total)>;
 
 // Writes `out_dir` (must not exist; appears complete or not at all). `calibration` may be empty only with rtn.

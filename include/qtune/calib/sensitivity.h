@@ -2,6 +2,7 @@
 // The sensitivity scan behind `qtune quantize --plan auto`: quantize one linear at a time, measure how much the
 // calibration loss rises, then keep the most sensitive linears at higher precision until the average bits per
 // weight reach the budget. The result is a QuantPlan a recipe can load.
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,9 @@ struct SensitivityOptions {
   double budget_bits = 4.5;                      // average over all linear weights
   int64_t seq_len = 256;                         // calibration windows
   int64_t max_tokens = 4096;                     // calibration tokens used
+  // What the budget counts per weight of a linear of [out, in], low or high: by default the scanned formats' own
+  // bits; a plan for another store (GPTQ's grids) gives that store's.
+  std::function<double(int64_t out, int64_t in, bool high)> bits_of;
 };
 
 struct LayerSensitivity {
