@@ -6,6 +6,15 @@
 
 namespace qtune::calib {
 
+CalibrationWeights load_calibration_weights(const nn::LinearSpec& spec, const io::WeightSource& weights) {
+  const auto fp32 = at::TensorOptions().dtype(at::kFloat);
+  CalibrationWeights w;
+  if (spec.bias) w.bias = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, fp32).clone();
+  w.weight = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, fp32).clone();
+  weights.release(spec.name + ".weight");
+  return w;
+}
+
 std::vector<CalibrationBatch> embed_calibration(const io::ModelConfig& config, const io::WeightSource& weights,
                                                 const std::vector<std::vector<int64_t>>& seqs, int64_t batch) {
   const auto table = nn::load_frozen(weights, "model.embed_tokens.weight", {config.vocab_size, config.hidden_size},

@@ -86,4 +86,16 @@ std::vector<std::vector<int64_t>> calibration_sequences(const std::string& text_
   return out;
 }
 
+std::vector<std::vector<int64_t>> calibration_sequences_exactly(const std::string& text_file,
+                                                                const data::Tokenizer& tok, int64_t seq_len,
+                                                                int64_t count, const std::string& count_key,
+                                                                const std::string& seq_len_key) {
+  if (count < 1) fail("{} must be at least 1, got {}", count_key, count);
+  auto seqs = calibration_sequences(text_file, tok, seq_len, count);
+  if (static_cast<int64_t>(seqs.size()) < count)
+    fail("{}: holds {} calibration sequences of {} tokens, {} asks for {} (give more text, or lower {} / {})",
+         text_file, seqs.size(), seq_len, count_key, count, count_key, seq_len_key);
+  return seqs;
+}
+
 }  // namespace qtune::calib

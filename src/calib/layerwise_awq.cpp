@@ -55,12 +55,8 @@ class AwqLinearImpl : public nn::LinearImpl {
 class AwqLinearFactory : public nn::LinearFactory {
  public:
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override {
-    const auto fp32 = at::TensorOptions().dtype(at::kFloat);
-    at::Tensor bias;
-    if (spec.bias) bias = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, fp32).clone();
-    auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, fp32).clone();
-    weights.release(spec.name + ".weight");
-    auto l = std::make_shared<AwqLinearImpl>(spec, std::move(w), std::move(bias));
+    auto w = load_calibration_weights(spec, weights);
+    auto l = std::make_shared<AwqLinearImpl>(spec, std::move(w.weight), std::move(w.bias));
     built_.emplace_back(spec.name, l);
     return l;
   }

@@ -70,12 +70,8 @@ class CalibLinearFactory : public nn::LinearFactory {
  public:
   explicit CalibLinearFactory(Round& round) : round_(round) {}
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override {
-    const auto fp32 = at::TensorOptions().dtype(at::kFloat);
-    at::Tensor bias;
-    if (spec.bias) bias = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, fp32).clone();
-    auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, fp32).clone();
-    weights.release(spec.name + ".weight");
-    auto l = std::make_shared<CalibLinearImpl>(spec, std::move(w), std::move(bias), round_);
+    auto w = load_calibration_weights(spec, weights);
+    auto l = std::make_shared<CalibLinearImpl>(spec, std::move(w.weight), std::move(w.bias), round_);
     built_.emplace_back(spec.name, l);
     return l;
   }
@@ -154,48 +150,41 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
         const auto w = l.dense_weight();
         GptqLinearReport lr;
         lr.name = prefix + m;
-        if (o.keep_dense.count(lr.name)) {  // as it was: no codes, and the layer computes with it unchanged
-          const auto dense = w.to(o.dtype);
-          writer.add(lr.name + ".weight", dense);
-          code_bytes += dense.numel() * dense.element_size();
-          if (l.bias().defined()) writer.add(lr.name + ".bias", l.bias().to(o.dtype));
-          parameters += w.numel();
-          lr.seconds = std::chrono::duration<double>(Clock::now() - t1).count();
-          report.linears.push_back(lr);
-          if (progress) progress(lr, ++done, total);
-          continue;
-        }
-        auto lo = o.gptq;
-        if (const auto it = o.linear_grids.find(lr.name); it != o.linear_grids.end()) lo.grid = it->second;
-        lo.grid.validate(lr.name);
-        lr.bits = lo.grid.bits;
-        quant::IntQuantized q;
-        at::Tensor gptq_values;
-        if (o.rtn) {
-          q = quant::rtn_quantize(w, lo.grid);
-        } else {
-          try {
-            auto r = quant::gptq_quantize(w, hessians[m], lo);
-            q = std::move(r.quantized);
-            gptq_values = r.dequantized;
-            lr.damp = r.damp;
-            lr.dead_columns = r.dead_columns;
-          } catch (const Error& e) {
-            fail("{}: {}", lr.name, e.what());
-          }
-        }
-        const auto packed = quant::pack_gptq(q);
-        if (!o.rtn) {
-          // The errors are those of the written codes (fp16 scales), RTN's likewise.
-          const auto deployed = kernels::dequantize_gptq(packed, lo.grid.bits, at::kFloat);
-          lr.error = quant::output_error(w, deployed, hessians[m]);
-          lr.rtn_error = quant::output_error(w, with_fp16_scales(quant::rtn_quantize(w, lo.grid)), hessians[m]);
-          // Later rounds and layers see the values GPTQ computed (fp32 scales), as gptqmodel feeds them forward: the
-          // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
-          l.set_weight(gptq_values);
-        }
         io::NamedTensors tensors;
-        quant::append_gptq(tensors, lr.name, packed, lo.grid.bits, o.checkpoint_format);
+        if (o.keep_dense.count(lr.name)) {  // as it was: no codes, and the layer computes with it unchanged
+          tensors.emplace_back(lr.name + ".weight", w.to(o.dtype));
+        } else {
+          auto lo = o.gptq;
+          if (const auto it = o.linear_grids.find(lr.name); it != o.linear_grids.end()) lo.grid = it->second;
+          lo.grid.validate(lr.name);
+          lr.bits = lo.grid.bits;
+          quant::IntQuantized q;
+          at::Tensor gptq_values;
+          if (o.rtn) {
+            q = quant::rtn_quantize(w, lo.grid);
+          } else {
+            try {
+              auto r = quant::gptq_quantize(w, hessians[m], lo);
+              q = std::move(r.quantized);
+              gptq_values = r.dequantized;
+              lr.damp = r.damp;
+              lr.dead_columns = r.dead_columns;
+            } catch (const Error& e) {
+              fail("{}: {}", lr.name, e.what());
+            }
+          }
+          const auto packed = quant::pack_gptq(q);
+          if (!o.rtn) {
+            // The errors are those of the written codes (fp16 scales), RTN's likewise.
+            const auto deployed = kernels::dequantize_gptq(packed, lo.grid.bits, at::kFloat);
+            lr.error = quant::output_error(w, deployed, hessians[m]);
+            lr.rtn_error = quant::output_error(w, with_fp16_scales(quant::rtn_quantize(w, lo.grid)), hessians[m]);
+            // Later rounds and layers see the values GPTQ computed (fp32 scales), as gptqmodel feeds them forward: the
+            // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
+            l.set_weight(gptq_values);
+          }
+          quant::append_gptq(tensors, lr.name, packed, lo.grid.bits, o.checkpoint_format);
+        }
         for (const auto& [name, t] : tensors) {
           writer.add(name, t);
           code_bytes += t.numel() * t.element_size();
@@ -237,6 +226,12 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
 double gptq_bits_per_weight(const quant::IntGridOptions& g, int64_t out, int64_t in) {
   const double group = g.group_size == -1 ? static_cast<double>(in) : static_cast<double>(g.group_size);
   return g.bits + (16.0 + g.bits) / group + 32.0 / static_cast<double>(out);
+}
+
+std::function<double(int64_t, int64_t, bool)> gptq_plan_bits(const quant::IntGridOptions& grid) {
+  return [grid](int64_t out, int64_t in, bool high) {
+    return gptq_bits_per_weight({high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
+  };
 }
 
 MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelConfig& config, GptqRunOptions& o) {

@@ -117,14 +117,10 @@ at::ScalarType output_dtype(const std::string& flag, const io::ModelConfig& conf
 std::vector<std::vector<int64_t>> calibration_of(const QuantizeArgs& a, const io::ModelConfig& config) {
   if (a.calib_file.empty())
     fail("--method {} needs --calib FILE (text like what the model will see)", a.method);
-  if (a.calib_samples < 1) fail("--calib-samples must be at least 1, got {}", a.calib_samples);
   const int64_t seq_len = a.calib_seq_len > 0 ? a.calib_seq_len : 512;
   const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
-  auto calibration = calib::calibration_sequences(a.calib_file, tokenizer, seq_len, a.calib_samples);
-  if (static_cast<int64_t>(calibration.size()) < a.calib_samples)
-    fail("{}: holds {} calibration sequences of {} tokens, --calib-samples asks for {} (give more text, or lower "
-         "--calib-samples / --calib-seq-len)",
-         a.calib_file, calibration.size(), seq_len, a.calib_samples);
+  auto calibration = calib::calibration_sequences_exactly(a.calib_file, tokenizer, seq_len, a.calib_samples,
+                                                          "--calib-samples", "--calib-seq-len");
   fmt::print("calibration: {} sequences x {} tokens from {}\n", calibration.size(), seq_len, a.calib_file);
   return calibration;
 }
@@ -162,9 +158,7 @@ int run_gptq(const QuantizeArgs& a) {
     QuantizeArgs scan = a;
     if (scan.plan_out.empty()) scan.plan_out = a.out_dir + ".quant_plan.yaml";
     calib::SensitivityOptions budget;  // counted in GPTQ's bits, not the scanned NF4/int8's
-    budget.bits_of = [grid = o.gptq.grid](int64_t out, int64_t in, bool high) {
-      return calib::gptq_bits_per_weight({high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
-    };
+    budget.bits_of = calib::gptq_plan_bits(o.gptq.grid);
     const auto plan = plan_of(scan, budget);
     if (a.plan_out.empty() && a.plan_file == "auto") plan_moves_to = scan.plan_out;
     const auto n = calib::apply_mixed_plan(plan, config, o);

@@ -71,11 +71,12 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
   std::vector<std::vector<int64_t>> calibration;
   if (q.method != "rtn") {
     const auto tokenizer = data::Tokenizer::load(r.model.tokenizer.empty() ? r.model.path : r.model.tokenizer, &config);
-    calibration = calib::calibration_sequences(q.calib, tokenizer, q.calib_seq_len, q.calib_samples);
-    if (static_cast<int64_t>(calibration.size()) < q.calib_samples)
-      fail("{}: quant.calib {} holds {} sequences of {} tokens, quant.calib_samples asks for {} (give more text, or "
-           "lower quant.calib_samples / quant.calib_seq_len)",
-           r.source, q.calib, calibration.size(), q.calib_seq_len, q.calib_samples);
+    try {
+      calibration = calib::calibration_sequences_exactly(q.calib, tokenizer, q.calib_seq_len, q.calib_samples,
+                                                         "quant.calib_samples", "quant.calib_seq_len");
+    } catch (const Error& e) {
+      fail("{}: quant.calib {}", r.source, e.what());
+    }
   }
   say(out, fmt::format("calibrated base: {} int{} g{} {} on {} sequences x {} tokens of {} -> {}", q.method, q.bits,
                        q.group_size, symmetric(q) ? "sym" : "asym", calibration.size(), q.calib_seq_len,
@@ -101,9 +102,7 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
       calib::SensitivityOptions so;
       so.budget_bits = q.budget_bits;
       so.seq_len = std::min<int64_t>(q.calib_seq_len, q.scan_tokens);
-      so.bits_of = [grid = o.gptq.grid](int64_t out, int64_t in, bool high) {
-        return calib::gptq_bits_per_weight({high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
-      };
+      so.bits_of = calib::gptq_plan_bits(o.gptq.grid);
       std::vector<std::vector<int64_t>> windows;
       int64_t tokens = 0;
       for (const auto& s : calibration) {

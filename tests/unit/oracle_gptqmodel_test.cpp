@@ -155,9 +155,10 @@ TEST(OracleGptqmodel, TransformersLoadsQtunesCheckpointWithQtunesLogitsAndTheRun
       }
     }
     EXPECT_EQ(packed, 4 * (c.mixed ? 13 : 14)) << c.name;
-    if (c.mixed)  // the unquantized linear is stored as it was, in both
+    if (c.mixed) {  // the unquantized linear is stored as it was, in both
       EXPECT_TRUE(test::bitwise_equal(a->tensor("model.layers.1.self_attn.q_proj.weight"),
                                       b->tensor("model.layers.1.self_attn.q_proj.weight")));
+    }
     EXPECT_LT(max_rel(our_logits, stored_logits(ref_dir + "/logits.safetensors")), 2e-3) << c.name;
   }
 }

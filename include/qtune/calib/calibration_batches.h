@@ -10,6 +10,7 @@
 #include "qtune/io/hf_config.h"
 #include "qtune/io/weight_source.h"
 #include "qtune/nn/attention_mask.h"
+#include "qtune/nn/linear.h"
 
 namespace qtune::calib {
 
@@ -18,6 +19,13 @@ struct CalibrationBatch {
   at::Tensor cos, sin;  // rotary tables for positions 0 … T−1
   nn::AttentionMask mask;
 };
+
+// A linear's weight (and bias) as the layer-by-layer drivers hold it: fp32 copies of their own, the memory-mapped
+// 16-bit pages released as soon as they are read.
+struct CalibrationWeights {
+  at::Tensor weight, bias;  // bias undefined without one
+};
+CalibrationWeights load_calibration_weights(const nn::LinearSpec& spec, const io::WeightSource& weights);
 
 // Consecutive sequences of one length share a batch of at most `batch`; ids outside the vocabulary are an error.
 std::vector<CalibrationBatch> embed_calibration(const io::ModelConfig& config, const io::WeightSource& weights,

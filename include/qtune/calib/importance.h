@@ -45,5 +45,11 @@ class ImportanceCollector : public nn::LinearFactory {
 // sequence when it adds one), cut into `seq_len`-token pieces, at most `max_sequences` of them.
 std::vector<std::vector<int64_t>> calibration_sequences(const std::string& text_file, const data::Tokenizer& tok,
                                                         int64_t seq_len, int64_t max_sequences);
+// Exactly `count` of them: fewer is an error naming the file and the two settings that ask for them (`count_key`,
+// `seq_len_key`: the flags or the recipe keys).
+std::vector<std::vector<int64_t>> calibration_sequences_exactly(const std::string& text_file,
+                                                                const data::Tokenizer& tok, int64_t seq_len,
+                                                                int64_t count, const std::string& count_key,
+                                                                const std::string& seq_len_key);
 
 }  // namespace qtune::calib

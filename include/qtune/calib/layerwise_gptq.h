@@ -65,6 +65,9 @@ MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelCo
 
 // Bits per weight of a GPTQ linear of [out, in] on `grid`: codes, fp16 scales and packed zeros per group, g_idx.
 double gptq_bits_per_weight(const quant::IntGridOptions& grid, int64_t out, int64_t in);
+// What a sensitivity scan's budget counts for a mixed plan stored by GPTQ on `grid` (SensitivityOptions::bits_of):
+// the grid's bits for the low linears, the 8-bit grid's for the high ones.
+std::function<double(int64_t out, int64_t in, bool high)> gptq_plan_bits(const quant::IntGridOptions& grid);
 
 using GptqProgress = std::function<void(const GptqLinearReport& done, int64_t index, int64_t total)>;
 
