@@ -27,7 +27,7 @@ step "1. before fine-tuning: $(wc -l <"$questions") held-out questions about the
 "$qtune" eval "$model" "${check[@]}" --show 2 | tee "$run.before.txt"
 
 step "2. qtune train recipes/smollm2-facts.yaml: QLoRA (NF4 + double quant base, LoRA r=16 on all projections)"
-"$qtune" train recipes/smollm2-facts.yaml model.path="$model"
+"$qtune" train recipes/smollm2-facts.yaml model.path="$model" --overwrite
 
 step "3. after fine-tuning: the same held-out questions with the adapter"
 "$qtune" eval "$model" "${check[@]}" --adapter "$run/adapter" --show 3 | tee "$run.after.txt"

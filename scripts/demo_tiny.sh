@@ -19,14 +19,14 @@ step "1. qtune init: a tiny Llama from configs/models/demo-llama.json, tokenizer
 "$qtune" init runs/demo/init --config configs/models/demo-llama.json --tokenizer-corpus data/demo/pretrain.txt --seed 1
 
 step "2. qtune train recipes/demo-pretrain.yaml: pretraining from scratch (every weight trains)"
-"$qtune" train recipes/demo-pretrain.yaml
+"$qtune" train recipes/demo-pretrain.yaml --overwrite
 "$qtune" generate runs/demo/pretrain/model --prompt "One day, Mia went to the river. Tom was very sad. Mia liked the" -n 8
 
 step "3a. before fine-tuning: the NF4 base on held-out questions (it has never seen the question format)"
 "$qtune" eval runs/demo/pretrain/model --quant nf4 --data data/demo/qa_eval.jsonl --template llama2 --exact-match --show 1
 
 step "3b. qtune train recipes/demo-qlora.yaml: QLoRA (NF4 + double quant base, LoRA r=16 on all projections)"
-"$qtune" train recipes/demo-qlora.yaml
+"$qtune" train recipes/demo-qlora.yaml --overwrite
 
 step "4. after fine-tuning: the same held-out questions with the adapter"
 "$qtune" eval runs/demo/pretrain/model --quant nf4 --adapter runs/demo/qlora/adapter --data data/demo/qa_eval.jsonl \

@@ -25,7 +25,7 @@ check=(--data "$questions" --format chat-jsonl --template auto --exact-match --m
 heldout=(--text data/demo/pretrain_eval.txt --seq-len 512)
 
 step "1+2. qtune train $recipe: calibrate the base, then QLoRA on it"
-"$qtune" train "$recipe" model.path="$model"
+"$qtune" train "$recipe" model.path="$model" --overwrite
 base=$(ls -d "$run"/base-* | head -1)
 
 step "3. validate: held-out perplexity (data/demo/pretrain_eval.txt), calibrated base vs NF4 base"

@@ -13,6 +13,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libyaml-cpp-dev libspdlog-dev libfmt-dev libsentencepiece-dev libonig-dev libicu-dev nlohmann-json3-dev libgtest-dev libcli11-dev
+          libgloo-dev
           clang libclang-rt-14-dev)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 missing=()

@@ -3,7 +3,12 @@
 #include <fmt/format.h>
 #include <ATen/Parallel.h>
 
+#include <cstdlib>
+#include <fstream>
+
 #include "commands.h"
+#include "qtune/dist/local_launch.h"
+#include "qtune/dist/world.h"
 #include "qtune/train/recipe.h"
 #include "qtune/train/trainer.h"
 #include "qtune/util/cpu_share.h"
@@ -11,12 +16,33 @@
 #include "qtune/util/memory.h"
 
 namespace qtune::cli {
+namespace {
+
+// This process's arguments after the program name, without --nproc and its value: what every rank runs.
+std::vector<std::string> arguments_without_nproc() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string a; std::getline(in, a, '\0');) args.push_back(a);
+  std::vector<std::string> out;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    out.push_back(args[i]);
+  }
+  return out;
+}
+
+}  // namespace
 
 void add_train(CLI::App& app, Action& action) {
   struct Args {
     std::string recipe;
     std::vector<std::string> overrides;
-    bool help_recipe = false, no_eval_before = false, force = false;
+    bool help_recipe = false, no_eval_before = false, force = false, overwrite = false;
+    int nproc = 0;
     std::string resume;
   };
   auto args = std::make_shared<Args>();
@@ -31,6 +57,13 @@ void add_train(CLI::App& app, Action& action) {
       ->expected(0, 1)
       ->default_str("auto");
   cmd->add_flag("--force", args->force, "Resume even though run-affecting recipe keys changed (they are listed)");
+  cmd->add_flag("--overwrite", args->overwrite,
+                "Start afresh in a train.output_dir that holds a previous run, removing that run first (without it "
+                "such a run is refused)");
+  cmd->add_option("--nproc", args->nproc,
+                  "Data parallel on this machine: start N ranks (Gloo over loopback on CPU; one GPU each on CUDA). "
+                  "Under torchrun, mpirun or srun, leave it out: the launcher's variables say the rank")
+      ->check(CLI::Range(1, 1024));
   cmd->footer("Example: qtune train recipes/demo-qlora.yaml train.max_steps=50 lora.r=8");
   cmd->callback([args, &action] {
     action = [args] {
@@ -40,12 +73,36 @@ void add_train(CLI::App& app, Action& action) {
       }
       if (args->recipe.empty()) fail("qtune train: give a recipe file (or --help-recipe for the keys)");
       const auto recipe = train::Recipe::load(args->recipe, args->overrides);
+      const auto world = dist::world_from_environment();
+      if (args->nproc > 1 && world.launcher != "none")
+        fail("qtune train --nproc {}: this process is already rank {} of {} (started by {}); leave --nproc out under a "
+             "launcher",
+             args->nproc, world.rank, world.size, world.launcher);
+      if (args->nproc > 1) {
+        train::with_global_batch(recipe, args->nproc);  // its error before any rank starts
+        if (const auto w = cpu_oversubscription_warning(dist::available_cores()); !w.empty())
+          fmt::print(stderr, "{}\n", w);
+        dist::LocalLaunch launch;
+        launch.nproc = args->nproc;
+        launch.args = arguments_without_nproc();
+        return dist::run_local_ranks(launch);
+      }
       train::TrainOptions options;
       options.eval_before = !args->no_eval_before;
       options.resume = args->resume;
       options.force = args->force;
-      if (const auto w = cpu_oversubscription_warning(at::get_num_threads()); !w.empty()) fmt::print(stderr, "{}\n", w);
+      options.overwrite = args->overwrite;
+      if (world.distributed()) {
+        // CPU ranks on one machine split its cores, unless the launcher chose (torchrun sets OMP_NUM_THREADS).
+        if (!std::getenv("OMP_NUM_THREADS"))
+          at::set_num_threads(std::max(1, dist::available_cores() / world.local_size));
+        const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(recipe.train.dist_timeout_s * 1000));
+        options.comm = dist::Communicator::connect(world, timeout);
+      } else if (const auto w = cpu_oversubscription_warning(at::get_num_threads()); !w.empty()) {
+        fmt::print(stderr, "{}\n", w);
+      }
       const auto s = train::run_training(recipe, options);
+      if (world.rank != 0) return 0;  // rank 0 reports the run
       if (!s.resumed_from.empty()) fmt::print("resumed from {} at step {}\n", s.resumed_from, s.start_step);
       fmt::print("trained {} steps on {} target tokens in {:.1f}s; train loss {:.4f} -> {:.4f}\n", s.steps, s.tokens,
                  s.seconds, s.first_loss, s.last_loss);

@@ -1,5 +1,6 @@
 #include "qtune/data/collate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -186,6 +187,22 @@ std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> split_eval
   out.first.reserve(n - n_eval);
   out.second.reserve(n_eval);
   for (int64_t i = 0; i < n; ++i) (is_eval[i] ? out.second : out.first).push_back(std::move(samples[i]));
+  return out;
+}
+
+Batch slice_rows(const Batch& batch, int64_t begin, int64_t end) {
+  const int64_t rows = batch.input_ids.size(0);
+  begin = std::clamp<int64_t>(begin, 0, rows);
+  end = std::clamp<int64_t>(end, begin, rows);
+  Batch out;
+  out.input_ids = batch.input_ids.narrow(0, begin, end - begin);
+  out.targets = batch.targets.narrow(0, begin, end - begin);
+  out.position_ids = batch.position_ids.narrow(0, begin, end - begin);
+  out.segment_ids = batch.segment_ids.narrow(0, begin, end - begin);
+  if (end > begin) {
+    out.target_tokens = out.targets.ne(kIgnoreLabel).sum().item<int64_t>();
+    out.samples = (out.segment_ids.amax(1) + 1).sum().item<int64_t>();  // padding rows have segment -1 throughout
+  }
   return out;
 }
 

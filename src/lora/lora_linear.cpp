@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "qtune/autograd/fake_quant.h"
+#include "qtune/lora/row_dropout.h"
 #include "qtune/util/error.h"
 
 namespace qtune::lora {
@@ -15,6 +16,7 @@ LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropou
       base_(std::move(base)),
       target_(target),
       dropout_(dropout),
+      dropout_module_(module_key(spec().name)),
       qat_(std::move(qat)) {
   if (!base_) fail("LoRA: no base linear to wrap");
   const auto& s = spec();
@@ -51,7 +53,7 @@ at::Tensor LoraLinearImpl::forward(const at::Tensor& x) {
   auto result = base_->forward(x);
   // As PEFT: the input is cast to the adapter dtype (fp32), and the sum back to the base output's dtype.
   auto h = x.to(lora_A_->weight.scalar_type());
-  if (dropout_ > 0) h = at::dropout(h, dropout_, is_training());
+  if (dropout_ > 0 && is_training()) h = row_keyed_dropout(h, dropout_, dropout_module_);
   auto delta = at::linear(at::linear(h, lora_A_->weight), lora_B_->weight) * target_.scale;
   return (result + delta).to(result.scalar_type());
 }

@@ -77,7 +77,8 @@ nlohmann::json state_json(const TrainerState& s) {
           {"last_loss", num(s.last_loss)},
           {"loss_scaler", s.loss_scaler},
           {"recipe_hash", s.recipe_hash},
-          {"data_hash", s.data_hash}};
+          {"data_hash", s.data_hash},
+          {"world_size", s.world_size}};
 }
 
 TrainerState parse_state(const std::string& path) {
@@ -95,6 +96,7 @@ TrainerState parse_state(const std::string& path) {
     s.loss_scaler = j.at("loss_scaler").get<std::vector<double>>();
     s.recipe_hash = j.at("recipe_hash").get<std::string>();
     s.data_hash = j.value("data_hash", std::string());
+    s.world_size = j.value("world_size", int64_t{1});
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not a trainer state ({})", path, e.what());
   }

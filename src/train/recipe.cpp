@@ -266,6 +266,14 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.train.mode; }, {"lora", "full"}),
       key("train.batch_size", "Rows per micro-batch", [](Recipe& r) -> auto& { return r.train.batch_size; }),
       key("train.grad_accum", "Micro-batches per optimizer step", [](Recipe& r) -> auto& { return r.train.grad_accum; }),
+      key("train.global_batch_size",
+          "Rows per optimizer step over all data-parallel ranks (0: batch_size x grad_accum x ranks); when set, "
+          "grad_accum becomes global_batch_size / (batch_size x ranks), which must be a whole number",
+          [](Recipe& r) -> auto& { return r.train.global_batch_size; }),
+      key("train.dist_timeout_s",
+          "Data parallel: seconds a rank waits for the others in a collective before it stops with an error naming "
+          "the rank that did not answer",
+          [](Recipe& r) -> auto& { return r.train.dist_timeout_s; }, {}, false),
       key("train.max_steps", "Optimizer steps (> 0 wins over train.epochs)",
           [](Recipe& r) -> auto& { return r.train.max_steps; }),
       key("train.epochs", "Passes over the training data", [](Recipe& r) -> auto& { return r.train.epochs; }),
@@ -486,6 +494,9 @@ void Recipe::validate() const {
         fmt::format("{}", schedule.min_lr_ratio));
   check(train.batch_size >= 1, "train.batch_size", ">= 1", std::to_string(train.batch_size));
   check(train.grad_accum >= 1, "train.grad_accum", ">= 1", std::to_string(train.grad_accum));
+  check(train.global_batch_size >= 0, "train.global_batch_size", ">= 0 (0: batch_size x grad_accum x ranks)",
+        std::to_string(train.global_batch_size));
+  check(train.dist_timeout_s > 0, "train.dist_timeout_s", "> 0 seconds", fmt::format("{}", train.dist_timeout_s));
   check(train.max_steps >= 0, "train.max_steps", ">= 0", std::to_string(train.max_steps));
   check(train.max_steps > 0 || train.epochs > 0, "train.epochs", "> 0 when train.max_steps is 0",
         fmt::format("{}", train.epochs));

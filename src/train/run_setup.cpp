@@ -83,9 +83,9 @@ RunData load_data(const Recipe& r, const data::Tokenizer& tok) {
   return d;
 }
 
-data::LoaderOptions loader_options(const Recipe& r, bool for_eval) {
+data::LoaderOptions loader_options(const Recipe& r, bool for_eval, int64_t ranks) {
   data::LoaderOptions o;
-  o.batch_size = r.train.batch_size;
+  o.batch_size = r.train.batch_size * ranks;
   o.max_seq_len = r.data.max_seq_len;
   o.packing = r.data.packing;
   o.shuffle = !for_eval;
@@ -125,7 +125,7 @@ std::pair<int64_t, int64_t> step_counts(const Recipe& r, const data::DataLoader&
   return {total, warmup};
 }
 
-RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
+RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out, int64_t ranks) {
   auto say = [out](const std::string& s) {
     if (out) fmt::print(out, "{}\n", s), std::fflush(out);
   };
@@ -143,9 +143,9 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out) {
   auto data = load_data(r, s.tokenizer);
   s.stats = data.stats;
   const int64_t pad = s.tokenizer.pad_id().value_or(s.tokenizer.eos_id());
-  s.train_loader = std::make_unique<data::DataLoader>(std::move(data.train), loader_options(r, false), pad);
+  s.train_loader = std::make_unique<data::DataLoader>(std::move(data.train), loader_options(r, false, ranks), pad);
   if (!data.eval.empty())
-    s.eval_loader = std::make_unique<data::DataLoader>(std::move(data.eval), loader_options(r, true), pad);
+    s.eval_loader = std::make_unique<data::DataLoader>(std::move(data.eval), loader_options(r, true, ranks), pad);
   say(fmt::format("data: {} records -> {} train / {} eval samples, {} train tokens ({} trained per epoch), "
                   "longest {}, {} truncated, {} dropped",
                   s.stats.records, s.stats.train_samples, s.stats.eval_samples, s.stats.train_tokens,

@@ -12,7 +12,9 @@
 #include <filesystem>
 #include <map>
 
+#include "qtune/dist/gradient_all_reduce.h"
 #include "qtune/export/peft_adapter.h"
+#include "qtune/lora/row_dropout.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/optim/optimizer.h"
@@ -25,7 +27,9 @@
 #include "qtune/train/metrics_log.h"
 #include "qtune/train/precision.h"
 #include "qtune/train/progress.h"
+#include "qtune/train/run_directory.h"
 #include "qtune/train/run_setup.h"
+#include "qtune/util/device.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
 #include "qtune/util/remove_tree.h"
@@ -116,6 +120,8 @@ void check_same_recipe(const Recipe& now, const std::string& saved_yaml, const s
   const auto saved = Recipe::parse(saved_yaml, where + "/recipe.yaml").run_affecting_values();
   std::vector<std::string> changed;
   for (const auto& [k, v] : now.run_affecting_values()) {
+    // With train.global_batch_size, grad_accum follows from the number of ranks, which a resume may change.
+    if (k == "train.grad_accum" && now.train.global_batch_size > 0) continue;
     auto it = saved.find(k);
     if (it != saved.end() && it->second != v) changed.push_back(fmt::format("{}: {} -> {}", k, it->second, v));
   }
@@ -130,8 +136,11 @@ void check_same_recipe(const Recipe& now, const std::string& saved_yaml, const s
 
 }  // namespace
 
-EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches) {
+EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches,
+                    dist::Communicator* comm) {
   torch::NoGradGuard no_grad;
+  const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
+  const int64_t share = loader.options().batch_size / ranks;
   const bool was_training = model.is_training();
   model.eval();
   double sum = 0;
@@ -139,27 +148,86 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
   const int64_t all = loader.batches_per_epoch(0);
   const int64_t n = max_batches > 0 ? std::min(max_batches, all) : all;
   for (int64_t i = 0; i < n; ++i) {
-    auto ls = batch_loss(model, loader.batch(0, i));
+    auto b = loader.batch(0, i);
+    if (ranks > 1) b = data::slice_rows(b, rank * share, (rank + 1) * share);
+    if (b.target_tokens == 0) continue;
+    auto ls = batch_loss(model, b);
     sum += ls.sum.item<double>();
     tokens += ls.tokens;
   }
   model.train(was_training);
+  if (ranks > 1) {
+    std::vector<at::Tensor> totals{at::tensor({sum, static_cast<double>(tokens)}, at::kDouble)};
+    comm->all_reduce_sum(totals, "the eval loss");
+    sum = totals[0][0].item<double>();
+    tokens = static_cast<int64_t>(totals[0][1].item<double>());
+  }
   EvalResult r;
   r.tokens = tokens;
   if (tokens > 0) r.loss = sum / static_cast<double>(tokens), r.perplexity = std::exp(r.loss);
   return r;
 }
 
-TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
+Recipe with_global_batch(Recipe r, int64_t ranks) {
+  if (r.train.global_batch_size <= 0) return r;
+  const int64_t per_micro = r.train.batch_size * ranks;
+  if (r.train.global_batch_size % per_micro != 0)
+    fail("{}: train.global_batch_size {} is not a multiple of train.batch_size {} x {} rank(s) = {}: choose a global "
+         "batch that {} rank(s) can split, or another train.batch_size",
+         r.source, r.train.global_batch_size, r.train.batch_size, ranks, per_micro, ranks);
+  r.train.grad_accum = r.train.global_batch_size / per_micro;
+  return r;
+}
+
+namespace {
+
+// A checkpoint written by another number of ranks: `index` counted micro-batches of saved × batch_size rows; the
+// same position in rows of this run's micro-batches, when it falls on one.
+int64_t index_for_ranks(int64_t index, int64_t saved, int64_t ranks, const std::string& where) {
+  if (saved == ranks) return index;
+  if ((index * saved) % ranks != 0)
+    fail("{}: saved by {} rank(s) at micro-batch {} of its epoch, a position {} rank(s) cannot start at (it is not a "
+         "multiple of their micro-batch); resume with {} rank(s), or a number that divides {}",
+         where, saved, index, ranks, saved, index * saved);
+  return index * saved / ranks;
+}
+
+struct NullOutput {  // where the ranks other than 0 print their progress: nowhere
+  std::FILE* f = std::fopen("/dev/null", "w");
+  ~NullOutput() {
+    if (f) std::fclose(f);
+  }
+};
+
+}  // namespace
+
+TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) {
   const auto start = Clock::now();
+  const auto comm = options.comm ? options.comm : dist::Communicator::single();
+  const int64_t ranks = comm->size(), rank = comm->rank();
+  const bool root = comm->is_root();
+  NullOutput null_output;
+  std::FILE* out = root ? options.out : null_output.f;
+  const Recipe recipe = with_global_batch(recipe_in, ranks);
+  const auto run_dir = recipe.train.output_dir;
+  // Rank 0 owns the run directory for the whole run; the others only read from it.
+  std::optional<RunDirectoryLock> lock;
+  if (root) {
+    lock.emplace(run_dir);
+    if (options.resume.empty())
+      for (const auto& removed : claim_for_fresh_run(run_dir, options.overwrite))
+        fmt::print(out, "--overwrite: removed {}/{} of the previous run\n", run_dir, removed);
+  }
   Recipe effective = recipe;  // with quant.method, model.path becomes the calibrated base it trains on
-  effective.model.path = calibrated_base(recipe, options.out);
-  RunSetup run = RunSetup::create(effective, options.out);
+  const auto long_wait = std::chrono::hours(24);
+  effective.model.path = comm->share_from_root("model_path", root ? calibrated_base(recipe, out) : "", long_wait);
+  if (ranks > 1 && effective.device != "cpu" && resolve_device(effective.device).is_cuda())
+    effective.device = fmt::format("cuda:{}", comm->world().local_rank);  // one rank per GPU
+  RunSetup run = RunSetup::create(effective, out, ranks);
   auto& model = *run.model;
   const auto& r = run.recipe;
-  const auto run_dir = r.train.output_dir;
-  std::filesystem::create_directories(run_dir);
-  io::write_text_atomically(run_dir + "/recipe.yaml", r.to_yaml());
+  const int64_t share = r.train.batch_size;  // rows of each global micro-batch this rank trains
+  if (root) io::write_text_atomically(run_dir + "/recipe.yaml", r.to_yaml());
 
   TrainSummary summary;
   summary.run_dir = run_dir;
@@ -172,19 +240,31 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
   DynamicLossScaler scaler;
   std::vector<at::Tensor> params;
   for (const auto& [name, p] : run.trainable) params.push_back(p);
+  dist::GradientAllReduce gradient_sync(params);
+  if (ranks > 1)
+    fmt::print(out, "data parallel: {} ranks ({}), {} rows per rank and micro-batch; {} of gradients all-reduced per "
+                    "step in {} bucket(s), timeout {} s\n",
+               ranks, comm->world().launcher, share, format_bytes(gradient_sync.bytes()), gradient_sync.buckets(),
+               r.train.dist_timeout_s);
 
-  const bool terminal = options.terminal.value_or(Progress::stdout_is_terminal() && options.out == stdout);
-  Progress progress(options.out, terminal, r.train.log_every);
+  const bool terminal = options.terminal.value_or(Progress::stdout_is_terminal() && options.out == stdout) && root;
+  Progress progress(out, terminal, r.train.log_every);
   Checkpointer checkpointer(run_dir, r.train.keep_last);
-  at::manual_seed(r.train.seed);  // dropout masks (a resumed run sets the generator from its checkpoint below)
+  at::manual_seed(r.train.seed);  // dropout outside the trainer's row-keyed scopes (a resume restores it)
 
   TrainerState st;
   st.recipe_hash = recipe_hash(r);
   st.data_hash = data_hash(r);
+  st.world_size = ranks;
   if (!options.resume.empty()) {
     auto warn = [&](const std::string& m) { progress.message("warning: " + m); };
-    const auto dir = options.resume == "auto" ? find_resume_checkpoint(run_dir, warn)
-                                              : std::optional<std::string>(resolve_checkpoint(options.resume, warn));
+    std::optional<std::string> dir;
+    if (root)
+      dir = options.resume == "auto" ? find_resume_checkpoint(run_dir, warn)
+                                     : std::optional<std::string>(resolve_checkpoint(options.resume, warn));
+    // Rank 0 chooses the checkpoint; every rank then reads the same one.
+    const auto chosen = comm->share_from_root("resume", dir ? "1" + *dir : "0", long_wait);
+    if (chosen != "0") dir = chosen.substr(1);
     if (!dir) {
       progress.message(fmt::format("no checkpoint in {}: starting a fresh run", run_dir));
     } else {
@@ -202,36 +282,53 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
         progress.message(fmt::format("warning: resuming {} on changed data because of --force", *dir));
       }
       const auto hashes = std::make_pair(st.recipe_hash, st.data_hash);
+      const int64_t saved_ranks = c.state.world_size;
       st = c.state;
       std::tie(st.recipe_hash, st.data_hash) = hashes;
+      st.index = index_for_ranks(st.index, saved_ranks, ranks, *dir);
+      st.world_size = ranks;
       summary.resumed_from = *dir;
-      progress.message(fmt::format("resumed from {} at step {} of {}", *dir, st.step, total));
+      progress.message(fmt::format("resumed from {} at step {} of {}{}", *dir, st.step, total,
+                                   saved_ranks == ranks ? std::string()
+                                                        : fmt::format(" (saved by {} rank(s), continued by {} from the "
+                                                                      "same sample)",
+                                                                      saved_ranks, ranks)));
     }
   }
   // This process's checkpoints continue the line of the checkpoint it resumed from (or start a new one): the
   // checkpoints of any other line are moved aside, never resumed or pruned.
-  for (const auto& moved : checkpointer.start_line(summary.resumed_from))
-    progress.message(fmt::format("moved a checkpoint that is not on the line this run continues to {}", moved));
+  if (root)
+    for (const auto& moved : checkpointer.start_line(summary.resumed_from))
+      progress.message(fmt::format("moved a checkpoint that is not on the line this run continues to {}", moved));
   summary.start_step = summary.steps = st.step;
   summary.first_loss = st.first_loss;
   summary.last_loss = st.last_loss;
   summary.skipped_steps = st.skipped_steps;
 
-  // A fresh run starts a fresh log; a resumed one continues it from its checkpoint's step.
-  if (summary.resumed_from.empty()) std::filesystem::remove(run_dir + "/metrics.jsonl");
-  MetricsLog metrics(run_dir + "/metrics.jsonl",
-                     summary.resumed_from.empty() ? std::nullopt : std::optional<int64_t>(st.step));
-  auto plot = [&] { write_loss_plot(run_dir + "/loss.svg", metrics.records(), r.name); };
+  // A fresh run starts a fresh log; a resumed one continues it from its checkpoint's step. Rank 0 alone writes.
+  std::optional<MetricsLog> metrics;
+  if (root) {
+    if (summary.resumed_from.empty()) std::filesystem::remove(run_dir + "/metrics.jsonl");
+    metrics.emplace(run_dir + "/metrics.jsonl",
+                    summary.resumed_from.empty() ? std::nullopt : std::optional<int64_t>(st.step));
+  }
+  auto log_metrics = [&](MetricRecord rec) {
+    if (metrics) metrics->append(std::move(rec));
+  };
+  auto plot = [&] {
+    if (metrics) write_loss_plot(run_dir + "/loss.svg", metrics->records(), r.name);
+  };
   auto do_eval = [&](int64_t step) -> std::optional<EvalResult> {
     if (!run.eval_loader) return std::nullopt;
-    auto e = evaluate(model, *run.eval_loader, r.train.eval_batches);
-    metrics.append({"eval", step, {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", double(e.tokens)}}});
+    auto e = evaluate(model, *run.eval_loader, r.train.eval_batches, comm.get());
+    log_metrics({"eval", step, {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", double(e.tokens)}}});
     progress.message(fmt::format("eval @ step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)", step, e.loss,
                                  e.perplexity, e.tokens));
     plot();
     return e;
   };
   auto save_checkpoint = [&] {
+    if (!root) return;
     CheckpointContents c;
     c.state = st;
     for (const auto& [name, p] : run.trainable) c.trainable.emplace_back(name, p.detach().to(at::kCPU));
@@ -240,7 +337,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
     c.recipe_yaml = r.to_yaml();
     c.write_extra = [&](const std::string& dir) {
       // The metrics so far travel with the checkpoint (the run's own file is rewound to it on resume).
-      std::filesystem::copy_file(metrics.path(), dir + "/metrics.jsonl");
+      std::filesystem::copy_file(metrics->path(), dir + "/metrics.jsonl");
       if (r.train.mode == "lora") exporting::save_peft_adapter(model, r.lora.config, r.model.path, dir);
     };
     const auto dir = checkpointer.save(c);
@@ -260,31 +357,58 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
   int64_t& index = st.index;
   auto last_log = Clock::now();
   int64_t tokens_since_log = 0;
+  double rank_seconds = 0;  // this rank's forward/backward time since the last log line
+  int64_t rank_tokens = 0;
   for (int64_t step = st.step; step < total; ++step) {
     set_qat_for(step);
     const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
-    std::vector<data::Batch> batches;
-    int64_t step_tokens = 0;
+    std::vector<data::Batch> batches;  // this rank's share of each micro-batch
+    int64_t step_tokens = 0;           // target tokens of the whole step, every rank's share
     for (int64_t a = 0; a < r.train.grad_accum; ++a) {
       if (index >= micro_batches_in_epoch(r, *run.train_loader, epoch)) {
         if (a > 0 && r.train.max_steps <= 0) break;  // an epoch's last step is not topped up from the next epoch
         ++epoch, index = 0;
       }
-      batches.push_back(run.train_loader->batch(epoch, index++));
-      step_tokens += batches.back().target_tokens;
+      auto global = run.train_loader->batch(epoch, index++);
+      step_tokens += global.target_tokens;
+      batches.push_back(ranks > 1 ? data::slice_rows(global, rank * share, (rank + 1) * share) : std::move(global));
     }
-    // The loss of the step is the mean over every target token of all its micro-batches (not a mean of per-batch
-    // means): each micro-batch's Σ loss is divided by the step's token count before backward.
+    // The loss of the step is the mean over every target token of all its micro-batches and ranks (not a mean of
+    // per-batch means): each share's Σ loss is divided by the step's token count before backward, and the ranks'
+    // gradients are summed.
+    const auto compute_start = Clock::now();
     double loss_sum = 0;
     const double scale = fp16 ? scaler.scale() : 1.0;
-    for (const auto& b : batches) {
+    for (size_t a = 0; a < batches.size(); ++a) {
+      const auto& b = batches[a];
       if (b.target_tokens == 0) continue;
+      lora::DropoutRowsScope rows({lora::dropout_key(r.train.seed, step, static_cast<int64_t>(a)), rank * share});
       auto ls = batch_loss(model, b);
       (ls.sum * (scale / static_cast<double>(std::max<int64_t>(step_tokens, 1)))).backward();
       loss_sum += ls.sum.item<double>();
+      rank_tokens += b.target_tokens;
+    }
+    rank_seconds += seconds_since(compute_start);
+    if (options.after_backward) options.after_backward(step + 1, params);
+    if (ranks > 1) {
+      // One round: the gradients, and [Σ loss, each rank's seconds, each rank's tokens] for the log.
+      auto stats = at::zeros({1 + 2 * ranks}, at::kDouble);
+      stats[0] = loss_sum;
+      stats[1 + rank] = rank_seconds;
+      stats[1 + ranks + rank] = static_cast<double>(rank_tokens);
+      gradient_sync.run(*comm, fmt::format("the gradients of step {}", step + 1), {stats});
+      loss_sum = stats[0].item<double>();
+      const int64_t done = step + 1;
+      if (root && (done % r.train.log_every == 0 || done == total)) {
+        std::string line;
+        for (int64_t k = 0; k < ranks; ++k)
+          line += fmt::format("{}rank {} {:.1f} tok/s", k ? ", " : "",  k,
+                              stats[1 + ranks + k].item<double>() / std::max(1e-9, stats[1 + k].item<double>()));
+        progress.message(fmt::format("step {}: {}", done, line));
+      }
+      if (done % r.train.log_every == 0 || done == total) rank_seconds = 0, rank_tokens = 0;
     }
     const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_tokens, 1));
-    if (options.after_backward) options.after_backward(step + 1, params);
     if (!std::isfinite(loss) && !fp16)
       fail("step {}: the loss is {} (lr {:.3g}); stopping. The last checkpoint in {} is intact. Lower optim.lr, "
            "raise schedule.warmup_steps, or check the data.",
@@ -310,19 +434,19 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
       if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
       summary.last_loss = st.last_loss = loss;
       const double elapsed = seconds_since(start);
-      const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));
+      const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));  // every rank's tokens
       const int64_t memory = peak_memory_bytes(run.device);
       progress.update({done, total, loss, lr, tok_s, elapsed, memory, grad_norm});
       if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
-        metrics.append({"train",
-                        done,
-                        {{"loss", loss},
-                         {"lr", lr},
-                         {"grad_norm", grad_norm},
-                         {"tokens", double(step_tokens)},
-                         {"tokens_per_s", tok_s},
-                         {"elapsed_s", elapsed},
-                         {"mem_bytes", double(memory)}}});
+        log_metrics({"train",
+                     done,
+                     {{"loss", loss},
+                      {"lr", lr},
+                      {"grad_norm", grad_norm},
+                      {"tokens", double(step_tokens)},
+                      {"tokens_per_s", tok_s},
+                      {"elapsed_s", elapsed},
+                      {"mem_bytes", double(memory)}}});
         last_log = Clock::now();
         tokens_since_log = 0;
       }
@@ -346,7 +470,7 @@ TrainSummary run_training(const Recipe& recipe, const TrainOptions& options) {
   summary.eval_after = do_eval(summary.steps);
   plot();
   const auto out_dir = run_dir + (r.train.mode == "lora" ? "/adapter" : "/model");
-  save_result(run, out_dir);
+  if (root) save_result(run, out_dir);
   (r.train.mode == "lora" ? summary.adapter_dir : summary.model_dir) = out_dir;
   summary.seconds = seconds_since(start);
   return summary;

@@ -69,14 +69,20 @@ TEST(CheckpointLine, AFreshRunIntoTheSameDirectoryNeverResumesTheOldRun) {
   auto o = quiet();
   o.stop_after_step = 4;
   run_training(t.recipe({"train.max_steps=6", "train.save_every=2"}), o);
-  // A fresh run (no --resume) that stops after step 2: the old run's step 4 must not be what auto resumes next.
+  // A fresh run (no --resume) is refused there; with --overwrite it replaces the old run, and the old run's step 4
+  // must not be what auto resumes next.
   auto fresh = quiet();
   fresh.stop_after_step = 2;
+  EXPECT_NE(test::error_of([&] { run_training(t.recipe({"train.max_steps=6", "train.save_every=2"}), fresh); })
+                .find("holds a previous run"),
+            std::string::npos);
+  EXPECT_TRUE(fs::exists(t.dir + "/run/checkpoints/step-00000004"));
+  fresh.overwrite = true;
   run_training(t.recipe({"train.max_steps=6", "train.save_every=2"}), fresh);
   const auto dir = t.dir + "/run/checkpoints/";
   EXPECT_EQ(find_resume_checkpoint(t.dir + "/run", nullptr), dir + "step-00000002");
   EXPECT_FALSE(fs::exists(dir + "step-00000004"));
-  EXPECT_TRUE(fs::exists(dir + "abandoned/step-00000004"));
+  EXPECT_FALSE(fs::exists(dir + "abandoned/step-00000004"));  // removed with the old run, not kept aside
 }
 
 // The same recipe over an edited data file is another run: resuming it is refused (naming the file) unless --force.

@@ -79,7 +79,8 @@ TEST(TrainRun, EveryOptimizerAndScheduleTrains) {
   TinyRun t;
   for (const std::string opt : {"paged_adamw", "adamw_8bit", "paged_adamw_8bit"}) {
     const auto s = run_training(t.recipe({"optim.name=" + opt, "train.max_steps=12", "schedule.kind=cosine",
-                                          "train.gradient_checkpointing=false", "lora.rank_pattern={\"q_proj\": 4}"}),
+                                          "train.gradient_checkpointing=false", "lora.rank_pattern={\"q_proj\": 4}",
+                                          "train.output_dir=" + t.dir + "/" + opt}),
                                 quiet());
     EXPECT_LT(s.eval_after->loss, s.eval_before->loss) << opt;
   }

@@ -62,6 +62,10 @@ class DataLoader {
   std::shared_ptr<Cache> cache_;  // the last epoch's rows (batch() is called once per index); shared by copies
 };
 
+// Rows [begin, end) of a batch (clamped to its rows; possibly none), same T: a data-parallel rank's share of a global
+// micro-batch. Its target_tokens and samples count those rows only.
+Batch slice_rows(const Batch& batch, int64_t begin, int64_t end);
+
 // A deterministic train/eval split: round(eval_fraction * n) samples (at least 1, leaving at least 1 for training),
 // chosen by `seed`; both parts keep the original order. eval_fraction must be in (0, 1).
 std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> split_eval(std::vector<TokenizedSample> samples,

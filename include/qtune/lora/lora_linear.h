@@ -59,6 +59,7 @@ class LoraLinearImpl : public nn::LinearImpl, public qat::FakeQuantSwitch {
   std::shared_ptr<LoraWeightImpl> lora_A_, lora_B_;
   LoraTarget target_;
   double dropout_;
+  uint64_t dropout_module_;  // keys this module's row dropout masks (lora/row_dropout)
   // merged_weight()'s arithmetic, differentiable in A and B when grad mode is on.
   at::Tensor merge_with_base() const;
   at::Tensor qat_forward(const at::Tensor& x);

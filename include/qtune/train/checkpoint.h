@@ -30,6 +30,7 @@ struct TrainerState {
   std::vector<double> loss_scaler;  // DynamicLossScaler::state()
   std::string recipe_hash;          // of the run-affecting recipe values
   std::string data_hash;            // of the training (and eval) files' contents; "" in older checkpoints
+  int64_t world_size = 1;           // data-parallel ranks; `index` counts global micro-batches of world_size rank shares
 };
 
 struct CheckpointContents {

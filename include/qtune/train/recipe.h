@@ -79,6 +79,8 @@ struct TrainSection {
   std::string mode = "lora";  // lora: adapters on the frozen (quantized) base | full: every weight trains, dense
   int64_t batch_size = 4;
   int64_t grad_accum = 4;
+  int64_t global_batch_size = 0;  // > 0: rows per step over all ranks; grad_accum follows from it
+  double dist_timeout_s = 60;     // data parallel: a collective that waits longer than this fails
   int64_t max_steps = 0;  // > 0 wins over epochs
   double epochs = 1;
   double max_grad_norm = 0.3;

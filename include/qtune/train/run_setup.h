@@ -43,7 +43,8 @@ quant::QuantPlan quant_plan_of(const Recipe& recipe);
 data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& config);
 // Reads, templates, tokenizes and splits the data; errors name the file and line.
 RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
-data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval);
+// `ranks` data-parallel ranks share each micro-batch: its rows are ranks x train.batch_size (one rank takes a share).
+data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval, int64_t ranks = 1);
 // The compute dtype of the run on `device`: model.dtype, else the precision's (full runs default to fp32).
 at::ScalarType run_dtype(const Recipe& recipe, at::Device device, const io::ModelConfig& config);
 // The micro-batches of `epoch` that the run trains on. With train.epochs E: every batch of epochs before floor(E),
@@ -72,8 +73,8 @@ struct RunSetup {
   int64_t total_steps = 0, warmup_steps = 0;
   int64_t checkpointed_layers = 0;  // decoder layers recomputed in backward
 
-  // Loads everything; prints what it did to `out` (nullptr: silent).
-  static RunSetup create(const Recipe& recipe, std::FILE* out);
+  // Loads everything; prints what it did to `out` (nullptr: silent). The loaders batch for `ranks` data-parallel ranks.
+  static RunSetup create(const Recipe& recipe, std::FILE* out, int64_t ranks = 1);
   // Copies tokenizer.model (and tokenizer_config.json / special_tokens_map.json when present) into `dir`.
   void copy_tokenizer_files(const std::string& dir) const;
 };

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qtune/data/collate.h"
+#include "qtune/dist/communicator.h"
 #include "qtune/nn/decoder.h"
 #include "qtune/train/recipe.h"
 
@@ -40,6 +41,9 @@ struct TrainOptions {
   std::string resume;  // "": a fresh run; "auto": the run directory's newest valid checkpoint (fresh if none); or a
                        // checkpoint / run directory
   bool force = false;  // resume even though run-affecting recipe keys changed
+  bool overwrite = false;  // a fresh run into a directory holding a previous run removes that run first
+  // The data-parallel ranks (null: this process alone). Rank 0 writes the run directory; every rank trains its share.
+  std::shared_ptr<dist::Communicator> comm;
   int64_t stop_after_step = 0;  // > 0: return after this step (and its save), as if the process had been killed
   std::FILE* out = stdout;                // progress and messages
   std::optional<bool> terminal;           // default: whether `out` is a terminal
@@ -52,8 +56,14 @@ struct TrainOptions {
 };
 
 // Mean loss over the target tokens of the loader's first `max_batches` batches (0: all), in eval mode, no grad.
-EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches = 0);
+// With a communicator of N ranks each rank evaluates its share of every batch and all get the whole result.
+EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches = 0,
+                    dist::Communicator* comm = nullptr);
 
 TrainSummary run_training(const Recipe& recipe, const TrainOptions& options = {});
+
+// The recipe as `ranks` data-parallel ranks run it: with train.global_batch_size, grad_accum follows from it (an
+// Error when batch_size x ranks does not divide it).
+Recipe with_global_batch(Recipe recipe, int64_t ranks);
 
 }  // namespace qtune::train

@@ -1,0 +1,53 @@
+#pragma once
+// The ranks of a data-parallel run, talking through LibTorch's c10d: a TCPStore served by rank 0 (or by torchrun's
+// agent) and a Gloo process group (CPU tensors, and CUDA ones through host copies). A world of one needs neither and
+// every operation is then a no-op. A peer that dies or stops answering turns the next collective into an Error that
+// names the rank(s) that did not report the failure too, within the timeout.
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qtune/dist/world.h"
+
+namespace qtune::dist {
+
+class Communicator {
+ public:
+  // Connects to the others (blocks until all `world.size` ranks have joined, up to `timeout`).
+  static std::shared_ptr<Communicator> connect(const World& world, std::chrono::milliseconds timeout);
+  static std::shared_ptr<Communicator> single();  // a world of one
+  ~Communicator();
+
+  int rank() const { return world_.rank; }
+  int size() const { return world_.size; }
+  bool is_root() const { return world_.rank == 0; }
+  const World& world() const { return world_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  // Sums each tensor over the ranks, in place; all are launched before the first is waited on. `what` names the
+  // collective in an error ("the gradients of step 12").
+  void all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what);
+  void barrier(const std::string& what);
+  // Rank 0's `value` on every rank; the others wait for it up to `wait` (longer than the collectives' timeout: rank 0
+  // may be quantizing a base or loading a checkpoint meanwhile).
+  std::string share_from_root(const std::string& key, const std::string& value, std::chrono::milliseconds wait);
+
+  // Bytes all_reduce_sum has sent through the group so far (the tensors' sizes, once per call).
+  int64_t reduced_bytes() const { return reduced_bytes_; }
+
+ private:
+  struct Group;
+  Communicator(World world, std::chrono::milliseconds timeout);
+  [[noreturn]] void fail_collective(const std::string& what, const std::exception& e);
+
+  World world_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Group> group_;
+  int64_t reduced_bytes_ = 0;
+  int64_t collectives_ = 0;
+};
+
+}  // namespace qtune::dist

@@ -1,0 +1,38 @@
+#pragma once
+// Dropout masks that depend on which sample row they fall on, not on how the rows were split into processes: row g
+// of a micro-batch keyed k draws its mask from a generator seeded by (k, the module, g). So N data-parallel ranks
+// holding b rows each apply exactly the masks one process holding N·b rows applies, a recomputed (checkpointed) layer
+// draws the masks of its first run, and a resumed run needs no generator state for them. The trainer opens a scope
+// per micro-batch; outside one (tests, other callers) LoRA dropout draws from the default generator as before.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace qtune::lora {
+
+struct DropoutRows {
+  uint64_t key = 0;        // one per micro-batch of the run (seed, step, micro-batch index)
+  int64_t first_row = 0;   // the global row index of this process's row 0
+};
+
+// Process-wide rather than thread-local: the autograd engine may recompute a checkpointed layer on its own thread.
+class DropoutRowsScope {
+ public:
+  explicit DropoutRowsScope(DropoutRows rows);
+  ~DropoutRowsScope();
+  DropoutRowsScope(const DropoutRowsScope&) = delete;
+  DropoutRowsScope& operator=(const DropoutRowsScope&) = delete;
+
+ private:
+  std::optional<DropoutRows> previous_;
+};
+
+uint64_t dropout_key(uint64_t seed, int64_t step, int64_t micro_batch);
+uint64_t module_key(const std::string& name);
+
+// Inverted dropout of x ([rows, ...]) with the current scope's row masks; at::dropout when no scope is open.
+at::Tensor row_keyed_dropout(const at::Tensor& x, double p, uint64_t module);
+
+}  // namespace qtune::lora
