@@ -359,6 +359,8 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   int64_t tokens_since_log = 0;
   double rank_seconds = 0;  // this rank's forward/backward time since the last log line
   int64_t rank_tokens = 0;
+  double sync_seconds = 0;  // in the all-reduce, waiting for the slowest rank included
+  int64_t sync_steps = 0;
   for (int64_t step = st.step; step < total; ++step) {
     set_qat_for(step);
     const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
@@ -396,7 +398,9 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       stats[0] = loss_sum;
       stats[1 + rank] = rank_seconds;
       stats[1 + ranks + rank] = static_cast<double>(rank_tokens);
+      const auto sync_start = Clock::now();
       gradient_sync.run(*comm, fmt::format("the gradients of step {}", step + 1), {stats});
+      sync_seconds += seconds_since(sync_start), ++sync_steps;
       loss_sum = stats[0].item<double>();
       const int64_t done = step + 1;
       if (root && (done % r.train.log_every == 0 || done == total)) {
@@ -404,9 +408,10 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
         for (int64_t k = 0; k < ranks; ++k)
           line += fmt::format("{}rank {} {:.1f} tok/s", k ? ", " : "",  k,
                               stats[1 + ranks + k].item<double>() / std::max(1e-9, stats[1 + k].item<double>()));
-        progress.message(fmt::format("step {}: {}", done, line));
+        progress.message(fmt::format("step {}: {}; all-reduce {:.0f} ms per step (waiting for the slowest rank included)",
+                                     done, line, 1000 * sync_seconds / std::max<int64_t>(sync_steps, 1)));
       }
-      if (done % r.train.log_every == 0 || done == total) rank_seconds = 0, rank_tokens = 0;
+      if (done % r.train.log_every == 0 || done == total) rank_seconds = 0, rank_tokens = 0, sync_seconds = 0, sync_steps = 0;
     }
     const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_tokens, 1));
     if (!std::isfinite(loss) && !fp16)
