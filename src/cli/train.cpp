@@ -92,7 +92,7 @@ void add_train(CLI::App& app, Action& action) {
       options.resume = args->resume;
       options.force = args->force;
       options.overwrite = args->overwrite;
-      if (world.distributed()) {
+      if (world.launcher != "none") {  // a launcher's world of one still forms its group (the GPU check runs NCCL so)
         // CPU ranks on one machine split its cores, unless the launcher chose (torchrun sets OMP_NUM_THREADS).
         if (!std::getenv("OMP_NUM_THREADS"))
           at::set_num_threads(std::max(1, dist::available_cores() / world.local_size));

@@ -13,6 +13,7 @@
 
 #include <thread>
 
+#include "nccl_backend.h"
 #include "qtune/util/error.h"
 
 namespace qtune::dist {
@@ -28,7 +29,9 @@ std::string message_of(const std::exception& e) {
 
 struct Communicator::Group {
   c10::intrusive_ptr<c10d::Store> store;  // prefixed: torchrun's agent keeps keys of its own in the same store
-  c10::intrusive_ptr<c10d::Backend> backend;
+  c10::intrusive_ptr<c10d::Backend> backend;  // Gloo: CPU tensors (and CUDA ones without NCCL)
+  c10::intrusive_ptr<c10d::Backend> nccl;     // CUDA tensors, made at the first one (every rank gets there together)
+  bool nccl_tried = false;
 };
 
 Communicator::Communicator(World world, std::chrono::milliseconds timeout)
@@ -41,7 +44,6 @@ std::shared_ptr<Communicator> Communicator::single() {
 
 std::shared_ptr<Communicator> Communicator::connect(const World& world, std::chrono::milliseconds timeout) {
   std::shared_ptr<Communicator> c(new Communicator(world, timeout));
-  if (!world.distributed()) return c;
   const auto where = fmt::format("{}:{}", world.master_addr, world.master_port);
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(world.master_port);
@@ -105,8 +107,14 @@ void Communicator::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::s
     std::vector<c10::intrusive_ptr<c10d::Work>> work;
     work.reserve(tensors.size());
     for (auto& t : tensors) {
+      if (t.is_cuda() && !group_->nccl_tried) {
+        group_->nccl_tried = true;
+        group_->nccl = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", group_->store), world_.rank,
+                                         world_.size, timeout_);
+      }
+      auto& backend = t.is_cuda() && group_->nccl ? group_->nccl : group_->backend;
       std::vector<at::Tensor> one{t};
-      work.push_back(group_->backend->allreduce(one, c10d::AllreduceOptions{}));
+      work.push_back(backend->allreduce(one, c10d::AllreduceOptions{}));
       reduced_bytes_ += static_cast<int64_t>(t.numel() * t.element_size());
     }
     for (size_t i = 0; i < work.size(); ++i) {
@@ -126,6 +134,8 @@ void Communicator::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::s
     fail_collective(what, e);
   }
 }
+
+const char* Communicator::cuda_backend_name() { return QTUNE_WITH_NCCL ? "nccl" : "gloo"; }
 
 void Communicator::barrier(const std::string& what) {
   if (!group_) return;

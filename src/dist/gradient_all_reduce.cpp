@@ -19,7 +19,7 @@ GradientAllReduce::GradientAllReduce(std::vector<at::Tensor> params, int64_t buc
 }
 
 void GradientAllReduce::run(Communicator& comm, const std::string& what, std::vector<at::Tensor> extra) {
-  if (comm.size() == 1) return;
+  if (!comm.connected()) return;
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> flats;
   flats.reserve(buckets_.size() + extra.size());

@@ -156,7 +156,7 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
     tokens += ls.tokens;
   }
   model.train(was_training);
-  if (ranks > 1) {
+  if (comm && comm->connected()) {
     std::vector<at::Tensor> totals{at::tensor({sum, static_cast<double>(tokens)}, at::kDouble)};
     comm->all_reduce_sum(totals, "the eval loss");
     sum = totals[0][0].item<double>();
@@ -241,11 +241,11 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   std::vector<at::Tensor> params;
   for (const auto& [name, p] : run.trainable) params.push_back(p);
   dist::GradientAllReduce gradient_sync(params);
-  if (ranks > 1)
+  if (comm->connected())
     fmt::print(out, "data parallel: {} ranks ({}), {} rows per rank and micro-batch; {} of gradients all-reduced per "
-                    "step in {} bucket(s), timeout {} s\n",
+                    "step in {} bucket(s) by {}, timeout {} s\n",
                ranks, comm->world().launcher, share, format_bytes(gradient_sync.bytes()), gradient_sync.buckets(),
-               r.train.dist_timeout_s);
+               run.device.is_cuda() ? dist::Communicator::cuda_backend_name() : "gloo", r.train.dist_timeout_s);
 
   const bool terminal = options.terminal.value_or(Progress::stdout_is_terminal() && options.out == stdout) && root;
   Progress progress(out, terminal, r.train.log_every);
@@ -392,7 +392,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     }
     rank_seconds += seconds_since(compute_start);
     if (options.after_backward) options.after_backward(step + 1, params);
-    if (ranks > 1) {
+    if (comm->connected()) {
       // One round: the gradients, and [Σ loss, each rank's seconds, each rank's tokens] for the log.
       auto stats = at::zeros({1 + 2 * ranks}, at::kDouble);
       stats[0] = loss_sum;

@@ -165,6 +165,21 @@ TEST(DataParallel, ResumeWithAnotherWorldSizeContinuesFromTheSameSample) {
   EXPECT_EQ(state.at("index"), 8 + 4);  // 4 more steps of 1 micro-batch of 2 rows
 }
 
+// Under a launcher a world of one still forms its group and all-reduces (a copy): the run is the one without it, byte
+// for byte. GpuTrain.NcclWorldOfOneTrainsAsAlone is the same on CUDA through NCCL.
+TEST(DataParallel, ALaunchersWorldOfOneTrainsAsAlone) {
+  TinyRun t;
+  const auto r = test::run_qtune("train " + write_recipe(t, "launched", kSettings),
+                                 "RANK=0 WORLD_SIZE=1 MASTER_PORT=" + std::to_string(dist::free_local_port()));
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("data parallel: 1 ranks (torchrun)"), std::string::npos) << r.out;
+  auto alone = kSettings;
+  alone.push_back("train.output_dir=" + t.dir + "/alone");
+  run_training(t.recipe(alone), quiet());
+  EXPECT_EQ(test::read_file(t.dir + "/launched/adapter/adapter_model.safetensors"),
+            test::read_file(t.dir + "/alone/adapter/adapter_model.safetensors"));
+}
+
 TEST(DataParallel, TorchrunLaunchesTheSameRun) {
   const std::string torchrun = std::string(QTUNE_TEST_SOURCE_DIR) + "/.venv/bin/torchrun";
   if (!fs::exists(torchrun)) GTEST_SKIP() << "no torchrun in .venv (scripts/setup.sh installs torch there)";

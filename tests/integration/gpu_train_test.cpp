@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "qtune/data/tokenizer.h"
+#include "qtune/dist/local_launch.h"
 #include "qtune/eval/generate.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
@@ -72,11 +73,33 @@ TEST(GpuTrain, PagedOptimizersGiveTheLossesOfThePlainOnesOnCuda) {
   QTUNE_REQUIRE_CUDA();
   TinyRun t;
   for (const std::string kind : {"adamw", "adamw_8bit"}) {
-    const auto plain = losses_of(t.recipe({"device=cuda", "train.max_steps=6", "optim.name=" + kind, "lora.dropout=0"}));
+    const auto plain = losses_of(t.recipe({"device=cuda", "train.max_steps=6", "optim.name=" + kind, "lora.dropout=0",
+                                           "train.output_dir=" + t.dir + "/plain_" + kind}));
     const auto paged = losses_of(t.recipe({"device=cuda", "train.max_steps=6", "optim.name=paged_" + kind,
                                            "lora.dropout=0", "train.output_dir=" + t.dir + "/paged_" + kind}));
     EXPECT_EQ(paged, plain) << kind;
   }
+}
+
+// The NCCL process group (world of one, as torchrun --nproc-per-node 1 forms it): the gradients go through
+// ProcessGroupNCCL's all-reduce and come back as they were, so the run is the one without a group, byte for byte.
+TEST(GpuTrain, NcclWorldOfOneTrainsAsAlone) {
+  QTUNE_REQUIRE_CUDA();
+  TinyRun t;
+  const std::vector<std::string> keys = {"device=cuda", "train.max_steps=4", "train.precision=fp32"};
+  auto launched = keys;
+  launched.push_back("train.output_dir=" + t.dir + "/launched");
+  const auto path = t.dir + "/launched.yaml";
+  io::write_text_atomically(path, t.recipe(launched).to_yaml());
+  const auto r = test::run_qtune("train " + path, "RANK=0 WORLD_SIZE=1 MASTER_PORT=" +
+                                                      std::to_string(dist::free_local_port()));
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("by nccl"), std::string::npos) << r.out;
+  auto alone = keys;
+  alone.push_back("train.output_dir=" + t.dir + "/alone");
+  losses_of(t.recipe(alone));
+  EXPECT_EQ(test::read_file(t.dir + "/launched/adapter/adapter_model.safetensors"),
+            test::read_file(t.dir + "/alone/adapter/adapter_model.safetensors"));
 }
 
 TEST(GpuGenerate, GreedyTokensOnCudaEqualTheCpu) {

@@ -1,7 +1,7 @@
 #pragma once
 // The ranks of a data-parallel run, talking through LibTorch's c10d: a TCPStore served by rank 0 (or by torchrun's
-// agent) and a Gloo process group (CPU tensors, and CUDA ones through host copies). A world of one needs neither and
-// every operation is then a no-op. A peer that dies or stops answering turns the next collective into an Error that
+// agent), a Gloo process group for CPU tensors and an NCCL one for CUDA tensors (Gloo's host copies in builds without
+// NCCL). Under a launcher even a world of one forms the group; single() has none, and every operation is a no-op. A peer that dies or stops answering turns the next collective into an Error that
 // names the rank(s) that did not report the failure too, within the timeout.
 #include <ATen/ATen.h>
 
@@ -18,8 +18,11 @@ class Communicator {
  public:
   // Connects to the others (blocks until all `world.size` ranks have joined, up to `timeout`).
   static std::shared_ptr<Communicator> connect(const World& world, std::chrono::milliseconds timeout);
-  static std::shared_ptr<Communicator> single();  // a world of one
+  static std::shared_ptr<Communicator> single();  // this process alone, no group
   ~Communicator();
+  bool connected() const { return group_ != nullptr; }  // a group formed (a launcher's world of one included)
+  // The process group CUDA tensors are summed by: "nccl" where this build has it, else "gloo".
+  static const char* cuda_backend_name();
 
   int rank() const { return world_.rank; }
   int size() const { return world_.size; }
