@@ -149,6 +149,31 @@ TEST(DataParallel, KilledRankStopsTheOtherAndResumeEndsWithTheUninterruptedAdapt
             test::read_file(t.dir + "/reference/adapter/adapter_model.safetensors"));
 }
 
+// A rank that hangs (stopped, its connections open) fails the others' collective after train.dist_timeout_s; they name
+// it, and the launcher stops it after its grace.
+TEST(DataParallel, AHungRankIsNamedAfterTheTimeout) {
+  TinyRun t;
+  const auto recipe = write_recipe(t, "run", {"train.batch_size=2", "train.max_steps=400", "train.save_every=10",
+                                              "train.dist_timeout_s=4", "train.log_every=100"});
+  test::BackgroundQtune launcher("train " + recipe + " --nproc 2", t.dir);
+  ASSERT_TRUE(test::wait_for_path(t.dir + "/run/checkpoints/step-00000010", std::chrono::seconds(240)));
+  const pid_t victim = test::child_with_env(launcher.pid, "RANK=1");
+  ASSERT_GT(victim, 0);
+  const auto stopped_at = std::chrono::steady_clock::now();
+  ASSERT_EQ(::kill(victim, SIGSTOP), 0);
+  const auto code = launcher.wait(std::chrono::seconds(60));
+  ASSERT_TRUE(code.has_value());
+  EXPECT_NE(*code, 0);
+  const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
+  EXPECT_LT(took, 4 + 3 + 10 + 10);  // the timeout, the naming, the launcher's grace, slack for a loaded machine
+  const auto err = test::read_file(launcher.err);
+  EXPECT_NE(err.find("rank 1 stopped answering"), std::string::npos) << err;
+  EXPECT_NE(err.find("(timeout 4 s, train.dist_timeout_s)"), std::string::npos) << err;
+  EXPECT_NE(err.find("rank 1 (pid " + std::to_string(victim) + ") did not stop within 10 s; killing it"),
+            std::string::npos)
+      << err;
+}
+
 TEST(DataParallel, ResumeWithAnotherWorldSizeContinuesFromTheSameSample) {
   TinyRun t;
   const std::vector<std::string> settings = {"train.batch_size=2", "train.max_steps=8", "train.save_every=4",
