@@ -54,7 +54,7 @@ std::shared_ptr<Communicator> Communicator::connect(const World& world, std::chr
   c->group_ = std::make_unique<Group>();
   try {
     auto tcp = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
-    c->group_->store = c10::make_intrusive<c10d::PrefixStore>("qtune", tcp);
+    c->group_->store = c10::make_intrusive<c10d::PrefixStore>(fmt::format("qtune/attempt_{}", world.attempt), tcp);
   } catch (const std::exception& e) {
     if (so.isServer)
       fail("rank 0 could not serve the rendezvous at {} ({}): is the port in use? Set MASTER_PORT to a free port",

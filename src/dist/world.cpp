@@ -75,6 +75,7 @@ World world_from_environment(const EnvLookup& env) {
     w.local_size = integer_or(env, "LOCAL_WORLD_SIZE", 1, w.size);
     const auto agent = env("TORCHELASTIC_USE_AGENT_STORE").value_or("");
     w.agent_store = agent == "True" || agent == "true" || agent == "1";
+    w.attempt = integer_or(env, "TORCHELASTIC_RESTART_COUNT", 0, 0);
     set_master(w, env, "127.0.0.1");
     check(w, "RANK", "WORLD_SIZE");
     return w;

@@ -115,6 +115,26 @@ TEST(DataParallel, ThreeRanksOnUnevenData) {
       << r.out;
 }
 
+// Sends `signal` to rank 1 of a `--nproc 2` run once `checkpoint` exists; then waits for the launcher to end.
+struct SignalledRun {
+  pid_t victim = -1;
+  std::optional<int> code;  // the launcher's exit status
+  double seconds = 0;       // from the signal to the launcher's end
+  std::string err;
+};
+SignalledRun signal_rank_one(const std::string& recipe, const TinyRun& t, const std::string& checkpoint, int signal) {
+  SignalledRun s;
+  test::BackgroundQtune launcher("train " + recipe + " --nproc 2", t.dir);
+  if (!test::wait_for_path(checkpoint, std::chrono::seconds(240))) return s;
+  s.victim = test::child_with_env(launcher.pid, "RANK=1");
+  if (s.victim <= 0 || ::kill(s.victim, signal) != 0) return s;
+  const auto at = std::chrono::steady_clock::now();
+  s.code = launcher.wait(std::chrono::seconds(60));
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - at).count();
+  s.err = test::read_file(launcher.err);
+  return s;
+}
+
 TEST(DataParallel, KilledRankStopsTheOtherAndResumeEndsWithTheUninterruptedAdapter) {
   TinyRun t;
   const std::vector<std::string> settings = {"lora.dropout=0.1", "train.batch_size=2", "train.max_steps=150",
@@ -124,19 +144,13 @@ TEST(DataParallel, KilledRankStopsTheOtherAndResumeEndsWithTheUninterruptedAdapt
   const auto reference = write_recipe(t, "reference", settings);
   ASSERT_EQ(test::run_qtune("train " + reference + " --nproc 2").code, 0);
 
-  test::BackgroundQtune launcher("train " + recipe + " --nproc 2", t.dir);
-  ASSERT_TRUE(test::wait_for_path(t.dir + "/run/checkpoints/step-00000020", std::chrono::seconds(240)));
-  const pid_t victim = test::child_with_env(launcher.pid, "RANK=1");
-  ASSERT_GT(victim, 0);
-  const auto killed_at = std::chrono::steady_clock::now();
-  ASSERT_EQ(::kill(victim, SIGKILL), 0);
-  const auto code = launcher.wait(std::chrono::seconds(60));
-  ASSERT_TRUE(code.has_value()) << "the surviving rank did not stop";
-  const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
-  EXPECT_NE(*code, 0);
-  EXPECT_LT(took, 20 + 15);  // within train.dist_timeout_s (and the launcher's look)
-  const auto err = test::read_file(launcher.err);
-  EXPECT_NE(err.find("rank 1 (pid " + std::to_string(victim) + ") was killed by signal 9"), std::string::npos) << err;
+  const auto k = signal_rank_one(recipe, t, t.dir + "/run/checkpoints/step-00000020", SIGKILL);
+  ASSERT_GT(k.victim, 0);
+  ASSERT_TRUE(k.code.has_value()) << "the surviving rank did not stop";
+  EXPECT_NE(*k.code, 0);
+  EXPECT_LT(k.seconds, 20 + 15);  // within train.dist_timeout_s (and the launcher's look)
+  const auto& err = k.err;
+  EXPECT_NE(err.find("rank 1 (pid " + std::to_string(k.victim) + ") was killed by signal 9"), std::string::npos) << err;
   EXPECT_NE(err.find("rank 0 of 2: "), std::string::npos) << err;
   EXPECT_NE(err.find("rank 1 stopped answering"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(t.dir + "/run/adapter"));
@@ -155,21 +169,15 @@ TEST(DataParallel, AHungRankIsNamedAfterTheTimeout) {
   TinyRun t;
   const auto recipe = write_recipe(t, "run", {"train.batch_size=2", "train.max_steps=400", "train.save_every=10",
                                               "train.dist_timeout_s=4", "train.log_every=100"});
-  test::BackgroundQtune launcher("train " + recipe + " --nproc 2", t.dir);
-  ASSERT_TRUE(test::wait_for_path(t.dir + "/run/checkpoints/step-00000010", std::chrono::seconds(240)));
-  const pid_t victim = test::child_with_env(launcher.pid, "RANK=1");
-  ASSERT_GT(victim, 0);
-  const auto stopped_at = std::chrono::steady_clock::now();
-  ASSERT_EQ(::kill(victim, SIGSTOP), 0);
-  const auto code = launcher.wait(std::chrono::seconds(60));
-  ASSERT_TRUE(code.has_value());
-  EXPECT_NE(*code, 0);
-  const auto took = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped_at).count();
-  EXPECT_LT(took, 4 + 3 + 10 + 10);  // the timeout, the naming, the launcher's grace, slack for a loaded machine
-  const auto err = test::read_file(launcher.err);
+  const auto h = signal_rank_one(recipe, t, t.dir + "/run/checkpoints/step-00000010", SIGSTOP);
+  ASSERT_GT(h.victim, 0);
+  ASSERT_TRUE(h.code.has_value());
+  EXPECT_NE(*h.code, 0);
+  EXPECT_LT(h.seconds, 4 + 3 + 10 + 10);  // the timeout, the naming, the launcher's grace, slack for a loaded machine
+  const auto& err = h.err;
   EXPECT_NE(err.find("rank 1 stopped answering"), std::string::npos) << err;
   EXPECT_NE(err.find("(timeout 4 s, train.dist_timeout_s)"), std::string::npos) << err;
-  EXPECT_NE(err.find("rank 1 (pid " + std::to_string(victim) + ") did not stop within 10 s; killing it"),
+  EXPECT_NE(err.find("rank 1 (pid " + std::to_string(h.victim) + ") did not stop within 10 s; killing it"),
             std::string::npos)
       << err;
 }

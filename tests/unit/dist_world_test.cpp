@@ -29,7 +29,8 @@ TEST(DistWorld, NoLauncherIsOneRank) {
 TEST(DistWorld, Torchrun) {
   const auto w = world_from_environment(env_of({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"},
                                                 {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "node7"},
-                                                {"MASTER_PORT", "29411"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"}}));
+                                                {"MASTER_PORT", "29411"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                                                {"TORCHELASTIC_RESTART_COUNT", "2"}}));
   EXPECT_EQ(w.launcher, "torchrun");
   EXPECT_EQ(w.rank, 3);
   EXPECT_EQ(w.size, 4);
@@ -38,6 +39,7 @@ TEST(DistWorld, Torchrun) {
   EXPECT_EQ(w.master_addr, "node7");
   EXPECT_EQ(w.master_port, 29411);
   EXPECT_TRUE(w.agent_store);
+  EXPECT_EQ(w.attempt, 2);
 }
 
 TEST(DistWorld, OpenMpiAndMpich) {

@@ -15,6 +15,7 @@ struct World {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
   bool agent_store = false;  // torchrun's agent already serves the TCPStore at master_addr:master_port
+  int attempt = 0;  // torchrun's restart count: the agent's store outlives a restart, so each attempt has its own keys
   std::string launcher = "none";  // none, torchrun (or qtune --nproc), mpi, slurm
   bool distributed() const { return size > 1; }
 };
