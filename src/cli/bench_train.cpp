@@ -33,6 +33,7 @@ using Clock = std::chrono::steady_clock;
 
 struct ShapeArgs {
   std::string config;  // a config.json or a directory holding one
+  std::string model;   // or a real model (directory or .gguf): its weights instead of random ones
   std::string base = "nf4";
   std::string device = "auto", dtype = "auto";
   int threads = 0;
@@ -40,8 +41,13 @@ struct ShapeArgs {
 };
 
 void add_shape_options(CLI::App& cmd, ShapeArgs& a) {
-  cmd.add_option("--config", a.config, "The model shape: a config.json or a directory holding one (configs/models/)")
-      ->required();
+  auto* config = cmd.add_option("--config", a.config,
+                                 "The model shape: a config.json or a directory holding one (configs/models/)");
+  auto* model = cmd.add_option("--model", a.model,
+                               "Or a real model (a Hugging Face directory or a .gguf), loaded and quantized as qtune "
+                               "train loads it");
+  config->excludes(model);
+  model->excludes(config);
   cmd.add_option("--base", a.base, "How the projections are stored: nf4 (with double quant), int8 or dense")
       ->capture_default_str()
       ->check(CLI::IsMember({"nf4", "int8", "dense"}));
@@ -51,6 +57,8 @@ void add_shape_options(CLI::App& cmd, ShapeArgs& a) {
   cmd.add_option("--threads", a.threads, "CPU threads (default: one per core)")->check(CLI::NonNegativeNumber);
   cmd.add_flag("--json", a.json, "Print one JSON object instead of text");
 }
+
+const std::string& shape_label(const ShapeArgs& a) { return a.model.empty() ? a.config : a.model; }
 
 void synchronize(at::Device device) {
   if (device.is_cuda()) torch::cuda::synchronize();
@@ -77,7 +85,8 @@ void warn_if_cores_shared() {
 int run_bench_train(const TrainBenchArgs& a) {
   if (a.shape.threads > 0) at::set_num_threads(a.shape.threads);
   warn_if_cores_shared();
-  const auto config = io::ModelConfig::load(a.shape.config);
+  if (a.shape.config.empty() == a.shape.model.empty()) fail("qtune bench train: give --config SHAPE or --model PATH");
+  const auto config = io::ModelConfig::load(a.shape.model.empty() ? a.shape.config : a.shape.model);
   const auto device = resolve_device(a.shape.device);
   // auto: what train.precision auto trains in (bf16 on a CPU with AVX512-BF16, as on a GPU).
   const auto dtype = a.shape.dtype == "auto" ? train::compute_dtype("auto", device, config.hidden_size) : resolve_dtype(a.shape.dtype, device);
@@ -90,7 +99,8 @@ int run_bench_train(const TrainBenchArgs& a) {
   lc.alpha = a.alpha;
   lc.dropout = 0;
   const auto built_at = Clock::now();
-  auto m = random_model(config, a.shape.base, options, &lc, 1);
+  auto m = a.shape.model.empty() ? random_model(config, a.shape.base, options, &lc, 1)
+                                 : loaded_model(a.shape.model, a.shape.base, options, &lc, 1);
   auto& model = *m.model;
   model.train();
   model.set_gradient_checkpointing(a.checkpointing, a.checkpoint_layers);
@@ -151,7 +161,7 @@ int run_bench_train(const TrainBenchArgs& a) {
       m_est, !a.checkpointing ? 0 : a.checkpoint_layers < 0 ? config.num_hidden_layers : a.checkpoint_layers);
 
   nlohmann::json j = {{"engine", "qtune"},
-                      {"config", a.shape.config},
+                      {"config", shape_label(a.shape)},
                       {"base", a.shape.base},
                       {"device", device.str()},
                       {"dtype", dtype_label(dtype)},
@@ -179,7 +189,7 @@ int run_bench_train(const TrainBenchArgs& a) {
   }
   fmt::print("qtune bench train: {} ({} layers, hidden {}), {} base, {} on {}, {} x {} tokens, LoRA r {} alpha {} on "
              "every projection ({} trainable), {}, checkpointing {}\n",
-             a.shape.config, config.num_hidden_layers, config.hidden_size, a.shape.base, dtype_label(dtype),
+             shape_label(a.shape), config.num_hidden_layers, config.hidden_size, a.shape.base, dtype_label(dtype),
              device.str(), a.batch, a.seq, a.r, a.alpha, trainable_params, a.optim, a.checkpointing ? "on" : "off");
   fmt::print("{:.1f} tokens/s ({:.3f} s/step over {} steps after {} warm-up), peak {} ({}), plan estimate {}; loss "
              "{:.3f}; model built in {:.1f}s\n",
@@ -196,10 +206,13 @@ struct DecodeBenchArgs {
 int run_bench_decode(const DecodeBenchArgs& a) {
   if (a.shape.threads > 0) at::set_num_threads(a.shape.threads);
   warn_if_cores_shared();
-  const auto config = io::ModelConfig::load(a.shape.config);
+  if (a.shape.config.empty() == a.shape.model.empty()) fail("qtune bench decode: give --config SHAPE or --model PATH");
+  const auto config = io::ModelConfig::load(shape_label(a.shape));
   const auto device = resolve_device(a.shape.device);
   const auto dtype = resolve_dtype(a.shape.dtype, device);
-  auto m = random_model(config, a.shape.base, at::TensorOptions().dtype(dtype).device(device), nullptr, 1);
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
+  auto m = a.shape.model.empty() ? random_model(config, a.shape.base, options, nullptr, 1)
+                                 : loaded_model(a.shape.model, a.shape.base, options, nullptr, 1);
   m.model->eval();
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
   const auto prompt_t = at::randint(config.vocab_size, {a.prompt}, gen, at::kLong).contiguous();
@@ -210,7 +223,7 @@ int run_bench_decode(const DecodeBenchArgs& a) {
   synchronize(device);
   const auto r = eval::generate(*m.model, prompt, o);
   synchronize(device);
-  nlohmann::json j = {{"engine", "qtune"},          {"config", a.shape.config},
+  nlohmann::json j = {{"engine", "qtune"},          {"config", shape_label(a.shape)},
                       {"base", a.shape.base},       {"device", device.str()},
                       {"dtype", dtype_label(dtype)}, {"prompt", a.prompt},
                       {"new_tokens", static_cast<int64_t>(r.tokens.size())},
@@ -222,7 +235,7 @@ int run_bench_decode(const DecodeBenchArgs& a) {
   else
     fmt::print("qtune bench decode: {} {} base, {} on {}: prompt {} tokens in {:.3f}s, {:.1f} tokens/s decoding {} "
                "tokens, peak {}\n",
-               a.shape.config, a.shape.base, dtype_label(dtype), device.str(), a.prompt, r.prefill_seconds,
+               shape_label(a.shape), a.shape.base, dtype_label(dtype), device.str(), a.prompt, r.prefill_seconds,
                r.decode_tokens_per_second(), r.tokens.size(), format_bytes(double(peak_memory_bytes(device))));
   return 0;
 }

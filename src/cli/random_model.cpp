@@ -2,6 +2,7 @@
 
 #include "qtune/lora/inject.h"
 #include "qtune/nn/model_io.h"
+#include "qtune/nn/quant_linear_factory.h"
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/codebook.h"
 #include "qtune/quant/int8.h"
@@ -74,6 +75,28 @@ RandomModel random_model(const io::ModelConfig& config, const std::string& base,
   }
   nn::RandomInit init(config, seed);  // embeddings, norms, a dense base: fp32 on the CPU, then moved
   m.model = std::make_shared<nn::CausalLMImpl>(config, *factory, init, options);
+  return m;
+}
+
+RandomModel loaded_model(const std::string& path, const std::string& base, at::TensorOptions options,
+                         const lora::LoraConfig* lora, uint64_t seed) {
+  quant::QuantPlan plan;
+  plan.base.format = base == "nf4" ? quant::WeightFormat::NF4
+                     : base == "int8" ? quant::WeightFormat::Int8
+                     : base == "dense" ? quant::WeightFormat::Dense
+                                       : (fail("--base '{}': expected nf4, int8 or dense", base), quant::WeightFormat::NF4);
+  plan.base.blocksize = 64;
+  plan.base.double_quant = true;
+  const auto config = io::ModelConfig::load(path);
+  RandomModel m;
+  m.base = std::make_unique<nn::QuantLinearFactory>(
+      plan, options, quant::StoredQuantization::of(config.quantization_config, path + "/config.json"));
+  nn::LinearFactory* factory = m.base.get();
+  if (lora) {
+    m.lora = std::make_unique<lora::LoraLinearFactory>(*m.base, *lora, seed);
+    factory = m.lora.get();
+  }
+  m.model = nn::load_causal_lm(path, options, factory);
   return m;
 }
 

@@ -25,4 +25,9 @@ struct RandomModel {
 RandomModel random_model(const io::ModelConfig& config, const std::string& base, at::TensorOptions options,
                          const lora::LoraConfig* lora, uint64_t seed);
 
+// A real model (a Hugging Face directory or a .gguf), loaded as `qtune train` loads it: base "nf4" (+ double quant,
+// block 64), "int8" or "dense" quantized tensor by tensor (a GPTQ / AWQ / bitsandbytes checkpoint stays as stored).
+RandomModel loaded_model(const std::string& path, const std::string& base, at::TensorOptions options,
+                         const lora::LoraConfig* lora, uint64_t seed);
+
 }  // namespace qtune::cli

@@ -86,7 +86,7 @@ TEST(RunDirectory, KillNineLeavesNoStaleLockAndResumeAutoContinues) {
   options.resume = "auto";
   const auto s = run_training(recipe, options);
   EXPECT_FALSE(s.resumed_from.empty());
-  EXPECT_GE(s.start_step, 20);
+  EXPECT_GE(s.start_step, 10);  // 20 when the kill came after step 20's save was published, else 10
   EXPECT_EQ(s.steps, 400);
 }
 
