@@ -8,13 +8,16 @@
 
 namespace qtune::eval {
 
-at::Tensor next_token_nll(nn::CausalLMImpl& model, const std::vector<int64_t>& ids) {
+at::Tensor next_token_nll(nn::CausalLMImpl& model, const std::vector<int64_t>& ids, int64_t last) {
   torch::NoGradGuard no_grad;
   if (ids.size() < 2) return at::empty({0}, at::kFloat);
   auto input = at::tensor(ids, at::kLong).unsqueeze(0);
-  auto logits = model.forward(input).squeeze(0).to(at::kFloat);  // [T, V]
-  auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1), -1);
-  auto targets = input.squeeze(0).narrow(0, 1, input.size(1) - 1).to(logp.device());
+  const int64_t predicted = input.size(1) - 1;
+  const int64_t k = last < 0 ? predicted : std::min(last, predicted);
+  auto hidden = model.hidden_states(input).squeeze(0);  // [T, H]
+  auto logits = model.logits(hidden.narrow(0, predicted - k, k)).to(at::kFloat);  // [k, V]
+  auto logp = at::log_softmax(logits, -1);
+  auto targets = input.squeeze(0).narrow(0, 1 + predicted - k, k).to(logp.device());
   return -logp.gather(1, targets.unsqueeze(1)).squeeze(1).to(at::kCPU);
 }
 
@@ -29,9 +32,9 @@ PerplexityResult sliding_window_perplexity(nn::CausalLMImpl& model, const std::v
     const int64_t end = std::min(begin + max_length, n);
     const int64_t target_len = end - prev_end;  // tokens not scored by an earlier window
     std::vector<int64_t> window(ids.begin() + begin, ids.begin() + end);
-    auto nll = next_token_nll(model, window);  // nll[j] predicts window[j + 1]
-    const int64_t scored = std::min<int64_t>(target_len, nll.size(0));
-    result.nll_sum += nll.narrow(0, nll.size(0) - scored, scored).sum().item<double>();
+    auto nll = next_token_nll(model, window, target_len);  // the last predictions of the window
+    const int64_t scored = nll.size(0);
+    result.nll_sum += nll.sum().item<double>();
     result.predicted_tokens += scored;
     prev_end = end;
     if (end == n) break;

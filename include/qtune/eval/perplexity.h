@@ -16,8 +16,10 @@ struct PerplexityResult {
   double perplexity() const { return std::exp(mean_nll()); }
 };
 
-// NLL (nats, fp32) of each token ids[1..] given the tokens before it: [T - 1].
-at::Tensor next_token_nll(nn::CausalLMImpl& model, const std::vector<int64_t>& ids);
+// NLL (nats, fp32) of each token ids[1..] given the tokens before it: [T - 1]; with last >= 0 only the last `last`
+// of them (a sliding window scores only the tokens no earlier window did: the vocabulary head then runs on those rows
+// alone, which is a fifth of a small model's forward).
+at::Tensor next_token_nll(nn::CausalLMImpl& model, const std::vector<int64_t>& ids, int64_t last = -1);
 
 // Windows of `max_length` tokens advanced by `stride`; each window scores only the tokens that the previous
 // window did not (the first window scores all but its first token), so every token after the first is
