@@ -77,8 +77,15 @@ def nf4_model(config, device, gguf=None):
     from transformers import BitsAndBytesConfig
     compute = torch.bfloat16 if device.type == "cuda" else torch.float32
     tmp = tempfile.mkdtemp(prefix="peer_nf4_")
-    (gguf_model(gguf, compute, torch.device("cpu")) if gguf else random_model(config, compute, torch.device("cpu"))
-     ).save_pretrained(tmp)
+    if gguf:
+        # A GGUF-loaded model refuses save_pretrained: its weights go into a plain model of the same config first.
+        src = gguf_model(gguf, compute, torch.device("cpu"))
+        keys = {k: v for k, v in src.config.to_dict().items() if k not in ("quantization_config", "model_type")}
+        plain = random_model(LlamaConfig(**keys), compute, torch.device("cpu"))
+        plain.load_state_dict(src.state_dict())
+        plain.save_pretrained(tmp)
+    else:
+        random_model(config, compute, torch.device("cpu")).save_pretrained(tmp)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=compute)
     model = LlamaForCausalLM.from_pretrained(tmp, quantization_config=bnb, device_map=str(device), dtype=compute,
