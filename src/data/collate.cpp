@@ -107,6 +107,10 @@ std::shared_ptr<const DataLoader::EpochRows> DataLoader::rows_of(int64_t epoch) 
   return rows;
 }
 
+int64_t DataLoader::rows_per_epoch(int64_t epoch) const {
+  return static_cast<int64_t>(rows_of(epoch)->rows.size());
+}
+
 int64_t DataLoader::batches_per_epoch(int64_t epoch) const {
   const int64_t rows = static_cast<int64_t>(rows_of(epoch)->rows.size());
   return (rows + options_.batch_size - 1) / options_.batch_size;

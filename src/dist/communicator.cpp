@@ -92,6 +92,8 @@ void Communicator::fail_collective(const std::string& what, const std::exception
       if (r != world_.rank && !group_->store->check({fmt::format("{}/{}", key, r)})) silent.push_back(std::to_string(r));
     culprits = silent.empty() ? std::string("(every rank reported it)")
                               : fmt::format("rank {} stopped answering", fmt::join(silent, ", rank "));
+    // Rank 0 serves the store: it stays a little longer so that the others can still read it for their message.
+    if (is_root()) std::this_thread::sleep_for(std::chrono::seconds(3));
   } catch (const std::exception&) {
     culprits = "rank 0 (which serves the rendezvous store) is gone";
   }

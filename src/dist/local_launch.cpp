@@ -10,6 +10,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+extern char** environ;
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -66,6 +68,32 @@ int run_local_ranks(const LocalLaunch& launch) {
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
+  // Each rank's environment, made here: after fork the child only calls what is async-signal-safe.
+  std::vector<std::vector<std::string>> envs(launch.nproc);
+  for (int r = 0; r < launch.nproc; ++r) {
+    const std::vector<std::pair<std::string, std::string>> set = {
+        {"RANK", std::to_string(r)},          {"LOCAL_RANK", std::to_string(r)},
+        {"WORLD_SIZE", std::to_string(launch.nproc)}, {"LOCAL_WORLD_SIZE", std::to_string(launch.nproc)},
+        {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
+        {"QTUNE_LAUNCHED_BY", "qtune --nproc"}};
+    bool has_threads = false;
+    for (char** e = ::environ; *e; ++e) {
+      const std::string v(*e);
+      const auto name = v.substr(0, v.find('='));
+      if (name == "OMP_NUM_THREADS") has_threads = true;
+      bool replaced = false;
+      for (const auto& [k, _] : set) replaced = replaced || name == k;
+      if (!replaced) envs[r].push_back(v);
+    }
+    for (const auto& [k, v] : set) envs[r].push_back(k + "=" + v);
+    if (!has_threads) envs[r].push_back("OMP_NUM_THREADS=" + std::to_string(threads));
+  }
+  std::vector<std::vector<char*>> envps(launch.nproc);
+  for (int r = 0; r < launch.nproc; ++r) {
+    for (auto& v : envs[r]) envps[r].push_back(v.data());
+    envps[r].push_back(nullptr);
+  }
+  const pid_t launcher = ::getpid();
 
   struct sigaction sa {};
   sa.sa_handler = remember_signal;
@@ -78,18 +106,11 @@ int run_local_ranks(const LocalLaunch& launch) {
     const pid_t pid = ::fork();
     if (pid < 0) fail("--nproc: cannot start rank {} ({})", r, std::strerror(errno));
     if (pid == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a launcher killed by -9 takes its ranks with it
-      if (::getppid() == 1) ::_exit(1);     // ... even when it died before the line above ran
-      ::setenv("RANK", std::to_string(r).c_str(), 1);
-      ::setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(launch.nproc).c_str(), 1);
-      ::setenv("LOCAL_WORLD_SIZE", std::to_string(launch.nproc).c_str(), 1);
-      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-      ::setenv("MASTER_PORT", port.c_str(), 1);
-      ::setenv("OMP_NUM_THREADS", std::to_string(threads).c_str(), 0);
-      ::setenv("QTUNE_LAUNCHED_BY", "qtune --nproc", 1);
-      ::execv(argv[0], argv.data());
-      std::fprintf(stderr, "--nproc: cannot start rank %d: %s\n", r, std::strerror(errno));
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);     // a launcher killed by -9 takes its ranks with it
+      if (::getppid() != launcher) ::_exit(1);  // ... even when it died before the line above ran
+      ::execve(argv[0], argv.data(), envps[r].data());
+      static const char msg[] = "qtune train --nproc: cannot start a rank (execve failed)\n";
+      (void)!::write(2, msg, sizeof(msg) - 1);
       ::_exit(127);
     }
     pids.push_back(pid);

@@ -92,9 +92,11 @@ World world_from_environment(const EnvLookup& env) {
     w.rank = integer(env, "PMI_RANK", 0);
     w.local_rank = integer_or(env, "MPI_LOCALRANKID", 0, w.rank);
     w.local_size = integer_or(env, "MPI_LOCALNRANKS", 1, w.size);
-  } else if (env("SLURM_PROCID") && (env("SLURM_STEP_NUM_TASKS") || env("SLURM_NTASKS"))) {  // srun
+  } else if (env("SLURM_PROCID") && env("SLURM_STEP_NUM_TASKS")) {
+    // srun's tasks only: an sbatch script's own shell has SLURM_PROCID=0 and SLURM_NTASKS=N too, but no step of
+    // tasks, and a plain `qtune train` there is one process.
     w.launcher = "slurm";
-    w.size = integer(env, env("SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS", 1);
+    w.size = integer(env, "SLURM_STEP_NUM_TASKS", 1);
     w.rank = integer(env, "SLURM_PROCID", 0);
     w.local_rank = integer_or(env, "SLURM_LOCALID", 0, w.rank);
     const int nodes = integer_or(env, "SLURM_STEP_NUM_NODES", 1, integer_or(env, "SLURM_NNODES", 1, 1));

@@ -181,15 +181,27 @@ Recipe with_global_batch(Recipe r, int64_t ranks) {
 
 namespace {
 
-// A checkpoint written by another number of ranks: `index` counted micro-batches of saved × batch_size rows; the
-// same position in rows of this run's micro-batches, when it falls on one.
-int64_t index_for_ranks(int64_t index, int64_t saved, int64_t ranks, const std::string& where) {
-  if (saved == ranks) return index;
-  if ((index * saved) % ranks != 0)
+// A checkpoint written by another number of ranks continues only with the same rows per step (so the same steps,
+// schedule and epoch ends): train.global_batch_size keeps them, grad_accum following the ranks. Its `index` counted
+// micro-batches of saved x batch_size rows: the same position in this run's micro-batches (an epoch's end stays its
+// end), when it falls on one.
+int64_t index_for_ranks(const TrainerState& s, const Recipe& saved_recipe, const Recipe& now, int64_t ranks,
+                        const data::DataLoader& loader, const std::string& where) {
+  const int64_t saved = s.world_size;
+  if (saved == ranks) return s.index;
+  const int64_t rows_then = saved * saved_recipe.train.batch_size * saved_recipe.train.grad_accum;
+  const int64_t rows_now = ranks * now.train.batch_size * now.train.grad_accum;
+  if (rows_then != rows_now)
+    fail("{}: saved by {} rank(s) with {} rows per step; {} rank(s) would train {} per step, another run. Set "
+         "train.global_batch_size: {} (grad_accum then follows the ranks), or resume with {} rank(s)",
+         where, saved, rows_then, ranks, rows_now, rows_then, saved);
+  const int64_t row = s.index * saved * now.train.batch_size;  // rows of the epoch already trained
+  if (row >= loader.rows_per_epoch(s.epoch)) return loader.batches_per_epoch(s.epoch);
+  if ((s.index * saved) % ranks != 0)
     fail("{}: saved by {} rank(s) at micro-batch {} of its epoch, a position {} rank(s) cannot start at (it is not a "
          "multiple of their micro-batch); resume with {} rank(s), or a number that divides {}",
-         where, saved, index, ranks, saved, index * saved);
-  return index * saved / ranks;
+         where, saved, s.index, ranks, saved, s.index * saved);
+  return s.index * saved / ranks;
 }
 
 struct NullOutput {  // where the ranks other than 0 print their progress: nowhere
@@ -285,7 +297,8 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       const int64_t saved_ranks = c.state.world_size;
       st = c.state;
       std::tie(st.recipe_hash, st.data_hash) = hashes;
-      st.index = index_for_ranks(st.index, saved_ranks, ranks, *dir);
+      st.index = index_for_ranks(c.state, Recipe::parse(c.recipe_yaml, *dir + "/recipe.yaml"), r, ranks,
+                                 *run.train_loader, *dir);
       st.world_size = ranks;
       summary.resumed_from = *dir;
       progress.message(fmt::format("resumed from {} at step {} of {}{}", *dir, st.step, total,
@@ -365,12 +378,14 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     set_qat_for(step);
     const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
     std::vector<data::Batch> batches;  // this rank's share of each micro-batch
+    std::vector<lora::DropoutRows> rows;  // and where its rows lie in their epoch (their dropout masks' key)
     int64_t step_tokens = 0;           // target tokens of the whole step, every rank's share
     for (int64_t a = 0; a < r.train.grad_accum; ++a) {
       if (index >= micro_batches_in_epoch(r, *run.train_loader, epoch)) {
         if (a > 0 && r.train.max_steps <= 0) break;  // an epoch's last step is not topped up from the next epoch
         ++epoch, index = 0;
       }
+      rows.push_back({lora::dropout_key(r.train.seed, epoch, 0), (index * ranks + rank) * share});
       auto global = run.train_loader->batch(epoch, index++);
       step_tokens += global.target_tokens;
       batches.push_back(ranks > 1 ? data::slice_rows(global, rank * share, (rank + 1) * share) : std::move(global));
@@ -384,7 +399,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     for (size_t a = 0; a < batches.size(); ++a) {
       const auto& b = batches[a];
       if (b.target_tokens == 0) continue;
-      lora::DropoutRowsScope rows({lora::dropout_key(r.train.seed, step, static_cast<int64_t>(a)), rank * share});
+      lora::DropoutRowsScope scope(rows[a]);
       auto ls = batch_loss(model, b);
       (ls.sum * (scale / static_cast<double>(std::max<int64_t>(step_tokens, 1)))).backward();
       loss_sum += ls.sum.item<double>();
@@ -462,7 +477,11 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       do_eval(done);
       model.train();
     }
-    if ((r.train.save_every > 0 && done % r.train.save_every == 0) || done == total) save_checkpoint();
+    if ((r.train.save_every > 0 && done % r.train.save_every == 0) || done == total) {
+      save_checkpoint();
+      // The others wait for the save in the store, not in a collective: a save may take longer than its timeout.
+      comm->share_from_root(fmt::format("saved/{}", done), "", long_wait);
+    }
     if (options.stop_after_step > 0 && done >= options.stop_after_step) {
       progress.finish();
       summary.tokens = st.tokens_seen;

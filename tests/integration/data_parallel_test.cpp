@@ -184,18 +184,29 @@ TEST(DataParallel, AHungRankIsNamedAfterTheTimeout) {
 
 TEST(DataParallel, ResumeWithAnotherWorldSizeContinuesFromTheSameSample) {
   TinyRun t;
-  const std::vector<std::string> settings = {"train.batch_size=2", "train.max_steps=8", "train.save_every=4",
-                                             "train.log_every=1"};
+  // 4 rows per step whatever the ranks: 2 ranks x 2 rows x grad_accum 1, then 1 rank x 2 rows x grad_accum 2.
+  const std::vector<std::string> settings = {"train.batch_size=2", "train.global_batch_size=4", "train.max_steps=8",
+                                             "train.save_every=4", "train.log_every=1"};
   const auto recipe = write_recipe(t, "run", settings);
-  // Two ranks for 4 steps (grad_accum 1: 4 micro-batches of 2 x 2 rows), then one rank: its micro-batches are 2
-  // rows, so it continues at micro-batch 8 of the epoch.
   ASSERT_EQ(test::run_qtune("train " + recipe + " --nproc 2 train.max_steps=4").code, 0);
-  const auto r = test::run_qtune("train " + recipe + " --resume auto --force");
+  // Without train.global_batch_size one rank would train 2 rows per step: another run, refused.
+  auto r = test::run_qtune("train " + recipe + " --resume auto train.global_batch_size=0 train.grad_accum=1 --force");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("saved by 2 rank(s) with 4 rows per step; 1 rank(s) would train 2 per step"), std::string::npos)
+      << r.err;
+  r = test::run_qtune("train " + recipe + " --resume auto --force");  // --force: the first part stopped at max_steps 4
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("(saved by 2 rank(s), continued by 1 from the same sample)"), std::string::npos) << r.out;
   const auto state = nlohmann::json::parse(test::read_file(t.dir + "/run/checkpoints/step-00000008/trainer_state.json"));
   EXPECT_EQ(state.at("world_size"), 1);
-  EXPECT_EQ(state.at("index"), 8 + 4);  // 4 more steps of 1 micro-batch of 2 rows
+  // Micro-batch 4 of 4 rows is micro-batch 8 of 2 rows; 4 more steps of 2 micro-batches each.
+  EXPECT_EQ(state.at("index"), 8 + 8);
+  // The same samples as a run that stayed on 2 ranks: the same target tokens trained.
+  ASSERT_EQ(test::run_qtune("train " + write_recipe(t, "straight", settings) + " --nproc 2").code, 0);
+  const auto straight =
+      nlohmann::json::parse(test::read_file(t.dir + "/straight/checkpoints/step-00000008/trainer_state.json"));
+  EXPECT_EQ(state.at("tokens_seen"), straight.at("tokens_seen"));
+  EXPECT_EQ(state.at("index") , straight.at("index").get<int64_t>() * 2);
 }
 
 // Under a launcher a world of one still forms its group and all-reduces (a copy): the run is the one without it, byte

@@ -73,6 +73,8 @@ TEST(DistWorld, SlurmSrun) {
   EXPECT_EQ(w.local_rank, 1);
   EXPECT_EQ(w.local_size, 4);
   EXPECT_EQ(w.master_addr, "gpu07");
+  // An sbatch script's own shell (no srun step): one process.
+  EXPECT_FALSE(world_from_environment(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}})).distributed());
   EXPECT_EQ(first_slurm_host("node[01-03,07],gpu5"), "node01");
   EXPECT_EQ(first_slurm_host("a1,b2"), "a1");
   EXPECT_EQ(first_slurm_host("rack1-[3,5]x"), "rack1-3x");
@@ -138,6 +140,22 @@ TEST(RowKeyedDropout, MasksFollowTheGlobalRowNotTheSplit) {
   EXPECT_FALSE(at::equal(lora::row_keyed_dropout(x, 0.25, module + 1).ne(0), kept));
   lora::DropoutRowsScope other({lora::dropout_key(42, 3, 2), 0});
   EXPECT_FALSE(at::equal(lora::row_keyed_dropout(x, 0.25, module).ne(0), kept));
+}
+
+// The device path's masks (run here on the CPU): split-invariant and about p dropped, as the CPU path's.
+TEST(RowKeyedDropout, HashedMasksFollowTheGlobalRowToo) {
+  const uint64_t key = lora::dropout_key(7, 0, 0), module = lora::module_key("model.layers.1.self_attn.q_proj");
+  const auto whole = lora::hashed_row_mask({6, 5, 16}, 0.9, key, module, 10, at::kCPU);
+  const auto a = lora::hashed_row_mask({2, 5, 16}, 0.9, key, module, 10, at::kCPU);
+  const auto b = lora::hashed_row_mask({4, 5, 16}, 0.9, key, module, 12, at::kCPU);
+  EXPECT_TRUE(at::equal(at::cat({a, b}), whole));
+  EXPECT_NEAR(1.0 - whole.to(at::kDouble).mean().item<double>(), 0.1, 0.04);
+  // Neighbouring rows and elements are not correlated: rows differ, and a row's first and second halves differ.
+  EXPECT_FALSE(at::equal(whole[0], whole[1]));
+  EXPECT_FALSE(at::equal(lora::hashed_row_mask({1, 4096}, 0.5, key, module, 0, at::kCPU),
+                         lora::hashed_row_mask({1, 4096}, 0.5, key, module + 1, 0, at::kCPU)));
+  EXPECT_NEAR(lora::hashed_row_mask({1, 1 << 16}, 0.5, key, module, 0, at::kCPU).to(at::kDouble).mean().item<double>(),
+              0.5, 0.01);
 }
 
 }  // namespace

@@ -39,6 +39,7 @@ class DataLoader {
 
   // With packing the number of rows depends on the epoch's order, so it can differ from one epoch to the next.
   int64_t batches_per_epoch(int64_t epoch) const;
+  int64_t rows_per_epoch(int64_t epoch) const;  // packed rows (or samples) of the epoch
   int64_t total_batches(int64_t epochs) const;  // sum over epochs 0 .. epochs-1
   // Rows [index * batch_size, ..) of the epoch; T = the longest of those rows. The last batch may be smaller.
   Batch batch(int64_t epoch, int64_t index) const;
