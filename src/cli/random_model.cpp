@@ -80,13 +80,8 @@ RandomModel random_model(const io::ModelConfig& config, const std::string& base,
 
 RandomModel loaded_model(const std::string& path, const std::string& base, at::TensorOptions options,
                          const lora::LoraConfig* lora, uint64_t seed) {
-  quant::QuantPlan plan;
-  plan.base.format = base == "nf4" ? quant::WeightFormat::NF4
-                     : base == "int8" ? quant::WeightFormat::Int8
-                     : base == "dense" ? quant::WeightFormat::Dense
-                                       : (fail("--base '{}': expected nf4, int8 or dense", base), quant::WeightFormat::NF4);
-  plan.base.blocksize = 64;
-  plan.base.double_quant = true;
+  quant::QuantPlan plan;  // block 64 with double quant by default, as QLoRA stores NF4
+  plan.base.format = base == "dense" ? quant::WeightFormat::Dense : quant::parse_weight_format(base, "--base");
   const auto config = io::ModelConfig::load(path);
   RandomModel m;
   m.base = std::make_unique<nn::QuantLinearFactory>(

@@ -112,8 +112,7 @@ int64_t DataLoader::rows_per_epoch(int64_t epoch) const {
 }
 
 int64_t DataLoader::batches_per_epoch(int64_t epoch) const {
-  const int64_t rows = static_cast<int64_t>(rows_of(epoch)->rows.size());
-  return (rows + options_.batch_size - 1) / options_.batch_size;
+  return (rows_per_epoch(epoch) + options_.batch_size - 1) / options_.batch_size;
 }
 
 int64_t DataLoader::total_batches(int64_t epochs) const {

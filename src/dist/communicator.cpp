@@ -117,7 +117,6 @@ void Communicator::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::s
       auto& backend = t.is_cuda() && group_->nccl ? group_->nccl : group_->backend;
       std::vector<at::Tensor> one{t};
       work.push_back(backend->allreduce(one, c10d::AllreduceOptions{}));
-      reduced_bytes_ += static_cast<int64_t>(t.numel() * t.element_size());
     }
     for (size_t i = 0; i < work.size(); ++i) {
       try {
@@ -138,16 +137,6 @@ void Communicator::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::s
 }
 
 const char* Communicator::cuda_backend_name() { return QTUNE_WITH_NCCL ? "nccl" : "gloo"; }
-
-void Communicator::barrier(const std::string& what) {
-  if (!group_) return;
-  ++collectives_;
-  try {
-    group_->backend->barrier(c10d::BarrierOptions{})->wait(timeout_);
-  } catch (const std::exception& e) {
-    fail_collective(what, e);
-  }
-}
 
 std::string Communicator::share_from_root(const std::string& key, const std::string& value,
                                           std::chrono::milliseconds wait) {

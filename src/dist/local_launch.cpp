@@ -116,7 +116,6 @@ int run_local_ranks(const LocalLaunch& launch) {
     pids.push_back(pid);
   }
 
-  std::vector<int> status(pids.size(), -1);
   std::vector<bool> done(pids.size(), false);
   size_t running = pids.size();
   bool failed = false, forwarded = false;
@@ -127,7 +126,7 @@ int run_local_ranks(const LocalLaunch& launch) {
     if (pid > 0) {
       for (size_t r = 0; r < pids.size(); ++r)
         if (pids[r] == pid) {
-          done[r] = true, status[r] = st, --running;
+          done[r] = true, --running;
           const bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
           if (!ok) {
             std::fprintf(stderr, "qtune train --nproc %d: rank %zu (pid %d) %s\n", launch.nproc, r, pid,

@@ -42,6 +42,11 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
+// Rank `rank`'s rows of a global micro-batch whose ranks hold `share` rows each (all of it for one rank).
+data::Batch rank_share(data::Batch global, int64_t rank, int64_t ranks, int64_t share) {
+  return ranks > 1 ? data::slice_rows(global, rank * share, (rank + 1) * share) : global;
+}
+
 // Σ loss and token count of one micro-batch (no backward).
 LossSum batch_loss(nn::CausalLMImpl& model, const data::Batch& b) {
   nn::ForwardOptions fo;
@@ -148,8 +153,7 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
   const int64_t all = loader.batches_per_epoch(0);
   const int64_t n = max_batches > 0 ? std::min(max_batches, all) : all;
   for (int64_t i = 0; i < n; ++i) {
-    auto b = loader.batch(0, i);
-    if (ranks > 1) b = data::slice_rows(b, rank * share, (rank + 1) * share);
+    const auto b = rank_share(loader.batch(0, i), rank, ranks, share);
     if (b.target_tokens == 0) continue;
     auto ls = batch_loss(model, b);
     sum += ls.sum.item<double>();
@@ -185,10 +189,11 @@ namespace {
 // schedule and epoch ends): train.global_batch_size keeps them, grad_accum following the ranks. Its `index` counted
 // micro-batches of saved x batch_size rows: the same position in this run's micro-batches (an epoch's end stays its
 // end), when it falls on one.
-int64_t index_for_ranks(const TrainerState& s, const Recipe& saved_recipe, const Recipe& now, int64_t ranks,
+int64_t index_for_ranks(const TrainerState& s, const std::string& saved_yaml, const Recipe& now, int64_t ranks,
                         const data::DataLoader& loader, const std::string& where) {
   const int64_t saved = s.world_size;
   if (saved == ranks) return s.index;
+  const auto saved_recipe = Recipe::parse(saved_yaml, where + "/recipe.yaml");
   const int64_t rows_then = saved * saved_recipe.train.batch_size * saved_recipe.train.grad_accum;
   const int64_t rows_now = ranks * now.train.batch_size * now.train.grad_accum;
   if (rows_then != rows_now)
@@ -297,8 +302,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       const int64_t saved_ranks = c.state.world_size;
       st = c.state;
       std::tie(st.recipe_hash, st.data_hash) = hashes;
-      st.index = index_for_ranks(c.state, Recipe::parse(c.recipe_yaml, *dir + "/recipe.yaml"), r, ranks,
-                                 *run.train_loader, *dir);
+      st.index = index_for_ranks(c.state, c.recipe_yaml, r, ranks, *run.train_loader, *dir);
       st.world_size = ranks;
       summary.resumed_from = *dir;
       progress.message(fmt::format("resumed from {} at step {} of {}{}", *dir, st.step, total,
@@ -388,7 +392,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       rows.push_back({lora::dropout_key(r.train.seed, epoch, 0), (index * ranks + rank) * share});
       auto global = run.train_loader->batch(epoch, index++);
       step_tokens += global.target_tokens;
-      batches.push_back(ranks > 1 ? data::slice_rows(global, rank * share, (rank + 1) * share) : std::move(global));
+      batches.push_back(rank_share(std::move(global), rank, ranks, share));
     }
     // The loss of the step is the mean over every target token of all its micro-batches and ranks (not a mean of
     // per-batch means): each share's Σ loss is divided by the step's token count before backward, and the ranks'

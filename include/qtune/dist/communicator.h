@@ -33,13 +33,9 @@ class Communicator {
   // Sums each tensor over the ranks, in place; all are launched before the first is waited on. `what` names the
   // collective in an error ("the gradients of step 12").
   void all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what);
-  void barrier(const std::string& what);
   // Rank 0's `value` on every rank; the others wait for it up to `wait` (longer than the collectives' timeout: rank 0
   // may be quantizing a base or loading a checkpoint meanwhile).
   std::string share_from_root(const std::string& key, const std::string& value, std::chrono::milliseconds wait);
-
-  // Bytes all_reduce_sum has sent through the group so far (the tensors' sizes, once per call).
-  int64_t reduced_bytes() const { return reduced_bytes_; }
 
  private:
   struct Group;
@@ -49,7 +45,6 @@ class Communicator {
   World world_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Group> group_;
-  int64_t reduced_bytes_ = 0;
   int64_t collectives_ = 0;
 };
 
