@@ -3,6 +3,7 @@
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 
@@ -140,6 +141,7 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
   LayerInputs inputs(model, config, calibration, o.seq_len);
   result.dense_loss = inputs.mean_nll();
   std::map<std::string, c10::intrusive_ptr<QuantizedWeight>> low, high;
+  const auto start = std::chrono::steady_clock::now();
   for (const auto& name : factory.order) {
     auto& linear = *factory.layers[name];
     low[name] = quantize_as(linear.weight(), o.low);
@@ -159,6 +161,10 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
     }
     result.layers.push_back(s);
     linear.use({});
+    if (o.progress)
+      o.progress(result.layers.back(), static_cast<int64_t>(result.layers.size()),
+                 static_cast<int64_t>(factory.order.size()),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
 
   // Greedy: most harmful first, kept high while the parameter-weighted average stays within the budget.

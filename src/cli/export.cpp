@@ -1,5 +1,6 @@
 // qtune export RUN_OR_CHECKPOINT --adapter OUT | --merged OUT | --gguf OUT.gguf | --gguf-adapter OUT.gguf: the trained
-// adapter in PEFT's or llama.cpp's format, or the merged model as a Hugging Face directory (16-bit, fp32, NF4 again) or
+// adapter in PEFT's or llama.cpp's format, or the merged model as a Hugging Face directory (16-bit, fp32, NF4/FP4 again,
+// int2/int4/int8 groups as a GPTQ checkpoint) or
 // as a GGUF file for llama.cpp (f16 ... q4_k_m), with the quality cost of the merge printed.
 #include <fmt/format.h>
 
@@ -38,6 +39,8 @@ struct ExportArgs {
   std::string gguf_type = "q8_0", adapter_type = "f32", calib;
   int64_t calib_samples = 128, calib_seq_len = 512;
   int64_t shard_mb = 2048;
+  int64_t group_size = 0;  // --quantize int: 0 = the run's QAT group, else the format's default
+  bool asym = false, sym = false;  // --quantize int: neither = the run's QAT zero points, else symmetric
   bool no_quality_check = false;
 };
 
@@ -104,6 +107,24 @@ quant::LayerQuant merged_quantization(const train::Recipe& recipe, const std::st
                      qat_name(recipe), format));
   }
   return q;
+}
+
+// How --quantize int2|int4|int8 quantizes the merged projections: with the run's own integer spec when it trained for
+// that format (the codes and fp16 scales its last forward saw; --group-size and --sym/--asym may only repeat it), else
+// with torchao's integer quantizer at --group-size (0: the format's default) and --asym (symmetric unless given).
+quant::FakeQuantSpec merged_int_quantization(const train::Recipe& recipe, const ExportArgs& a) {
+  const auto trained = train::qat_format_of(recipe.quant, "the run's recipe");
+  const int64_t bits = quant::parse_fake_quant(a.quantize, a.group_size, true, "--quantize").bits;
+  const bool same_format = trained && trained->kind == quant::FakeQuantKind::Int && trained->bits == bits;
+  const bool symmetric = a.asym ? false : a.sym ? true : same_format ? trained->symmetric : true;
+  auto asked = quant::parse_fake_quant(a.quantize, a.group_size, symmetric, "--quantize");
+  if (recipe.quant.qat == "none") return asked;
+  if (same_format && (a.group_size == 0 || a.group_size == trained->group_size) && symmetric == trained->symmetric)
+    return *trained;
+  warn(fmt::format("the run trained for {} (quant.qat) but the export asks {}: the exported codes are not the ones "
+                   "training simulated",
+                   qat_name(recipe), asked.name()));
+  return asked;
 }
 
 // A QAT run exported as GGUF: its projections are the trained ones when --type is the file type it trained for, or
@@ -201,17 +222,24 @@ int run_export(const ExportArgs& a) {
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
   exporting::MergedExportOptions o;
   o.dtype = resolve_dtype(a.dtype == "auto" ? "fp32" : a.dtype, at::kCPU);
-  if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4")
-    fail("--quantize must be none, nf4 or fp4, got '{}'", a.quantize);
-  if (a.quantize != "none") o.quantize4 = merged_quantization(trained.recipe, a.quantize);
+  const bool to_int = a.quantize == "int2" || a.quantize == "int4" || a.quantize == "int8";
+  if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4" && !to_int)
+    fail("--quantize must be none, nf4, fp4, int2, int4 or int8, got '{}'", a.quantize);
+  if (!to_int && (a.group_size != 0 || a.asym || a.sym))
+    fail("--group-size, --sym and --asym apply to --quantize int2|int4|int8 (nf4 and fp4 take a QAT run's block or 64)");
+  if (a.asym && a.sym) fail("--sym and --asym exclude each other");
+  if (to_int) o.quantize_int = merged_int_quantization(trained.recipe, a);
+  else if (a.quantize != "none") o.quantize4 = merged_quantization(trained.recipe, a.quantize);
   o.max_shard_bytes = a.shard_mb << 20;
   const auto result = exporting::save_merged_model(*trained.model, out, o);
   data::copy_tokenizer_files(tokenizer_source(trained), out);
   fmt::print("wrote {}: merged model, {} tensors in {} shard(s), {} ({}{}), from {}\n", out, result.tensors,
              result.shards, format_bytes(double(result.bytes)), dtype_label(o.dtype),
-             o.quantize4 ? fmt::format(", {} projections (block {}{})", a.quantize == "nf4" ? "NF4" : "FP4",
-                                       o.quantize4->blocksize, o.quantize4->double_quant ? ", double quant" : "")
-                         : "",
+             o.quantize4   ? fmt::format(", {} projections (block {}{})", a.quantize == "nf4" ? "NF4" : "FP4",
+                                         o.quantize4->blocksize, o.quantize4->double_quant ? ", double quant" : "")
+             : o.quantize_int ? fmt::format(", {} projections (GPTQ checkpoint, {:.3f} bits per weight)",
+                                            o.quantize_int->name(), o.quantize_int->bits_per_weight())
+                              : "",
              trained.checkpoint);
   if (!a.no_quality_check) print_quality(trained, out, options);
   return 0;
@@ -237,8 +265,14 @@ void add_export(CLI::App& app, Action& action) {
   cmd->add_option("--adapter-type", a->adapter_type, "--gguf-adapter tensors: f32 | f16 | bf16 | q8_0")->capture_default_str();
   cmd->add_option("--dtype", a->dtype, "--merged weights: bf16 | fp16 | fp32")->capture_default_str();
   cmd->add_option("--quantize", a->quantize,
-                  "--merged projections: none | nf4 | fp4 (bitsandbytes layout; a QAT run's own block and double quant)")
+                  "--merged projections: none | nf4 | fp4 (bitsandbytes layout; a QAT run's own block and double quant) | "
+                  "int2 | int4 | int8 (a GPTQ checkpoint; a QAT run's own group and zero points)")
       ->capture_default_str();
+  cmd->add_option("--group-size", a->group_size,
+                  "--quantize int*: input columns per scale, -1 for one per row (0: a QAT run's own, else 32; int8 a row)")
+      ->capture_default_str();
+  cmd->add_flag("--asym", a->asym, "--quantize int*: asymmetric groups (an integer zero point each; default: a QAT run's own)");
+  cmd->add_flag("--sym", a->sym, "--quantize int*: symmetric groups (the default without a QAT run's own)");
   cmd->add_option("--shard-mb", a->shard_mb, "Largest safetensors shard, MiB")->capture_default_str();
   cmd->add_option("--base", a->base, "The base model (directory or .gguf), if it moved since training");
   cmd->add_flag("--no-quality-check", a->no_quality_check, "Skip the eval of base + adapter against the merged model");

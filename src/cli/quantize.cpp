@@ -52,6 +52,16 @@ struct QuantizeArgs {
   bool no_clip = false;
 };
 
+// One progress line per linear: rewritten in place on a terminal, one line each in a log.
+void print_progress(const std::string& line) {
+  static const bool tty = isatty(fileno(stdout)) != 0;
+  fmt::print(tty ? "\r{}\x1b[K" : "{}\n", line);
+  std::fflush(stdout);
+}
+void end_progress() {
+  if (isatty(fileno(stdout)) != 0) fmt::print("\n");
+}
+
 // --plan auto: the sensitivity scan on the calibration text, printed as a table and written as YAML.
 quant::QuantPlan auto_plan(const QuantizeArgs& a, const calib::SensitivityOptions& base = {}) {
   if (a.calib_file.empty()) fail("--plan auto needs --calib FILE (text the model is meant for)");
@@ -67,7 +77,12 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a, const calib::SensitivityOption
   o.high = quant::parse_weight_format(a.high, "--high");
   o.budget_bits = a.budget_bits;
   o.seq_len = static_cast<int64_t>(seq_len);
+  o.progress = [](const calib::LayerSensitivity& l, int64_t i, int64_t n, double seconds) {
+    print_progress(fmt::format("sensitivity [{:>3}/{}] {:<40} loss {:+.6f} {:.0f}s", i, n, l.name, l.loss_increase,
+                               seconds));
+  };
   const auto r = calib::sensitivity_scan(a.model_dir, windows, o);
+  end_progress();
   fmt::print("calibration: {} windows of up to {} tokens from {}; dense loss {:.5f}\n", windows.size(), seq_len,
              a.calib_file, r.dense_loss);
   fmt::print("{:<40} {:>10} {:>14} {:>8}  {}\n", "linear", "params", "loss increase", "bits", "kept");
@@ -123,16 +138,6 @@ std::vector<std::vector<int64_t>> calibration_of(const QuantizeArgs& a, const io
                                                           "--calib-samples", "--calib-seq-len");
   fmt::print("calibration: {} sequences x {} tokens from {}\n", calibration.size(), seq_len, a.calib_file);
   return calibration;
-}
-
-// One progress line per linear: rewritten in place on a terminal, one line each in a log.
-void print_progress(const std::string& line) {
-  static const bool tty = isatty(fileno(stdout)) != 0;
-  fmt::print(tty ? "\r{}\x1b[K" : "{}\n", line);
-  std::fflush(stdout);
-}
-void end_progress() {
-  if (isatty(fileno(stdout)) != 0) fmt::print("\n");
 }
 
 // --method gptq | rtn: a Hugging Face GPTQ checkpoint, a progress line per linear.

@@ -11,6 +11,7 @@
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_writer.h"
 #include "qtune/quant/bnb_format.h"
+#include "qtune/quant/gptq_format.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
@@ -33,6 +34,16 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
   if (o.dtype != at::kFloat && o.dtype != at::kBFloat16 && o.dtype != at::kHalf)
     fail("merged export: dtype must be fp32, bf16 or fp16");
   if (fs::exists(dir)) fail("merged export: '{}' exists; choose a new directory (nothing was overwritten)", dir);
+  if (o.quantize4 && o.quantize_int) fail("merged export: choose one quantization of the projections, not two");
+  std::optional<quant::GptqConfig> gptq;
+  if (o.quantize_int) {
+    gptq.emplace();
+    gptq->grid.bits = o.quantize_int->bits;
+    gptq->grid.group_size = o.quantize_int->group_size;
+    gptq->grid.sym = o.quantize_int->symmetric;
+    gptq->grid.validate("merged export (" + o.quantize_int->name() + ")");
+    if (!o.quantize_int->fp16_scales) fail("merged export: a GPTQ checkpoint stores fp16 scales, not fp32 ones");
+  }
   const auto tmp = dir + ".tmp";
   remove_tree(tmp);
   fs::create_directories(tmp);
@@ -52,6 +63,17 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
       }
       quant::append_bnb_4bit(parts, t.name, q);
       for (const auto& [n, part] : parts) writer.add(n, part);
+    } else if (gptq && t.projection_weight && is_projection(t.name)) {
+      io::NamedTensors parts;
+      quant::GptqTensors packed;
+      try {
+        packed = quant::pack_gptq(quant::int_codes(w, *o.quantize_int));
+      } catch (const Error& e) {
+        fail("{} (merged with its adapter): {}", t.name, e.what());
+      }
+      quant::append_gptq(parts, t.name.substr(0, t.name.size() - std::string(".weight").size()), packed,
+                         gptq->grid.bits, gptq->checkpoint_format);
+      for (const auto& [n, part] : parts) writer.add(n, part);
     } else {
       writer.add(t.name, w.to(o.dtype));
     }
@@ -67,6 +89,7 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
   if (has_lm_head) config["tie_word_embeddings"] = false;
   if (o.quantize4)
     config["quantization_config"] = quant::bnb_quantization_config(*o.quantize4, false, dtype_name(o.dtype), {"lm_head"});
+  if (gptq) config["quantization_config"] = gptq->to_json();
   io::write_text_atomically((fs::path(tmp) / "config.json").string(), config.dump(2) + "\n");
   nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
   io::write_text_atomically((fs::path(tmp) / "generation_config.json").string(), gen.dump(2) + "\n");

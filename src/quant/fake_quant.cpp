@@ -4,6 +4,7 @@
 
 #include <array>
 #include <limits>
+#include <tuple>
 #include <utility>
 
 #include "qtune/kernels/dequant.h"
@@ -57,15 +58,29 @@ std::pair<at::Tensor, at::Tensor> affine_qparams(const at::Tensor& grouped, bool
   return {scale, zero};
 }
 
-FakeQuantized fake_quantize_int(const at::Tensor& w, const FakeQuantSpec& spec) {
+// An Int spec's groups of one weight: its range, its scales (fp32 values; rounded to fp16 when deployed so, after the
+// zero point was computed from the fp32 scale, as torchao casts only at the end) and zero points [rows, groups].
+struct IntGroups {
+  int64_t group = 0, qmin = 0, qmax = 0;
+  at::Tensor x, scale, zero;
+};
+
+IntGroups int_groups(const at::Tensor& w, const FakeQuantSpec& spec) {
+  IntGroups g;
   const int64_t rows = w.size(0), cols = w.size(1);
-  const int64_t group = spec.group_for(cols, "fake quantization");
-  const int64_t qmin = spec.symmetric ? -(int64_t{1} << (spec.bits - 1)) : 0;
-  const int64_t qmax = spec.symmetric ? (int64_t{1} << (spec.bits - 1)) - 1 : (int64_t{1} << spec.bits) - 1;
-  const auto x = w.to(at::kFloat).contiguous();
-  auto [scale, zero] = affine_qparams(x.view({rows, cols / group, group}), spec.symmetric, qmin, qmax,
-                                      spec.symmetric ? kSymmetricEps : kAsymmetricEps);
-  auto [values, inside] = kernels::fake_quantize_affine(x, scale, zero, group, qmin, qmax);
+  g.group = spec.group_for(cols, "fake quantization");
+  g.qmin = spec.symmetric ? -(int64_t{1} << (spec.bits - 1)) : 0;
+  g.qmax = spec.symmetric ? (int64_t{1} << (spec.bits - 1)) - 1 : (int64_t{1} << spec.bits) - 1;
+  g.x = w.to(at::kFloat).contiguous();
+  std::tie(g.scale, g.zero) = affine_qparams(g.x.view({rows, cols / g.group, g.group}), spec.symmetric, g.qmin,
+                                             g.qmax, spec.symmetric ? kSymmetricEps : kAsymmetricEps);
+  if (spec.fp16_scales) g.scale = g.scale.to(at::kHalf).to(at::kFloat);
+  return g;
+}
+
+FakeQuantized fake_quantize_int(const at::Tensor& w, const FakeQuantSpec& spec) {
+  const auto g = int_groups(w, spec);
+  auto [values, inside] = kernels::fake_quantize_affine(g.x, g.scale, g.zero, g.group, g.qmin, g.qmax);
   return {values.to(w.scalar_type()), inside};
 }
 
@@ -97,8 +112,8 @@ std::string FakeQuantSpec::name() const {
       return fmt::format("{} block {}{}", kind == FakeQuantKind::NF4 ? "nf4" : "fp4", group_size,
                          double_quant ? " + double quant" : "");
     case FakeQuantKind::Int:
-      return fmt::format("int{} {} {}", bits, group_size < 0 ? "per row" : fmt::format("g{}", group_size),
-                         symmetric ? "symmetric" : "asymmetric");
+      return fmt::format("int{} {} {}{}", bits, group_size < 0 ? "per row" : fmt::format("g{}", group_size),
+                         symmetric ? "symmetric" : "asymmetric", fp16_scales ? "" : " (fp32 scales)");
     case FakeQuantKind::Ggml:
       for (const auto& f : kGgmlFormats)
         if (f.type == ggml) return f.name;
@@ -115,7 +130,7 @@ double FakeQuantSpec::bits_per_weight() const {
       // Double quant: one 8-bit absmax code per block and an fp32 scale per 256 blocks (plus one offset, ignored).
       return 4.0 + (double_quant ? 8.0 / g + 32.0 / (g * 256.0) : 32.0 / g);
     case FakeQuantKind::Int:
-      return group_size < 0 ? bits : bits + (32.0 + (symmetric ? 0.0 : bits)) / g;
+      return group_size < 0 ? bits : bits + ((fp16_scales ? 16.0 : 32.0) + (symmetric ? 0.0 : bits)) / g;
     case FakeQuantKind::Ggml: {
       const auto& info = ggml_type_info(ggml);
       return 8.0 * static_cast<double>(info.block_bytes) / static_cast<double>(info.block_elems);
@@ -199,6 +214,30 @@ FakeQuantized fake_quantize_weight(const at::Tensor& weight, const FakeQuantSpec
     case FakeQuantKind::Ggml: return fake_quantize_ggml(weight, spec);
   }
   fail("fake quantization: unknown format");
+}
+
+IntQuantized int_codes(const at::Tensor& weight, const FakeQuantSpec& spec) {
+  if (spec.kind != FakeQuantKind::Int) fail("integer codes: {} is not an integer format", spec.name());
+  if (weight.dim() != 2 || !weight.is_floating_point()) fail("integer codes: expected a 2-D floating weight");
+  IntQuantized q;
+  q.grid.bits = spec.bits;
+  q.grid.group_size = spec.group_size;
+  q.grid.sym = spec.symmetric;
+  q.grid.validate(spec.name());
+  const auto g = int_groups(weight.to(at::kCPU), spec);
+  const int64_t rows = g.x.size(0), cols = g.x.size(1), groups = cols / g.group;
+  // The kernel's arithmetic in ATen: one fp32 product with the fp32 reciprocal, rounded half to even, then the zero
+  // point, clamped.
+  const auto inv = g.scale.reciprocal().unsqueeze(-1);
+  const auto zero = g.zero.unsqueeze(-1);
+  const auto signed_codes = at::clamp(at::round(g.x.view({rows, groups, g.group}) * inv) + zero,
+                                      static_cast<double>(g.qmin), static_cast<double>(g.qmax));
+  const double shift = spec.symmetric ? static_cast<double>(int64_t{1} << (spec.bits - 1)) : 0.0;
+  q.codes = (signed_codes + shift).view({rows, cols}).to(at::kByte);
+  q.scales = g.scale.t().contiguous();
+  q.zeros = (g.zero + shift).t().contiguous().to(at::kInt);
+  q.g_idx = at::div(at::arange(cols, at::kLong), g.group, "floor").to(at::kInt);
+  return q;
 }
 
 FakeQuantized fake_quantize_tokens_int8(const at::Tensor& x) {

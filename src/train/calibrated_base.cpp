@@ -112,6 +112,13 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
       }
       say(out, fmt::format("sensitivity scan: {} windows of {} tokens, budget {} bits per weight", windows.size(),
                            so.seq_len, q.budget_bits));
+      int64_t scanned_tenth = -1;
+      so.progress = [&](const calib::LayerSensitivity& l, int64_t i, int64_t n, double seconds) {
+        const int64_t tenth = 10 * i / n;
+        if (tenth != scanned_tenth)
+          say(out, fmt::format("  [{:>3}/{}] {} loss {:+.5f} ({:.0f}s)", i, n, l.name, l.loss_increase, seconds)),
+              scanned_tenth = tenth;
+      };
       const auto scan = calib::sensitivity_scan(r.model.path, windows, so);
       const auto n = calib::apply_mixed_plan(scan.plan, config, o);
       say(out, fmt::format("plan: {} of {} linears on the 8-bit grid; calibration loss dense {:.5f}, all nf4 {:.5f}, "

@@ -1,6 +1,7 @@
 // Quantization-aware training end to end on a tiny run: the model exported with the format the run trained for is the
-// model its last forward computed (NF4 logits bit for bit; GGUF blocks equal to the fake-quantized weights); delayed QAT
-// switches at its step and resumes bit-exactly across that boundary; full fine-tuning with QAT; recipe errors.
+// model its last forward computed (NF4 and int4-as-GPTQ logits bit for bit; GGUF blocks equal to the fake-quantized
+// weights); delayed QAT switches at its step and resumes bit-exactly across that boundary; full fine-tuning with QAT;
+// recipe errors.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -10,10 +11,13 @@
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/gguf_model.h"
+#include "qtune/io/json_file.h"
+#include "qtune/io/safetensors.h"
 #include "qtune/lora/inject.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/quant/fake_quant.h"
 #include "qtune/train/run_setup.h"
+#include "gptqmodel_load.h"
 #include "test_util.h"
 #include "tiny_run.h"
 
@@ -61,6 +65,47 @@ TEST(Qat, Nf4ExportReproducesTheLastTrainingForwardBitForBit) {
                                    "--no-quality-check");
   ASSERT_EQ(fp4.code, 0) << fp4.err;
   EXPECT_TRUE(contains(fp4.err, "trained for nf4 block 128")) << fp4.err;
+}
+
+// The int4 deployment: a GPTQ checkpoint (fp16 scales, integer zero points) whose logits are the last training
+// forward's bit for bit in qtune, and which transformers + gptqmodel load with the same logits (within the fp16
+// rounding of the weight their torch kernel multiplies by, as in OracleGptqmodel).
+TEST(Qat, Int4ExportIsAGptqCheckpointOfTheTrainedModelThatTransformersLoads) {
+  TinyRun t;
+  const auto recipe = t.recipe({"quant.qat=int4", "quant.qat_group_size=32", "quant.qat_symmetric=false",
+                                "lora.dropout=0", "train.max_steps=6"});
+  run_training(recipe, quiet());
+  auto s = training_model(recipe, t.dir + "/run");
+  const auto trained = probe_logits(*s.model);
+  const auto trained_probe = test::gptqmodel_probe_logits(*s.model);
+
+  const auto out = t.dir + "/merged-int4";
+  const auto res = test::run_qtune("export " + t.dir + "/run --merged " + out + " --quantize int4 --dtype fp32");
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_TRUE(contains(res.out, "int4 g32 asymmetric projections (GPTQ checkpoint")) << res.out;
+  EXPECT_FALSE(contains(res.err, "trained for")) << res.err;
+  const auto config = io::read_json_file(out + "/config.json").at("quantization_config");
+  EXPECT_EQ(config.at("quant_method"), "gptq");
+  EXPECT_EQ(config.at("bits"), 4);
+  EXPECT_EQ(config.at("group_size"), 32);
+  EXPECT_EQ(config.at("sym"), false);
+  auto deployed = nn::load_causal_lm(out, kFp32);
+  EXPECT_TRUE(test::bitwise_equal(probe_logits(*deployed), trained));
+
+  const auto theirs = test::transformers_load_gptq(out, t.dir);
+  ASSERT_FALSE(theirs.empty());
+  const auto ref = io::SafetensorsFile::open(theirs)->tensor("logits");
+  EXPECT_LT((ref - trained_probe).abs().max().item<double>() / ref.abs().max().item<double>(), 2e-3);
+
+  // Another group than the one trained for is exported, with a warning; int3 has no checkpoint layout.
+  const auto g64 = test::run_qtune("export " + t.dir + "/run --merged " + t.dir + "/merged-g64 --quantize int4 "
+                                   "--group-size 64 --asym --no-quality-check");
+  ASSERT_EQ(g64.code, 0) << g64.err;
+  EXPECT_TRUE(contains(g64.err, "trained for int4 g32 asymmetric")) << g64.err;
+  const auto int3 = test::run_qtune("export " + t.dir + "/run --merged " + t.dir + "/merged-int3 --quantize int3");
+  EXPECT_NE(int3.code, 0);
+  EXPECT_TRUE(contains(int3.err, "int2, int4 or int8")) << int3.err;
+  EXPECT_FALSE(fs::exists(t.dir + "/merged-int3"));
 }
 
 TEST(Qat, GgufExportStoresTheBlocksTrainingSimulated) {

@@ -12,6 +12,12 @@ Cases (NAME: what torchao runs):
                                is not used for asymmetric weights: it computes a float zero point (tinygemm's domain) but
                                applies it in the integer domain clamped to [-8, 7] (torchao 0.17), which the
                                "intx_asym_error" entry records (its max error against the input, several scales wide).
+  *_fp16                       the scales qtune trains with by default, the ones a GPTQ checkpoint stores: torchao's
+                               qparams with precision torch.float16 (get_group_qparams_symmetric /
+                               get_groupwise_affine_qparams), then _fake_quantize_affine with those scales as fp32
+                               values, so the reciprocal is an fp32 one. IntxFakeQuantizer with scale_precision=
+                               torch.float16 takes it in fp16, which overflows for scales below 2^-16 (an all-zero
+                               group becomes NaN): the "intx_fp16_nan" entry records that it still does.
   tokens_int8                  IntxFakeQuantizer(IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False))
 
 Writes OUT_DIR/fake_quant.safetensors: NAME.input, NAME.grad_output, NAME.output, NAME.grad_input (fp32).
@@ -29,7 +35,7 @@ warnings.filterwarnings("ignore")
 from torchao.quantization.qat import IntxFakeQuantizeConfig  # noqa: E402
 from torchao.quantization.qat.fake_quantizer import IntxFakeQuantizer  # noqa: E402
 from torchao.quantization.quant_primitives import ZeroPointDomain, _fake_quantize_affine  # noqa: E402
-from torchao.quantization.utils import get_groupwise_affine_qparams  # noqa: E402
+from torchao.quantization.utils import get_group_qparams_symmetric, get_groupwise_affine_qparams  # noqa: E402
 
 
 def weight(gen, rows, cols, std):
@@ -50,16 +56,27 @@ def run(fn, x, gen):
     return {"input": x.detach(), "grad_output": g, "output": y.detach(), "grad_input": x.grad}
 
 
-def intx(dtype, granularity, symmetric):
+def intx(dtype, granularity, symmetric, scale_precision=torch.float32):
     kw = {"group_size": granularity} if isinstance(granularity, int) else {"granularity": granularity}
-    return IntxFakeQuantizer(IntxFakeQuantizeConfig(dtype, is_symmetric=symmetric, **kw))
+    return IntxFakeQuantizer(IntxFakeQuantizeConfig(dtype, is_symmetric=symmetric, scale_precision=scale_precision,
+                                                    **kw))
 
 
-def asym_int(bits, group):
+def asym_int(bits, group, scale_precision=torch.float32):
     def fn(w):
-        scale, zero = get_groupwise_affine_qparams(w.detach(), bits, group, torch.float32,
+        scale, zero = get_groupwise_affine_qparams(w.detach(), bits, group, scale_precision,
                                                    zero_point_domain=ZeroPointDomain.INT, preserve_zero=True)
-        return _fake_quantize_affine(w, (1, group), scale, zero, torch.int32, 0, 2 ** bits - 1, ZeroPointDomain.INT)
+        return _fake_quantize_affine(w, (1, group), scale.float(), zero, torch.int32, 0, 2 ** bits - 1,
+                                     ZeroPointDomain.INT)
+    return fn
+
+
+def sym_int_fp16(bits, group):
+    def fn(w):
+        g = w.shape[-1] if group == -1 else group
+        scale, zero = get_group_qparams_symmetric(w.detach(), bits, g, torch.float16)
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        return _fake_quantize_affine(w, (1, g), scale.float(), zero.float(), torch.int32, lo, hi, ZeroPointDomain.INT)
     return fn
 
 
@@ -79,6 +96,11 @@ def main():
         "int4_asym_g32": (asym_int(4, 32), weight(gen, 13, 160, 0.02)),
         "int4_asym_g128": (asym_int(4, 128), weight(gen, 4, 256, 0.05)),
         "int8_asym_g32": (asym_int(8, 32), weight(gen, 5, 96, 0.02)),
+        "int4_sym_g32_fp16": (sym_int_fp16(4, 32), weight(gen, 17, 96, 0.02)),
+        "int8_sym_row_fp16": (sym_int_fp16(8, -1), weight(gen, 11, 200, 0.02)),
+        "int2_sym_g64_fp16": (sym_int_fp16(2, 64), weight(gen, 7, 128, 1.0)),
+        "int4_asym_g32_fp16": (asym_int(4, 32, torch.float16), weight(gen, 13, 160, 0.02)),
+        "int4_asym_g64_fp16": (asym_int(4, 64, torch.float16), weight(gen, 9, 192, 1e-4)),
     }
     tokens = torch.randn(3, 5, 72, generator=gen) * 2
     tokens[0, 0] = 0
@@ -93,6 +115,7 @@ def main():
     w = weight(gen, 4, 64, 1.0)
     err = (intx(torch.int4, 32, False)(w) - w).abs().max()
     tensors["intx_asym_error"] = torch.tensor([float(err)])
+    tensors["intx_fp16_nan"] = torch.tensor([float(intx(torch.int4, 32, True, torch.float16)(w * 0).isnan().any())])
     save_file(tensors, os.path.join(out_dir, "fake_quant.safetensors"))
     print(f"wrote {len(cases)} cases to {out_dir}/fake_quant.safetensors (IntxFakeQuantizer asymmetric int4 g32: "
           f"max error {float(err):.3f} on randn)")

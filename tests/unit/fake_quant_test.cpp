@@ -7,6 +7,8 @@
 #include <torch/cuda.h>
 
 #include <cmath>
+#include <tuple>
+#include <vector>
 
 #include "qtune/autograd/fake_quant.h"
 #include "qtune/kernels/dequant.h"
@@ -16,6 +18,7 @@
 #include "qtune/qat/fake_quant_linear.h"
 #include "qtune/quant/fake_quant.h"
 #include "qtune/quant/gguf_quantize.h"
+#include "qtune/quant/gptq_format.h"
 #include "qtune/quant/nf4.h"
 #include "test_util.h"
 
@@ -135,6 +138,41 @@ TEST(FakeQuant, ParsingNamesTheKeyAndWhatWasExpected) {
   EXPECT_TRUE(contains(error_of([] { parse_fake_quant("q4_0", 64, true, "k"); }), "fixed block of 32"));
   const auto group = error_of([] { parse_fake_quant("int4", 48, true, "k").group_for(100, "layers.0.q_proj"); });
   EXPECT_TRUE(contains(group, "layers.0.q_proj") && contains(group, "48") && contains(group, "100")) << group;
+}
+
+// What `export --merged --quantize intN` writes: the integer codes, fp16 scales and zero points whose dequantization is
+// the fake-quantized weight bit for bit, through the GPTQ packing and back, on GPTQ's unsigned grid.
+TEST(FakeQuant, IntCodesDeployTheFakeQuantizedWeightThroughTheGptqLayout) {
+  auto w = random_weight(32, 192, 11);
+  w[0].zero_();
+  w[1].abs_();
+  w[2][5] = 3.0f;  // an outlier in its group
+  w[3].mul_(1e-4);
+  for (const auto& [format, group, symmetric] : std::vector<std::tuple<const char*, int64_t, bool>>{
+           {"int4", 32, true}, {"int4", 64, false}, {"int2", 32, false}, {"int8", -1, true}, {"int8", 96, false}}) {
+    const auto spec = parse_fake_quant(format, group, symmetric, "test");
+    SCOPED_TRACE(spec.name());
+    ASSERT_TRUE(spec.fp16_scales);
+    const auto q = int_codes(w, spec);
+    const auto fake = fake_quantize_weight(w, spec).values;
+    EXPECT_TRUE(bitwise_equal(q.dequantize(), fake));
+    EXPECT_TRUE(bitwise_equal(q.scales.to(at::kHalf).to(at::kFloat), q.scales)) << "scales are not fp16 values";
+    EXPECT_EQ(q.codes.max().item<int64_t>() <= q.grid.max_code(), true);
+    if (symmetric) {
+      EXPECT_TRUE((q.zeros == (1 << (spec.bits - 1))).all().item<bool>());
+    }
+    const auto back = unpack_gptq(pack_gptq(q), q.grid);
+    EXPECT_TRUE(bitwise_equal(back.dequantize(), fake));
+    EXPECT_TRUE(at::equal(back.codes, q.codes));
+  }
+  // fp32 scales (torchao's default precision) move values: what the fp16 default deploys exactly.
+  auto fp32 = parse_fake_quant("int4", 32, true, "test");
+  fp32.fp16_scales = false;
+  EXPECT_FALSE(bitwise_equal(fake_quantize_weight(w, fp32).values,
+                             fake_quantize_weight(w, parse_fake_quant("int4", 32, true, "test")).values));
+  EXPECT_EQ(fp32.name(), "int4 g32 symmetric (fp32 scales)");
+  EXPECT_TRUE(contains(error_of([&] { int_codes(w, parse_fake_quant("int3", 32, true, "test")); }), "bits must be 2, 4 or 8"));
+  EXPECT_TRUE(contains(error_of([&] { int_codes(w, parse_fake_quant("nf4", 64, true, "test")); }), "not an integer format"));
 }
 
 // The LoRA layer a QAT run trains: forward x · fq(W + s·B·A)ᵀ, gradients to A and B through the estimator.

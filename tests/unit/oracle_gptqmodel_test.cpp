@@ -14,6 +14,7 @@
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/gptq.h"
 #include "qtune/quant/gptq_format.h"
+#include "gptqmodel_load.h"
 #include "test_util.h"
 
 namespace qtune {
@@ -23,13 +24,6 @@ namespace fs = std::filesystem;
 const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
 
 std::string oracle() { return test::oracle_dir() + "/gptqmodel"; }
-
-at::Tensor probe_logits(nn::CausalLMImpl& m) {
-  torch::NoGradGuard no_grad;
-  m.eval();
-  const std::vector<int64_t> probe{1, 5, 9, 77, 200, 13, 42, 3, 250, 128, 64, 7, 99, 31, 180, 2};
-  return m.forward(at::tensor(probe, at::kLong).view({1, -1}));
-}
 
 at::Tensor stored_logits(const std::string& file) { return io::SafetensorsFile::open(file)->tensor("logits").clone(); }
 
@@ -81,7 +75,7 @@ void expect_same_model(nn::CausalLMImpl& m, const std::string& reference_file, c
     ++compared;
   }
   EXPECT_EQ(compared, gptq_linears) << what;
-  EXPECT_LT(max_rel(probe_logits(m), ref->tensor("logits")), 2e-3) << what;
+  EXPECT_LT(max_rel(test::gptqmodel_probe_logits(m), ref->tensor("logits")), 2e-3) << what;
 }
 
 TEST(OracleGptqmodel, QtuneLoadsGptqmodelsCheckpointsAsTransformersDoes) {
@@ -91,20 +85,6 @@ TEST(OracleGptqmodel, QtuneLoadsGptqmodelsCheckpointsAsTransformersDoes) {
     // The mixed plan (quantization_config.dynamic): one linear on the 8-bit grid, one left unquantized.
     expect_same_model(*m, dir + "/logits.safetensors", name, std::string(name) == "g32_sym_mixed" ? 13 : 14);
   }
-}
-
-// Runs the oracle's --load mode on `qdir`; the file it writes ("" when it failed).
-std::string transformers_load(const std::string& qdir, const std::string& dir) {
-  const auto out = dir + "/transformers_logits.safetensors";
-  const auto cmd = std::string("OMP_NUM_THREADS=1 ") + QTUNE_TEST_PYTHON + " " + QTUNE_TEST_SOURCE_DIR +
-                   "/tests/oracle/gptqmodel_gptq.py --load '" + qdir + "' '" + out + "' > '" + dir + "/log.txt' 2>&1";
-  if (std::system(cmd.c_str()) != 0) {
-    std::ifstream in(dir + "/log.txt");
-    std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    ADD_FAILURE() << "the oracle failed to load " << qdir << ":\n" << log.substr(log.size() > 3000 ? log.size() - 3000 : 0);
-    return "";
-  }
-  return out;
 }
 
 TEST(OracleGptqmodel, TransformersLoadsQtunesCheckpointWithQtunesLogitsAndTheRunAgreesWithGptqmodels) {
@@ -132,8 +112,8 @@ TEST(OracleGptqmodel, TransformersLoadsQtunesCheckpointWithQtunesLogitsAndTheRun
     const auto qdir = dir + "/qtune-" + c.name;
     calib::quantize_to_gptq(oracle() + "/tiny", calibration(), o, qdir);
     auto ours = nn::load_causal_lm(qdir, kFp32);
-    const auto our_logits = probe_logits(*ours);
-    const auto theirs = transformers_load(qdir, dir);
+    const auto our_logits = test::gptqmodel_probe_logits(*ours);
+    const auto theirs = test::transformers_load_gptq(qdir, dir);
     ASSERT_FALSE(theirs.empty());
     expect_same_model(*ours, theirs, std::string("qtune's ") + c.name, c.mixed ? 13 : 14);
 

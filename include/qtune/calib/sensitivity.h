@@ -10,6 +10,14 @@
 
 namespace qtune::calib {
 
+struct LayerSensitivity {
+  std::string name;
+  int64_t parameters = 0;
+  double loss_increase = 0;  // calibration mean NLL with only this linear quantized, minus the dense one
+  double low_bits = 0, high_bits = 0;
+  bool kept_high = false;
+};
+
 struct SensitivityOptions {
   quant::LayerQuant low{quant::WeightFormat::NF4, 64, true};  // what every linear gets by default
   quant::WeightFormat high = quant::WeightFormat::Int8;       // what the most sensitive ones are kept in
@@ -19,14 +27,8 @@ struct SensitivityOptions {
   // What the budget counts per weight of a linear of [out, in], low or high: by default the scanned formats' own
   // bits; a plan for another store (GPTQ's grids) gives that store's.
   std::function<double(int64_t out, int64_t in, bool high)> bits_of;
-};
-
-struct LayerSensitivity {
-  std::string name;
-  int64_t parameters = 0;
-  double loss_increase = 0;  // calibration mean NLL with only this linear quantized, minus the dense one
-  double low_bits = 0, high_bits = 0;
-  bool kept_high = false;
+  // Called after each linear's measurement (index from 1): the scan takes minutes on a real model.
+  std::function<void(const LayerSensitivity& done, int64_t index, int64_t total, double seconds)> progress;
 };
 
 struct SensitivityResult {

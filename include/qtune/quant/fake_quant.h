@@ -8,6 +8,10 @@
 //   asymmetric scale = (max⁺ - min⁻) / (qmax - qmin), zero = clamp(qmin - round(min⁻ / scale)), q in [0, 2^b - 1]
 //   (min⁻ = min(min, 0), max⁺ = max(max, 0); the integer zero point GPTQ and AWQ checkpoints store), then
 //   q = round_half_even(x · (1 / scale)) + zero, value = (clamp(q) - zero) · scale, mask = q inside [qmin, qmax].
+// The weight's scales are rounded to fp16 (torchao's qparams with precision torch.float16) because that is what the
+// GPTQ checkpoint `export --merged --quantize intN` writes stores: the deployed codes and values are then the trained
+// ones (int_codes below). The reciprocal stays an fp32 one: torchao's IntxFakeQuantizer with scale_precision fp16
+// takes it in fp16, which overflows for scales below 2^-16 (an all-zero group becomes NaN).
 // NF4, FP4 and the GGUF types clip nothing beyond each block's own range: their mask is all true.
 #include <ATen/ATen.h>
 
@@ -15,6 +19,7 @@
 #include <string>
 
 #include "qtune/quant/ggml_types.h"
+#include "qtune/quant/int_grid.h"
 
 namespace qtune::quant {
 
@@ -25,6 +30,7 @@ struct FakeQuantSpec {
   int bits = 4;                   // Int: 2..8
   int64_t group_size = 64;        // NF4/FP4: the block (32..4096, a power of two); Int: the group, -1 = a whole row
   bool symmetric = true;          // Int
+  bool fp16_scales = true;        // Int: scales in fp16 as deployed (false: fp32, torchao's default precision)
   bool double_quant = true;       // NF4/FP4: the absmax quantized again, as the merged export writes it
   GgmlType ggml = GgmlType::Q4_0;  // Ggml
 
@@ -55,6 +61,12 @@ struct FakeQuantized {
 // `weight`: [out, in] floating, on any device; the values are computed in fp32 (the NF4/FP4 and GGUF quantizers run on
 // the CPU, the Int kernel where the weight lives).
 FakeQuantized fake_quantize_weight(const at::Tensor& weight, const FakeQuantSpec& spec);
+
+// The codes, scales and zero points an Int spec deploys for `weight` ([out, in], CPU), on GPTQ's unsigned grid:
+// symmetric codes shifted by 2^(bits-1) with that zero point (what GPTQ's symmetric grid stores). dequantize() equals
+// fake_quantize_weight(weight, spec).values bit for bit (with spec.fp16_scales the fp32 scales hold fp16 values). Bits
+// other than 2, 4 and 8 are an error: no GPTQ checkpoint packs them.
+IntQuantized int_codes(const at::Tensor& weight, const FakeQuantSpec& spec);
 
 // int8 asymmetric per-token fake quantization of activations [..., features] (torchao's
 // IntxFakeQuantizeConfig(torch.int8, "per_token", is_symmetric=False)); computed in fp32, returned in x's dtype.
