@@ -11,6 +11,7 @@
 #include "qtune/train/memory_estimate.h"
 #include "qtune/train/recipe.h"
 #include "qtune/train/run_setup.h"
+#include "qtune/train/trainer.h"
 #include "qtune/util/device.h"
 #include "qtune/util/memory.h"
 #include "qtune/util/strings.h"
@@ -23,6 +24,7 @@ struct PlanArgs {
   std::vector<std::string> overrides;
   std::string device;
   double card_gib = 0;
+  int64_t nproc = 1;
 };
 
 // "nf4 (block 64, double quant)", "keep: the GGUF's own blocks (Q4_1 x210)", plus the rules that send modules elsewhere.
@@ -50,7 +52,8 @@ std::string describe_quant(const quant::QuantPlan& plan, const train::Recipe& re
 }
 
 int run_plan(const PlanArgs& a) {
-  auto recipe = train::Recipe::load(a.recipe, a.overrides);
+  // The run as `--nproc` ranks train it: train.global_batch_size sets grad_accum, which sets the steps and warm-up.
+  const auto recipe = train::with_global_batch(train::Recipe::load(a.recipe, a.overrides), a.nproc);
   const auto config = io::ModelConfig::load(recipe.model.path);
   const auto tokenizer = train::load_tokenizer(recipe, config);
   const auto data = train::load_data(recipe, tokenizer);
@@ -59,7 +62,7 @@ int run_plan(const PlanArgs& a) {
   const auto dtype = train::run_dtype(recipe, device, config);
   const auto plan = recipe.train.mode == "full" ? quant::QuantPlan{} : train::quant_plan_of(recipe);
   const int64_t pad = tokenizer.pad_id().value_or(tokenizer.eos_id());
-  data::DataLoader loader(data.train, train::loader_options(recipe, false), pad);
+  data::DataLoader loader(data.train, train::loader_options(recipe, false, a.nproc), pad);
   const auto [steps, warmup] = train::step_counts(recipe, loader);
 
   fmt::print("recipe {}: OK\n", a.recipe);
@@ -70,8 +73,9 @@ int run_plan(const PlanArgs& a) {
              "{} truncated, {} dropped\n",
              data.stats.records, data.stats.train_samples, data.stats.eval_samples, data.stats.train_tokens,
              data.stats.train_targets, data.stats.longest, data.stats.truncated, data.stats.dropped);
-  fmt::print("steps  {} optimizer steps ({} warmup) of {} x {} micro-batches; {} micro-batches per epoch\n", steps,
-             warmup, recipe.train.grad_accum, recipe.train.batch_size, loader.batches_per_epoch(0));
+  fmt::print("steps  {} optimizer steps ({} warmup) of {} x {} rows{}; {} micro-batches per epoch\n", steps, warmup,
+             recipe.train.grad_accum, recipe.train.batch_size,
+             a.nproc > 1 ? fmt::format(" on each of {} ranks", a.nproc) : std::string(), loader.batches_per_epoch(0));
   fmt::print("quant  {}\n", describe_quant(plan, recipe));
   const auto m = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
   fmt::print("\npeak memory estimate on {} ({} compute, {} x {} tokens per micro-batch, {} trainable parameters):\n",
@@ -106,6 +110,9 @@ void add_plan(CLI::App& app, Action& action) {
   cmd->add_option("RECIPE", args->recipe, "The recipe")->required();
   cmd->add_option("OVERRIDES", args->overrides, "key=value overrides of recipe keys");
   cmd->add_option("--device", args->device, "Estimate for this device (default: the recipe's), e.g. cuda");
+  cmd->add_option("--nproc", args->nproc, "Plan for N data-parallel ranks (train.global_batch_size divides by them)")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
   cmd->add_option("--card-gib", args->card_gib, "Say whether the run fits a card with this many GiB (exit 3 if not)");
   cmd->callback([&action, args] { action = [args] { return run_plan(*args); }; });
 }

@@ -4,7 +4,9 @@
 #include <ATen/Parallel.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <regex>
 
 #include "commands.h"
 #include "qtune/dist/local_launch.h"
@@ -33,6 +35,39 @@ std::vector<std::string> arguments_without_nproc() {
     out.push_back(args[i]);
   }
   return out;
+}
+
+// A recipe key override ("lora.r=32", "name=x"), as opposed to a path.
+bool is_override(const std::string& word) {
+  static const std::regex pattern(R"(^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*=)");
+  return std::regex_search(word, pattern);
+}
+
+// CLI11 hands --resume the next word whatever it is: `r.yaml --resume k=v` resumed from "k=v", `--resume r.yaml k=v`
+// took the override for the recipe. --resume takes a value only when it is `auto` or an existing directory (a
+// checkpoint or run directory); another word goes back among the positionals, where the recipe is the one that is
+// not a key=value override. Any other value is refused before the model loads.
+void sort_positionals(std::string& resume, std::string& recipe, std::vector<std::string>& overrides) {
+  std::vector<std::string> words;
+  std::error_code ec;
+  if (!resume.empty() && resume != "auto" && !std::filesystem::is_directory(resume, ec)) {
+    if (!is_override(resume) && !std::filesystem::is_regular_file(resume, ec))
+      fail("--resume '{}': no such checkpoint or run directory (expected auto, a checkpoint directory, or a run "
+           "directory)",
+           resume);
+    words.push_back(resume);
+    resume = "auto";
+  }
+  if (words.empty()) return;
+  if (!recipe.empty()) words.push_back(recipe);
+  words.insert(words.end(), overrides.begin(), overrides.end());
+  recipe.clear(), overrides.clear();
+  for (const auto& w : words) {
+    if (recipe.empty() && !is_override(w))
+      recipe = w;
+    else
+      overrides.push_back(w);
+  }
 }
 
 }  // namespace
@@ -71,7 +106,9 @@ void add_train(CLI::App& app, Action& action) {
         fmt::print("{}", train::recipe_help());
         return 0;
       }
-      if (args->recipe.empty()) fail("qtune train: give a recipe file (or --help-recipe for the keys)");
+      sort_positionals(args->resume, args->recipe, args->overrides);
+      if (args->recipe.empty() || is_override(args->recipe))
+        fail("qtune train: give a recipe file before any key=value override (or --help-recipe for the keys)");
       const auto recipe = train::Recipe::load(args->recipe, args->overrides);
       const auto world = dist::world_from_environment();
       if (args->nproc > 1 && world.launcher != "none")
@@ -104,8 +141,13 @@ void add_train(CLI::App& app, Action& action) {
       const auto s = train::run_training(recipe, options);
       if (world.rank != 0) return 0;  // rank 0 reports the run
       if (!s.resumed_from.empty()) fmt::print("resumed from {} at step {}\n", s.resumed_from, s.start_step);
-      fmt::print("trained {} steps on {} target tokens in {:.1f}s; train loss {:.4f} -> {:.4f}\n", s.steps, s.tokens,
-                 s.seconds, s.first_loss, s.last_loss);
+      // The end of the run as a mean of its last log interval (one step may be a short epoch tail), beside the
+      // run's mean: HF's logged loss and train_loss.
+      const auto recent = s.recent_from >= s.steps ? fmt::format("step {}", s.steps)
+                                                   : fmt::format("mean of steps {}-{}", s.recent_from, s.steps);
+      fmt::print("trained {} steps on {} target tokens in {:.1f}s; train loss {:.4f} -> {:.4f} (step 1 -> {}); mean "
+                 "{:.4f} over the run\n",
+                 s.steps, s.tokens, s.seconds, s.first_loss, s.recent_loss, recent, s.mean_loss);
       if (s.eval_before && s.eval_after)
         fmt::print("eval loss {:.4f} -> {:.4f} (perplexity {:.3f} -> {:.3f})\n", s.eval_before->loss, s.eval_after->loss,
                    s.eval_before->perplexity, s.eval_after->perplexity);

@@ -97,9 +97,8 @@ void Communicator::fail_collective(const std::string& what, const std::exception
   } catch (const std::exception&) {
     culprits = "rank 0 (which serves the rendezvous store) is gone";
   }
-  fail("rank {} of {}: {} failed: {}; {}. Stopping (timeout {} s, train.dist_timeout_s); the last checkpoint is "
-       "intact, resume with --resume auto",
-       world_.rank, world_.size, what, culprits, message_of(e), timeout_.count() / 1000);
+  fail("rank {} of {}: {} failed: {}; {}. Stopping (timeout {} s, train.dist_timeout_s); {}", world_.rank, world_.size,
+       what, culprits, message_of(e), timeout_.count() / 1000, recovery_);
 }
 
 void Communicator::all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what) {

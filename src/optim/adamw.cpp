@@ -17,7 +17,6 @@ AdamW::AdamW(NamedParams params, AdamWOptions options, bool paged)
 void AdamW::step(double lr) {
   check_lr(lr);
   const at::NoGradGuard no_grad;
-  const auto& o = options();
   if (paged_)
     for (size_t i = 0; i < exp_avg_.size(); ++i) prefetch(exp_avg_[i]), prefetch(exp_avg_sq_[i]);
   for (size_t i = 0; i < params().size(); ++i) {
@@ -27,6 +26,7 @@ void AdamW::step(double lr) {
     auto& exp_avg = exp_avg_[i];
     auto& exp_avg_sq = exp_avg_sq_[i];
     const int64_t step = next_param_step(i);
+    const auto o = options_for(i);
     // torch/csrc/api/src/optim/adamw.cpp, op for op (each op rounds to fp32 the same way, so results match).
     if (o.weight_decay != 0) p.mul_(1 - lr * o.weight_decay);
     const double bias_correction1 = 1 - std::pow(o.beta1, step);

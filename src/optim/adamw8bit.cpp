@@ -130,22 +130,22 @@ void AdamW8bit::step(double lr) {
     const int64_t step = next_param_step(i);
     auto& slot = slots_[i];
     if (slot.quantized)
-      step_quantized(params()[i].second, grad, slot, step, lr);
+      step_quantized(params()[i].second, grad, slot, options_for(i), step, lr);
     else
-      step_fp32(params()[i].second, grad, slot, step, lr);
+      step_fp32(params()[i].second, grad, slot, options_for(i), step, lr);
   }
   finish_step();
 }
 
-void AdamW8bit::step_fp32(const at::Tensor& param, const at::Tensor& grad, Slot& slot, int64_t step, double lr) const {
+void AdamW8bit::step_fp32(const at::Tensor& param, const at::Tensor& grad, Slot& slot, const AdamWOptions& o,
+                          int64_t step, double lr) const {
   at::Tensor p = param;
-  bnb_adam32_update(p, grad, slot.exp_avg_f32, slot.exp_avg_sq_f32, options(), step, lr);
+  bnb_adam32_update(p, grad, slot.exp_avg_f32, slot.exp_avg_sq_f32, o, step, lr);
 }
 
-void AdamW8bit::step_quantized(const at::Tensor& param, const at::Tensor& grad, Slot& slot, int64_t step,
-                               double lr) const {
+void AdamW8bit::step_quantized(const at::Tensor& param, const at::Tensor& grad, Slot& slot, const AdamWOptions& o,
+                               int64_t step, double lr) const {
   // _optimizer_update_8bit_blockwise_cpu, op for op: dequantize, update the moments, decay, addcdiv, requantize.
-  const auto& o = options();
   const auto& q = quantizers_for(param.device());
   at::Tensor p = param;
   auto state1 = q.exp_avg.dequantize(slot.exp_avg).view(p.sizes());

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <regex>
 #include <set>
 
 #include "qtune/optim/adamw.h"
@@ -50,6 +51,17 @@ Optimizer::Optimizer(NamedParams params, AdamWOptions options)
 }
 
 Optimizer::~Optimizer() = default;
+
+bool applies_weight_decay(const std::string& name) {
+  static const std::regex forbidden(R"(bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.))", std::regex::icase);
+  return !std::regex_search(name, forbidden);
+}
+
+AdamWOptions Optimizer::options_for(size_t index) const {
+  auto o = options_;
+  if (!applies_weight_decay(params_[index].first)) o.weight_decay = 0;
+  return o;
+}
 
 void Optimizer::zero_grad() {
   for (auto& [name, p] : params_)

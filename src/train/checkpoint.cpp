@@ -75,6 +75,10 @@ nlohmann::json state_json(const TrainerState& s) {
           {"skipped_steps", s.skipped_steps},
           {"first_loss", num(s.first_loss)},
           {"last_loss", num(s.last_loss)},
+          {"loss_sum", num(s.loss_sum)},
+          {"loss_steps", s.loss_steps},
+          {"window_loss_sum", num(s.window_loss_sum)},
+          {"window_steps", s.window_steps},
           {"loss_scaler", s.loss_scaler},
           {"recipe_hash", s.recipe_hash},
           {"data_hash", s.data_hash},
@@ -93,6 +97,12 @@ TrainerState parse_state(const std::string& path) {
     s.skipped_steps = j.at("skipped_steps").get<int64_t>();
     s.first_loss = num("first_loss");
     s.last_loss = num("last_loss");
+    // Older checkpoints have no sums: the run's mean then counts the steps since the resume only.
+    auto sum = [&](const char* k) { return j.contains(k) && !j.at(k).is_null() ? j.at(k).get<double>() : 0.0; };
+    s.loss_sum = sum("loss_sum");
+    s.loss_steps = j.value("loss_steps", int64_t{0});
+    s.window_loss_sum = sum("window_loss_sum");
+    s.window_steps = j.value("window_steps", int64_t{0});
     s.loss_scaler = j.at("loss_scaler").get<std::vector<double>>();
     s.recipe_hash = j.at("recipe_hash").get<std::string>();
     s.data_hash = j.value("data_hash", std::string());

@@ -291,7 +291,7 @@ std::vector<RecipeKey> make_schema() {
           {}, false),
       key("train.eval_every", "Evaluate every N steps (0: at the end only)",
           [](Recipe& r) -> auto& { return r.train.eval_every; }, {}, false),
-      key("train.eval_batches", "Batches per eval (0: the whole eval set)",
+      key("train.eval_batches", "Batches of train.batch_size rows per eval, for any number of ranks (0: the whole eval set)",
           [](Recipe& r) -> auto& { return r.train.eval_batches; }, {}, false),
       key("train.save_every", "Save a checkpoint every N steps (0: at the end only)",
           [](Recipe& r) -> auto& { return r.train.save_every; }, {}, false),
@@ -404,6 +404,15 @@ void parse_into(Recipe& r, const std::string& text, const std::string& source) {
 
 }  // namespace
 
+namespace {
+
+std::vector<std::string*> input_path_fields(Recipe& r) {
+  return {&r.model.path, &r.model.tokenizer, &r.data.train, &r.data.eval, &r.quant.plan, &r.quant.calib,
+          &r.lora.init_adapter};
+}
+
+}  // namespace
+
 const std::vector<RecipeKey>& recipe_schema() {
   static const std::vector<RecipeKey> schema = make_schema();
   return schema;
@@ -430,16 +439,25 @@ Recipe Recipe::load(const std::string& path, const std::vector<std::string>& ove
   Recipe r;
   r.source = path;
   parse_into(r, data::read_text_file(path, "recipe"), path);
-  // A recipe travels with its data: a relative path that exists beside the recipe is taken from there.
+  // A recipe travels with its data: a relative path that exists beside the recipe is taken from there, before the
+  // working directory (which only serves paths the recipe's directory lacks, such as recipes/ naming data/ from the
+  // repository's root).
   const auto base = std::filesystem::path(path).parent_path();
-  for (std::string* p : {&r.model.path, &r.model.tokenizer, &r.data.train, &r.data.eval, &r.quant.plan,
-                         &r.quant.calib, &r.lora.init_adapter}) {
-    if (p->empty() || std::filesystem::path(*p).is_absolute() || exists(*p)) continue;
+  for (std::string* p : input_path_fields(r)) {
+    if (p->empty() || std::filesystem::path(*p).is_absolute()) continue;
     if (exists((base / *p).string())) *p = (base / *p).lexically_normal().string();
   }
   for (const auto& o : overrides) r.apply_override(o);
+  for (std::string* p : input_path_fields(r))
+    if (!p->empty()) *p = std::filesystem::absolute(*p).lexically_normal().string();
   r.validate();
   return r;
+}
+
+std::map<std::string, std::string> Recipe::input_paths() const {
+  return {{"model.path", model.path},   {"model.tokenizer", model.tokenizer}, {"data.train", data.train},
+          {"data.eval", data.eval},     {"quant.plan", quant.plan},           {"quant.calib", quant.calib},
+          {"lora.init_adapter", lora.init_adapter}};
 }
 
 void Recipe::apply_override(const std::string& kv) {
@@ -510,6 +528,14 @@ void Recipe::validate() const {
   check(!train.output_dir.empty(), "train.output_dir", "a directory", "\"\"");
   if (train.mode == "full" && quant.format != "none")
     fail("{}: train.mode full trains every weight densely: set quant.format: none (got '{}')", s, quant.format);
+  // Full fine-tuning updates the weights themselves, which the optimizers keep in fp32 (there are no fp32 master copies
+  // of 16-bit weights); LoRA's adapters are fp32 whatever the base computes in.
+  if (train.mode == "full" && train.precision != "auto" && train.precision != "fp32")
+    fail("{}: train.mode full trains fp32 weights: 'train.precision' must be auto or fp32, got '{}' (16-bit compute is "
+         "for train.mode lora, whose adapters stay fp32)",
+         s, train.precision);
+  if (train.mode == "full" && model.dtype != "auto" && model.dtype != "fp32")
+    fail("{}: train.mode full trains fp32 weights: 'model.dtype' must be auto or fp32, got '{}'", s, model.dtype);
   if (quant.method != "none") {
     if (train.mode != "lora") fail("{}: quant.method {} makes a quantized base for LoRA: set train.mode: lora", s, quant.method);
     if (quant.method != "rtn" && quant.calib.empty())

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "qtune/io/atomic_file.h"
 #include "qtune/util/error.h"
 #include "qtune/util/remove_tree.h"
 
@@ -28,13 +29,60 @@ std::string command_of(const std::string& pid) {
   return cmd;
 }
 
-bool is_run_entry(const std::string& name) {
-  static const char* files[] = {"recipe.yaml", "metrics.jsonl", "loss.svg", "checkpoints", "adapter", "model",
-                                "adapter.tmp", "model.tmp"};
-  // Not base-*/ (train/calibrated_base): a cache keyed by everything that made it, reused only when that matches.
-  for (const char* f : files)
-    if (name == f) return true;
-  return false;
+const char* const kRecordHeader = "# written by qtune: what its runs created here; qtune removes nothing else\n";
+
+std::vector<std::string> read_record(const std::string& dir, bool* exists = nullptr) {
+  std::vector<std::string> names;
+  std::ifstream in((fs::path(dir) / kRunRecordFile).string());
+  if (exists) *exists = static_cast<bool>(in);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] != '#') names.push_back(line);
+  return names;
+}
+
+void write_record(const std::string& dir, std::vector<std::string> names) {
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  std::string text = kRecordHeader;
+  for (const auto& n : names) text += n + "\n";
+  io::write_text_atomically((fs::path(dir) / kRunRecordFile).string(), text);
+}
+
+bool present(const std::string& dir, const std::string& name) {
+  std::error_code ec;
+  return fs::symlink_status(fs::path(dir) / name, ec).type() != fs::file_type::not_found && !ec;
+}
+
+// The claimed names that hold something no recorded run wrote.
+std::vector<std::string> unrecorded(const std::string& dir, const RunClaim& claim) {
+  const auto recorded = read_record(dir);
+  std::vector<std::string> out;
+  for (const auto& name : claim.entries)
+    if (present(dir, name) && std::find(recorded.begin(), recorded.end(), name) == recorded.end())
+      out.push_back(name);
+  return out;
+}
+
+void refuse_unrecorded(const std::string& dir, const std::vector<std::string>& names) {
+  if (names.empty()) return;
+  fail("train.output_dir '{}' holds {}, which no qtune run recorded writing (.qtune-run): a run writes there and qtune "
+       "never overwrites or removes what it did not write. Move them, or train into another train.output_dir",
+       dir, fmt::join(names, ", "));
+}
+
+// fs::canonical of a path that may not exist yet: its existing prefix resolved, the rest appended.
+fs::path resolved(const std::string& path) {
+  std::error_code ec;
+  auto p = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  return ec ? fs::absolute(path).lexically_normal() : p;
+}
+
+// Whether `inner` is `outer` or lies inside it.
+bool within(const fs::path& inner, const fs::path& outer) {
+  auto i = inner.begin();
+  for (auto o = outer.begin(); o != outer.end(); ++o, ++i)
+    if (i == inner.end() || *i != *o) return false;
+  return true;
 }
 
 }  // namespace
@@ -71,27 +119,48 @@ RunDirectoryLock::~RunDirectoryLock() {
   if (fd_ >= 0) ::close(fd_);  // closing the last descriptor releases the flock
 }
 
+std::vector<std::string> run_entries(const std::string& mode) {
+  std::vector<std::string> names{"recipe.yaml", "metrics.jsonl", "loss.svg", "checkpoints"};
+  const std::string result = mode == "full" ? "model" : "adapter";
+  names.push_back(result);
+  names.push_back(result + ".tmp");
+  return names;
+}
+
 std::vector<std::string> previous_run_entries(const std::string& dir) {
   std::vector<std::string> out;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return out;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const auto name = e.path().filename().string();
-    if (is_run_entry(name)) out.push_back(name);
-  }
+  for (const auto& name : read_record(dir))
+    if (present(dir, name)) out.push_back(name);
   std::sort(out.begin(), out.end());
   return out;
 }
 
-std::vector<std::string> claim_for_fresh_run(const std::string& dir, bool overwrite) {
+std::vector<std::string> claim_for_fresh_run(const std::string& dir, const RunClaim& claim, bool overwrite) {
+  refuse_unrecorded(dir, unrecorded(dir, claim));
   const auto entries = previous_run_entries(dir);
-  if (entries.empty()) return {};
-  if (!overwrite)
+  if (!entries.empty() && !overwrite)
     fail("train.output_dir '{}' holds a previous run ({}). Continue it with --resume, train into another "
          "train.output_dir, or pass --overwrite to remove that run first",
          dir, fmt::join(entries, ", "));
+  for (const auto& name : entries) {
+    const auto entry = resolved((fs::path(dir) / name).string());
+    for (const auto& input : claim.inputs)
+      if (!input.empty() && within(resolved(input), entry))
+        fail("--overwrite would remove {}, which holds this run's input '{}'; nothing was removed. Move the input out "
+             "of train.output_dir, or train into another train.output_dir",
+             (fs::path(dir) / name).string(), input);
+  }
   for (const auto& name : entries) remove_tree((fs::path(dir) / name).string());
+  write_record(dir, claim.entries);
   return entries;
+}
+
+void claim_for_resume(const std::string& dir, const RunClaim& claim) {
+  bool recorded = false;
+  auto names = read_record(dir, &recorded);
+  if (recorded) refuse_unrecorded(dir, unrecorded(dir, claim));
+  names.insert(names.end(), claim.entries.begin(), claim.entries.end());
+  write_record(dir, names);
 }
 
 }  // namespace qtune::train

@@ -93,6 +93,8 @@ data::LoaderOptions loader_options(const Recipe& r, bool for_eval, int64_t ranks
   return o;
 }
 
+std::string device_key(const Recipe& r) { return fmt::format("{}: 'device'", r.source.empty() ? "recipe" : r.source); }
+
 at::ScalarType run_dtype(const Recipe& r, at::Device device, const io::ModelConfig& config) {
   if (r.train.mode == "full" && r.train.precision == "auto") return at::kFloat;
   return r.model.dtype == "auto" ? compute_dtype(r.train.precision, device, config.hidden_size)
@@ -132,7 +134,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out, int64_t ranks) {
   RunSetup s;
   s.recipe = recipe;
   const auto& r = s.recipe;
-  s.device = resolve_device(r.device);
+  s.device = resolve_device(r.device, device_key(r));
   s.config = io::ModelConfig::load(r.model.path);
   s.dtype = run_dtype(r, s.device, s.config);
   s.tokenizer = load_tokenizer(r, s.config);

@@ -119,14 +119,28 @@ std::string data_hash(const Recipe& r) {
   return text_hash(text);
 }
 
+// Whether two spellings name one file or directory (both empty counts as the same).
+bool same_file(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  std::error_code ec;
+  return !a.empty() && !b.empty() && std::filesystem::equivalent(a, b, ec) && !ec;
+}
+
 // A resumed run must compute what the interrupted one would have: the keys that change that must be equal.
 void check_same_recipe(const Recipe& now, const std::string& saved_yaml, const std::string& where, bool force,
                        Progress& progress) {
-  const auto saved = Recipe::parse(saved_yaml, where + "/recipe.yaml").run_affecting_values();
+  const auto saved_recipe = Recipe::parse(saved_yaml, where + "/recipe.yaml");
+  const auto saved = saved_recipe.run_affecting_values();
+  const auto saved_paths = saved_recipe.input_paths();
   std::vector<std::string> changed;
   for (const auto& [k, v] : now.run_affecting_values()) {
     // With train.global_batch_size, grad_accum follows from the number of ranks, which a resume may change.
     if (k == "train.grad_accum" && now.train.global_batch_size > 0) continue;
+    // A path names the same input however it is spelled (a checkpoint of an older qtune saved relative paths); the
+    // data's own contents are compared by their hash below, wherever the files lie.
+    if (k == "data.train" || k == "data.eval") continue;
+    if (const auto p = saved_paths.find(k); p != saved_paths.end() && same_file(p->second, now.input_paths().at(k)))
+      continue;
     auto it = saved.find(k);
     if (it != saved.end() && it->second != v) changed.push_back(fmt::format("{}: {} -> {}", k, it->second, v));
   }
@@ -150,9 +164,12 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
   model.eval();
   double sum = 0;
   int64_t tokens = 0;
+  // max_batches counts batches of one rank's rows, so that every world size scores the same samples: a global batch
+  // holds `ranks` of them, and the shares past max_batches sit the last one out.
   const int64_t all = loader.batches_per_epoch(0);
-  const int64_t n = max_batches > 0 ? std::min(max_batches, all) : all;
+  const int64_t n = max_batches > 0 ? std::min((max_batches + ranks - 1) / ranks, all) : all;
   for (int64_t i = 0; i < n; ++i) {
+    if (max_batches > 0 && i * ranks + rank >= max_batches) continue;
     const auto b = rank_share(loader.batch(0, i), rank, ranks, share);
     if (b.target_tokens == 0) continue;
     auto ls = batch_loss(model, b);
@@ -209,6 +226,14 @@ int64_t index_for_ranks(const TrainerState& s, const std::string& saved_yaml, co
   return s.index * saved / ranks;
 }
 
+// What to do after the run stops on an error: resume from its last checkpoint, or start again when none was saved.
+std::string recovery_advice(const std::string& checkpoint, int64_t step) {
+  if (checkpoint.empty())
+    return "no checkpoint was saved yet (train.save_every): fix the cause and start the run again";
+  return fmt::format("the last checkpoint, {} (step {}), is intact: fix the cause and resume with --resume auto",
+                     checkpoint, step);
+}
+
 struct NullOutput {  // where the ranks other than 0 print their progress: nowhere
   std::FILE* f = std::fopen("/dev/null", "w");
   ~NullOutput() {
@@ -226,17 +251,35 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   NullOutput null_output;
   std::FILE* out = root ? options.out : null_output.f;
   const Recipe recipe = with_global_batch(recipe_in, ranks);
+  resolve_device(recipe.device, device_key(recipe));  // a missing GPU fails before a base is calibrated or loaded
   const auto run_dir = recipe.train.output_dir;
   // Rank 0 owns the run directory for the whole run; the others only read from it.
   std::optional<RunDirectoryLock> lock;
   if (root) {
     lock.emplace(run_dir);
-    if (options.resume.empty())
-      for (const auto& removed : claim_for_fresh_run(run_dir, options.overwrite))
+    RunClaim claim{run_entries(recipe.train.mode),
+                   {recipe.source, recipe.model.path, recipe.model.tokenizer, recipe.data.train, recipe.data.eval,
+                    recipe.quant.plan, recipe.quant.calib, recipe.lora.init_adapter}};
+    if (options.resume.empty()) {
+      for (const auto& removed : claim_for_fresh_run(run_dir, claim, options.overwrite))
         fmt::print(out, "--overwrite: removed {}/{} of the previous run\n", run_dir, removed);
+    } else {
+      claim_for_resume(run_dir, claim);
+    }
+  }
+  const auto long_wait = std::chrono::hours(24);
+  // The checkpoint to resume from, chosen (and verified) before the model loads: a wrong --resume argument fails at
+  // once. Rank 0 chooses it; every rank then reads the same one.
+  std::optional<std::string> resume_dir;
+  if (!options.resume.empty()) {
+    auto warn = [&](const std::string& m) { fmt::print(stderr, "warning: {}\n", m); };
+    if (root)
+      resume_dir = options.resume == "auto" ? find_resume_checkpoint(run_dir, warn)
+                                            : std::optional<std::string>(resolve_checkpoint(options.resume, warn));
+    const auto chosen = comm->share_from_root("resume", resume_dir ? "1" + *resume_dir : "0", long_wait);
+    if (chosen != "0") resume_dir = chosen.substr(1);
   }
   Recipe effective = recipe;  // with quant.method, model.path becomes the calibrated base it trains on
-  const auto long_wait = std::chrono::hours(24);
   effective.model.path = comm->share_from_root("model_path", root ? calibrated_base(recipe, out) : "", long_wait);
   if (ranks > 1 && effective.device != "cpu" && resolve_device(effective.device).is_cuda())
     effective.device = fmt::format("cuda:{}", comm->world().local_rank);  // one rank per GPU
@@ -274,16 +317,10 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   st.data_hash = data_hash(r);
   st.world_size = ranks;
   if (!options.resume.empty()) {
-    auto warn = [&](const std::string& m) { progress.message("warning: " + m); };
-    std::optional<std::string> dir;
-    if (root)
-      dir = options.resume == "auto" ? find_resume_checkpoint(run_dir, warn)
-                                     : std::optional<std::string>(resolve_checkpoint(options.resume, warn));
-    // Rank 0 chooses the checkpoint; every rank then reads the same one.
-    const auto chosen = comm->share_from_root("resume", dir ? "1" + *dir : "0", long_wait);
-    if (chosen != "0") dir = chosen.substr(1);
+    std::optional<std::string> dir = resume_dir;
     if (!dir) {
-      progress.message(fmt::format("no checkpoint in {}: starting a fresh run", run_dir));
+      if (root)
+        fmt::print(stderr, "warning: --resume {}: no checkpoint in {}; starting a fresh run\n", options.resume, run_dir);
     } else {
       auto c = load_checkpoint(*dir);
       check_same_recipe(r, c.recipe_yaml, *dir, options.force, progress);
@@ -317,6 +354,9 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   if (root)
     for (const auto& moved : checkpointer.start_line(summary.resumed_from))
       progress.message(fmt::format("moved a checkpoint that is not on the line this run continues to {}", moved));
+  std::string last_checkpoint = summary.resumed_from;
+  int64_t last_checkpoint_step = st.step;
+  comm->set_recovery(recovery_advice(last_checkpoint, last_checkpoint_step));
   summary.start_step = summary.steps = st.step;
   summary.first_loss = st.first_loss;
   summary.last_loss = st.last_loss;
@@ -434,9 +474,9 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     }
     const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_tokens, 1));
     if (!std::isfinite(loss) && !fp16)
-      fail("step {}: the loss is {} (lr {:.3g}); stopping. The last checkpoint in {} is intact. Lower optim.lr, "
-           "raise schedule.warmup_steps, or check the data.",
-           step + 1, loss, lr, run_dir);
+      fail("step {}: the loss is {} (lr {:.3g}); stopping before the update. Lower optim.lr, raise "
+           "schedule.warmup_steps, or check the data; {}",
+           step + 1, loss, lr, recovery_advice(last_checkpoint, last_checkpoint_step));
     const int64_t done = step + 1;
     st.step = done;  // a skipped fp16 step is spent too (its data and learning rate); only its update is dropped
     summary.steps = done;
@@ -448,6 +488,12 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       st.loss_scaler = scaler.state();
     } else {
       const double grad_norm = clip_grad_norm(params, r.train.max_grad_norm);
+      // fp32 and bf16 have no loss scaler to skip such a step: an update from inf/NaN gradients would poison every
+      // later step and checkpoint, so the run stops before it, as for a non-finite loss.
+      if (!std::isfinite(grad_norm))
+        fail("step {}: the gradient norm is {} under a finite loss {:.4f} (lr {:.3g}); stopping before the update. "
+             "Lower optim.lr, set train.max_grad_norm, raise schedule.warmup_steps, or check the data; {}",
+             done, grad_norm, loss, lr, recovery_advice(last_checkpoint, last_checkpoint_step));
       optimizer->step(lr);
       optimizer->zero_grad();
       if (fp16) scaler.update_after_good_step();
@@ -457,20 +503,31 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       tokens_since_log += step_tokens;
       if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
       summary.last_loss = st.last_loss = loss;
+      st.loss_sum += loss, ++st.loss_steps;
+      st.window_loss_sum += loss, ++st.window_steps;
       const double elapsed = seconds_since(start);
       const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));  // every rank's tokens
       const int64_t memory = peak_memory_bytes(run.device);
       progress.update({done, total, loss, lr, tok_s, elapsed, memory, grad_norm});
       if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
-        log_metrics({"train",
-                     done,
-                     {{"loss", loss},
-                      {"lr", lr},
-                      {"grad_norm", grad_norm},
-                      {"tokens", double(step_tokens)},
-                      {"tokens_per_s", tok_s},
-                      {"elapsed_s", elapsed},
-                      {"mem_bytes", double(memory)}}});
+        // loss_avg: the mean since the previous train line (HF's logged loss), not one step's, which may be a short
+        // epoch tail; the last line also carries the run's mean (HF's train_loss).
+        const double window_mean = st.window_loss_sum / static_cast<double>(st.window_steps);
+        summary.recent_loss = window_mean, summary.recent_from = done - st.window_steps + 1;
+        summary.mean_loss = st.loss_sum / static_cast<double>(st.loss_steps);
+        st.window_loss_sum = 0, st.window_steps = 0;
+        MetricRecord rec{"train",
+                         done,
+                         {{"loss", loss},
+                          {"loss_avg", window_mean},
+                          {"lr", lr},
+                          {"grad_norm", grad_norm},
+                          {"tokens", double(step_tokens)},
+                          {"tokens_per_s", tok_s},
+                          {"elapsed_s", elapsed},
+                          {"mem_bytes", double(memory)}}};
+        if (done == total) rec.values.emplace_back("train_loss", summary.mean_loss);
+        log_metrics(std::move(rec));
         last_log = Clock::now();
         tokens_since_log = 0;
       }
@@ -485,6 +542,8 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       save_checkpoint();
       // The others wait for the save in the store, not in a collective: a save may take longer than its timeout.
       comm->share_from_root(fmt::format("saved/{}", done), "", long_wait);
+      last_checkpoint = fmt::format("{}/step-{:08d}", checkpointer.directory(), done), last_checkpoint_step = done;
+      comm->set_recovery(recovery_advice(last_checkpoint, last_checkpoint_step));
     }
     if (options.stop_after_step > 0 && done >= options.stop_after_step) {
       progress.finish();
@@ -495,6 +554,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   }
   progress.finish();
   summary.tokens = st.tokens_seen;
+  if (st.loss_steps > 0) summary.mean_loss = st.loss_sum / static_cast<double>(st.loss_steps);
   summary.eval_after = do_eval(summary.steps);
   plot();
   const auto out_dir = run_dir + (r.train.mode == "lora" ? "/adapter" : "/model");

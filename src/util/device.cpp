@@ -6,15 +6,17 @@
 
 namespace qtune {
 
-at::Device resolve_device(const std::string& spec) {
+at::Device resolve_device(const std::string& spec, const std::string& where) {
+  const bool flag = where.rfind("--", 0) == 0;
   if (spec == "cpu") return at::kCPU;
   if (spec == "cuda" || spec.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available())
-      fail("--device {}: no usable CUDA GPU on this machine (use --device cpu or auto)", spec);
+      fail("{} {}: no usable CUDA GPU on this machine ({} cpu or auto)", where, spec,
+           flag ? "use " + where : "set it to");
     return at::Device(spec);
   }
   if (spec == "auto") return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-  fail("--device '{}': expected auto, cpu, cuda or cuda:N", spec);
+  fail("{} '{}': expected auto, cpu, cuda or cuda:N", where, spec);
 }
 
 at::Device named_device(const std::string& spec) {

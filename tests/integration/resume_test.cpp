@@ -88,6 +88,39 @@ TEST(Resume, KeepsTheLastCheckpointsAndRefusesAnotherRecipe) {
   EXPECT_EQ(s.steps, 8);
 }
 
+// Issue 36 #25: a resume launched from another working directory, through another spelling of the same files (a
+// symlinked directory, relative paths), was refused as "another recipe". Paths compare as files, data by its hash.
+TEST(Resume, AnotherSpellingOfTheSameFilesFromAnotherWorkingDirectoryResumes) {
+  TinyRun t;
+  fs::create_directories(t.dir + "/cfg");
+  const auto text = t.recipe({"train.max_steps=4", "train.save_every=1"}).to_yaml();
+  auto relative = text;
+  for (const std::string name : {"/model", "/train.jsonl", "/eval.jsonl"}) {
+    const auto at = relative.find(t.dir + name + "\n");
+    ASSERT_NE(at, std::string::npos) << name;
+    relative.replace(at, t.dir.size(), "..");
+  }
+  io::write_text_atomically(t.dir + "/cfg/recipe.yaml", relative);
+  auto first = quiet();
+  first.stop_after_step = 2;
+  run_training(Recipe::load(t.dir + "/cfg/recipe.yaml"), first);
+
+  // The same recipe through a symlinked directory, from another working directory (getcwd resolves symlinks, so the
+  // other spelling comes from the recipe's own path).
+  fs::create_directory_symlink(t.dir, t.dir + "/link");
+  fs::create_directories(t.dir + "/elsewhere");
+  const auto previous = fs::current_path();
+  fs::current_path(t.dir + "/elsewhere");
+  auto resume = quiet();
+  resume.resume = "auto";
+  const auto recipe = Recipe::load(t.dir + "/link/cfg/recipe.yaml");
+  fs::current_path(previous);
+  EXPECT_EQ(recipe.model.path, t.dir + "/link/model");
+  const auto s = run_training(recipe, resume);
+  EXPECT_EQ(s.start_step, 2);
+  EXPECT_EQ(s.steps, 4);
+}
+
 TEST(Resume, ACorruptLatestCheckpointFallsBackToThePreviousOne) {
   TinyRun t;
   auto o = quiet();

@@ -50,9 +50,80 @@ TEST(RunDirectory, AFreshRunIntoAPreviousRunIsRefusedUnlessOverwrite) {
   EXPECT_NE(test::read_file(second.run_dir + "/recipe.yaml").find("r: 4"), std::string::npos);
   // Files that are not a run's stay.
   io::write_text_atomically(second.run_dir + "/notes.txt", "mine\n");
-  EXPECT_EQ(claim_for_fresh_run(second.run_dir, true).size(), 5u);
+  EXPECT_EQ(claim_for_fresh_run(second.run_dir, {run_entries("lora"), {}}, true).size(), 5u);
   EXPECT_TRUE(fs::exists(second.run_dir + "/notes.txt"));
   EXPECT_TRUE(previous_run_entries(second.run_dir).empty());
+}
+
+// Issue 36 #23: --overwrite removed every run-named entry, the user's own included. With train.output_dir the
+// directory that holds the base in model/ (TinyRun's layout), a LoRA run trains beside it, --overwrite removes only
+// what the previous run wrote, and a full fine-tune (which writes model/) is refused before anything changes.
+TEST(RunDirectory, OverwriteRemovesOnlyWhatQtuneWroteAndNeverTheBase) {
+  TinyRun t;
+  const auto config = test::read_file(t.model + "/config.json");
+  run_training(t.recipe({"train.max_steps=2", "train.output_dir=" + t.dir}), quiet());
+  EXPECT_EQ(previous_run_entries(t.dir),
+            (std::vector<std::string>{"adapter", "checkpoints", "loss.svg", "metrics.jsonl", "recipe.yaml"}));
+  auto options = quiet();
+  options.overwrite = true;
+  run_training(t.recipe({"train.max_steps=1", "train.output_dir=" + t.dir}), options);
+  EXPECT_EQ(test::read_file(t.model + "/config.json"), config);
+  EXPECT_TRUE(fs::exists(t.model + "/model.safetensors"));
+  EXPECT_TRUE(fs::exists(t.dir + "/train.jsonl"));
+
+  const auto before = snapshot(t.dir);
+  for (bool overwrite : {false, true}) {
+    options.overwrite = overwrite;
+    const auto e = test::error_of(
+        [&] { run_training(t.recipe({"train.max_steps=1", "train.mode=full", "quant.format=none", "train.output_dir=" + t.dir}), options); });
+    EXPECT_NE(e.find("holds model, which no qtune run recorded writing"), std::string::npos) << e;
+    EXPECT_EQ(snapshot(t.dir), before);
+  }
+}
+
+// A hand-written recipe.yaml in train.output_dir is never overwritten, and --overwrite never removes an entry that
+// holds one of the run's inputs (here the previous run's saved recipe.yaml, given as the recipe).
+TEST(RunDirectory, AUsersRecipeInTheRunDirectoryIsNeverOverwrittenOrRemoved) {
+  TinyRun t;
+  const auto dir = t.dir + "/run";
+  fs::create_directories(dir);
+  io::write_text_atomically(dir + "/recipe.yaml", "# mine\n");
+  const auto e = test::error_of([&] { run_training(t.recipe({"train.max_steps=1"}), quiet()); });
+  EXPECT_NE(e.find("holds recipe.yaml, which no qtune run recorded writing"), std::string::npos) << e;
+  EXPECT_EQ(test::read_file(dir + "/recipe.yaml"), "# mine\n");
+
+  fs::remove(dir + "/recipe.yaml");
+  run_training(t.recipe({"train.max_steps=1"}), quiet());
+  const auto path = t.dir + "/run/recipe.yaml";
+  const auto saved = Recipe::load(path, {"train.max_steps=2"});
+  auto options = quiet();
+  options.overwrite = true;
+  const auto before = snapshot(dir);
+  const auto refused = test::error_of([&] { run_training(saved, options); });
+  EXPECT_NE(refused.find("--overwrite would remove " + dir + "/recipe.yaml, which holds this run's input"),
+            std::string::npos)
+      << refused;
+  EXPECT_EQ(snapshot(dir), before);
+}
+
+// A run directory written by a qtune that kept no record: a fresh run is refused even with --overwrite (qtune cannot
+// tell its files from the user's), and --resume adopts it.
+TEST(RunDirectory, ARunWithoutARecordIsResumedButNeverRemoved) {
+  TinyRun t;
+  const auto recipe = t.recipe({"train.max_steps=2", "train.save_every=1"});
+  auto stop = quiet();
+  stop.stop_after_step = 1;
+  run_training(recipe, stop);
+  fs::remove(recipe.train.output_dir + "/" + kRunRecordFile);
+  auto options = quiet();
+  options.overwrite = true;
+  const auto e = test::error_of([&] { run_training(recipe, options); });
+  EXPECT_NE(e.find("which no qtune run recorded writing"), std::string::npos) << e;
+  options = quiet();
+  options.resume = "auto";
+  const auto s = run_training(recipe, options);
+  EXPECT_EQ(s.start_step, 1);
+  EXPECT_EQ(previous_run_entries(recipe.train.output_dir).size(), 5u);
 }
 
 TEST(RunDirectory, ASecondProcessIsRefusedWithTheHoldersPid) {

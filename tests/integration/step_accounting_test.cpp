@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <regex>
 
 #include "qtune/train/checkpoint.h"
 #include "qtune/train/run_setup.h"
@@ -45,6 +46,36 @@ TEST(StepAccounting, EpochsTrainEveryTargetTokenExactlyOncePerEpoch) {
   keys.insert(keys.end(), {"train.epochs=0.5", "train.grad_accum=1", "train.output_dir=" + t.dir + "/half"});
   s = run_training(t.recipe(keys), quiet());
   EXPECT_EQ(s.steps, (batches + 1) / 2);
+}
+
+// Issue 36 #28: qtune plan ignored train.global_batch_size (33 steps where train ran 17) and so its warm-up under
+// schedule.warmup_ratio. It now counts the steps and warm-up the run takes, for one rank or --nproc N.
+TEST(StepAccounting, PlanCountsTheStepsAndWarmupTheRunTakesWithAGlobalBatch) {
+  TinyRun t;
+  const auto recipe = t.dir + "/global.yaml";
+  io::write_text_atomically(recipe, t.recipe({"train.max_steps=0", "train.epochs=1", "train.batch_size=2",
+                                              "train.global_batch_size=8", "schedule.warmup_steps=-1",
+                                              "schedule.warmup_ratio=0.25", "data.packing=false"})
+                                        .to_yaml());
+  const auto setup = RunSetup::create(with_global_batch(Recipe::load(recipe), 1), nullptr);
+  ASSERT_GT(setup.total_steps, 4);
+  for (const std::string nproc : {"1", "2"}) {
+    const auto r = test::run_qtune("plan " + recipe + " --nproc " + nproc);
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(r.out, m, std::regex(R"(steps  (\d+) optimizer steps \((\d+) warmup\) of (\d+) x 2)")))
+        << r.out;
+    EXPECT_EQ(std::stoll(m[1]), setup.total_steps) << nproc << " rank(s)\n" << r.out;
+    EXPECT_EQ(std::stoll(m[2]), setup.warmup_steps) << r.out;
+    EXPECT_EQ(std::stoll(m[3]), nproc == "1" ? 4 : 2) << r.out;  // grad_accum = 8 / (2 x ranks)
+  }
+  auto s = run_training(Recipe::load(recipe), quiet());
+  EXPECT_EQ(s.steps, setup.total_steps);
+  const auto bad = test::run_qtune("plan " + recipe + " --nproc 3");
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("train.global_batch_size 8 is not a multiple of train.batch_size 2 x 3 rank(s)"),
+            std::string::npos)
+      << bad.err;
 }
 
 TEST(StepAccounting, SkippedFp16StepsStillCountSaveAndStop) {

@@ -98,6 +98,81 @@ TEST(TrainRun, NaNLossStopsNamingTheStepAndKeepsTheLastSave) {
   EXPECT_FALSE(fs::exists(t.dir + "/run/checkpoints/step-00000002"));
 }
 
+// Issue 36 #26: in fp32/bf16 a NaN gradient under a finite loss was applied (grad_norm -nan), the poisoned adapter
+// saved, and the next step called it intact. The step now stops before the update; the last save stays the last.
+TEST(TrainRun, ANonFiniteGradientUnderAFiniteLossStopsBeforeTheUpdate) {
+  TinyRun t;
+  for (const std::string precision : {"fp32", "bf16"}) {
+    SCOPED_TRACE(precision);
+    auto o = quiet();
+    o.after_backward = [](int64_t step, const std::vector<at::Tensor>& params) {
+      if (step == 3) params[5].mutable_grad().view(-1)[0] = NAN;
+    };
+    const auto dir = t.dir + "/" + precision;
+    const auto msg = test::error_of([&] {
+      run_training(t.recipe({"train.precision=" + precision, "train.save_every=1", "train.max_grad_norm=0",
+                             "train.output_dir=" + dir}),
+                   o);
+    });
+    EXPECT_NE(msg.find("step 3: the gradient norm is nan under a finite loss"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("the last checkpoint, " + dir + "/checkpoints/step-00000002 (step 2), is intact"),
+              std::string::npos)
+        << msg;
+    EXPECT_FALSE(fs::exists(dir + "/checkpoints/step-00000003"));
+    auto saved = load_checkpoint(dir + "/checkpoints/step-00000002");
+    for (const auto& [name, tensor] : saved.trainable) EXPECT_TRUE(tensor.isfinite().all().item<bool>()) << name;
+  }
+  // Before any save, the message says there is none to resume from.
+  auto o = quiet();
+  o.after_backward = [](int64_t, const std::vector<at::Tensor>& params) {
+    params[0].mutable_grad().view(-1)[0] = INFINITY;
+  };
+  const auto msg = test::error_of([&] { run_training(t.recipe({"train.output_dir=" + t.dir + "/none"}), o); });
+  EXPECT_NE(msg.find("step 1: the gradient norm is inf"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("no checkpoint was saved yet"), std::string::npos) << msg;
+}
+
+// Issue 36 #32: the summary compared two single steps (the last may be a 16-token epoch tail). The run reports the
+// mean of its last log interval and of the whole run (HF's logged loss and train_loss), in metrics.jsonl too, and a
+// resume continues both sums.
+TEST(TrainRun, TheRunsLossIsReportedAsMeansOverLogIntervalsAndTheRun) {
+  TinyRun t;
+  std::vector<double> losses;
+  auto o = quiet();
+  o.on_step = [&](int64_t, double loss) { losses.push_back(loss); };
+  const auto keys = std::vector<std::string>{"train.max_steps=12", "train.log_every=5", "train.save_every=4"};
+  const auto s = run_training(t.recipe(keys), o);
+  ASSERT_EQ(losses.size(), 12u);
+  double all = 0;
+  for (double l : losses) all += l;
+  EXPECT_NEAR(s.mean_loss, all / 12, 1e-12);
+  EXPECT_NEAR(s.recent_loss, (losses[10] + losses[11]) / 2, 1e-12);  // steps 11-12: the interval after step 10's line
+  EXPECT_EQ(s.recent_from, 11);
+  std::vector<std::pair<int64_t, double>> averages;
+  std::optional<double> train_loss;
+  for (const auto& r : MetricsLog::read(t.dir + "/run/metrics.jsonl"))
+    if (r.kind == "train") {
+      averages.emplace_back(r.step, *r.value("loss_avg"));
+      if (r.value("train_loss")) train_loss = r.value("train_loss");
+    }
+  ASSERT_EQ(averages.size(), 4u);  // steps 1, 5, 10, 12
+  EXPECT_NEAR(averages[1].second, (losses[1] + losses[2] + losses[3] + losses[4]) / 4, 1e-12);
+  ASSERT_TRUE(train_loss);
+  EXPECT_NEAR(*train_loss, s.mean_loss, 1e-12);
+
+  // Stopped after step 6 (saved at 4) and resumed: the same means.
+  auto stop = quiet();
+  stop.stop_after_step = 6;
+  auto other = keys;
+  other.push_back("train.output_dir=" + t.dir + "/resumed");
+  run_training(t.recipe(other), stop);
+  auto resume = quiet();
+  resume.resume = "auto";
+  const auto r = run_training(t.recipe(other), resume);
+  EXPECT_NEAR(r.mean_loss, s.mean_loss, 1e-9);
+  EXPECT_NEAR(r.recent_loss, s.recent_loss, 1e-9);
+}
+
 TEST(TrainRun, Fp16SkipsAStepWithInfGradientsAndRecovers) {
   TinyRun t;
   auto o = quiet();

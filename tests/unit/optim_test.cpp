@@ -7,7 +7,16 @@
 
 #include <cmath>
 
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "qtune/io/hf_config.h"
 #include "qtune/io/safetensors.h"
+#include "qtune/nn/decoder.h"
+#include "qtune/nn/linear.h"
+#include "qtune/nn/model_io.h"
 #include "qtune/optim/adamw.h"
 #include "qtune/optim/adamw8bit.h"
 #include "qtune/optim/optimizer.h"
@@ -30,7 +39,7 @@ NamedParams make_params(uint64_t seed = 1) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   NamedParams params;
   for (auto [name, shape] : std::vector<std::pair<std::string, std::vector<int64_t>>>{
-           {"lora_A", {40, 130}}, {"lora_B", {7, 5}}, {"bias", {300}}})
+           {"lora_A", {40, 130}}, {"lora_B", {7, 5}}, {"vec", {300}}})
     params.emplace_back(name, (at::randn(shape, gen) * 0.1).set_requires_grad(true));
   return params;
 }
@@ -117,7 +126,7 @@ TEST(AdamW, ParamsWithoutGradKeepTheirStateAndStep) {
   std::map<std::string, int64_t> steps;
   for (const auto& [name, t] : adamw.state_dict())
     if (t.scalar_type() == at::kLong) steps[name] = t.item<int64_t>();
-  EXPECT_EQ(steps, (std::map<std::string, int64_t>{{"step", 1}, {"lora_A.step", 1}, {"lora_B.step", 0}, {"bias.step", 1}}));
+  EXPECT_EQ(steps, (std::map<std::string, int64_t>{{"step", 1}, {"lora_A.step", 1}, {"lora_B.step", 0}, {"vec.step", 1}}));
   adamw.zero_grad();
   for (const auto& [name, p] : params) EXPECT_FALSE(p.grad().defined()) << name;
 }
@@ -174,8 +183,8 @@ TEST(Optimizers, LoadStateDictNamesTheFirstMismatch) {
   };
   EXPECT_NE(test::error_of([&] { opt->load_state_dict(without("lora_B.exp_avg_sq")); }).find("'lora_B.exp_avg_sq' is missing"),
             std::string::npos);
-  const auto shape_error = test::error_of([&] { opt->load_state_dict(replaced("bias.exp_avg", at::zeros({299}))); });
-  EXPECT_NE(shape_error.find("'bias.exp_avg' is Float [299], expected Float [300]"), std::string::npos) << shape_error;
+  const auto shape_error = test::error_of([&] { opt->load_state_dict(replaced("vec.exp_avg", at::zeros({299}))); });
+  EXPECT_NE(shape_error.find("'vec.exp_avg' is Float [299], expected Float [300]"), std::string::npos) << shape_error;
   const auto dtype_error =
       test::error_of([&] { opt->load_state_dict(replaced("lora_A.exp_avg", at::zeros({40, 130}, at::kDouble))); });
   EXPECT_NE(dtype_error.find("'lora_A.exp_avg' is Double [40, 130]"), std::string::npos) << dtype_error;
@@ -282,7 +291,7 @@ TEST(AdamW8bit, SmallParamsKeepFp32State) {
   for (const auto& [name, t] : opt.state_dict()) dtypes[name] = t.scalar_type();
   EXPECT_EQ(dtypes.at("lora_A.exp_avg.codes"), at::kByte);
   EXPECT_EQ(dtypes.at("lora_A.exp_avg_sq.absmax"), at::kFloat);
-  EXPECT_EQ(dtypes.at("bias.exp_avg"), at::kFloat);
+  EXPECT_EQ(dtypes.at("vec.exp_avg"), at::kFloat);
   EXPECT_EQ(dtypes.count("lora_A.exp_avg"), 0u);
 }
 
@@ -319,6 +328,55 @@ TEST(AdamW8bit, TracksFp32AdamWOnARegression) {
   const double l0 = loss_of(w0).item<double>(), l32 = loss_of(w32).item<double>(), l8 = loss_of(w8).item<double>();
   EXPECT_LT(l32, 0.05 * l0);
   EXPECT_NEAR(l8, l32, 0.1 * l32) << "loss from " << l0;
+}
+
+}  // namespace
+
+namespace {
+
+// Issue 36 #27: train.mode full decayed the RMSNorm weights (and would decay biases); HF Trainer leaves both out. The
+// names qtune's full fine-tuning trains (a Llama with attention biases) split as transformers' Trainer splits them.
+TEST(OracleHfTrainer, WeightDecaySkipsTheNormsAndBiasesHfTrainerSkips) {
+  const auto dir = test::temp_dir();
+  auto j = nlohmann::json::parse(std::ifstream(std::string(QTUNE_TEST_SOURCE_DIR) + "/configs/models/tiny-llama.json"));
+  j["attention_bias"] = true;
+  j["num_hidden_layers"] = 2;
+  std::ofstream(dir + "/config.json") << j.dump();
+  const auto cmd = std::string(QTUNE_TEST_PYTHON) + " " + QTUNE_TEST_SOURCE_DIR + "/tests/oracle/hf_decay_parameters.py " +
+                   dir + " " + dir + "/decay.json > " + dir + "/log.txt 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << test::read_file(dir + "/log.txt");
+  const auto hf = nlohmann::json::parse(std::ifstream(dir + "/decay.json"));
+  const auto hf_decay = hf.at("decay").get<std::set<std::string>>();
+  const auto hf_names = hf.at("parameters").get<std::set<std::string>>();
+
+  const auto config = io::ModelConfig::from_json(j, "tiny");
+  nn::RandomInit init(config, 1);
+  nn::DenseLinearFactory dense(at::TensorOptions().dtype(at::kFloat));
+  nn::CausalLMImpl model(config, dense, init, at::TensorOptions().dtype(at::kFloat));
+  int64_t compared = 0, kept = 0, biases = 0;
+  for (const auto& p : model.named_parameters()) {
+    SCOPED_TRACE(p.key());
+    ASSERT_EQ(hf_names.count(p.key()), 1u) << "a name transformers does not have";
+    EXPECT_EQ(optim::applies_weight_decay(p.key()), hf_decay.count(p.key()) == 1);
+    ++compared, kept += !optim::applies_weight_decay(p.key()), biases += p.key().find("bias") != std::string::npos;
+  }
+  EXPECT_GT(biases, 0);
+  EXPECT_EQ(kept, 2 * 2 + 1 + biases);  // two norms per layer, the final norm, the biases
+
+  // And the optimizers apply it: with zero gradients only decay moves a weight.
+  NamedParams params{{"model.norm.weight", at::ones({4}).set_requires_grad(true)},
+                     {"model.layers.0.mlp.up_proj.weight", at::ones({4}).set_requires_grad(true)}};
+  for (const std::string name : {"adamw", "adamw_8bit"}) {
+    SCOPED_TRACE(name);
+    auto copy = clone_params(params);
+    AdamWOptions o;
+    o.weight_decay = 0.1;
+    auto opt = optim::make_optimizer(name, copy, o);
+    for (auto& [n, p] : copy) p.mutable_grad() = at::zeros_like(p);
+    opt->step(0.5);
+    EXPECT_TRUE(at::equal(copy[0].second, at::ones({4})));
+    EXPECT_TRUE(at::allclose(copy[1].second, at::full({4}, 1 - 0.5 * 0.1)));
+  }
 }
 
 }  // namespace

@@ -141,6 +141,28 @@ TEST(Recipe, RelativePathsResolveBesideTheRecipe) {
   EXPECT_EQ(fs::path(r.data.train), fs::path(f.dir) / "train.jsonl");
 }
 
+// Issue 36 #24: a file beside the recipe was silently replaced by one of the same name in the working directory.
+// The recipe's directory comes first; a path it lacks comes from the working directory; both end absolute.
+TEST(Recipe, RelativePathsPreferTheRecipesDirectoryToTheWorkingDirectory) {
+  RecipeFixture f;
+  const auto path = f.write("model:\n  path: model\ndata:\n  train: train.jsonl\n  eval: eval.jsonl\n");
+  const auto cwd = f.dir + "/elsewhere";
+  fs::create_directories(cwd + "/model");
+  fs::copy_file(f.dir + "/model/config.json", cwd + "/model/config.json");
+  std::ofstream(cwd + "/train.jsonl") << R"({"instruction": "other", "output": "file"})" << "\n";
+  std::ofstream(cwd + "/eval.jsonl") << R"({"instruction": "only", "output": "here"})" << "\n";
+  const auto previous = fs::current_path();
+  fs::current_path(cwd);
+  const auto r = Recipe::load(path, {"model.tokenizer=model"});
+  fs::current_path(previous);
+  EXPECT_EQ(fs::path(r.model.path), fs::path(f.dir) / "model");
+  EXPECT_EQ(fs::path(r.data.train), fs::path(f.dir) / "train.jsonl");
+  EXPECT_EQ(fs::path(r.data.eval), fs::path(cwd) / "eval.jsonl");       // absent beside the recipe
+  EXPECT_EQ(fs::path(r.model.tokenizer), fs::path(cwd) / "model");      // an override: the working directory's
+  for (const auto& [key, value] : r.input_paths())
+    EXPECT_TRUE(value.empty() || fs::path(value).is_absolute()) << key << ": " << value;
+}
+
 TEST(Recipe, QuantFormatKeepParsesAndNeedsAGgufBase) {
   RecipeFixture f;
   const auto r = Recipe::from_yaml_text(f.text("quant:\n  format: keep\n"), "r.yaml");

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qtune/dist/world.h"
@@ -36,6 +37,9 @@ class Communicator {
   // Rank 0's `value` on every rank; the others wait for it up to `wait` (longer than the collectives' timeout: rank 0
   // may be quantizing a base or loading a checkpoint meanwhile).
   std::string share_from_root(const std::string& key, const std::string& value, std::chrono::milliseconds wait);
+  // What a failed collective's error tells the user to do next (the trainer keeps it current: which checkpoint a
+  // resume would continue from, or that none was saved yet).
+  void set_recovery(std::string what_to_do) { recovery_ = std::move(what_to_do); }
 
  private:
   struct Group;
@@ -46,6 +50,7 @@ class Communicator {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Group> group_;
   int64_t collectives_ = 0;
+  std::string recovery_ = "no checkpoint was saved: start the run again";
 };
 
 }  // namespace qtune::dist

@@ -54,8 +54,10 @@ class AdamW8bit : public Optimizer {
     BlockwiseState exp_avg, exp_avg_sq;   // when quantized
     at::Tensor exp_avg_f32, exp_avg_sq_f32;  // otherwise, the parameter's shape
   };
-  void step_quantized(const at::Tensor& p, const at::Tensor& grad, Slot& slot, int64_t step, double lr) const;
-  void step_fp32(const at::Tensor& p, const at::Tensor& grad, Slot& slot, int64_t step, double lr) const;
+  void step_quantized(const at::Tensor& p, const at::Tensor& grad, Slot& slot, const AdamWOptions& o, int64_t step,
+                      double lr) const;
+  void step_fp32(const at::Tensor& p, const at::Tensor& grad, Slot& slot, const AdamWOptions& o, int64_t step,
+                 double lr) const;
 
   struct Quantizers {
     BlockwiseQuantizer exp_avg, exp_avg_sq;  // signed map, unsigned map

@@ -26,6 +26,10 @@ void validate(const AdamWOptions& options);  // fails naming the field out of ra
 
 using NamedParams = std::vector<std::pair<std::string, at::Tensor>>;
 
+// Whether weight decay applies to the parameter `name`: not to biases and norm weights, as HF Trainer's
+// get_decay_parameter_names leaves out (its patterns bias, layernorm, rmsnorm, a `norm` component and `_norm`).
+bool applies_weight_decay(const std::string& name);
+
 class Optimizer {
  public:
   // `params`: unique non-empty names, defined fp32 tensors (the model's trainable parameters themselves).
@@ -55,6 +59,8 @@ class Optimizer {
  protected:
   // The kind's state tensors, named after their parameter (e.g. "w.exp_avg"), in a fixed order.
   virtual std::vector<std::pair<std::string, at::Tensor>> state_tensors() const = 0;
+  // The options parameter `index` is updated with: weight_decay 0 where applies_weight_decay says so.
+  AdamWOptions options_for(size_t index) const;
   // Bumps the parameter's own step (bias correction uses it) and returns it.
   int64_t next_param_step(size_t index) { return ++param_steps_[index]; }
   // The grad of parameter `index` checked against it (shape, fp32), or undefined when it has none.

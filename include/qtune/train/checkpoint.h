@@ -27,6 +27,10 @@ struct TrainerState {
   int64_t tokens_seen = 0;
   int64_t skipped_steps = 0;
   double first_loss = NAN, last_loss = NAN;
+  // Σ and count of the updated steps' losses: over the run (its mean is HF's train_loss), and since the last train
+  // line of the log (its mean is that line's loss_avg, HF's logged loss).
+  double loss_sum = 0, window_loss_sum = 0;
+  int64_t loss_steps = 0, window_steps = 0;
   std::vector<double> loss_scaler;  // DynamicLossScaler::state()
   std::string recipe_hash;          // of the run-affecting recipe values
   std::string data_hash;            // of the training (and eval) files' contents; "" in older checkpoints

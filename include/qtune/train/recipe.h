@@ -107,7 +107,8 @@ struct Recipe {
   std::string source;  // the file it came from, for messages
 
   // Reads a YAML recipe, then applies `overrides` ("lora.r=32"), then validates. Relative paths in the file are
-  // taken relative to the file's directory when they exist there, else to the working directory.
+  // taken relative to the file's directory when they exist there, else to the working directory (overrides: the
+  // working directory), and made absolute.
   static Recipe load(const std::string& path, const std::vector<std::string>& overrides = {});
   static Recipe from_yaml_text(const std::string& text, const std::string& source,
                                const std::vector<std::string>& overrides = {});
@@ -118,6 +119,9 @@ struct Recipe {
   std::string to_yaml() const;  // every key, in schema order (saved beside each checkpoint)
   // Keys whose values change what a run computes (all but logging/saving cadence and output_dir).
   std::map<std::string, std::string> run_affecting_values() const;
+  // The keys that name an input file or directory, with their values: load() makes relative ones absolute (the
+  // recipe's directory first, then the working directory), so a saved recipe names the same files from anywhere.
+  std::map<std::string, std::string> input_paths() const;
 };
 
 // One row of the schema.

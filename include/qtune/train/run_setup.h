@@ -45,6 +45,8 @@ data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& conf
 RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
 // `ranks` data-parallel ranks share each micro-batch: its rows are ranks x train.batch_size (one rank takes a share).
 data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval, int64_t ranks = 1);
+// How errors name the recipe's device key: "r.yaml: 'device'".
+std::string device_key(const Recipe& recipe);
 // The compute dtype of the run on `device`: model.dtype, else the precision's (full runs default to fp32).
 at::ScalarType run_dtype(const Recipe& recipe, at::Device device, const io::ModelConfig& config);
 // The micro-batches of `epoch` that the run trains on. With train.epochs E: every batch of epochs before floor(E),

@@ -27,7 +27,10 @@ struct TrainSummary {
   int64_t steps = 0;
   int64_t tokens = 0;  // target tokens trained on
   int64_t skipped_steps = 0;  // fp16 steps skipped on inf/NaN gradients
-  double first_loss = NAN, last_loss = NAN;
+  double first_loss = NAN, last_loss = NAN;  // of the first and the last updated step
+  double mean_loss = NAN;    // over every updated step of the run (HF's train_loss)
+  double recent_loss = NAN;  // over the steps since the previous train line of the log, at the last line (its loss_avg)
+  int64_t recent_from = 0;   // the first step recent_loss counts
   std::optional<EvalResult> eval_before, eval_after;
   double seconds = 0;
   std::string run_dir;

@@ -6,7 +6,9 @@
 
 namespace qtune {
 
-at::Device resolve_device(const std::string& spec);  // "auto": cuda when a GPU is usable, else cpu
+// "auto": cuda when a GPU is usable, else cpu. `where` names the setting in errors: the flag, or a recipe's key
+// ("r.yaml: 'device'"), whose fix is another value in the recipe.
+at::Device resolve_device(const std::string& spec, const std::string& where = "--device");
 // The device `spec` names, whether or not this machine has it ("auto": cuda when a GPU is usable): for planning a
 // run on a machine that is not the one it will run on.
 at::Device named_device(const std::string& spec);
