@@ -200,6 +200,7 @@ int run_export(const ExportArgs& a) {
   const auto options = at::TensorOptions().dtype(at::kFloat);  // the merge is computed in fp32
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
   exporting::MergedExportOptions o;
+  o.source = trained.base_dir;
   o.dtype = resolve_dtype(a.dtype == "auto" ? "fp32" : a.dtype, at::kCPU);
   if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4")
     fail("--quantize must be none, nf4 or fp4, got '{}'", a.quantize);

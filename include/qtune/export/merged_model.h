@@ -19,6 +19,8 @@ struct MergedExportOptions {
   // Projections back to NF4 or FP4 (format, block, double quant); nullopt: every tensor in `dtype`.
   std::optional<quant::LayerQuant> quantize4;
   int64_t max_shard_bytes = int64_t{2} << 30;
+  // The base model's directory (or .gguf): its generation_config.json (stop ids, sampling defaults) is copied.
+  std::string source;
 };
 
 struct MergedExportResult {
