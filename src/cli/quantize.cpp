@@ -161,8 +161,8 @@ int run_gptq(const QuantizeArgs& a) {
          "what the hub holds) or gptq_v2", a.checkpoint_format);
   if (a.asym && o.checkpoint_format == quant::GptqCheckpointFormat::V1)
     fmt::print(stderr, "warning: --checkpoint-format gptq with --asym: gptqmodel (and so vLLM) refuses an asymmetric gptq "
-                       "(v1) checkpoint that its own writer did not stamp; only transformers will load it (gptq_v2, the "
-                       "default for --asym, loads in all of them)\n");
+                       "(v1) checkpoint that its own writer did not stamp, and transformers ignores a mixed plan's "
+                       "rules; gptq_v2, the default for --asym, loads in gptqmodel and transformers\n");
   o.gptq.grid.validate("--bits / --group-size");
   const auto config = io::ModelConfig::load(a.model_dir);
   o.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
