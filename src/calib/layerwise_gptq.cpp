@@ -99,6 +99,52 @@ void run_round(nn::DecoderLayerImpl& layer, std::vector<CalibrationBatch>& batch
   }
 }
 
+// [out, in] of a decoder layer's linear (as nn/attention.cpp and nn/mlp.cpp build them), by its name in the layer.
+std::pair<int64_t, int64_t> linear_shape(const io::ModelConfig& c, const std::string& member) {
+  const int64_t q_out = c.num_attention_heads * c.head_dim, kv_out = c.num_key_value_heads * c.head_dim;
+  if (member == "self_attn.q_proj") return {q_out, c.hidden_size};
+  if (member == "self_attn.k_proj" || member == "self_attn.v_proj") return {kv_out, c.hidden_size};
+  if (member == "self_attn.o_proj") return {c.hidden_size, q_out};
+  if (member == "mlp.down_proj") return {c.hidden_size, c.intermediate_size};
+  return {c.intermediate_size, c.hidden_size};  // gate_proj, up_proj
+}
+
+}  // namespace
+
+void check_gptq_shapes(const io::ModelConfig& config, const GptqRunOptions& o) {
+  std::map<std::string, std::vector<std::string>> by_problem;  // problem -> linears
+  int64_t count = 0;
+  std::string example;  // a glob for the first of them
+  for (int64_t li = 0; li < config.num_hidden_layers; ++li)
+    for (const auto& round : kRounds)
+      for (const auto& m : round) {
+        const auto name = fmt::format("model.layers.{}.{}", li, m);
+        if (o.keep_dense.count(name)) continue;
+        auto grid = o.gptq.grid;
+        if (const auto it = o.linear_grids.find(name); it != o.linear_grids.end()) grid = it->second;
+        const auto [out, in] = linear_shape(config, m);
+        const auto why = quant::gptq_layout_problem(grid, out, in);
+        if (why.empty()) continue;
+        by_problem[fmt::format("[{}, {}] on int{} g{}: {}", out, in, grid.bits, grid.group_size, why)].push_back(name);
+        if (count++ == 0) example = "*." + m;
+      }
+  if (by_problem.empty()) return;
+  std::string list;
+  bool groups = false;
+  for (const auto& [why, names] : by_problem) {
+    std::string shown;
+    for (size_t i = 0; i < names.size() && i < 3; ++i) shown += (i ? ", " : "") + names[i];
+    if (names.size() > 3) shown += fmt::format(" and {} more", names.size() - 3);
+    list += fmt::format("\n  {} {}", shown, why);
+    groups = groups || why.find("group size") != std::string::npos;
+  }
+  fail("GPTQ cannot store {} linear(s) in its layout (nothing was calibrated):{}\nkeep them unquantized with "
+       "--keep-16bit GLOB (quant.keep_16bit in a recipe), e.g. '{}'{}",
+       count, list, example, groups ? ", or choose a group size that divides their inputs" : "");
+}
+
+namespace {
+
 at::Tensor with_fp16_scales(const quant::IntQuantized& q) {
   return kernels::dequantize_gptq(quant::pack_gptq(q), q.grid.bits, at::kFloat);
 }
@@ -110,6 +156,15 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   const auto config = io::ModelConfig::load(model_dir);
   if (!config.quantization_config.is_null())
     fail("{}: is already quantized (config.json has a quantization_config); quantize its 16-bit original", model_dir);
+  quant::GptqConfig qc;
+  qc.grid = o.gptq.grid;
+  qc.desc_act = o.gptq.act_order;
+  qc.static_groups = o.gptq.static_groups;
+  qc.true_sequential = o.true_sequential;
+  qc.damp_percent = o.gptq.damp;
+  for (const auto& [name, grid] : o.linear_grids) qc.add_override(name, grid);
+  for (const auto& name : o.keep_dense) qc.add_skip(name);
+  qc.checkpoint_format = o.checkpoint_format.value_or(quant::default_checkpoint_format(qc));
   auto weights = io::open_model_weights(model_dir);
 
   io::ShardedWriter writer(tmp, int64_t{2} << 30);
@@ -160,18 +215,18 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
           lr.bits = lo.grid.bits;
           quant::IntQuantized q;
           at::Tensor gptq_values;
-          if (o.rtn) {
-            q = quant::rtn_quantize(w, lo.grid);
-          } else {
-            try {
+          try {
+            if (o.rtn) {
+              q = quant::rtn_quantize(w, lo.grid);
+            } else {
               auto r = quant::gptq_quantize(w, hessians[m], lo);
               q = std::move(r.quantized);
               gptq_values = r.dequantized;
               lr.damp = r.damp;
               lr.dead_columns = r.dead_columns;
-            } catch (const Error& e) {
-              fail("{}: {}", lr.name, e.what());
             }
+          } catch (const Error& e) {
+            fail("{}: {}", lr.name, e.what());
           }
           const auto packed = quant::pack_gptq(q);
           if (!o.rtn) {
@@ -183,7 +238,7 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
             // same codes as gptqmodel's run. (The fp16 scales a loader uses differ by a rounding, far below the error.)
             l.set_weight(gptq_values);
           }
-          quant::append_gptq(tensors, lr.name, packed, lo.grid.bits, o.checkpoint_format);
+          quant::append_gptq(tensors, lr.name, packed, lo.grid.bits, qc.checkpoint_format);
         }
         for (const auto& [name, t] : tensors) {
           writer.add(name, t);
@@ -204,16 +259,6 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
     }
   }
   const int64_t written = finish_with_head(writer, *weights, config, o.dtype);
-
-  quant::GptqConfig qc;
-  qc.grid = o.gptq.grid;
-  qc.desc_act = o.gptq.act_order;
-  qc.static_groups = o.gptq.static_groups;
-  qc.true_sequential = o.true_sequential;
-  qc.damp_percent = o.gptq.damp;
-  qc.checkpoint_format = o.checkpoint_format;
-  for (const auto& [name, grid] : o.linear_grids) qc.add_override(name, grid);
-  for (const auto& name : o.keep_dense) qc.add_skip(name);
   write_model_files(model_dir, config, qc.to_json(), o.dtype, tmp);
   report.bytes = written;
   report.bits_per_weight = bits_per_weight(code_bytes, parameters);
@@ -228,9 +273,15 @@ double gptq_bits_per_weight(const quant::IntGridOptions& g, int64_t out, int64_t
   return g.bits + (16.0 + g.bits) / group + 32.0 / static_cast<double>(out);
 }
 
-std::function<double(int64_t, int64_t, bool)> gptq_plan_bits(const quant::IntGridOptions& grid) {
-  return [grid](int64_t out, int64_t in, bool high) {
-    return gptq_bits_per_weight({high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
+std::function<double(int64_t, int64_t, bool)> gptq_plan_bits(const quant::IntGridOptions& grid,
+                                                             quant::WeightFormat high, at::ScalarType dense_dtype) {
+  if (high != quant::WeightFormat::Int8 && high != quant::WeightFormat::Dense)
+    fail("a GPTQ mixed plan keeps its sensitive linears on the 8-bit grid (int8) or unquantized (16bit), not {}",
+         quant::format_name(high));
+  const double dense_bits = 8.0 * static_cast<double>(c10::elementSize(dense_dtype));
+  return [grid, high, dense_bits](int64_t out, int64_t in, bool is_high) {
+    if (is_high && high == quant::WeightFormat::Dense) return dense_bits;
+    return gptq_bits_per_weight({is_high ? 8 : grid.bits, grid.group_size, grid.sym}, out, in);
   };
 }
 
@@ -251,6 +302,7 @@ GptqRunReport quantize_to_gptq(const std::string& model_dir, const std::vector<s
                                const GptqRunOptions& o, const std::string& out_dir, const GptqProgress& progress) {
   o.gptq.grid.validate("--bits / --group-size");
   if (!o.rtn && calibration.empty()) fail("GPTQ needs calibration sequences (--calib FILE)");
+  check_gptq_shapes(io::ModelConfig::load(model_dir), o);
   GptqRunReport report;
   write_directory_atomically(out_dir, [&](const std::string& tmp) { report = write_gptq(model_dir, calibration, o, tmp, progress); });
   return report;

@@ -4,6 +4,7 @@
 
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/atomic_file.h"
+#include "qtune/io/generation_config.h"
 #include "qtune/util/error.h"
 #include "qtune/util/remove_tree.h"
 
@@ -38,13 +39,7 @@ void write_model_files(const std::string& model_dir, const io::ModelConfig& conf
   cfg["torch_dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   cfg["quantization_config"] = quantization_config;
   io::write_text_atomically((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
-  const auto source_dir = fs::is_directory(model_dir) ? fs::path(model_dir) : fs::path();
-  if (!source_dir.empty() && fs::exists(source_dir / "generation_config.json")) {
-    fs::copy_file(source_dir / "generation_config.json", fs::path(dir) / "generation_config.json");
-  } else {
-    nlohmann::json gen = {{"bos_token_id", cfg["bos_token_id"]}, {"eos_token_id", cfg["eos_token_id"]}};
-    io::write_text_atomically((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");
-  }
+  io::write_generation_config(model_dir, cfg, dir);
   data::copy_tokenizer_files(model_dir, dir);
 }
 

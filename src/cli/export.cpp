@@ -221,6 +221,7 @@ int run_export(const ExportArgs& a) {
   const auto options = at::TensorOptions().dtype(at::kFloat);  // the merge is computed in fp32
   auto trained = exporting::load_trained_model(a.source, a.base, options, warn);
   exporting::MergedExportOptions o;
+  o.source = trained.base_dir;
   o.dtype = resolve_dtype(a.dtype == "auto" ? "fp32" : a.dtype, at::kCPU);
   const bool to_int = a.quantize == "int2" || a.quantize == "int4" || a.quantize == "int8";
   if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4" && !to_int)

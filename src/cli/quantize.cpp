@@ -41,8 +41,9 @@ struct QuantizeArgs {
   std::string calib_file, plan_out, high = "int8";
   double budget_bits = 4.5;
   int64_t calib_tokens = 4096, calib_seq_len = 0;
+  std::string stored_low;  // what the plan's table names the low linears when they are not written as --format
   // --method gptq | rtn
-  std::string method, checkpoint_format = "gptq";
+  std::string method, checkpoint_format = "auto";
   int bits = 4;
   int64_t group_size = 128, calib_samples = 128;
   bool asym = false, act_order = false, static_groups = false, no_true_sequential = false;
@@ -88,7 +89,7 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a, const calib::SensitivityOption
   fmt::print("{:<40} {:>10} {:>14} {:>8}  {}\n", "linear", "params", "loss increase", "bits", "kept");
   for (const auto& l : r.layers)
     fmt::print("{:<40} {:>10} {:>+14.6f} {:>8.3f}  {}\n", l.name, l.parameters, l.loss_increase,
-               l.kept_high ? l.high_bits : l.low_bits, l.kept_high ? a.high : a.format);
+               l.kept_high ? l.high_bits : l.low_bits, l.kept_high ? a.high : a.stored_low.empty() ? a.format : a.stored_low);
   fmt::print("plan: {} of {} linears in {}, {:.3f} bits per weight (budget {}); calibration loss dense {:.5f}, "
              "all {} {:.5f}, plan {:.5f}\n",
              r.plan.rules.size(), r.layers.size(), a.high, r.average_bits, a.budget_bits, r.dense_loss, a.format,
@@ -98,6 +99,14 @@ quant::QuantPlan auto_plan(const QuantizeArgs& a, const calib::SensitivityOption
   io::write_text_atomically(plan_path, r.plan.to_yaml());
   fmt::print("wrote the plan to {}\n", plan_path);
   return r.plan;
+}
+
+// --keep-16bit and --keep-int8 as plan rules.
+quant::QuantPlan keep_rules(const QuantizeArgs& a) {
+  quant::QuantPlan plan;
+  for (const auto& p : a.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
+  for (const auto& p : a.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
+  return plan;
 }
 
 quant::QuantPlan plan_of(const QuantizeArgs& a, const calib::SensitivityOptions& scan = {}) {
@@ -111,8 +120,8 @@ quant::QuantPlan plan_of(const QuantizeArgs& a, const calib::SensitivityOptions&
     plan.base.blocksize = a.block_size;
     plan.base.double_quant = !a.no_double_quant;
   }
-  for (const auto& p : a.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
-  for (const auto& p : a.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
+  const auto kept = keep_rules(a);
+  plan.rules.insert(plan.rules.end(), kept.rules.begin(), kept.rules.end());
   plan.validate("--plan / --block-size");
   if (plan.uses(quant::WeightFormat::Keep))
     fail("--format / --plan: keep has nothing to write in bitsandbytes' layout (it trains on a GGUF's own blocks: "
@@ -152,18 +161,32 @@ int run_gptq(const QuantizeArgs& a) {
   o.true_sequential = !a.no_true_sequential;
   if (a.checkpoint_format == "gptq") o.checkpoint_format = quant::GptqCheckpointFormat::V1;
   else if (a.checkpoint_format == "gptq_v2") o.checkpoint_format = quant::GptqCheckpointFormat::V2;
-  else fail("--checkpoint-format {}: expected gptq (zero points stored minus one, what the hub holds) or gptq_v2", a.checkpoint_format);
+  else if (a.checkpoint_format != "auto")
+    fail("--checkpoint-format {}: expected auto (gptq, or gptq_v2 for --asym), gptq (zero points stored minus one, "
+         "what the hub holds) or gptq_v2", a.checkpoint_format);
+  if (a.asym && o.checkpoint_format == quant::GptqCheckpointFormat::V1)
+    fmt::print(stderr, "warning: --checkpoint-format gptq with --asym: gptqmodel (and so vLLM) refuses an asymmetric gptq "
+                       "(v1) checkpoint that its own writer did not stamp, and transformers ignores a mixed plan's "
+                       "rules; gptq_v2, the default for --asym, loads in gptqmodel and transformers\n");
   o.gptq.grid.validate("--bits / --group-size");
   const auto config = io::ModelConfig::load(a.model_dir);
   o.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
+  if (a.plan_file == "auto") {
+    // The shapes before the scan (minutes on a real model): with only --keep-16bit / --keep-int8 applied, a linear the
+    // GPTQ layout cannot hold is refused now. (quantize_to_gptq checks again with the plan.)
+    auto kept = o;
+    calib::apply_mixed_plan(keep_rules(a), config, kept);
+    calib::check_gptq_shapes(config, kept);
+  }
   if (!a.plan_file.empty() || !a.keep_int8.empty() || !a.keep_16bit.empty()) {
     // A mixed plan (--plan auto: the sensitivity scan's): its int8 linears get the 8-bit grid, its 16-bit ones stay
     // as they are, the rest this method's grid. --plan auto writes its YAML beside the output until the output
     // exists (it must not exist before), then into it.
     QuantizeArgs scan = a;
     if (scan.plan_out.empty()) scan.plan_out = a.out_dir + ".quant_plan.yaml";
-    calib::SensitivityOptions budget;  // counted in GPTQ's bits, not the scanned NF4/int8's
-    budget.bits_of = calib::gptq_plan_bits(o.gptq.grid);
+    calib::SensitivityOptions budget;  // counted in GPTQ's bits (or the dtype's, --high 16bit), not the scanned ones
+    budget.bits_of = calib::gptq_plan_bits(o.gptq.grid, quant::parse_weight_format(a.high, "--high"), o.dtype);
+    scan.stored_low = fmt::format("gptq-int{}", a.bits);  // the scan measures --format (nf4) as its proxy
     const auto plan = plan_of(scan, budget);
     if (a.plan_out.empty() && a.plan_file == "auto") plan_moves_to = scan.plan_out;
     const auto n = calib::apply_mixed_plan(plan, config, o);
@@ -241,7 +264,7 @@ int run_quantize(const QuantizeArgs& a) {
   nn::QuantLinearFactory factory(plan_of(a), options);
   auto checkpoint = io::open_model_weights(a.model_dir);
   nn::CausalLMImpl model(config, factory, *checkpoint, options);
-  nn::save_pretrained(model, a.out_dir);
+  nn::save_pretrained(model, a.out_dir, a.model_dir);
   data::copy_tokenizer_files(a.model_dir, a.out_dir);
 
   std::map<std::string, std::pair<int64_t, int64_t>> by_format;  // format -> (layers, parameters)
@@ -288,7 +311,8 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_flag("--no-true-sequential", a->no_true_sequential,
                 "GPTQ: record all seven linears of a layer at once (faster) instead of in four rounds");
   cmd->add_option("--checkpoint-format", a->checkpoint_format,
-                  "gptq (zero points stored minus one, as the hub's checkpoints) | gptq_v2")->capture_default_str();
+                  "auto (gptq, or gptq_v2 with --asym: gptqmodel loads asymmetric gptq only from its own writer) | gptq "
+                  "(zero points stored minus one, as the hub's checkpoints) | gptq_v2")->capture_default_str();
   cmd->add_option("--awq-search-samples", a->awq_search_samples,
                   "AWQ: calibration sequences its scale search scores candidates on (-1: all; the means and the "
                   "clipping use all)")->capture_default_str();

@@ -144,10 +144,15 @@ void copy_tokenizer_files(const std::string& source, const std::string& out_dir)
   const fs::path from = is_dir ? src : src.parent_path();
   const std::string given = ends_with(src.string(), ".json") ? "tokenizer.json" : "tokenizer.model";
   if (!is_dir) fs::copy_file(src, out / given, fs::copy_options::overwrite_existing);
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+  // chat_template.jinja (and additional_chat_templates/*.jinja) is where transformers 5 saves the chat templates.
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "chat_template.jinja"}) {
     if (!is_dir && given == name) continue;  // the given file is the tokenizer
     if (fs::exists(from / name)) fs::copy_file(from / name, out / name, fs::copy_options::overwrite_existing);
   }
+  if (fs::is_directory(from / "additional_chat_templates"))
+    fs::copy(from / "additional_chat_templates", out / "additional_chat_templates",
+             fs::copy_options::recursive | fs::copy_options::overwrite_existing);
 }
 
 void train_bpe_tokenizer(const std::string& corpus_file, const std::string& out_prefix, int64_t vocab_size,

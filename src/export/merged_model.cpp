@@ -8,6 +8,7 @@
 
 #include "qtune/export/merged_tensors.h"
 #include "qtune/io/atomic_file.h"
+#include "qtune/io/generation_config.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_writer.h"
 #include "qtune/quant/bnb_format.h"
@@ -91,8 +92,7 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
     config["quantization_config"] = quant::bnb_quantization_config(*o.quantize4, false, dtype_name(o.dtype), {"lm_head"});
   if (gptq) config["quantization_config"] = gptq->to_json();
   io::write_text_atomically((fs::path(tmp) / "config.json").string(), config.dump(2) + "\n");
-  nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
-  io::write_text_atomically((fs::path(tmp) / "generation_config.json").string(), gen.dump(2) + "\n");
+  io::write_generation_config(o.source, config, tmp);
   fs::rename(tmp, dir);
   return result;
 }

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "qtune/io/atomic_file.h"
 #include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
 #include "qtune/util/json_show.h"
@@ -48,6 +49,18 @@ std::optional<GenerationConfig> GenerationConfig::load(const std::string& model_
   if (g.max_new_tokens && *g.max_new_tokens <= 0)
     fail("{}: key 'max_new_tokens' must be positive, got {}", path, *g.max_new_tokens);
   return g;
+}
+
+void write_generation_config(const std::string& source, const nlohmann::json& config, const std::string& dir) {
+  namespace fs = std::filesystem;
+  const auto to = fs::path(dir) / "generation_config.json";
+  if (!source.empty() && fs::is_directory(source) && fs::exists(fs::path(source) / "generation_config.json")) {
+    fs::copy_file(fs::path(source) / "generation_config.json", to, fs::copy_options::overwrite_existing);
+    return;
+  }
+  nlohmann::json gen = {{"bos_token_id", config.value("bos_token_id", nlohmann::json())},
+                        {"eos_token_id", config.value("eos_token_id", nlohmann::json())}};
+  write_text_atomically(to.string(), gen.dump(2) + "\n");
 }
 
 }  // namespace qtune::io

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "qtune/io/atomic_file.h"
+#include "qtune/io/generation_config.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_checkpoint.h"
@@ -46,7 +47,7 @@ at::Tensor RandomInit::get(const std::string& name, at::IntArrayRef shape) const
   return at::normal(0.0, config_.initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat));
 }
 
-void save_pretrained(CausalLMImpl& model, const std::string& dir) {
+void save_pretrained(CausalLMImpl& model, const std::string& dir, const std::string& source) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   io::NamedTensors tensors;
@@ -92,8 +93,7 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir) {
     config["quantization_config"] = quant::bnb_quantization_config(four_bit, eight_bit, dtype_name, dense_linears);
   }
   io::write_text_atomically((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
-  nlohmann::json gen = {{"bos_token_id", config["bos_token_id"]}, {"eos_token_id", config["eos_token_id"]}};
-  io::write_text_atomically((fs::path(dir) / "generation_config.json").string(), gen.dump(2) + "\n");
+  io::write_generation_config(source, config, dir);
 }
 
 }  // namespace qtune::nn

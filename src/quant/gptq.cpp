@@ -45,6 +45,10 @@ GptqResult gptq_quantize(const at::Tensor& weight, const at::Tensor& hessian, co
   const int64_t columns = weight.size(1);
   if (hessian.dim() != 2 || hessian.size(0) != columns || hessian.size(1) != columns)
     fail("GPTQ: the Hessian must be [{0}, {0}] for a weight of {0} inputs", columns);
+  check_finite_weight(weight, "GPTQ");
+  if (!at::isfinite(hessian).all().item<bool>())
+    fail("GPTQ: the calibration inputs of this linear hold a NaN or inf (a non-finite weight or overflow earlier in the "
+         "model: its embeddings, a norm or a layer before)");
   if (o.block_size < 1) fail("GPTQ: block size must be positive, got {}", o.block_size);
   if (!(o.damp >= 0 && o.damp < 1)) fail("GPTQ: damp must be in [0, 1), got {}", o.damp);
   const int64_t groups = o.grid.groups(columns), gs = o.grid.group_size == -1 ? columns : o.grid.group_size;

@@ -160,6 +160,23 @@ nlohmann::json GptqConfig::to_json() const {
   return j;
 }
 
+GptqCheckpointFormat default_checkpoint_format(const GptqConfig& config) {
+  bool asymmetric = !config.grid.sym;
+  for (const auto& r : config.dynamic) asymmetric = asymmetric || (!r.skip && r.sym && !*r.sym);
+  return asymmetric ? GptqCheckpointFormat::V2 : GptqCheckpointFormat::V1;
+}
+
+std::string gptq_layout_problem(const IntGridOptions& grid, int64_t out, int64_t in) {
+  const int64_t k = per_word(grid.bits);
+  std::string why;
+  auto add = [&](const std::string& s) { why += (why.empty() ? "" : "; ") + s; };
+  if (out % k != 0) add(fmt::format("{} outputs are not a multiple of {} ({}-bit zero points per int32 word)", out, k, grid.bits));
+  if (in % k != 0) add(fmt::format("{} inputs are not a multiple of {} ({}-bit codes per int32 word)", in, k, grid.bits));
+  if (grid.group_size != -1 && in % grid.group_size != 0)
+    add(fmt::format("{} inputs are not a multiple of the group size {}", in, grid.group_size));
+  return why;
+}
+
 GptqTensors pack_gptq(const IntQuantized& q) {
   q.validate("GPTQ packing");
   const int bits = q.grid.bits;

@@ -74,9 +74,19 @@ void IntQuantized::validate(const std::string& what) const {
     fail("{}: a code exceeds {} for {} bits", what, grid.max_code(), grid.bits);
 }
 
+void check_finite_weight(const at::Tensor& weight, const std::string& what) {
+  const auto bad = at::logical_not(at::isfinite(weight));
+  if (!bad.any().item<bool>()) return;
+  const auto at_index = bad.nonzero()[0];
+  const int64_t row = at_index[0].item<int64_t>(), col = weight.dim() > 1 ? at_index[1].item<int64_t>() : 0;
+  fail("{}: the weight holds a non-finite value ({}) at row {}, column {}", what,
+       (weight.dim() > 1 ? weight[row][col] : weight[row]).item<double>(), row, col);
+}
+
 IntQuantized rtn_quantize(const at::Tensor& weight, const IntGridOptions& o) {
   o.validate("round-to-nearest");
   if (weight.dim() != 2) fail("round-to-nearest: the weight must be 2-D, got {} dims", weight.dim());
+  check_finite_weight(weight, "round-to-nearest");
   const auto w = weight.to(at::kFloat);
   const int64_t in = w.size(1), groups = o.groups(in), width = o.group_size == -1 ? in : o.group_size;
   std::vector<at::Tensor> codes, scales, zeros;

@@ -2,7 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <fmt/ranges.h>
+
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "qtune/calib/importance.h"
 #include "qtune/calib/layerwise_awq.h"
@@ -14,6 +18,7 @@
 #include "qtune/io/hf_config.h"
 #include "qtune/train/checkpoint.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::train {
 namespace {
@@ -22,18 +27,41 @@ namespace fs = std::filesystem;
 bool symmetric(const QuantSection& q) { return q.symmetric == "auto" ? q.method != "awq" : q.symmetric == "true"; }
 
 std::string settings(const QuantSection& q) {
-  return fmt::format("method={} bits={} group={} sym={} act_order={} samples={} seq_len={} search={} budget={} scan={}",
+  return fmt::format("method={} bits={} group={} sym={} act_order={} samples={} seq_len={} search={} budget={} scan={} "
+                     "keep_int8=[{}] keep_16bit=[{}]",
                      q.method, q.bits, q.group_size, symmetric(q), q.act_order, q.calib_samples, q.calib_seq_len,
-                     q.awq_search_samples, q.budget_bits, q.scan_tokens);
+                     q.awq_search_samples, q.budget_bits, q.scan_tokens, fmt::join(q.keep_int8, ","),
+                     fmt::join(q.keep_16bit, ","));
 }
 
-// What decides the weights: the settings, the source model, the calibration text.
+// The files of a model directory the base is made from or copies: its config, weights, tokenizer, chat template and
+// generation defaults. (The other files, a README or a pytorch_model.bin beside the safetensors, change nothing.)
+bool source_file(const std::string& name) {
+  static const std::set<std::string> named = {"config.json",           "generation_config.json", "tokenizer.model",
+                                              "tokenizer.json",        "tokenizer_config.json",  "special_tokens_map.json",
+                                              "chat_template.jinja",   "model.safetensors.index.json"};
+  return named.count(name) > 0 || ends_with(name, ".safetensors");
+}
+
+// A model directory's (or a single file's: a .gguf, a tokenizer.model) contents. Every byte is read: a weight file
+// rewritten in place keeps its size and may keep its mtime.
+std::string content_hash(const std::string& path) {
+  if (!fs::is_directory(path)) return file_hash(path);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file() && source_file(e.path().filename().string())) files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  std::string listing;
+  for (const auto& f : files) listing += f.filename().string() + " " + file_hash(f.string()) + "\n";
+  return text_hash(listing);
+}
+
+// What decides the base: the settings, the source model's weights and tokenizer, the calibration text.
 std::string base_hash(const Recipe& r) {
   const auto& q = r.quant;
-  const auto source = io::is_gguf_path(r.model.path) ? file_hash(r.model.path)
-                                                     : file_hash((fs::path(r.model.path) / "config.json").string());
-  return text_hash(settings(q) + "\n" + fs::absolute(r.model.path).lexically_normal().string() + "\n" + source + "\n" +
-                   (q.calib.empty() ? "" : file_hash(q.calib)))
+  return text_hash(settings(q) + "\n" + fs::absolute(r.model.path).lexically_normal().string() + "\n" +
+                   content_hash(r.model.path) + "\n" + (r.model.tokenizer.empty() ? "" : content_hash(r.model.tokenizer)) +
+                   "\n" + (q.calib.empty() ? "" : file_hash(q.calib)))
       .substr(0, 8);
 }
 
@@ -96,7 +124,17 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
     o.rtn = q.method == "rtn";
     o.gptq.grid = {static_cast<int>(q.bits), q.group_size, symmetric(q)};
     o.gptq.act_order = q.act_order;
+    // quant.keep_16bit / keep_int8 as qtune quantize --keep-16bit / --keep-int8 take them: before any scan's rules
+    // (the first matching rule decides).
+    quant::QuantPlan plan;
+    for (const auto& p : q.keep_16bit) plan.rules.push_back({p, quant::WeightFormat::Dense});
+    for (const auto& p : q.keep_int8) plan.rules.push_back({p, quant::WeightFormat::Int8});
     if (q.budget_bits > 0) {
+      {  // the shapes before the scan: a linear the layout cannot hold is refused now, not after it
+        auto kept = o;
+        calib::apply_mixed_plan(plan, config, kept);
+        calib::check_gptq_shapes(config, kept);
+      }
       // The plan stage: each linear's calibration loss in NF4 alone (qtune's scan, a proxy for the 4-bit grid's);
       // the most harmful, per bit, go to the 8-bit grid while the average stays within the budget.
       calib::SensitivityOptions so;
@@ -120,10 +158,18 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
               scanned_tenth = tenth;
       };
       const auto scan = calib::sensitivity_scan(r.model.path, windows, so);
-      const auto n = calib::apply_mixed_plan(scan.plan, config, o);
+      plan.rules.insert(plan.rules.end(), scan.plan.rules.begin(), scan.plan.rules.end());
       say(out, fmt::format("plan: {} of {} linears on the 8-bit grid; calibration loss dense {:.5f}, all nf4 {:.5f}, "
                            "plan {:.5f} (nf4 / int8 as the scan measures them)",
-                           n.eight_bit, scan.layers.size(), scan.dense_loss, scan.all_low_loss, scan.planned_loss));
+                           scan.plan.rules.size(), scan.layers.size(), scan.dense_loss, scan.all_low_loss,
+                           scan.planned_loss));
+    }
+    if (!plan.rules.empty()) {
+      const auto n = calib::apply_mixed_plan(plan, config, o);
+      if (!q.keep_16bit.empty() || !q.keep_int8.empty())
+        say(out, fmt::format("mixed plan: {} linears on the 8-bit grid, {} kept as they are (quant.keep_int8 / "
+                             "quant.keep_16bit{}), the rest int{}",
+                             n.eight_bit, n.kept, q.budget_bits > 0 ? ", then the scan's" : "", q.bits));
     }
     const auto report = calib::quantize_to_gptq(r.model.path, calibration, o, dir, progress);
     if (o.rtn)

@@ -177,9 +177,9 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.double_quant; }),
       key("quant.block_size", "4-bit block size (32..4096, power of two)",
           [](Recipe& r) -> auto& { return r.quant.block_size; }),
-      key("quant.keep_int8", "Module globs kept in int8 (e.g. \"layers.0.*\")",
+      key("quant.keep_int8", "Module globs kept in int8 (e.g. \"layers.0.*\"; quant.method gptq | rtn: the 8-bit grid)",
           [](Recipe& r) -> auto& { return r.quant.keep_int8; }),
-      key("quant.keep_16bit", "Module globs kept in the compute dtype",
+      key("quant.keep_16bit", "Module globs kept in the compute dtype (quant.method gptq | rtn: unquantized)",
           [](Recipe& r) -> auto& { return r.quant.keep_16bit; }),
       key("quant.plan", "A quantization plan YAML (qtune quantize --plan-out); replaces the keys above",
           [](Recipe& r) -> auto& { return r.quant.plan; }),
@@ -549,6 +549,10 @@ void Recipe::validate() const {
     if (quant.budget_bits > 0 && quant.method != "gptq")
       fail("{}: quant.budget_bits plans 8-bit GPTQ linears: it needs quant.method gptq (got {})", s, quant.method);
     check(quant.scan_tokens >= 16, "quant.scan_tokens", ">= 16", std::to_string(quant.scan_tokens));
+    if (quant.method == "awq" && (!quant.keep_int8.empty() || !quant.keep_16bit.empty()))
+      fail("{}: quant.method awq writes every projection as 4-bit AWQ: quant.keep_int8 / quant.keep_16bit work with "
+           "quant.method gptq | rtn (8-bit and unquantized linears in one GPTQ checkpoint)",
+           s);
     if (quant.method == "awq") {
       check(quant.bits == 4, "quant.bits", "4 for quant.method awq", std::to_string(quant.bits));
       check(quant.group_size > 0, "quant.group_size", "> 0 for quant.method awq", std::to_string(quant.group_size));

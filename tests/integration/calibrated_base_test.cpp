@@ -4,8 +4,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include "qtune/data/tokenizer.h"
 #include "qtune/io/json_file.h"
+#include "qtune/io/safetensors.h"
+#include "qtune/nn/model_io.h"
+#include "qtune/nn/quantized_linear.h"
 #include "qtune/train/calibrated_base.h"
 #include "qtune/train/trainer.h"
 #include "test_util.h"
@@ -90,6 +95,72 @@ TEST(CalibratedBase, ABudgetRunsTheSensitivityScanAndWritesAMixedGptqBase) {
   ASSERT_TRUE(q.contains("dynamic"));
   EXPECT_GE(q["dynamic"].size(), 1u);
   EXPECT_LT(q["dynamic"].size(), 14u);
+}
+
+// The base is keyed by what it is made of: the source's weights rewritten in place (the same size, the mtime put back),
+// or another tokenizer, give a new base; the same contents reuse the old one.
+TEST(CalibratedBase, ANewBaseWhenTheSourceWeightsOrTheTokenizerChange) {
+  TinyRun t;
+  const std::vector<std::string> keys = {"quant.method=rtn", "quant.group_size=32"};
+  const auto first = calibrated_base(t.recipe(keys), nullptr);
+  EXPECT_EQ(calibrated_base(t.recipe(keys), nullptr), first);
+
+  const auto file = t.model + "/model.safetensors";
+  const auto size = fs::file_size(file);
+  const auto mtime = fs::last_write_time(file);
+  {
+    auto source = io::SafetensorsFile::open(file);
+    io::NamedTensors halved;
+    for (const auto& info : source->tensors()) halved.emplace_back(info.name, source->tensor(info.name) * 0.5);
+    source.reset();
+    io::write_safetensors(file, halved, {{"format", "pt"}});
+  }
+  fs::last_write_time(file, mtime);
+  ASSERT_EQ(fs::file_size(file), size);
+  const auto second = calibrated_base(t.recipe(keys), nullptr);
+  EXPECT_NE(second, first);
+  // Round to nearest on a symmetric grid: the same codes, every scale halved.
+  const auto scales = [](const std::string& dir) {
+    return io::SafetensorsFile::open(dir + "/model.safetensors")->tensor("model.layers.1.mlp.down_proj.scales").clone();
+  };
+  EXPECT_TRUE(test::bitwise_equal(scales(second), scales(first) * 0.5));
+
+  // model.tokenizer: its contents count too.
+  fs::create_directories(t.dir + "/tok");
+  fs::copy_file(t.model + "/tokenizer.model", t.dir + "/tok/tokenizer.model");
+  auto with_tokenizer = keys;
+  with_tokenizer.push_back("model.tokenizer=" + t.dir + "/tok/tokenizer.model");
+  const auto third = calibrated_base(t.recipe(with_tokenizer), nullptr);
+  EXPECT_EQ(calibrated_base(t.recipe(with_tokenizer), nullptr), third);
+  data::train_bpe_tokenizer(t.dir + "/corpus.txt", t.dir + "/tok/tokenizer", 350);
+  const auto fourth = calibrated_base(t.recipe(with_tokenizer), nullptr);
+  EXPECT_NE(fourth, third);
+  EXPECT_EQ(bases(t.dir + "/run").size(), 4u);
+}
+
+// quant.keep_16bit and quant.keep_int8 shape the calibrated base as qtune quantize --keep-16bit / --keep-int8 do, and
+// are part of its key; AWQ, which writes every projection in 4 bits, refuses them.
+TEST(CalibratedBase, KeepRulesShapeTheBase) {
+  TinyRun t;
+  const auto plain = calibrated_base(t.recipe({"quant.method=rtn", "quant.group_size=32"}), nullptr);
+  const auto kept = calibrated_base(t.recipe({"quant.method=rtn", "quant.group_size=32", "quant.keep_16bit=['*.down_proj']",
+                                              "quant.keep_int8=['*.q_proj']"}),
+                                    nullptr);
+  EXPECT_NE(kept, plain);
+  auto m = nn::load_causal_lm(kept, at::TensorOptions().dtype(at::kFloat));
+  std::map<std::string, std::string> formats;
+  for (const auto& item : m->named_modules())
+    if (auto q = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value())) formats[item.key()] = q->weight().format();
+  EXPECT_EQ(formats.size(), 12u);  // the two down_proj are plain weights
+  EXPECT_EQ(formats.count("model.layers.1.mlp.down_proj"), 0u);
+  EXPECT_EQ(formats["model.layers.1.self_attn.q_proj"], "gptq-int8-g32");
+  EXPECT_EQ(formats["model.layers.1.self_attn.k_proj"], "gptq-int4-g32");
+  EXPECT_EQ(io::read_json_file(kept + "/config.json")["quantization_config"]["dynamic"].size(), 4u);
+
+  const auto msg = test::error_of([&] {
+    t.recipe({"quant.method=awq", "quant.calib=" + t.dir + "/corpus.txt", "quant.keep_16bit=['*.down_proj']"});
+  });
+  EXPECT_NE(msg.find("quant.keep_int8 / quant.keep_16bit work with quant.method gptq | rtn"), std::string::npos) << msg;
 }
 
 TEST(CalibratedBase, ARecipeThatCannotCalibrateSaysWhy) {

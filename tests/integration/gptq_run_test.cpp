@@ -92,8 +92,105 @@ TEST(GptqRun, ActOrderAndAsymmetricGroupsLoadBack) {
   o.dtype = at::kFloat;
   const auto r = quantize_to_gptq(t.model, calibration(t, 8), o, t.dir + "/gptq");
   for (const auto& l : r.linears) EXPECT_LT(l.error, l.rtn_error) << l.name;
+  // Zero points stored as they are: gptqmodel loads an asymmetric v1 checkpoint only from its own writer.
+  EXPECT_EQ(io::read_json_file(t.dir + "/gptq/config.json")["quantization_config"]["checkpoint_format"], "gptq_v2");
   auto m = nn::load_causal_lm(t.dir + "/gptq", kFp32);
   EXPECT_LT(relative_error(train::probe_logits(*m), train::probe_logits(*nn::load_causal_lm(t.model, kFp32))), 0.2);
+
+  // Asked for v1 anyway, the CLI writes it and says who will not load it.
+  const auto cli = test::run_qtune("quantize " + t.model + " --method rtn --asym --group-size 32 --checkpoint-format gptq "
+                                   "--out " + t.dir + "/v1");
+  ASSERT_EQ(cli.code, 0) << cli.err;
+  EXPECT_NE(cli.err.find("warning: --checkpoint-format gptq with --asym: gptqmodel"), std::string::npos) << cli.err;
+  EXPECT_EQ(io::read_json_file(t.dir + "/v1/config.json")["quantization_config"]["checkpoint_format"], "gptq");
+}
+
+// --plan auto --high 16bit: the budget counts the kept linears at the bits they are written in (fp16), so the checkpoint
+// written has the bits per weight the plan reported, within the budget; the table names the stored formats.
+TEST(GptqRun, APlanKeepingLinearsIn16BitsKeepsItsBudget) {
+  train::TinyRun t;
+  const auto out = t.dir + "/gptq";
+  const auto r = test::run_qtune("quantize " + t.model + " --method gptq --plan auto --high 16bit --budget-bits 6 "
+                                 "--calib " + t.dir + "/corpus.txt --calib-samples 4 --calib-seq-len 64 --calib-tokens "
+                                 "128 --group-size 32 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto figure = [&](const std::string& before) {
+    const auto at = r.out.find(before);
+    EXPECT_NE(at, std::string::npos) << r.out;
+    return at == std::string::npos ? 0.0 : std::stod(r.out.substr(at + before.size()));
+  };
+  const double planned = figure("linears in 16bit, ");
+  const double written = figure("linears at ");
+  EXPECT_LE(planned, 6.0);
+  EXPECT_GT(planned, 4.5) << "some linears kept";
+  EXPECT_NEAR(written, planned, 1.5e-3) << r.out;  // both printed to 3 decimals
+  EXPECT_NE(r.out.find("  gptq-int4\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("  nf4\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  16bit\n"), std::string::npos) << r.out;
+}
+
+// A NaN weight is refused at the linear that holds it, by round to nearest (which would write a NaN fp16 scale) and by
+// GPTQ (which would spread it to the next layer's Hessian and fail there, misleadingly).
+TEST(GptqRun, ANonFiniteWeightIsRefusedAtItsLinear) {
+  train::TinyRun t;
+  const auto file = t.model + "/model.safetensors";
+  {
+    auto source = io::SafetensorsFile::open(file);
+    io::NamedTensors all;
+    for (const auto& info : source->tensors()) {
+      auto x = source->tensor(info.name).clone();
+      if (info.name == "model.layers.0.mlp.up_proj.weight") x[5][9] = NAN;
+      all.emplace_back(info.name, x);
+    }
+    source.reset();
+    io::write_safetensors(file, all, {{"format", "pt"}});
+  }
+  GptqRunOptions o;
+  o.gptq.grid = {4, 32, true};
+  for (const bool rtn : {true, false}) {
+    o.rtn = rtn;
+    const auto out = t.dir + (rtn ? "/rtn" : "/gptq");
+    const auto msg = test::error_of([&] { quantize_to_gptq(t.model, rtn ? decltype(calibration(t)){} : calibration(t, 2), o, out); });
+    EXPECT_NE(msg.find("model.layers.0.mlp.up_proj: "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("non-finite value (nan) at row 5, column 9"), std::string::npos) << msg;
+    EXPECT_FALSE(fs::exists(out));
+  }
+}
+
+// stories260K's MLP is 172 wide, which 4-bit codes cannot fill int32 words with: refused before any linear is
+// calibrated, naming every such linear and --keep-16bit; kept in 16 bits, the rest quantizes.
+TEST(GptqRun, ALinearTheLayoutCannotHoldIsRefusedBeforeAnyWork) {
+  QTUNE_REQUIRE_SHARED();
+  const auto stories = test::shared_dir() + "/models/stories260K";
+  const auto dir = test::temp_dir();
+  const auto tok = data::Tokenizer::load(stories);
+  const auto seqs = calibration_sequences(test::shared_dir() + "/data/tinystories_valid_head.txt", tok, 64, 2);
+  GptqRunOptions o;
+  o.gptq.grid = {4, 32, true};
+  int64_t calibrated = 0;
+  const auto msg = test::error_of([&] {
+    quantize_to_gptq(stories, seqs, o, dir + "/gptq", [&](const GptqLinearReport&, int64_t, int64_t) { ++calibrated; });
+  });
+  EXPECT_EQ(calibrated, 0);
+  EXPECT_NE(msg.find("GPTQ cannot store 15 linear(s)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.layers.0.mlp.gate_proj"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[64, 172] on int4 g32: 172 inputs are not a multiple of 8"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--keep-16bit"), std::string::npos) << msg;
+  EXPECT_FALSE(fs::exists(dir + "/gptq.tmp"));
+
+  // The CLI says so before its calibration and sensitivity scan.
+  const auto cli = test::run_qtune("quantize " + stories + " --method gptq --plan auto --group-size 32 --calib " +
+                                   test::shared_dir() + "/data/tinystories_valid_head.txt --out " + dir + "/cli");
+  EXPECT_EQ(cli.code, 1);
+  EXPECT_NE(cli.err.find("GPTQ cannot store 15 linear(s)"), std::string::npos) << cli.err;
+  EXPECT_EQ(cli.out.find("calibration:"), std::string::npos) << cli.out;
+
+  o.keep_dense = {};
+  for (int64_t l = 0; l < 5; ++l)
+    for (const char* m : {"gate_proj", "up_proj", "down_proj"}) o.keep_dense.insert(fmt::format("model.layers.{}.mlp.{}", l, m));
+  const auto r = quantize_to_gptq(stories, seqs, o, dir + "/kept");
+  EXPECT_EQ(r.linears.size(), 35u);
+  EXPECT_EQ(gptq_linears(*nn::load_causal_lm(dir + "/kept", kFp32)), 20);
 }
 
 TEST(GptqRun, AMixedPlanWritesEightBitAndUnquantizedLinearsThatLoadBackAsPlanned) {

@@ -135,7 +135,10 @@ def quantized_models(out, src, calib):
     for name, bits, group, sym, desc_act, fmt, dynamic in [("g32_sym", 4, 32, True, False, "gptq", None),
                                                            ("g32_asym_act", 4, 32, False, True, "gptq", None),
                                                            ("g16_asym_v2", 4, 16, False, False, "gptq_v2", None),
-                                                           ("g32_sym_mixed", 4, 32, True, False, "gptq", MIXED)]:
+                                                           ("g32_sym_mixed", 4, 32, True, False, "gptq", MIXED),
+                                                           # asymmetric and mixed: loaded through gptqmodel, which
+                                                           # refuses asymmetric v1 unless its own writer stamped it
+                                                           ("g32_asym_mixed", 4, 32, False, False, "gptq_v2", MIXED)]:
         path = os.path.join(out, "gptqmodel-" + name)
         model = GPTQModel.load(src, qcfg(bits, group, sym, desc_act, fmt=fmt, dynamic=dynamic), device="cpu",
                                dtype=torch.float32)

@@ -309,5 +309,61 @@ TEST(GptqFormat, DynamicRulesOverrideTheGridOrLeaveAModuleUnquantizedFirstMatchW
             std::string::npos);
 }
 
+// A NaN or inf is refused where it is, not rounded into a NaN scale (round to nearest) or spread along its row by the
+// error feedback (GPTQ); a Hessian that is not finite says where such values come from.
+TEST(IntGrid, NonFiniteWeightsAreRefusedNamingTheElement) {
+  auto w = at::randn({8, 64}, gen(3), at::kFloat);
+  w[2][17] = NAN;
+  EXPECT_NE(test::error_of([&] { rtn_quantize(w, {4, 32, true}); })
+                .find("round-to-nearest: the weight holds a non-finite value (nan) at row 2, column 17"),
+            std::string::npos);
+  GptqOptions o;
+  o.grid = {4, 32, false};
+  EXPECT_NE(test::error_of([&] { gptq_quantize(w, hessian_of(64, 256, 4), o); })
+                .find("GPTQ: the weight holds a non-finite value (nan) at row 2, column 17"),
+            std::string::npos);
+  w[2][17] = 0.5;
+  w[7][0] = -INFINITY;
+  EXPECT_NE(test::error_of([&] { rtn_quantize(w, {4, -1, true}); }).find("(-inf) at row 7, column 0"), std::string::npos);
+  w[7][0] = 0.5;
+  auto h = hessian_of(64, 256, 4);
+  h[3][3] = NAN;
+  EXPECT_NE(test::error_of([&] { gptq_quantize(w, h, o); }).find("calibration inputs of this linear hold a NaN or inf"),
+            std::string::npos);
+}
+
+TEST(GptqFormat, TheLayoutSaysWhichShapesItHolds) {
+  EXPECT_EQ(gptq_layout_problem({4, 32, true}, 128, 64), "");
+  EXPECT_EQ(gptq_layout_problem({8, -1, true}, 172, 64), "");  // 4 codes per word
+  EXPECT_EQ(gptq_layout_problem({4, 32, true}, 172, 64),
+            "172 outputs are not a multiple of 8 (4-bit zero points per int32 word)");
+  EXPECT_EQ(gptq_layout_problem({2, 32, true}, 64, 40),
+            "40 inputs are not a multiple of 16 (2-bit codes per int32 word); 40 inputs are not a multiple of the "
+            "group size 32");
+  // Whatever the layout names holdable, packing holds.
+  for (const auto& [out, in] : std::vector<std::pair<int64_t, int64_t>>{{128, 64}, {172, 64}, {64, 172}}) {
+    const IntGridOptions grid{4, -1, true};
+    const auto w = at::randn({out, in}, gen(5), at::kFloat);
+    if (gptq_layout_problem(grid, out, in).empty()) EXPECT_NO_THROW(pack_gptq(rtn_quantize(w, grid)));
+    else EXPECT_THROW(pack_gptq(rtn_quantize(w, grid)), Error);
+  }
+}
+
+// Asymmetric grids anywhere in the checkpoint (the base's or a dynamic rule's) are written as gptq_v2, which gptqmodel
+// loads from any writer; symmetric ones as gptq, what the hub holds.
+TEST(GptqFormat, TheDefaultZeroPointConventionFollowsTheGrids) {
+  GptqConfig c;
+  c.grid = {4, 128, true};
+  EXPECT_EQ(default_checkpoint_format(c), GptqCheckpointFormat::V1);
+  c.add_skip("model.layers.0.mlp.up_proj");
+  c.add_override("model.layers.0.mlp.down_proj", {8, 128, true});
+  EXPECT_EQ(default_checkpoint_format(c), GptqCheckpointFormat::V1);
+  c.add_override("model.layers.1.mlp.down_proj", {8, 128, false});
+  EXPECT_EQ(default_checkpoint_format(c), GptqCheckpointFormat::V2);
+  GptqConfig a;
+  a.grid = {4, 128, false};
+  EXPECT_EQ(default_checkpoint_format(a), GptqCheckpointFormat::V2);
+}
+
 }  // namespace
 }  // namespace qtune::quant

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -28,7 +29,8 @@ struct GptqRunOptions {
   bool rtn = false;            // round to nearest instead (no calibration forward at all)
   quant::GptqOptions gptq;
   bool true_sequential = true;
-  quant::GptqCheckpointFormat checkpoint_format = quant::GptqCheckpointFormat::V1;
+  // nullopt: as the grids need (quant::default_checkpoint_format: gptq_v2 once a grid has zero points, else gptq).
+  std::optional<quant::GptqCheckpointFormat> checkpoint_format;
   at::ScalarType dtype = at::kHalf;  // the unquantized tensors
   int64_t batch = 8;                 // calibration sequences per forward
   // A mixed plan, by full module name ("model.layers.0.mlp.down_proj"): a grid of its own (written as a
@@ -66,8 +68,17 @@ MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelCo
 // Bits per weight of a GPTQ linear of [out, in] on `grid`: codes, fp16 scales and packed zeros per group, g_idx.
 double gptq_bits_per_weight(const quant::IntGridOptions& grid, int64_t out, int64_t in);
 // What a sensitivity scan's budget counts for a mixed plan stored by GPTQ on `grid` (SensitivityOptions::bits_of):
-// the grid's bits for the low linears, the 8-bit grid's for the high ones.
-std::function<double(int64_t out, int64_t in, bool high)> gptq_plan_bits(const quant::IntGridOptions& grid);
+// the grid's bits for the low linears; for the high ones the 8-bit grid's, or, when the plan keeps them unquantized
+// (`high` Dense: --high 16bit), the bits of the dtype they are written in (`dense_dtype`, GptqRunOptions::dtype).
+std::function<double(int64_t out, int64_t in, bool high)> gptq_plan_bits(
+    const quant::IntGridOptions& grid, quant::WeightFormat high = quant::WeightFormat::Int8,
+    at::ScalarType dense_dtype = at::kHalf);
+
+// Every linear's [out, in] against its grid (`options`' own for the plan's linears; those kept dense skipped), before
+// any work: refuses, naming each linear the GPTQ layout cannot hold (codes and zero points fill whole int32 words, the
+// groups divide the inputs) and --keep-16bit, rather than failing at the first one after calibrating the layers
+// before it. quantize_to_gptq runs it; a caller with a long stage before (a sensitivity scan) runs it first too.
+void check_gptq_shapes(const io::ModelConfig& config, const GptqRunOptions& options);
 
 using GptqProgress = std::function<void(const GptqLinearReport& done, int64_t index, int64_t total)>;
 

@@ -77,7 +77,8 @@ class Tokenizer {
 };
 
 // Copies a model directory's tokenizer files (tokenizer.model, tokenizer.json, tokenizer_config.json,
-// special_tokens_map.json, those present) into `out_dir`, so an exported or trained model directory is complete.
+// special_tokens_map.json, the chat templates chat_template.jinja and additional_chat_templates/, those present) into
+// `out_dir`, so an exported or trained model directory is complete.
 // `source` is a directory, or a tokenizer.model file (copied as tokenizer.model, the rest taken from beside it).
 void copy_tokenizer_files(const std::string& source, const std::string& out_dir);
 

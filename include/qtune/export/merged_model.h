@@ -24,6 +24,8 @@ struct MergedExportOptions {
   // a QAT run's forward used), written as a GPTQ checkpoint (v1 zero points, no act-order); excludes quantize4.
   std::optional<quant::FakeQuantSpec> quantize_int;
   int64_t max_shard_bytes = int64_t{2} << 30;
+  // The base model's directory (or .gguf): its generation_config.json (stop ids, sampling defaults) is copied.
+  std::string source;
 };
 
 struct MergedExportResult {

@@ -30,6 +30,7 @@ class RandomInit : public io::WeightSource {
 
 // Writes config.json, generation_config.json and model.safetensors to `dir`: dense weights in the model's dtype,
 // quantized linears in bitsandbytes' layout with the matching quantization_config (quant/bnb_format.h).
-void save_pretrained(CausalLMImpl& model, const std::string& dir);
+// generation_config.json is `source`'s (the model directory the weights came from) when it has one.
+void save_pretrained(CausalLMImpl& model, const std::string& dir, const std::string& source = {});
 
 }  // namespace qtune::nn

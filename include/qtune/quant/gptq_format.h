@@ -62,6 +62,16 @@ struct GptqConfig {
   nlohmann::json to_json() const;
 };
 
+// The zero-point convention a checkpoint written on `config`'s grids (its dynamic rules included) should use: gptq (v1,
+// what the hub holds) when every grid is symmetric, gptq_v2 when one has zero points. gptqmodel loads an asymmetric v1
+// checkpoint only when its own writer stamped it (meta.quantizer gptqmodel >= 0.9.0, after which v1 zeros may have
+// wrapped around), so an asymmetric v1 written by qtune would load in transformers but not in gptqmodel or vLLM.
+GptqCheckpointFormat default_checkpoint_format(const GptqConfig& config);
+
+// Why a linear of [out_features, in_features] cannot be stored on `grid` in this layout ("" when it can): codes and
+// zero points fill whole int32 words, and the groups divide the inputs.
+std::string gptq_layout_problem(const IntGridOptions& grid, int64_t out_features, int64_t in_features);
+
 // Packs codes and zero points (v2) into int32 words, rounds the scales to fp16.
 GptqTensors pack_gptq(const IntQuantized& q);
 // The codes, zeros, scales (fp32 from the fp16 stored) and g_idx of v2 tensors.

@@ -48,7 +48,12 @@ struct IntQuantized {
   void validate(const std::string& what) const;
 };
 
+// Refuses a weight holding a NaN or inf, naming `what` and the first such element's row and column: its group's grid
+// would be NaN (a NaN fp16 scale in the checkpoint), and GPTQ's error feedback would spread it along the row.
+void check_finite_weight(const at::Tensor& weight, const std::string& what);
+
 // Round to nearest on the grid, group by group in column order (GPTQ without a Hessian; the RTN baseline).
+// A non-finite weight is refused (check_finite_weight).
 IntQuantized rtn_quantize(const at::Tensor& weight, const IntGridOptions& options);
 
 }  // namespace qtune::quant

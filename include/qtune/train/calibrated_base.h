@@ -1,8 +1,9 @@
 #pragma once
 // The first stage of a recipe with quant.method gptq | awq | rtn: the base quantized on calibration text before
 // QLoRA trains on it. Written once per setting into the run directory (base-<method>-<hash>/, the hash over the
-// settings, the source's config and the calibration text) and reused by every later run or resume with the same
-// settings, so that a resumed run trains on exactly the weights it started on.
+// settings, quant.keep_int8 / keep_16bit included, the contents of the source's config, weights, tokenizer, chat
+// template and generation config, and the calibration text) and reused by every later run or resume with the same
+// inputs, so that a resumed run trains on exactly the weights it started on, and a changed source is calibrated anew.
 #include <cstdio>
 #include <string>
 
