@@ -47,6 +47,10 @@ const json* oracle_file(const std::string& name) {
     ADD_FAILURE() << oracle_path() << "/manifest.json is missing: run through ctest (the oracle_gguf_tokenizers fixture)";
     return nullptr;
   }
+  if (!manifest().contains("files")) {
+    ADD_FAILURE() << "the oracle wrote no files: " << manifest().value("skipped", "");
+    return nullptr;
+  }
   const auto& files = manifest().at("files");
   if (!files.contains(name)) {
     ADD_FAILURE() << "the oracle wrote no " << name;
@@ -188,6 +192,7 @@ TEST(OracleGgufTokenizer, ConvertedSentencePieceTokenizerIsLlamaCppsInTransforme
 TEST(OracleGgufTokenizer, SentencePieceDecodeIsTransformers) {
   QTUNE_REQUIRE_SHARED();
   if (manifest().is_null()) GTEST_FAIL() << oracle_path() << "/manifest.json is missing: run through ctest";
+  if (!manifest().contains("decode")) GTEST_FAIL() << "the oracle wrote no decode cases: " << manifest().value("skipped", "");
   const auto& d = manifest().at("decode");
   for (const auto& source : {d.at("model").get<std::string>(), qtune::test::shared_dir() + "/originals/stories260K.gguf"}) {
     const auto tok = qtune::data::Tokenizer::load(source);
