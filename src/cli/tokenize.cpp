@@ -76,7 +76,8 @@ void add_tokenize(CLI::App& app, Action& action) {
   cmd->add_option("--text", args->text_file, "Tokenize this UTF-8 file instead")->check(CLI::ExistingFile);
   cmd->add_option("--decode", args->decode, "Decode these ids (\"1 2 3\" or \"[1, 2, 3]\") instead");
   cmd->add_flag("--no-special", args->no_special,
-                "Encode without the BOS/EOS the tokenizer adds; decode without special tokens");
+                "Encode without the BOS/EOS the tokenizer adds (special tokens written in the text still become "
+                "their ids, as in llama.cpp and transformers); decode without special tokens (<unk> included)");
   cmd->add_flag("--ids", args->ids_only, "Print only the ids, space separated");
   cmd->add_flag("--json", args->json, "Print one JSON object");
   cmd->callback([&action, args] { action = [args] { return run_tokenize(*args); }; });

@@ -1,5 +1,6 @@
 #include "qtune/data/gguf_tokenizer.h"
 
+#include <array>
 #include <cstring>
 
 #include "qtune/data/bpe_tokenizer.h"
@@ -16,14 +17,16 @@ using json = nlohmann::json;
 // llama.cpp's token types (llama_token_type), which are also SentencePiece's ModelProto.SentencePiece.Type values.
 constexpr int64_t kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6;
 
-// Pre-tokenizer regexes by tokenizer.ggml.pre, in HF tokenizers' spelling (llama.cpp's llama-vocab.cpp keeps the same
-// table in its own regex dialect). Entries with an empty split use HF's ByteLevel regex (GPT-2's). The first entry of
-// each kind is the name an export writes.
+// Pre-tokenizers by tokenizer.ggml.pre, as llama.cpp's llama-vocab.cpp reads them (its regexes in HF tokenizers'
+// spelling; its table in its own dialect), with the flags llama.cpp sets for the name. The first entry of each kind is
+// the name an export writes.
 struct PreTokenizer {
   const char* name;
-  const char* split;      // Split(Isolated) before ByteLevel(use_regex=false); nullptr: ByteLevel's own regex
-  bool digits = false;    // Digits(individual) first, as SmolLM / StarCoder split numbers
-  bool ignore_merges = false;
+  // Split(Isolated) steps, in order, before ByteLevel(use_regex=false); none: ByteLevel's own regex (GPT-2's).
+  std::array<const char*, 4> splits;
+  bool digits;         // Digits(individual) first, as SmolLM / StarCoder split numbers
+  bool ignore_merges;  // a word in the vocabulary is its token, whatever the merges say
+  bool add_bos;        // llama.cpp adds BOS when the file has no tokenizer.ggml.add_bos_token
 };
 
 constexpr const char* kLlama3 =
@@ -32,24 +35,45 @@ constexpr const char* kQwen2 =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr const char* kTekken =
     R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+// llama.cpp's LLAMA_VOCAB_PRE_TYPE_DEFAULT (a missing tokenizer.ggml.pre too): punctuation runs, then GPT-2's regex,
+// then digit runs, then digits in threes.
+constexpr const char* kGpt2 = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))";
+constexpr std::array<const char*, 4> kDefault = {R"([\p{P}\$\+<=>\^~\|]+)", kGpt2, R"(\p{N}+)", R"([0-9][0-9][0-9])"};
+constexpr std::array<const char*, 4> kNone = {};
+constexpr std::array<const char*, 4> kLlama3Split = {kLlama3};
+constexpr std::array<const char*, 4> kQwen2Split = {kQwen2};
+constexpr std::array<const char*, 4> kTekkenSplit = {kTekken};
 
 const PreTokenizer kPreTokenizers[] = {
-    {"gpt-2", nullptr},           {"gpt2", nullptr},            {"default", nullptr},
-    {"llama-bpe", kLlama3, false, true}, {"llama3", kLlama3, false, true}, {"llama-v3", kLlama3, false, true},
-    {"smaug-bpe", kLlama3, false, true}, {"falcon3", kLlama3},  {"pixtral", kLlama3},
-    {"qwen2", kQwen2},            {"deepseek-r1-qwen", kQwen2}, {"tekken", kTekken},
-    {"smollm", nullptr, true},    {"starcoder", nullptr, true}, {"refact", nullptr, true},
-    {"codeshell", nullptr, true}, {"command-r", nullptr, true},
+    // name           splits        digits ignore_merges add_bos
+    {"gpt-2",         kNone,        false, false, false},
+    {"gpt2",          kNone,        false, false, false},
+    {"default",       kDefault,     false, false, false},
+    {"llama-bpe",     kLlama3Split, false, true,  true},
+    {"llama3",        kLlama3Split, false, true,  true},
+    {"llama-v3",      kLlama3Split, false, true,  true},
+    {"falcon3",       kLlama3Split, false, true,  true},
+    {"pixtral",       kLlama3Split, false, true,  true},
+    {"smaug-bpe",     kLlama3Split, false, false, false},
+    {"qwen2",         kQwen2Split,  false, false, false},
+    {"deepseek-r1-qwen", kQwen2Split, false, false, false},
+    {"tekken",        kTekkenSplit, false, true,  true},
+    {"smollm",        kNone,        true,  false, false},
+    {"starcoder",     kNone,        true,  false, false},
+    {"refact",        kNone,        true,  false, false},
+    {"codeshell",     kNone,        true,  false, false},
+    {"command-r",     kNone,        true,  false, false},
 };
 
 // The tokenizer.json pre_tokenizer llama.cpp's entry stands for.
 json pre_tokenizer_json(const PreTokenizer& pre) {
   json byte_level = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true},
-                     {"use_regex", pre.split == nullptr}};
+                     {"use_regex", pre.splits[0] == nullptr}};
   json steps = json::array();
   if (pre.digits) steps.push_back({{"type", "Digits"}, {"individual_digits", true}});
-  if (pre.split != nullptr)
-    steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", pre.split}}}, {"behavior", "Isolated"}, {"invert", false}});
+  for (const char* split : pre.splits)
+    if (split != nullptr)
+      steps.push_back({{"type", "Split"}, {"pattern", {{"Regex", split}}}, {"behavior", "Isolated"}, {"invert", false}});
   steps.push_back(byte_level);
   return steps.size() == 1 ? steps[0] : json{{"type", "Sequence"}, {"pretokenizers", steps}};
 }
@@ -101,16 +125,16 @@ std::vector<std::string> string_array(const io::GgufFile& f, const char* key) {
   return out;
 }
 
-std::vector<int64_t> token_types(const io::GgufFile& f, size_t n) {
+// tokenizer.ggml.token_type; nullopt when the file has none (llama.cpp then types every token NORMAL).
+std::optional<std::vector<int64_t>> token_types(const io::GgufFile& f, size_t n) {
+  const auto* arr = f.array("tokenizer.ggml.token_type");
+  if (arr == nullptr) return std::nullopt;
+  if (arr->size() != n) fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", f.path(), arr->size(), n);
   std::vector<int64_t> types(n, kNormal);
-  if (const auto* arr = f.array("tokenizer.ggml.token_type")) {
-    if (arr->size() != n)
-      fail("{}: tokenizer.ggml.token_type has {} entries for {} tokens", f.path(), arr->size(), n);
-    for (size_t i = 0; i < n; ++i) {
-      if (!(*arr)[i].is_number_integer()) fail("{}: tokenizer.ggml.token_type must hold integers", f.path());
-      types[i] = (*arr)[i].get<int64_t>();
-      if (types[i] < 0 || types[i] > kByte) fail("{}: tokenizer.ggml.token_type[{}] = {} (expected 0..6)", f.path(), i, types[i]);
-    }
+  for (size_t i = 0; i < n; ++i) {
+    if (!(*arr)[i].is_number_integer()) fail("{}: tokenizer.ggml.token_type must hold integers", f.path());
+    types[i] = (*arr)[i].get<int64_t>();
+    if (types[i] < 0 || types[i] > kByte) fail("{}: tokenizer.ggml.token_type[{}] = {} (expected 0..6)", f.path(), i, types[i]);
   }
   return types;
 }
@@ -123,6 +147,46 @@ std::optional<int64_t> token_id_key(const io::GgufFile& f, const char* key, size
     fail("{}: {} = {} is outside the {}-token vocabulary", f.path(), key, *id, n);
   }
   return id;
+}
+
+// llama.cpp's default when the key is absent or "none": a SentencePiece vocabulary's <unk> 0, <s> 1, </s> 2.
+std::optional<int64_t> token_id_key(const io::GgufFile& f, const char* key, size_t n, std::optional<int64_t> fallback) {
+  auto id = token_id_key(f, key, n);
+  if (!id && fallback && *fallback < static_cast<int64_t>(n)) return fallback;
+  return id;
+}
+
+bool is_byte_piece(const std::string& t) {
+  auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
+  return t.size() == 6 && t.compare(0, 3, "<0x") == 0 && hex(t[3]) && hex(t[4]) && t[5] == '>';
+}
+
+// The SentencePiece types a "llama" vocabulary is built with, from llama.cpp's reading of the file: the token at
+// unknown_token_id is the unknown one whatever its type (Gemma 3 types <unk> CONTROL), other UNKNOWN-typed tokens
+// (Phi-3's padding) are special tokens like CONTROL ones (SentencePiece allows one <unk>), and without a type array
+// the <0xXX> tokens are still the byte fallback llama.cpp encodes with.
+std::vector<int64_t> sentencepiece_types(const std::vector<std::string>& tokens,
+                                         const std::optional<std::vector<int64_t>>& file_types,
+                                         std::optional<int64_t> unk) {
+  std::vector<int64_t> types(tokens.size(), kNormal);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const int64_t t = file_types ? (*file_types)[i] : is_byte_piece(tokens[i]) ? kByte : kNormal;
+    types[i] = t == 0 ? kNormal : t == kUnknown ? kControl : t;  // UNDEFINED: llama.cpp treats it as normal
+  }
+  if (unk) types[static_cast<size_t>(*unk)] = kUnknown;
+  return types;
+}
+
+// The tokens llama.cpp cuts out of a text before its tokenizer runs (it parses special tokens, as qtune's encode
+// does): those typed CONTROL, USER_DEFINED or UNKNOWN.
+std::vector<int64_t> matched_token_ids(const std::optional<std::vector<int64_t>>& file_types) {
+  std::vector<int64_t> ids;
+  if (file_types)
+    for (size_t i = 0; i < file_types->size(); ++i) {
+      const int64_t t = (*file_types)[i];
+      if (t == kControl || t == kUserDefined || t == kUnknown) ids.push_back(static_cast<int64_t>(i));
+    }
+  return ids;
 }
 
 // --- a SentencePiece ModelProto, written by hand (protobuf wire format) -------------------------------------------
@@ -168,7 +232,7 @@ std::string sentencepiece_proto(const io::GgufFile& f, const std::vector<std::st
     std::string piece;
     field_bytes(piece, 1, tokens[i]);
     field_float(piece, 2, scores[i]);
-    const int64_t type = types[i] == 0 ? kNormal : types[i];  // UNDEFINED: llama.cpp treats it as normal
+    const int64_t type = types[i];
     field_varint(piece, 3, static_cast<uint64_t>(type));
     field_bytes(proto, 1, piece);
     byte_fallback |= type == kByte;
@@ -193,9 +257,8 @@ std::string sentencepiece_proto(const io::GgufFile& f, const std::vector<std::st
 }
 
 // --- a byte-level BPE tokenizer.json ------------------------------------------------------------------------------
-json byte_level_tokenizer_json(const io::GgufFile& f, const std::vector<std::string>& tokens,
+json byte_level_tokenizer_json(const io::GgufFile& f, const PreTokenizer& pre, const std::vector<std::string>& tokens,
                                const std::vector<int64_t>& types, const SpecialTokens& s) {
-  const auto& pre = pre_tokenizer(f);
   const auto merges = string_array(f, "tokenizer.ggml.merges");
   json vocab = json::object();
   json added = json::array();
@@ -234,29 +297,35 @@ json byte_level_tokenizer_json(const io::GgufFile& f, const std::vector<std::str
 GgufTokenizer gguf_tokenizer(const io::GgufFile& f) {
   const auto model = f.string("tokenizer.ggml.model");
   if (!model) fail("{}: the file carries no tokenizer (metadata tokenizer.ggml.model is missing)", f.path());
+  if (*model != "llama" && *model != "gpt2")
+    fail("{}: tokenizer.ggml.model '{}' is not supported (expected llama or gpt2)", f.path(), *model);
+  const bool spm = *model == "llama";
   const auto tokens = string_array(f, "tokenizer.ggml.tokens");
   if (tokens.empty()) fail("{}: tokenizer.ggml.tokens is empty", f.path());
-  const auto types = token_types(f, tokens.size());
+  const auto file_types = token_types(f, tokens.size());
+  const PreTokenizer* pre = spm ? nullptr : &pre_tokenizer(f);
 
   GgufTokenizer t;
   auto& s = t.special;
-  s.bos = token_id_key(f, "tokenizer.ggml.bos_token_id", tokens.size());
-  s.eos = token_id_key(f, "tokenizer.ggml.eos_token_id", tokens.size());
-  s.unk = token_id_key(f, "tokenizer.ggml.unknown_token_id", tokens.size());
-  s.pad = token_id_key(f, "tokenizer.ggml.padding_token_id", tokens.size());
-  // llama.cpp's defaults: a SentencePiece vocabulary adds BOS unless the file says otherwise, a BPE one does not.
-  s.add_bos = f.boolean("tokenizer.ggml.add_bos_token").value_or(*model == "llama");
+  const size_t n = tokens.size();
+  auto spm_default = [&](int64_t id) { return spm ? std::optional<int64_t>(id) : std::nullopt; };
+  s.bos = token_id_key(f, "tokenizer.ggml.bos_token_id", n, spm_default(1));
+  s.eos = token_id_key(f, "tokenizer.ggml.eos_token_id", n, spm_default(2));
+  s.unk = token_id_key(f, "tokenizer.ggml.unknown_token_id", n, spm_default(0));
+  s.pad = token_id_key(f, "tokenizer.ggml.padding_token_id", n);
+  // llama.cpp's defaults: a SentencePiece vocabulary adds BOS unless the file says otherwise, a BPE one as its
+  // pre-tokenizer says (Llama 3, Tekken, Pixtral, Falcon 3: yes).
+  s.add_bos = f.boolean("tokenizer.ggml.add_bos_token").value_or(spm || pre->add_bos);
   s.add_eos = f.boolean("tokenizer.ggml.add_eos_token").value_or(false);
   t.chat_template = f.string("tokenizer.chat_template").value_or("");
 
-  if (*model == "llama") {
-    t.sentencepiece_proto = sentencepiece_proto(f, tokens, types, s);
-    t.backend = SentencePieceTokenizer::from_serialized_proto(t.sentencepiece_proto, f.path());
-  } else if (*model == "gpt2") {
-    t.tokenizer_json = byte_level_tokenizer_json(f, tokens, types, s);
-    t.backend = BpeTokenizer::from_json(t.tokenizer_json, f.path());
+  if (spm) {
+    t.sentencepiece_proto = sentencepiece_proto(f, tokens, sentencepiece_types(tokens, file_types, s.unk), s);
+    t.backend = SentencePieceTokenizer::from_serialized_proto(t.sentencepiece_proto, f.path(),
+                                                              matched_token_ids(file_types));
   } else {
-    fail("{}: tokenizer.ggml.model '{}' is not supported (expected llama or gpt2)", f.path(), *model);
+    t.tokenizer_json = byte_level_tokenizer_json(f, *pre, tokens, file_types.value_or(std::vector<int64_t>(n, kNormal)), s);
+    t.backend = BpeTokenizer::from_json(t.tokenizer_json, f.path());
   }
   return t;
 }
@@ -281,7 +350,7 @@ void save_tokenizer_files(const GgufTokenizer& t, const std::string& dir) {
     io::write_text_atomically(dir + "/tokenizer.json", t.tokenizer_json.dump(1) + "\n");
   } else {
     config["tokenizer_class"] = "LlamaTokenizer";
-    config["legacy"] = false;
+    config["legacy"] = true;  // text after a special token starts with "▁", as llama.cpp tokenizes it
     io::write_text_atomically(dir + "/tokenizer.model", t.sentencepiece_proto);
   }
   io::write_text_atomically(dir + "/tokenizer_config.json", config.dump(2) + "\n");

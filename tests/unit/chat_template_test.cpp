@@ -185,13 +185,15 @@ TEST(ChatTemplate, TextRecordIsBosTextEosAllTrained) {
   EXPECT_EQ(prompt_ids(r, ChatTemplate::None, tok), tok.encode(r.text, true, false));
 }
 
-TEST(ChatTemplate, SpecialTokenTextInContentStaysText) {
+// Special tokens written in a message are their ids, as transformers and llama.cpp tokenize a rendered conversation
+// (a SentencePiece vocabulary's control pieces too): the template's own BOS/EOS plus those of the text.
+TEST(ChatTemplate, SpecialTokenTextInContentIsTheToken) {
   const auto& tok = tiny_tokenizer();
   const auto r = chat({{"user", "What is <s>?"}, {"assistant", "It ends with </s> and <s>"}});
   for (auto t : kTemplates) {
     const auto s = tokenize_record(r, t, tok, false, 512);
-    EXPECT_EQ(count(s.input_ids, tok.bos_id()), 1) << chat_template_name(t);
-    EXPECT_EQ(count(s.input_ids, tok.eos_id()), 1) << chat_template_name(t);
+    EXPECT_EQ(count(s.input_ids, tok.bos_id()), 1 + 2) << chat_template_name(t);
+    EXPECT_EQ(count(s.input_ids, tok.eos_id()), 1 + 1) << chat_template_name(t);
   }
 }
 

@@ -42,8 +42,8 @@ struct ChatFormat {
 // The end-of-turn marker of a template ("<|im_end|>", "<|eot_id|>"), empty for those that end turns with EOS.
 const char* end_of_turn_marker(ChatTemplate t);
 
-// One piece of a rendered record: text, or the tokenizer's BOS/EOS inserted as an id (never as "<s>" text,
-// which SentencePiece would split into characters).
+// One piece of a rendered record: text, or the tokenizer's BOS/EOS inserted as an id (never as "<s>" text, whose
+// spelling differs between vocabularies and which a vocabulary without it as a special token splits into characters).
 struct TemplatePiece {
   enum class Kind { Text, Bos, Eos };
   Kind kind = Kind::Text;
