@@ -43,6 +43,8 @@ MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string&
     gptq->grid.group_size = o.quantize_int->group_size;
     gptq->grid.sym = o.quantize_int->symmetric;
     gptq->grid.validate("merged export (" + o.quantize_int->name() + ")");
+    // gptqmodel refuses asymmetric v1 zero points from a writer it does not know: those go as gptq_v2 (issue 36 #19).
+    gptq->checkpoint_format = quant::default_checkpoint_format(*gptq);
     if (!o.quantize_int->fp16_scales) fail("merged export: a GPTQ checkpoint stores fp16 scales, not fp32 ones");
   }
   const auto tmp = dir + ".tmp";

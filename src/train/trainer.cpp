@@ -63,7 +63,7 @@ void save_result(RunSetup& run, const std::string& dir) {
   if (run.recipe.train.mode == "lora") {
     exporting::save_peft_adapter(*run.model, run.recipe.lora.config, run.recipe.model.path, tmp);
   } else {
-    nn::save_pretrained(*run.model, tmp);
+    nn::save_pretrained(*run.model, tmp, run.recipe.model.path);  // the base's generation_config.json travels along
     run.copy_tokenizer_files(tmp);
   }
   remove_tree(dir);

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 
 #include "background_qtune.h"
@@ -115,6 +116,32 @@ TEST(DataParallel, ThreeRanksOnUnevenData) {
       << r.out;
 }
 
+// Issue 36 #29: train.eval_batches counted global batches, so 2 ranks scored twice the samples of 1 (263 tokens
+// against 422). It counts batches of train.batch_size rows: every world size scores the same samples.
+TEST(DataParallel, EvalBatchesScoreTheSameSamplesOnAnyNumberOfRanks) {
+  TinyRun t;
+  const std::vector<std::string> settings = {"train.batch_size=2", "train.max_steps=1", "train.eval_batches=3",
+                                             "data.packing=false", "lora.dropout=0"};
+  ASSERT_EQ(test::run_qtune("train " + write_recipe(t, "two", settings) + " --nproc 2").code, 0);
+  auto one = settings;
+  one.push_back("train.output_dir=" + t.dir + "/one");
+  run_training(t.recipe(one), quiet());
+  auto evals = [](const std::string& dir) {
+    std::vector<std::pair<double, double>> out;  // (loss, tokens)
+    std::istringstream in(test::read_file(dir + "/metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.at("kind") == "eval") out.emplace_back(j.at("loss").get<double>(), j.at("tokens").get<double>());
+    }
+    return out;
+  };
+  const auto e1 = evals(t.dir + "/one"), e2 = evals(t.dir + "/two");
+  ASSERT_EQ(e1.size(), 2u);
+  ASSERT_EQ(e2.size(), 2u);
+  EXPECT_EQ(e2[0].second, e1[0].second);  // the same tokens: the same samples (3 batches of 2 rows)
+  EXPECT_NEAR(e2[0].first, e1[0].first, kLossTolerance * e1[0].first);
+}
+
 // Sends `signal` to rank 1 of a `--nproc 2` run once `checkpoint` exists; then waits for the launcher to end.
 struct SignalledRun {
   pid_t victim = -1;
@@ -153,6 +180,10 @@ TEST(DataParallel, KilledRankStopsTheOtherAndResumeEndsWithTheUninterruptedAdapt
   EXPECT_NE(err.find("rank 1 (pid " + std::to_string(k.victim) + ") was killed by signal 9"), std::string::npos) << err;
   EXPECT_NE(err.find("rank 0 of 2: "), std::string::npos) << err;
   EXPECT_NE(err.find("rank 1 stopped answering"), std::string::npos) << err;
+  // It names the checkpoint a resume continues from (issue 36 #31: it called a checkpoint intact where none existed).
+  EXPECT_TRUE(std::regex_search(err, std::regex("the last checkpoint, " + t.dir + "/run/checkpoints/step-000000[0-9]0 "
+                                                "\\(step [0-9]+0\\), is intact: fix the cause and resume with --resume auto")))
+      << err;
   EXPECT_FALSE(fs::exists(t.dir + "/run/adapter"));
 
   const auto resumed = test::run_qtune("train " + recipe + " --nproc 2 --resume auto");

@@ -21,7 +21,7 @@ struct MergedExportOptions {
   // Projections back to NF4 or FP4 (format, block, double quant); nullopt: every tensor in `dtype`.
   std::optional<quant::LayerQuant> quantize4;
   // Projections to int2/int4/int8 codes as this integer spec deploys them (quant::int_codes: the codes and fp16 scales
-  // a QAT run's forward used), written as a GPTQ checkpoint (v1 zero points, no act-order); excludes quantize4.
+  // a QAT run's forward used), written as a GPTQ checkpoint (no act-order; zero points as quant::default_checkpoint_format); excludes quantize4.
   std::optional<quant::FakeQuantSpec> quantize_int;
   int64_t max_shard_bytes = int64_t{2} << 30;
   // The base model's directory (or .gguf): its generation_config.json (stop ids, sampling defaults) is copied.
