@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "qtune/data/foreign_tokenizer.h"
 #include "qtune/util/error.h"
 
 namespace qtune::data {
@@ -93,7 +94,10 @@ std::shared_ptr<SentencePieceTokenizer> SentencePieceTokenizer::load(const std::
   if (!std::filesystem::exists(model_path)) fail("{}: tokenizer.model not found", model_path);
   auto impl = std::make_unique<Impl>();
   const auto status = impl->sp.Load(model_path);
-  if (!status.ok()) fail("{}: not a valid SentencePiece model: {}", model_path, status.ToString());
+  if (!status.ok()) {
+    if (is_tiktoken_file(model_path)) fail_tiktoken(model_path);
+    fail("{}: not a valid SentencePiece model: {}", model_path, status.ToString());
+  }
   return std::shared_ptr<SentencePieceTokenizer>(new SentencePieceTokenizer(std::move(impl), model_path));
 }
 
