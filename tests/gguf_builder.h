@@ -17,6 +17,7 @@ class GgufBuilder {
     bytes_.append(b, sizeof(T));
   }
   void count_kv() { ++n_kv_; }  // after writing a key/value by hand with raw() and str()
+  void append(const std::string& bytes) { bytes_ += bytes; }
   void str(const std::string& s) {
     raw<uint64_t>(s.size());
     bytes_ += s;

@@ -1,13 +1,17 @@
 #include <c10/util/Exception.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <memory>
 #include <exception>
 
 #include "commands.h"
 #include "qtune/util/error.h"
 
 int main(int argc, char** argv) {
+  // Diagnostics go to stderr: stdout carries only a command's output (--json, generated text, ids).
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   CLI::App app{"qtune: QLoRA fine-tuning of Llama/Mistral models on a 4-bit frozen base, in one native binary"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "qtune 0.1.0");

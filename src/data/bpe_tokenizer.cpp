@@ -15,6 +15,8 @@
 #include "qtune/data/bpe/pre_tokenizer.h"
 #include "qtune/data/bpe/token_decoder.h"
 #include "qtune/data/bpe/utf8.h"
+#include "qtune/data/foreign_tokenizer.h"
+#include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
 
 namespace qtune::data {
@@ -71,19 +73,14 @@ std::string read_file(const std::string& path) {
 }  // namespace
 
 std::shared_ptr<BpeTokenizer> BpeTokenizer::load(const std::string& tokenizer_json_path) {
-  const std::string text = read_file(tokenizer_json_path);
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON (truncated?): {}", tokenizer_json_path, e.what());
-  }
-  return from_json(j, tokenizer_json_path);
+  // The component parsers recurse into Sequences: the depth bound keeps a deep file an error, not a stack overflow.
+  return from_json(io::parse_json_text(read_file(tokenizer_json_path), tokenizer_json_path), tokenizer_json_path);
 }
 
 std::shared_ptr<BpeTokenizer> BpeTokenizer::from_json(const json& j, const std::string& source) {
   const bpe::JsonPath top{source, ""};
   if (!j.is_object()) fail("{}: expected a JSON object at the top level, got {}", top.str(), j.type_name());
+  if (is_tekken_json(j)) fail_tekken(source);
   if (const auto v = bpe::json_string(j, "version", top, "1.0"); v != "1.0")
     fail("{}: unknown tokenizer version '{}' (expected 1.0)", top.str(), v);
   for (const char* key : {"truncation", "padding"})

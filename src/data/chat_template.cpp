@@ -1,5 +1,6 @@
 #include "qtune/data/chat_template.h"
 
+#include <algorithm>
 #include <optional>
 #include <utility>
 
@@ -178,20 +179,78 @@ void none(const Conversation& c, Pieces& p) {
 
 // `text` as it encodes in the middle of a longer text: without the "▁" that add_dummy_prefix puts at the start.
 // Encoding "\n" + text and dropping the ids of "\n" keeps every other space exactly as SentencePiece sees it.
+constexpr const char* kContinuationPrefix = "\n";
+
 std::vector<int64_t> encode_continuation(const Tokenizer& tok, const std::string& text) {
-  static const std::string kPrefix = "\n";
-  const auto prefix = tok.encode(kPrefix, false, false);
-  auto ids = tok.encode(kPrefix + text, false, false);
+  const auto prefix = tok.encode(kContinuationPrefix, false, false);
+  auto ids = tok.encode(kContinuationPrefix + text, false, false);
   if (ids.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), ids.begin()))
     return std::vector<int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(prefix.size()), ids.end());
   // A vocabulary that merges "\n" with what follows: keep the dummy prefix rather than cut a merged piece.
   return tok.encode(text, false, false);
 }
 
+// The first `tokens` ids of a run spell its first `bytes` bytes.
+struct Spelled {
+  size_t tokens, bytes;
+};
+
+// Where the tokens of `ids` end in `text`, in one pass: the ids are decoded a few at a time after the ones before
+// them (at first `context`, the ids that precede the run, for a tokenizer that spells a token differently at the
+// start of a text), each group the fewest tokens that spell whole characters of `text`. nullopt when the ids do not
+// spell `text` back (a normalizer changed it, an unknown character became <unk>): then only encoding the prefix
+// before a boundary can tell which tokens are its own.
+std::optional<std::vector<Spelled>> spell_out(const TokenizerBackend& tok, const std::vector<int64_t>& ids,
+                                              const std::string& text, std::vector<int64_t> context) {
+  constexpr size_t kMaxGroup = 8;  // byte tokens of one character (up to 4), with room for tokens merged around them
+  std::vector<Spelled> out;
+  std::string context_text = tok.decode(context, false);
+  size_t t = 0, pos = 0;
+  while (t < ids.size()) {
+    size_t len = 0, n = 1;
+    for (; n <= kMaxGroup && t + n <= ids.size(); ++n) {
+      std::vector<int64_t> window = context;
+      window.insert(window.end(), ids.begin() + static_cast<std::ptrdiff_t>(t),
+                    ids.begin() + static_cast<std::ptrdiff_t>(t + n));
+      const std::string s = tok.decode(window, false);
+      if (s.compare(0, context_text.size(), context_text) != 0) continue;
+      len = s.size() - context_text.size();
+      if (len <= text.size() - pos && text.compare(pos, len, s, context_text.size(), len) == 0) break;
+    }
+    if (n > kMaxGroup || t + n > ids.size()) return std::nullopt;
+    context.assign(ids.begin() + static_cast<std::ptrdiff_t>(t), ids.begin() + static_cast<std::ptrdiff_t>(t + n));
+    context_text = tok.decode(context, false);
+    t += n;
+    pos += len;
+    out.push_back({t, pos});
+  }
+  if (pos != text.size()) return std::nullopt;
+  return out;
+}
+
+// How many tokens of the run belong before the boundary at byte `b`, by comparing `whole` with the encoding of the
+// text before it (`before`): their common prefix, then the tokens that still spell only that text (byte-level BPE
+// splits "\n\n" at the end of a prompt as one token but before a reply as two, and neither belongs to the reply).
+size_t tokens_before_by_prefix(const Tokenizer& tok, const std::vector<int64_t>& whole,
+                               const std::vector<int64_t>& before, const std::string& prompt_text) {
+  size_t upto = 0;
+  while (upto < before.size() && upto < whole.size() && before[upto] == whole[upto]) ++upto;
+  while (upto < whole.size()) {
+    const auto text = tok.backend().decode(
+        std::vector<int64_t>(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(upto + 1)), false);
+    if (text.size() > prompt_text.size() || prompt_text.compare(0, text.size(), text) != 0) break;
+    ++upto;
+  }
+  return upto;
+}
+
 // Tokenizes pieces left to right; `labels` gets the id or -100 per the piece's kind and train_on_prompt. Each run of
 // text between two ids is encoded as one string, as transformers encodes a rendered conversation, so the ids do not
-// depend on where the template cuts prompt from response. A token belongs to the piece in which the ids of the whole
-// run stop matching the ids of the text before that piece (a token merged across the boundary is the response's).
+// depend on where the template cuts prompt from response. A token belongs to the piece in which the text it spells
+// ends; a token merged across a boundary is the later piece's (the response's). The run is encoded once and its
+// tokens placed in the text by spell_out; only a tokenizer that does not spell its text back (or a boundary inside
+// a character split over several tokens) falls back to encoding the text before each boundary, which costs the
+// square of the conversation's length.
 void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& tok, bool train_on_prompt,
                      const std::string& source, std::vector<int64_t>& ids, std::vector<int64_t>* labels) {
   bool at_text_start = true;  // after BOS (or at the very start): SentencePiece's dummy prefix belongs there
@@ -239,23 +298,28 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
     const auto whole = encode(run);
     if (pending_bos && !whole.empty() && whole.front() == tok.bos_id()) pending_bos.reset();
     flush_bos();
-    size_t done = 0;  // tokens of `whole` given to a piece so far
+    std::optional<std::vector<Spelled>> spelled;
+    if (end - i > 1)
+      spelled = spell_out(tok.backend(), whole, run,
+                          at_text_start ? std::vector<int64_t>{} : tok.encode(kContinuationPrefix, false, false));
+    size_t done = 0;     // tokens of `whole` given to a piece so far
+    size_t group = 0;    // the first group of `spelled` not wholly before the current boundary
     for (size_t k = i; k < end; ++k) {
       size_t upto = whole.size();
       if (k + 1 < end) {
-        const auto before = encode(run.substr(0, ends[k - i]));
-        upto = 0;
-        while (upto < before.size() && upto < whole.size() && before[upto] == whole[upto]) ++upto;
-        upto = std::max(upto, done);
-        // Tokens past the common prefix that still spell only prompt text are the prompt's: byte-level BPE splits
-        // "\n\n" at the end of a prompt as one token but before a reply as two, and neither belongs to the reply.
-        const std::string prompt_text = run.substr(0, ends[k - i]);
-        while (upto < whole.size()) {
-          const auto text = tok.backend().decode(
-              std::vector<int64_t>(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(upto + 1)), false);
-          if (text.size() > prompt_text.size() || prompt_text.compare(0, text.size(), text) != 0) break;
-          ++upto;
+        const size_t b = ends[k - i];
+        std::optional<size_t> placed;
+        if (spelled) {
+          while (group < spelled->size() && (*spelled)[group].bytes <= b) ++group;
+          const size_t tokens_before = group == 0 ? 0 : (*spelled)[group - 1].tokens;
+          const size_t bytes_before = group == 0 ? 0 : (*spelled)[group - 1].bytes;
+          // A group that straddles b is one token (merged across: the later piece's), or several that split a
+          // character, whose share is for the prefix comparison to say.
+          const bool straddles = group < spelled->size() && bytes_before < b;
+          if (!straddles || (*spelled)[group].tokens - tokens_before == 1) placed = tokens_before;
         }
+        upto = placed ? *placed : tokens_before_by_prefix(tok, whole, encode(run.substr(0, b)), run.substr(0, b));
+        upto = std::max(upto, done);
       }
       append(std::vector<int64_t>(whole.begin() + static_cast<std::ptrdiff_t>(done),
                                   whole.begin() + static_cast<std::ptrdiff_t>(upto)),

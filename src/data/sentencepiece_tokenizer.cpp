@@ -8,6 +8,7 @@
 
 #include "qtune/data/bpe/json_path.h"
 #include "qtune/data/bpe/token_decoder.h"
+#include "qtune/data/foreign_tokenizer.h"
 #include "qtune/util/error.h"
 
 namespace qtune::data {
@@ -170,7 +171,10 @@ std::shared_ptr<SentencePieceTokenizer> SentencePieceTokenizer::load(const std::
   if (!std::filesystem::exists(model_path)) fail("{}: tokenizer.model not found", model_path);
   auto impl = std::make_unique<Impl>();
   const auto status = impl->sp.Load(model_path);
-  if (!status.ok()) fail("{}: not a valid SentencePiece model: {}", model_path, status.ToString());
+  if (!status.ok()) {
+    if (is_tiktoken_file(model_path)) fail_tiktoken(model_path);
+    fail("{}: not a valid SentencePiece model: {}", model_path, status.ToString());
+  }
   impl->init(std::nullopt, model_path);
   return std::shared_ptr<SentencePieceTokenizer>(new SentencePieceTokenizer(std::move(impl), model_path));
 }

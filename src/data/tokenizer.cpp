@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "qtune/data/bpe_tokenizer.h"
+#include "qtune/data/foreign_tokenizer.h"
 #include "qtune/data/gguf_tokenizer.h"
 #include "qtune/data/sentencepiece_tokenizer.h"
 #include "qtune/io/gguf.h"
@@ -46,6 +47,18 @@ void apply_tokenizer_config(const fs::path& file, const TokenizerBackend& backen
   if (auto it = j.find("add_eos_token"); it != j.end() && it->is_boolean()) s.add_eos = it->get<bool>();
 }
 
+// A directory without tokenizer.json or tokenizer.model: name a Tekken or tiktoken file it holds instead.
+[[noreturn]] void fail_without_tokenizer(const fs::path& dir) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file()) continue;
+    // mistral-common's rule for a Tekken file: "tekken" in the name, ending in .json.
+    if (name.find("tekken") != std::string::npos && ends_with(name, ".json")) fail_tekken(entry.path().string());
+    if (ends_with(name, ".tiktoken") || is_tiktoken_file(entry.path().string())) fail_tiktoken(entry.path().string());
+  }
+  fail("{}: no tokenizer.json or tokenizer.model in the model directory", dir.string());
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_backend(std::shared_ptr<const TokenizerBackend> backend, std::string path) {
@@ -78,7 +91,7 @@ Tokenizer Tokenizer::load(const std::string& path, const io::ModelConfig* config
     // As transformers: the fast tokenizer (tokenizer.json) when the directory has one.
     if (fs::exists(p / "tokenizer.json")) file = p / "tokenizer.json";
     else if (fs::exists(p / "tokenizer.model")) file = p / "tokenizer.model";
-    else fail("{}: no tokenizer.json or tokenizer.model in the model directory", path);
+    else fail_without_tokenizer(p);
   } else {
     file = p;
     dir = p.parent_path();

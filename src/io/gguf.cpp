@@ -33,14 +33,20 @@ const char* json_kind(const nlohmann::json& v) {
 
 std::optional<std::string> GgufFile::string(const std::string& key) const {
   auto it = metadata().find(key);
-  if (it == metadata().end()) return std::nullopt;
+  if (it == metadata().end()) {
+    if (header_.arrays.count(key)) fail("{}: metadata '{}' must be a string, got an array", path(), key);
+    return std::nullopt;
+  }
   if (!it->is_string()) fail("{}: metadata '{}' must be a string, got {}", path(), key, json_kind(*it));
   return it->get<std::string>();
 }
 
 std::optional<int64_t> GgufFile::integer(const std::string& key) const {
   auto it = metadata().find(key);
-  if (it == metadata().end()) return std::nullopt;
+  if (it == metadata().end()) {
+    if (header_.arrays.count(key)) fail("{}: metadata '{}' must be an integer, got an array", path(), key);
+    return std::nullopt;
+  }
   if (!it->is_number_integer()) fail("{}: metadata '{}' must be an integer, got {}", path(), key, json_kind(*it));
   if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
     fail("{}: metadata '{}' = {} is out of range", path(), key, it->dump());
@@ -49,23 +55,35 @@ std::optional<int64_t> GgufFile::integer(const std::string& key) const {
 
 std::optional<double> GgufFile::number(const std::string& key) const {
   auto it = metadata().find(key);
-  if (it == metadata().end()) return std::nullopt;
+  if (it == metadata().end()) {
+    if (header_.arrays.count(key)) fail("{}: metadata '{}' must be a number, got an array", path(), key);
+    return std::nullopt;
+  }
   if (!it->is_number()) fail("{}: metadata '{}' must be a number, got {}", path(), key, json_kind(*it));
   return it->get<double>();
 }
 
 std::optional<bool> GgufFile::boolean(const std::string& key) const {
   auto it = metadata().find(key);
-  if (it == metadata().end()) return std::nullopt;
+  if (it == metadata().end()) {
+    if (header_.arrays.count(key)) fail("{}: metadata '{}' must be a bool, got an array", path(), key);
+    return std::nullopt;
+  }
   if (!it->is_boolean()) fail("{}: metadata '{}' must be a bool, got {}", path(), key, json_kind(*it));
   return it->get<bool>();
 }
 
 const nlohmann::json* GgufFile::array(const std::string& key) const {
-  auto it = metadata().find(key);
-  if (it == metadata().end()) return nullptr;
-  if (!it->is_array()) fail("{}: metadata '{}' must be an array, got {}", path(), key, json_kind(*it));
-  return &*it;
+  const auto a = header_.arrays.find(key);
+  if (a == header_.arrays.end()) {
+    if (auto it = metadata().find(key); it != metadata().end())
+      fail("{}: metadata '{}' must be an array, got {}", path(), key, json_kind(*it));
+    return nullptr;
+  }
+  std::lock_guard lock(decoded_mutex_);
+  auto& slot = decoded_[key];
+  if (!slot) slot = std::make_unique<const nlohmann::json>(a->second.to_json());
+  return slot.get();
 }
 
 std::string GgufFile::require_string(const std::string& key) const {

@@ -39,6 +39,9 @@ class Cursor {
     return s;
   }
 
+  const uint8_t* here() const { return data_ + pos_; }
+  void skip(uint64_t n) { pos_ += n; }  // after need(n)
+
   void need(uint64_t n, const char* what) const {
     if (n > left()) fail("{}: file truncated: {} needs {} bytes at offset {}, {} left", path_, what, n, pos_, left());
   }
@@ -50,7 +53,7 @@ class Cursor {
   uint64_t pos_ = 0;
 };
 
-// Smallest encoding of one value of `type`, to bound array counts by the bytes left before allocating.
+// Smallest encoding of one value of `type`, to bound array counts by the bytes left before reading them.
 uint64_t min_value_bytes(GgufValueType type) {
   switch (type) {
     case GgufValueType::UINT8: case GgufValueType::INT8: case GgufValueType::BOOL: return 1;
@@ -69,32 +72,52 @@ GgufValueType value_type(uint32_t raw, const Cursor& c, const std::string& key) 
   return static_cast<GgufValueType>(raw);
 }
 
-nlohmann::json read_value(Cursor& c, GgufValueType type, const std::string& key, uint32_t depth) {
+// RFC 3629 UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF): what nlohmann::json accepts when it
+// writes a string out, so that every string the header holds can be shown and copied.
+bool valid_utf8(const uint8_t* p, uint64_t n) {
+  for (uint64_t i = 0; i < n;) {
+    const uint8_t b = p[i];
+    if (b < 0x80) {
+      ++i;
+      continue;
+    }
+    uint64_t len;
+    uint8_t lo = 0x80, hi = 0xBF;  // the allowed range of the second byte
+    if (b >= 0xC2 && b <= 0xDF) len = 2;
+    else if (b == 0xE0) len = 3, lo = 0xA0;
+    else if (b == 0xED) len = 3, hi = 0x9F;
+    else if (b >= 0xE1 && b <= 0xEF) len = 3;
+    else if (b == 0xF0) len = 4, lo = 0x90;
+    else if (b == 0xF4) len = 4, hi = 0x8F;
+    else if (b >= 0xF1 && b <= 0xF3) len = 4;
+    else return false;
+    if (n - i < len || p[i + 1] < lo || p[i + 1] > hi) return false;
+    for (uint64_t k = 2; k < len; ++k)
+      if ((p[i + k] & 0xC0) != 0x80) return false;
+    i += len;
+  }
+  return true;
+}
+
+// Checks one value and moves past it, keeping nothing: arrays are kept as their bytes (GgufArray).
+void skip_value(Cursor& c, GgufValueType type, const std::string& key, uint32_t depth) {
   switch (type) {
-    case GgufValueType::UINT8: return c.read<uint8_t>("a uint8 value");
-    case GgufValueType::INT8: return c.read<int8_t>("an int8 value");
-    case GgufValueType::UINT16: return c.read<uint16_t>("a uint16 value");
-    case GgufValueType::INT16: return c.read<int16_t>("an int16 value");
-    case GgufValueType::UINT32: return c.read<uint32_t>("a uint32 value");
-    case GgufValueType::INT32: return c.read<int32_t>("an int32 value");
-    case GgufValueType::UINT64: return c.read<uint64_t>("a uint64 value");
-    case GgufValueType::INT64: return c.read<int64_t>("an int64 value");
-    case GgufValueType::FLOAT32: return c.read<float>("a float32 value");
-    case GgufValueType::FLOAT64: return c.read<double>("a float64 value");
     case GgufValueType::BOOL: {
       const auto b = c.read<uint8_t>("a bool value");
       if (b > 1) fail("{}: metadata '{}': bool value {} (expected 0 or 1)", c.path(), key, b);
-      return b == 1;
+      return;
     }
     case GgufValueType::STRING: {
-      auto s = c.string("the string value of metadata '" + key + "'");
-      // nlohmann::json refuses to dump invalid UTF-8; keep the bytes but check them now, naming the key.
-      try {
-        (void)nlohmann::json(s).dump();
-      } catch (const nlohmann::json::exception&) {
-        fail("{}: metadata '{}' holds a string that is not valid UTF-8", c.path(), key);
-      }
-      return s;
+      // The message is built only on failure: an array may hold millions of strings.
+      auto what = [&key] { return "the string value of metadata '" + key + "'"; };
+      if (c.left() < 8) c.need(8, what().c_str());
+      const auto n = c.read<uint64_t>("a string length");
+      if (n > kMaxGgufStringBytes)
+        fail("{}: {} is {} bytes long at offset {} (corrupt file?)", c.path(), what(), n, c.pos() - 8);
+      if (n > c.left()) c.need(n, what().c_str());
+      if (!valid_utf8(c.here(), n)) fail("{}: metadata '{}' holds a string that is not valid UTF-8", c.path(), key);
+      c.skip(n);
+      return;
     }
     case GgufValueType::ARRAY: {
       if (depth >= kMaxArrayDepth) fail("{}: metadata '{}' nests arrays deeper than {}", c.path(), key, kMaxArrayDepth);
@@ -103,16 +126,74 @@ nlohmann::json read_value(Cursor& c, GgufValueType type, const std::string& key,
       if (n > c.left() / min_value_bytes(elem))
         fail("{}: metadata '{}': array of {} values cannot fit in the {} bytes left (corrupt file?)", c.path(), key, n,
              c.left());
-      nlohmann::json arr = nlohmann::json::array();
-      arr.get_ref<nlohmann::json::array_t&>().reserve(n);
-      for (uint64_t i = 0; i < n; ++i) arr.push_back(read_value(c, elem, key, depth + 1));
-      return arr;
+      if (elem == GgufValueType::STRING || elem == GgufValueType::ARRAY || elem == GgufValueType::BOOL) {
+        for (uint64_t i = 0; i < n; ++i) skip_value(c, elem, key, depth + 1);
+      } else {
+        c.skip(n * min_value_bytes(elem));  // plain numbers: any bytes are a value
+      }
+      return;
     }
+    default:
+      c.need(min_value_bytes(type), "a metadata value");
+      c.skip(min_value_bytes(type));
   }
-  fail("{}: metadata '{}': unknown value type", c.path(), key);
+}
+
+// Reads one value of a type other than ARRAY from bytes the header parser checked.
+nlohmann::json decode_scalar(const uint8_t*& p, GgufValueType type) {
+  auto get = [&p](auto v) {
+    std::memcpy(&v, p, sizeof(v));
+    p += sizeof(v);
+    return v;
+  };
+  switch (type) {
+    case GgufValueType::UINT8: return get(uint8_t{});
+    case GgufValueType::INT8: return get(int8_t{});
+    case GgufValueType::UINT16: return get(uint16_t{});
+    case GgufValueType::INT16: return get(int16_t{});
+    case GgufValueType::UINT32: return get(uint32_t{});
+    case GgufValueType::INT32: return get(int32_t{});
+    case GgufValueType::UINT64: return get(uint64_t{});
+    case GgufValueType::INT64: return get(int64_t{});
+    case GgufValueType::FLOAT32: return get(float{});
+    case GgufValueType::FLOAT64: return get(double{});
+    case GgufValueType::BOOL: return get(uint8_t{}) == 1;
+    case GgufValueType::STRING: {
+      const auto n = get(uint64_t{});
+      std::string s(reinterpret_cast<const char*>(p), n);
+      p += n;
+      return s;
+    }
+    case GgufValueType::ARRAY: break;
+  }
+  return nullptr;
+}
+
+nlohmann::json decode_array(const uint8_t*& p, GgufValueType elem, uint64_t n) {
+  nlohmann::json arr = nlohmann::json::array();
+  auto& items = arr.get_ref<nlohmann::json::array_t&>();
+  items.reserve(n);
+  for (uint64_t i = 0; i < n; ++i) {
+    if (elem != GgufValueType::ARRAY) {
+      items.push_back(decode_scalar(p, elem));
+      continue;
+    }
+    uint32_t inner = 0;
+    uint64_t count = 0;
+    std::memcpy(&inner, p, 4);
+    std::memcpy(&count, p + 4, 8);
+    p += 12;
+    items.push_back(decode_array(p, static_cast<GgufValueType>(inner), count));
+  }
+  return arr;
 }
 
 }  // namespace
+
+nlohmann::json GgufArray::to_json() const {
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  return decode_array(p, element_type, size);
+}
 
 int64_t GgufTensorInfo::numel() const {
   int64_t n = 1;
@@ -137,15 +218,20 @@ GgufHeader parse_gguf_header(const uint8_t* data, uint64_t size, const std::stri
   for (uint64_t i = 0; i < n_kv; ++i) {
     auto key = c.string("a metadata key");
     if (key.empty()) fail("{}: metadata entry {} has an empty key", path, i);
-    if (h.metadata.contains(key)) fail("{}: metadata key '{}' appears twice", path, key);
+    if (h.value_types.count(key)) fail("{}: metadata key '{}' appears twice", path, key);
     const auto type = value_type(c.read<uint32_t>("a value type"), c, key);
-    // An array's element type is the next word; a writer copying the value needs it (read_value checks it).
-    if (type == GgufValueType::ARRAY && c.left() >= 4) {
-      uint32_t elem = 0;
-      std::memcpy(&elem, data + c.pos(), 4);
-      h.array_types[key] = static_cast<GgufValueType>(elem);
+    const uint64_t start = c.pos();
+    skip_value(c, type, key, 0);
+    const uint8_t* p = data + start;
+    if (type == GgufValueType::ARRAY) {
+      GgufArray a;
+      std::memcpy(&a.element_type, p, 4);
+      std::memcpy(&a.size, p + 4, 8);
+      a.bytes.assign(reinterpret_cast<const char*>(p + 12), c.pos() - start - 12);
+      h.arrays.emplace(key, std::move(a));
+    } else {
+      h.metadata[key] = decode_scalar(p, type);
     }
-    h.metadata[key] = read_value(c, type, key, 0);
     h.value_types[key] = type;
   }
   if (auto it = h.metadata.find("general.alignment"); it != h.metadata.end()) {
@@ -179,6 +265,11 @@ GgufHeader parse_gguf_header(const uint8_t* data, uint64_t size, const std::stri
     if (t.dims[0] % info->block_elems != 0)
       fail("{}: tensor '{}' ({}): its first dimension {} is not a multiple of the {}-value block", path, t.name,
            info->name, t.dims[0], info->block_elems);
+    // Dimensions within int64 can still multiply past 2^64 bytes ([2^31, 2^31] of F32): a wrapped size would pass
+    // the bounds and overlap checks below.
+    if (numel / info->block_elems > std::numeric_limits<uint64_t>::max() / info->block_bytes)
+      fail("{}: tensor '{}' ({}): {} values take more than 2^64 bytes (corrupt dimensions?)", path, t.name, info->name,
+           numel);
     t.nbytes = quant::ggml_nbytes(t.type, static_cast<int64_t>(numel));
     t.offset = c.read<uint64_t>("a tensor offset");
     if (t.offset % h.alignment != 0)

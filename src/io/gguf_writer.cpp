@@ -71,9 +71,12 @@ void GgufMetadata::set(const std::string& key, GgufValue value) {
 bool GgufMetadata::copy_from(const GgufHeader& header, const std::string& key) {
   const auto type = header.value_types.find(key);
   if (type == header.value_types.end()) return false;
-  GgufValue v{type->second, header.metadata.at(key)};
-  if (v.type == GgufValueType::ARRAY) v.element_type = header.array_types.at(key);
-  set(key, std::move(v));
+  if (type->second == GgufValueType::ARRAY) {
+    const auto& a = header.arrays.at(key);
+    set(key, GgufValue{GgufValueType::ARRAY, a.to_json(), a.element_type});
+  } else {
+    set(key, GgufValue{type->second, header.metadata.at(key)});
+  }
   return true;
 }
 

@@ -56,7 +56,11 @@ uint64_t ggml_nbytes(GgmlType type, int64_t n_elements) {
   if (n_elements % info.block_elems != 0)
     fail("ggml_nbytes: {} stores values in blocks of {}, got {} values (not a whole number of blocks)", info.name,
          info.block_elems, n_elements);
-  return static_cast<uint64_t>(n_elements / info.block_elems) * static_cast<uint64_t>(info.block_bytes);
+  uint64_t bytes = 0;
+  if (__builtin_mul_overflow(static_cast<uint64_t>(n_elements / info.block_elems),
+                             static_cast<uint64_t>(info.block_bytes), &bytes))
+    fail("ggml_nbytes: {} values of {} take more than 2^64 bytes", n_elements, info.name);
+  return bytes;
 }
 
 }  // namespace qtune::quant

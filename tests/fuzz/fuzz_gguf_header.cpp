@@ -35,6 +35,14 @@ void check_invariants(const qtune::io::GgufHeader& h, size_t size) {
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i) check(ranges[i].first >= ranges[i - 1].second);
   for (const auto& [key, value] : h.metadata.items()) check(h.value_types.count(key) == 1 && !key.empty());
+  // Arrays were checked as bytes: decoding them must succeed, with the count the file declared, and every value
+  // (strings included) must be writable as JSON.
+  for (const auto& [key, array] : h.arrays) {
+    check(h.value_types.count(key) == 1 && h.metadata.count(key) == 0 && !key.empty());
+    const auto values = array.to_json();
+    check(values.size() == array.size);
+    (void)values.dump();
+  }
 }
 
 }  // namespace

@@ -172,6 +172,63 @@ TEST(ChatTemplate, SingleTurnIdsEqualTheWholeRenderedTextEncoded) {
   }
 }
 
+// Counts what the tokenizer under test is asked to encode and decode.
+class CountingBackend : public TokenizerBackend {
+ public:
+  explicit CountingBackend(const TokenizerBackend& inner) : inner_(inner) {}
+  std::vector<int64_t> encode(const std::string& text) const override {
+    encoded_bytes += text.size();
+    return inner_.encode(text);
+  }
+  std::string decode(const std::vector<int64_t>& ids, bool skip_special) const override {
+    decoded_ids += ids.size();
+    return inner_.decode(ids, skip_special);
+  }
+  std::string piece(int64_t id) const override { return inner_.piece(id); }
+  std::optional<int64_t> token_id(const std::string& piece) const override { return inner_.token_id(piece); }
+  int64_t vocab_size() const override { return inner_.vocab_size(); }
+  bool is_special(int64_t id) const override { return inner_.is_special(id); }
+  SpecialTokens special_tokens() const override { return inner_.special_tokens(); }
+  const char* kind() const override { return inner_.kind(); }
+
+  mutable size_t encoded_bytes = 0, decoded_ids = 0;
+
+ private:
+  const TokenizerBackend& inner_;
+};
+
+// A conversation whose markers are tokens has no BOS/EOS between its turns: it is one run of text, encoded once,
+// and its tokens are placed at the turn boundaries without encoding each prefix again (which made 400 turns take
+// 20 s). The work stays linear in the conversation: a few encodes of it, a few decodes per token.
+TEST(ChatTemplate, ManyTurnsAreEncodedOnceNotOncePerTurn) {
+  const auto counting = std::make_shared<CountingBackend>(tiny_tokenizer().backend());
+  const auto tok = Tokenizer::from_backend(counting, "counting tokenizer");
+  std::vector<Message> messages;
+  std::vector<std::string> replies;
+  for (int k = 0; k < 400; ++k) {
+    messages.push_back({"user", "Where did Lily go on day " + std::to_string(k) + "?"});
+    replies.push_back("Lily went to the park with Tom " + std::to_string(k % 7) + " times.");
+    messages.push_back({"assistant", replies.back()});
+  }
+  const auto r = chat(messages);
+  ChatFormat format(ChatTemplate::Llama3);
+  format.markers_are_tokens = true;  // the markers stay text in this vocabulary, and no EOS id cuts the run
+  const size_t rendered = render_text(r, format).size();
+  const auto s = tokenize_record(r, format, tok, /*train_on_prompt=*/false, 1 << 20);
+  EXPECT_LT(counting->encoded_bytes, 3 * rendered) << "the conversation is " << rendered << " bytes";
+  EXPECT_LT(counting->decoded_ids, 20 * s.input_ids.size()) << "the conversation is " << s.input_ids.size() << " ids";
+  // Each reply, and nothing else, is trained, through its <|eot_id|>.
+  std::vector<std::vector<int64_t>> spans;
+  for (size_t i = 0; i < s.labels.size(); ++i) {
+    if (s.labels[i] == kIgnoreLabel) continue;
+    if (i == 0 || s.labels[i - 1] == kIgnoreLabel) spans.emplace_back();
+    spans.back().push_back(s.labels[i]);
+  }
+  ASSERT_EQ(spans.size(), replies.size());
+  for (size_t k = 0; k < spans.size(); ++k) EXPECT_EQ(tok.decode(spans[k]), replies[k] + "<|eot_id|>") << k;
+  EXPECT_EQ(s.input_ids, tok.encode(render_text(r, format).substr(3), true, false)) << "the whole text, encoded once";
+}
+
 TEST(ChatTemplate, TextRecordIsBosTextEosAllTrained) {
   const auto& tok = tiny_tokenizer();
   Record r;

@@ -10,6 +10,7 @@
 #include "qtune/io/gguf.h"
 #include "qtune/io/gguf_header.h"
 #include "qtune/io/gguf_model.h"
+#include "qtune/util/memory.h"
 #include "gguf_builder.h"
 #include "test_util.h"
 
@@ -141,6 +142,93 @@ TEST(GgufHeader, TensorPlacementIsChecked) {
   twice.tensor({"a", {4}, 0, 32});
   EXPECT_NE(qtune::test::error_of([&] { parse(twice.build(std::string(64, '\0'))); }).find("'a' appears twice"),
             std::string::npos);
+}
+
+// F32 of dims [2^31, 2^31] is 2^62 values (within int64) but 2^64 bytes: the size must not wrap to a few bytes that
+// pass the bounds and overlap checks.
+TEST(GgufHeader, ATensorSizePast64BitsIsRefused) {
+  GgufBuilder b;
+  b.tensor({"w", {1ull << 31, 1ull << 31}, 0, 0});
+  const auto msg = qtune::test::error_of([&] { parse(b.build(std::string(256, '\0'))); });
+  EXPECT_NE(msg.find("test.gguf: tensor 'w' (F32): 4611686018427387904 values take more than 2^64 bytes"),
+            std::string::npos) << msg;
+  GgufBuilder f64;  // 2^61 values of 8 bytes
+  f64.tensor({"w", {1ull << 31, 1ull << 30}, static_cast<uint32_t>(GgmlType::F64), 0});
+  EXPECT_NE(qtune::test::error_of([&] { parse(f64.build(std::string(256, '\0'))); }).find("more than 2^64 bytes"),
+            std::string::npos);
+  EXPECT_NE(qtune::test::error_of([&] { qtune::quant::ggml_nbytes(GgmlType::F32, int64_t{1} << 62); })
+                .find("more than 2^64 bytes"),
+            std::string::npos);
+}
+
+// A metadata array is kept as the bytes the file holds until it is read: 16 MiB of uint8 and 2 Mi empty strings
+// (16 MiB) add about their own size to the process, not 16 bytes or more per value as JSON would, and read back
+// exactly when asked for.
+TEST(GgufHeader, MetadataArraysStayBytesUntilRead) {
+  constexpr uint64_t kBytes = 16ull << 20, kStrings = 2ull << 20;
+  GgufBuilder b;
+  b.str("big.bytes");
+  b.raw<uint32_t>(static_cast<uint32_t>(GgufValueType::ARRAY));
+  b.raw<uint32_t>(static_cast<uint32_t>(GgufValueType::UINT8));
+  b.raw<uint64_t>(kBytes);
+  std::string bytes(kBytes, '\0');
+  for (uint64_t i = 0; i < kBytes; ++i) bytes[i] = static_cast<char>(i * 7);
+  b.append(bytes);
+  b.count_kv();
+  b.str("big.strings");
+  b.raw<uint32_t>(static_cast<uint32_t>(GgufValueType::ARRAY));
+  b.raw<uint32_t>(static_cast<uint32_t>(GgufValueType::STRING));
+  b.raw<uint64_t>(kStrings);
+  b.append(std::string(kStrings * 8, '\0'));  // each string: a zero length
+  b.count_kv();
+  b.kv_strs("tokenizer.ggml.tokens", {"<unk>", "a", "\xC3\xA9"});
+  const std::string file = b.build("");
+  bytes.clear();
+  bytes.shrink_to_fit();
+
+  const int64_t before = qtune::current_rss_bytes();
+  const auto h = parse(file);
+  const int64_t grown = qtune::current_rss_bytes() - before;
+  EXPECT_LT(grown, static_cast<int64_t>(2 * file.size())) << "a " << qtune::format_bytes(file.size())
+                                                          << " header grew the process by " << qtune::format_bytes(grown);
+  ASSERT_EQ(h.arrays.at("big.bytes").size, kBytes);
+  EXPECT_EQ(h.arrays.at("big.strings").size, kStrings);
+  EXPECT_EQ(h.value_types.at("big.bytes"), GgufValueType::ARRAY);
+  EXPECT_FALSE(h.metadata.contains("big.bytes"));
+  const auto tokens = h.arrays.at("tokenizer.ggml.tokens").to_json();
+  EXPECT_EQ(tokens, nlohmann::json::array({"<unk>", "a", "\xC3\xA9"}));
+  const auto values = h.arrays.at("big.bytes").to_json();
+  ASSERT_EQ(values.size(), kBytes);
+  for (uint64_t i : {uint64_t{0}, uint64_t{1}, kBytes / 3, kBytes - 1})
+    EXPECT_EQ(values[i].get<uint64_t>(), static_cast<uint8_t>(i * 7)) << i;
+}
+
+// What the arrays hold is checked when the header is parsed, not when they are read: a bool other than 0/1 or a
+// string that is not UTF-8 anywhere in an array is an error naming the key.
+TEST(GgufHeader, ArrayValuesAreCheckedOnOpen) {
+  GgufBuilder utf8;
+  utf8.kv_strs("tokenizer.ggml.tokens", {"ok", "bad \xC3\x28"});
+  EXPECT_NE(qtune::test::error_of([&] { parse(utf8.build("")); })
+                .find("'tokenizer.ggml.tokens' holds a string that is not valid UTF-8"),
+            std::string::npos);
+  GgufBuilder bools;
+  bools.str("flags");
+  bools.raw<uint32_t>(static_cast<uint32_t>(GgufValueType::ARRAY));
+  bools.raw<uint32_t>(static_cast<uint32_t>(GgufValueType::BOOL));
+  bools.raw<uint64_t>(3);
+  bools.raw<uint8_t>(1);
+  bools.raw<uint8_t>(0);
+  bools.raw<uint8_t>(2);
+  bools.count_kv();
+  EXPECT_NE(qtune::test::error_of([&] { parse(bools.build("")); }).find("'flags': bool value 2"), std::string::npos);
+  const auto dir = qtune::test::temp_dir();
+  const auto file = qtune::io::GgufFile::open(write(dir, valid_builder().build(valid_data())));
+  EXPECT_NE(qtune::test::error_of([&] { file->string("tokenizer.ggml.tokens"); }).find("must be a string, got an array"),
+            std::string::npos);
+  EXPECT_NE(qtune::test::error_of([&] { file->array("general.architecture"); }).find("must be an array, got a string"),
+            std::string::npos);
+  EXPECT_TRUE(file->has("tokenizer.ggml.tokens"));
+  EXPECT_EQ(file->array("tokenizer.ggml.tokens"), file->array("tokenizer.ggml.tokens")) << "decoded once, kept";
 }
 
 TEST(GgufModel, RotaryRowsUnpermuteAsTransformersReversesLlamaCpp) {

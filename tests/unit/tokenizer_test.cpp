@@ -60,6 +60,33 @@ TEST(Tokenizer, CorruptFileIsAnErrorNotACrash) {
   EXPECT_NE(msg.find("not a valid SentencePiece model"), std::string::npos) << msg;
 }
 
+// tiktoken's "<base64 bytes> <rank>" lines, as Qwen's qwen.tiktoken and Meta's original Llama 3 tokenizer.model hold
+// them: named as such, whether given as a file, as a tokenizer.model, or as a directory holding only the .tiktoken.
+TEST(Tokenizer, ATiktokenRankFileIsNamedForWhatItIs) {
+  const auto dir = qtune::test::temp_dir();
+  std::string ranks;
+  for (int b = 0; b < 256; ++b) {
+    static const char* kBase64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    ranks += std::string{kBase64[b >> 2], kBase64[(b & 3) << 4], '=', '='} + " " + std::to_string(b) + "\n";
+  }
+  ranks += "aGVsbG8= 256\nIHdvcmxk 257\n";  // "hello", " world"
+  std::filesystem::create_directories(dir + "/llama3/original");
+  std::filesystem::create_directories(dir + "/qwen");
+  qtune::io::write_text_atomically(dir + "/llama3/original/tokenizer.model", ranks);
+  qtune::io::write_text_atomically(dir + "/qwen/qwen.tiktoken", ranks);
+  for (const auto& [given, named] : std::vector<std::pair<std::string, std::string>>{
+           {dir + "/llama3/original/tokenizer.model", dir + "/llama3/original/tokenizer.model"},
+           {dir + "/llama3/original", dir + "/llama3/original/tokenizer.model"},
+           {dir + "/qwen/qwen.tiktoken", dir + "/qwen/qwen.tiktoken"},
+           {dir + "/qwen", dir + "/qwen/qwen.tiktoken"}}) {
+    SCOPED_TRACE(given);
+    const auto msg = error_of([&] { Tokenizer::load(given); });
+    EXPECT_NE(msg.find(named + ": this is a tiktoken rank file"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("qtune cannot read it"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("save_pretrained"), std::string::npos) << msg;
+  }
+}
+
 TEST(Tokenizer, TrainedBpeTokenizerRoundTrips) {
   const auto dir = qtune::test::temp_dir();
   qtune::io::write_text_atomically(dir + "/corpus.txt", qtune::data::synthetic_corpus(3000, 1));

@@ -2,8 +2,10 @@
 // Turning a Record into token ids and labels: the chat template renders it as text pieces (prompt or response)
 // with BOS/EOS as token ids between them. Each run of text between two ids is tokenized as one string, as
 // transformers tokenizes a rendered conversation (and Meta's llama2 reference each "[INST] .. [/INST] answer " turn),
-// so the ids never depend on where the prompt ends; the prompt/response boundary falls at the first token where the
-// run's ids stop matching the ids of its prompt text alone, and the prompt can be masked out of the loss.
+// so the ids never depend on where the prompt ends; the prompt/response boundary falls after the last token that
+// spells only prompt text (a token merged across it is the response's), and the prompt can be masked out of the loss.
+// The run is encoded once and its tokens placed in the text by decoding them a few at a time, so a long conversation
+// costs about one encode, not one per turn.
 //
 // SentencePiece's add_dummy_prefix: a run right after BOS (or at the start) is encoded as a text start, with "▁";
 // a run after an EOS id (chatml's "\n<|im_start|>user..") as the middle of a text, without it. prompt_ids() renders

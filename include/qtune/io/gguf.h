@@ -3,7 +3,9 @@
 // through typed accessors that name the key and the type expected; tensors are dequantized one at a time.
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -21,15 +23,16 @@ class GgufFile {
 
   const std::string& path() const { return map_->path(); }
   const GgufHeader& header() const { return header_; }
-  const nlohmann::json& metadata() const { return header_.metadata; }
+  const nlohmann::json& metadata() const { return header_.metadata; }  // the scalars; arrays through array()
 
-  bool has(const std::string& key) const { return header_.metadata.contains(key); }
+  bool has(const std::string& key) const { return header_.value_types.count(key) > 0; }
   // Typed reads: absent → nullopt (or the error for required ones), present with another type → error naming both.
   std::optional<std::string> string(const std::string& key) const;
   std::optional<int64_t> integer(const std::string& key) const;
   std::optional<double> number(const std::string& key) const;  // integers accepted
   std::optional<bool> boolean(const std::string& key) const;
-  const nlohmann::json* array(const std::string& key) const;   // nullptr when absent
+  // Decoded on first use and kept (GgufArray): nullptr when absent.
+  const nlohmann::json* array(const std::string& key) const;
   std::string require_string(const std::string& key) const;
   int64_t require_integer(const std::string& key) const;
 
@@ -44,6 +47,8 @@ class GgufFile {
   std::shared_ptr<MappedFile> map_;
   GgufHeader header_;
   std::map<std::string, size_t> index_;
+  mutable std::mutex decoded_mutex_;
+  mutable std::map<std::string, std::unique_ptr<const nlohmann::json>> decoded_;  // arrays read so far
 };
 
 }  // namespace qtune::io

@@ -31,11 +31,21 @@ struct GgufTensorInfo {
   std::vector<int64_t> torch_shape() const { return {dims.rbegin(), dims.rend()}; }
 };
 
+// A metadata array as the file stores it: the element type, the count and the encoded elements (strings as length
+// and bytes, nested arrays with their own type and count), checked when the header is parsed. Arrays stay bytes until
+// read, as llama.cpp keeps them: as JSON, each value takes 16 bytes or more (50 MB of uint8 would take gigabytes).
+struct GgufArray {
+  GgufValueType element_type = GgufValueType::UINT8;
+  uint64_t size = 0;
+  std::string bytes;
+  nlohmann::json to_json() const;  // the elements decoded
+};
+
 struct GgufHeader {
   uint32_t version = 0;
-  nlohmann::json metadata = nlohmann::json::object();  // key → value; arrays as JSON arrays
-  std::map<std::string, GgufValueType> value_types;    // key → its type (arrays: ARRAY)
-  std::map<std::string, GgufValueType> array_types;    // array key → the type of its elements
+  nlohmann::json metadata = nlohmann::json::object();  // key → value of the scalars
+  std::map<std::string, GgufArray> arrays;             // key → value of the arrays
+  std::map<std::string, GgufValueType> value_types;    // key → its type, for both (arrays: ARRAY)
   std::vector<GgufTensorInfo> tensors;                 // in file order
   uint64_t alignment = 32;
   uint64_t data_start = 0;

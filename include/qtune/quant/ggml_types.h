@@ -23,7 +23,7 @@ struct GgmlTypeInfo {
 // nullptr for a value that is not a ggml type qtune knows.
 const GgmlTypeInfo* ggml_type_info(uint32_t type);
 const GgmlTypeInfo& ggml_type_info(GgmlType type);
-// Bytes of `n_elements` values; an error when n_elements is not a whole number of blocks.
+// Bytes of `n_elements` values; an error when n_elements is not a whole number of blocks or the bytes overflow 64 bits.
 uint64_t ggml_nbytes(GgmlType type, int64_t n_elements);
 
 }  // namespace qtune::quant

@@ -1,5 +1,6 @@
 #include "qtune/data/bpe/added_vocabulary.h"
 
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <unicode/uchar.h>
 
@@ -90,6 +91,9 @@ AddedVocabulary::AddedVocabulary(const json& added_tokens, const BpeModel& model
   int64_t next_id = model.size();
   std::unordered_map<int64_t, AddedToken> by_id;
   std::vector<int64_t> order;  // ids in first-seen order
+  // Tokens whose declared id HF reassigns: one warning for all (a converted Tekken vocabulary has a thousand).
+  size_t reassigned = 0;
+  std::string first_reassigned;
   for (size_t i = 0; i < added_tokens.size(); ++i) {
     const JsonPath t_at = at.index(i);
     const json& t = added_tokens[i];
@@ -109,9 +113,9 @@ AddedVocabulary::AddedVocabulary(const json& added_tokens, const BpeModel& model
       id = *mid;
     else
       id = next_id++;
-    if (t.contains("id") && t["id"].is_number_integer() && t["id"].get<int64_t>() != id)
-      spdlog::warn("{}: token '{}' was expected to have id {} but was given id {} (as HF tokenizers assigns it)",
-                   t_at.str(), token.content, t["id"].get<int64_t>(), id);
+    if (t.contains("id") && t["id"].is_number_integer() && t["id"].get<int64_t>() != id && reassigned++ == 0)
+      first_reassigned = fmt::format("{}: token '{}' was expected to have id {} but was given id {}", t_at.str(),
+                                     token.content, t["id"].get<int64_t>(), id);
     token.id = id;
     token.normalized_content = token.content;
     if (token.normalized && normalizer) normalizer->normalize(token.normalized_content);
@@ -120,6 +124,11 @@ AddedVocabulary::AddedVocabulary(const json& added_tokens, const BpeModel& model
     if (!by_id.count(id)) order.push_back(id);
     by_id[id] = std::move(token);
   }
+  if (reassigned == 1)
+    spdlog::warn("{} (as HF tokenizers assigns it)", first_reassigned);
+  else if (reassigned > 1)
+    spdlog::warn("{}; {} added tokens in all were given other ids than declared (as HF tokenizers assigns them)",
+                 first_reassigned, reassigned);
   tokens_.reserve(order.size());
   for (const int64_t id : order) {
     by_id_[id] = tokens_.size();

@@ -60,8 +60,15 @@ BpeModel::BpeModel(const json& model, const JsonPath& at) : where_(at.str()) {
     vocab_[piece] = static_cast<int32_t>(id.get<int64_t>());
     max_id = std::max(max_id, id.get<int64_t>());
   }
-  by_id_.assign(static_cast<size_t>(max_id + 1), nullptr);
-  for (const auto& [piece, id] : vocab_) by_id_[id] = &piece;
+  // A table of max_id + 1 entries costs 8 bytes per id; past twice the tokens (plus slack for small files) the ids
+  // are sparse and a map costs less.
+  if (max_id < 2 * static_cast<int64_t>(vocab_.size()) + 1024) {
+    by_id_.assign(static_cast<size_t>(max_id + 1), nullptr);
+    for (const auto& [piece, id] : vocab_) by_id_[id] = &piece;
+  } else {
+    sparse_by_id_.reserve(vocab_.size());
+    for (const auto& [piece, id] : vocab_) sparse_by_id_[id] = &piece;
+  }
   if (unk_token_)
     if (const auto it = vocab_.find(*unk_token_); it != vocab_.end()) unk_id_ = it->second;
   for (int b = 0; b < 256; ++b) {
@@ -97,7 +104,12 @@ std::optional<int64_t> BpeModel::token_id(const std::string& piece) const {
 }
 
 const std::string* BpeModel::piece(int64_t id) const {
-  if (id < 0 || id >= static_cast<int64_t>(by_id_.size())) return nullptr;
+  if (id < 0 || id > INT32_MAX) return nullptr;
+  if (!sparse_by_id_.empty()) {
+    const auto it = sparse_by_id_.find(static_cast<int32_t>(id));
+    return it == sparse_by_id_.end() ? nullptr : it->second;
+  }
+  if (id >= static_cast<int64_t>(by_id_.size())) return nullptr;
   return by_id_[id];
 }
 

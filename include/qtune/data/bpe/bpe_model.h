@@ -40,7 +40,10 @@ class BpeModel {
 
   std::string where_;  // "<file>: model", for errors at encode time
   std::unordered_map<std::string, int32_t> vocab_;
-  std::vector<const std::string*> by_id_;  // points into vocab_'s keys
+  // id -> piece, pointing into vocab_'s keys: a table when the ids are about as many as the tokens (every real
+  // vocabulary), a hash map when they are sparse, so that one huge id costs no table of that size (HF keeps a map).
+  std::vector<const std::string*> by_id_;
+  std::unordered_map<int32_t, const std::string*> sparse_by_id_;
   std::unordered_map<uint64_t, Merge> merges_;
   std::optional<std::string> unk_token_;
   std::optional<int32_t> unk_id_;
