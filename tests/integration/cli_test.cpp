@@ -225,7 +225,8 @@ TEST(Cli, ModelCommandsSpinBrieflyUnlessTheUserChoseAWait) {
   const auto config = source("configs/models/tiny-llama.json");
   const std::string args = "bench train --config " + config + " --batch 1 --seq 16 --steps 1 --warmup 0 --json";
   const auto wait = [&](const std::string& env) {
-    const auto t = qtune::test::run_qtune(args, "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u QTUNE_OMP_WAIT " + env);
+    const auto t = qtune::test::run_qtune(
+        args, "env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u QTUNE_OMP_WAIT -u OMP_NUM_THREADS " + env);
     EXPECT_EQ(t.code, 0) << env << ": " << t.err;
     return t.code == 0 ? nlohmann::json::parse(t.out)["omp_wait"].get<std::string>() : "";
   };
@@ -233,6 +234,7 @@ TEST(Cli, ModelCommandsSpinBrieflyUnlessTheUserChoseAWait) {
   EXPECT_EQ(wait("QTUNE_OMP_WAIT=spin"), "default");
   EXPECT_EQ(wait("OMP_WAIT_POLICY=PASSIVE"), "OMP_WAIT_POLICY=PASSIVE");
   EXPECT_EQ(wait("GOMP_SPINCOUNT=20"), "GOMP_SPINCOUNT=20");
+  EXPECT_EQ(wait("OMP_NUM_THREADS=1"), "default");  // no workers wait (ctest runs the suite so)
 }
 
 }  // namespace
