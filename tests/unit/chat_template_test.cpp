@@ -65,8 +65,19 @@ std::string expected_reply(const std::string& content, ChatTemplate t) {
 
 TEST(ChatTemplate, ParsesTemplateNames) {
   for (auto t : kTemplates) EXPECT_EQ(parse_chat_template(chat_template_name(t)), t);
+  // Every name the messages and --help list parses, and prints back as itself.
+  std::string names = kChatTemplateNames;
+  int listed = 0;
+  for (size_t at = 0; at < names.size(); ++listed) {
+    const auto end = std::min(names.find(", ", at), names.size());
+    const auto name = names.substr(at, end - at);
+    EXPECT_STREQ(chat_template_name(parse_chat_template(name)), name.c_str());
+    at = end + 2;
+  }
+  EXPECT_EQ(listed, 11);
   const auto msg = error_of([] { parse_chat_template("vicuna"); });
-  for (const char* name : {"'vicuna'", "llama2", "mistral", "chatml", "alpaca", "none"})
+  for (const char* name : {"'vicuna'", "llama2", "mistral", "chatml", "qwen2.5", "qwen3", "gemma", "phi3", "phi4",
+                           "alpaca", "none"})
     EXPECT_NE(msg.find(name), std::string::npos) << msg;
 }
 
