@@ -122,7 +122,9 @@ TEST(OracleChatTemplate, NewerFamiliesRenderTokenForTokenAndTrainTransformersAss
         const auto eot = tok.token_id(end_of_turn_marker(format.kind));
         ASSERT_TRUE(eot.has_value());
         for (size_t i = 0; i + 1 < s.labels.size(); ++i)
-          if (s.labels[i] != kIgnoreLabel && s.labels[i + 1] == kIgnoreLabel) EXPECT_EQ(s.input_ids[i], *eot) << text;
+          if (s.labels[i] != kIgnoreLabel && s.labels[i + 1] == kIgnoreLabel) {
+            EXPECT_EQ(s.input_ids[i], *eot) << text;
+          }
         const auto all = tokenize_record(r, format, tok, /*train_on_prompt=*/true, 4096);
         EXPECT_EQ(all.labels, all.input_ids) << "train_on_prompt trains every token";
       }
