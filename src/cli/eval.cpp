@@ -150,7 +150,7 @@ void add_eval(CLI::App& app, Action& action) {
   cmd->add_option("--data", args->data_file, "A dataset (JSONL): loss on its answer tokens, and --exact-match");
   cmd->add_option("--format", args->format, "--data format: alpaca-jsonl | chat-jsonl")->capture_default_str();
   cmd->add_option("--template", args->chat_template,
-                  "--data chat template: auto (the model's own) | llama2 | mistral | chatml | llama3 | alpaca | none")
+                  std::string("--data chat template: auto (the model's own) or one of ") + data::kChatTemplateNames)
       ->capture_default_str();
   cmd->add_flag("--exact-match", args->exact, "Generate each answer greedily and compare it with the expected one");
   cmd->add_option("--max-new-tokens", args->max_new_tokens, "Longest generated answer")->capture_default_str();

@@ -95,7 +95,7 @@ void add_generate(CLI::App& app, Action& action) {
   prompt->excludes(chat);
   cmd->add_option("--system", args->system, "--chat: a system message (default: the template's own, if any)");
   cmd->add_option("--template", args->chat_template,
-                  "--chat: auto (the model's own) | llama2 | mistral | chatml | llama3 | alpaca | none")
+                  std::string("--chat: auto (the model's own) or one of ") + data::kChatTemplateNames)
       ->capture_default_str();
   auto* max_new = cmd->add_option("--max-new-tokens,-n", args->options.max_new_tokens, "Most tokens to generate")
                       ->capture_default_str()->check(CLI::PositiveNumber);

@@ -4,6 +4,7 @@
 #include <optional>
 #include <utility>
 
+#include "qtune/data/bpe/utf8.h"
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
 
@@ -19,8 +20,35 @@ constexpr const char* kAlpacaWithInput =
 constexpr const char* kAlpacaNoInput =
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.";
 
-// Contents are stripped of these, as Meta's llama2 reference strips them.
-constexpr const char* kTemplateWhitespace = " \t\r\n";
+// Qwen2.5's system prompt when a conversation has none (its template writes it in).
+constexpr const char* kQwenSystem = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+// Python's str.strip() with no argument, which Jinja's trim filter and Meta's llama2 reference call: whitespace is
+// what str.isspace() says, the Unicode White_Space property and U+001C..U+001F.
+std::string python_strip(const std::string& s) {
+  auto space = [](char32_t c) { return bpe::is_unicode_whitespace(c) || (c >= 0x1C && c <= 0x1F); };
+  size_t begin = std::string::npos, end = 0;
+  for (size_t i = 0; i < s.size();) {
+    const size_t at = i;
+    bool is_space = false;
+    if (bpe::utf8_valid_length(s, i) == 0) ++i;  // not UTF-8: a byte that is no whitespace
+    else is_space = space(bpe::utf8_next(s, i));
+    if (is_space) continue;
+    if (begin == std::string::npos) begin = at;
+    end = i;
+  }
+  return begin == std::string::npos ? "" : s.substr(begin, end - begin);
+}
+
+// Python's str.lstrip / rstrip / strip with an argument: only those characters.
+std::string lstrip_chars(const std::string& s, const char* chars) {
+  const auto b = s.find_first_not_of(chars);
+  return b == std::string::npos ? "" : s.substr(b);
+}
+std::string rstrip_chars(const std::string& s, const char* chars) {
+  const auto e = s.find_last_not_of(chars);
+  return e == std::string::npos ? "" : s.substr(0, e + 1);
+}
 
 struct Turn {
   std::string user;
@@ -44,6 +72,20 @@ Conversation conversation_of(const Record& r, const ChatFormat& format, bool for
     c.turns.push_back(std::move(turn));
   }
   if (for_generation && c.turns.back().assistant) c.turns.back().assistant.reset();
+  switch (format.system) {
+    case SystemMessage::Rendered: break;
+    case SystemMessage::RenderedUnlessEmpty:
+      if (c.system && c.system->empty()) c.system.reset();
+      break;
+    case SystemMessage::Dropped: c.system.reset(); break;
+    case SystemMessage::Refused:
+      if (c.system)
+        fail("{}: the model's chat template ({}) has no system role (its Jinja raises \"System role not "
+             "supported\"); drop the system message, or set data.chat_template (--template) to {}, which joins it to "
+             "the first user turn as Gemma 3's template does",
+             r.source.empty() ? "record" : r.source, chat_template_name(format.kind), chat_template_name(format.kind));
+      break;
+  }
   if (!c.system && format.default_system) c.system = format.default_system;
   return c;
 }
@@ -64,7 +106,7 @@ class Pieces {
     out_.back().starts_text = true;
   }
   void bos() { out_.push_back({Kind::Bos, "", false}); }
-  void eos() { out_.push_back({Kind::Eos, "", true}); }
+  void eos(bool response = true) { out_.push_back({Kind::Eos, "", response}); }
   std::vector<TemplatePiece> take() { return std::move(out_); }
 
  private:
@@ -79,9 +121,9 @@ void llama2(const Conversation& c, Pieces& p) {
     std::string user = c.turns[k].user;
     if (k == 0 && c.system) user = "<<SYS>>\n" + *c.system + "\n<</SYS>>\n\n" + user;
     p.bos();
-    p.text("[INST] " + strip(user, kTemplateWhitespace) + " [/INST]");
+    p.text("[INST] " + python_strip(user) + " [/INST]");
     if (c.turns[k].assistant) {
-      p.text(" " + strip(*c.turns[k].assistant, kTemplateWhitespace) + " ", true);
+      p.text(" " + python_strip(*c.turns[k].assistant) + " ", true);
       p.eos();
     }
   }
@@ -135,13 +177,88 @@ void chatml(const Conversation& c, Pieces& p) {
 void llama3(const Conversation& c, Pieces& p, bool markers_are_tokens) {
   auto header = [](const char* role) { return std::string("<|start_header_id|>") + role + "<|end_header_id|>\n\n"; };
   p.bos();
-  if (c.system) p.text(header("system") + strip(*c.system, kTemplateWhitespace) + "<|eot_id|>");
+  if (c.system) p.text(header("system") + python_strip(*c.system) + "<|eot_id|>");
   for (const auto& turn : c.turns) {
-    p.text(header("user") + strip(turn.user, kTemplateWhitespace) + "<|eot_id|>" + header("assistant"));
+    p.text(header("user") + python_strip(turn.user) + "<|eot_id|>" + header("assistant"));
     if (turn.assistant) {
-      p.text(strip(*turn.assistant, kTemplateWhitespace) + "<|eot_id|>", true);
+      p.text(python_strip(*turn.assistant) + "<|eot_id|>", true);
       if (!markers_are_tokens) p.eos();
     }
+  }
+}
+
+// Qwen3's template (Qwen3-0.6B .. 32B): ChatML, where a reply after the last user query carries a thinking block,
+// "<think>\n{reasoning}\n</think>\n\n{answer}", always on the conversation's last message and on an earlier one only
+// when it has reasoning; the replies before that query lose theirs. A reply's reasoning is what its content holds
+// between <think> and </think>. The generation prompt is "<|im_start|>assistant\n" (enable_thinking left as is:
+// the model opens its own thinking block), so the whole block is the reply's, and trained.
+void qwen3(const Conversation& c, Pieces& p) {
+  if (c.system) p.text("<|im_start|>system\n" + *c.system + "<|im_end|>\n");
+  // The last user turn that is not a tool's response; without one, no reply comes after a query.
+  auto is_tool_response = [](const std::string& s) {
+    return s.rfind("<tool_response>", 0) == 0 && ends_with(s, "</tool_response>");
+  };
+  std::optional<size_t> last_query;
+  for (size_t k = c.turns.size(); k-- > 0;)
+    if (!is_tool_response(c.turns[k].user)) {
+      last_query = k;
+      break;
+    }
+  for (size_t k = 0; k < c.turns.size(); ++k) {
+    const auto& turn = c.turns[k];
+    p.text("<|im_start|>user\n" + turn.user + "<|im_end|>\n<|im_start|>assistant\n");
+    if (!turn.assistant) continue;
+    std::string content = *turn.assistant, reasoning;
+    if (const auto close = content.find("</think>"); close != std::string::npos) {
+      const std::string before = rstrip_chars(content.substr(0, close), "\n");
+      const auto open = before.rfind("<think>");
+      reasoning = lstrip_chars(open == std::string::npos ? before : before.substr(open + 7), "\n");
+      content = lstrip_chars(content.substr(content.rfind("</think>") + 8), "\n");
+    }
+    const bool is_last_message = k + 1 == c.turns.size();
+    std::string reply = content;
+    if (last_query && k >= *last_query && (is_last_message || !reasoning.empty()))
+      reply = "<think>\n" + lstrip_chars(rstrip_chars(reasoning, "\n"), "\n") + "\n</think>\n\n" +
+              lstrip_chars(content, "\n");
+    p.text(reply + "<|im_end|>", true);
+    p.text("\n");
+  }
+}
+
+// Gemma 2 and 3 ("<start_of_turn>{user|model}\n{content | trim}<end_of_turn>\n" after one BOS): Gemma has no
+// system role; Gemma 3's template writes the system text, untrimmed, and a blank line before the first user turn.
+void gemma(const Conversation& c, Pieces& p) {
+  p.bos();
+  for (size_t k = 0; k < c.turns.size(); ++k) {
+    const std::string prefix = k == 0 && c.system ? *c.system + "\n\n" : "";
+    p.text("<start_of_turn>user\n" + prefix + python_strip(c.turns[k].user) + "<end_of_turn>\n<start_of_turn>model\n");
+    if (c.turns[k].assistant) {
+      p.text(python_strip(*c.turns[k].assistant) + "<end_of_turn>", true);
+      p.text("\n");
+    }
+  }
+}
+
+// Phi-3 / Phi-3.5: "<|{role}|>\n{content}<|end|>\n" per message; each user turn is followed by the assistant's
+// header, which is also the generation prompt.
+void phi3(const Conversation& c, Pieces& p, bool closing_eos, bool for_generation) {
+  if (c.system) p.text("<|system|>\n" + *c.system + "<|end|>\n");
+  for (const auto& turn : c.turns) {
+    p.text("<|user|>\n" + turn.user + "<|end|>\n<|assistant|>\n");
+    if (turn.assistant) {
+      p.text(*turn.assistant + "<|end|>", true);
+      p.text("\n");
+    }
+  }
+  if (closing_eos && !for_generation) p.eos(false);
+}
+
+// Phi-4: "<|im_start|>{role}<|im_sep|>{content}<|im_end|>" per message, nothing between them.
+void phi4(const Conversation& c, Pieces& p) {
+  if (c.system) p.text("<|im_start|>system<|im_sep|>" + *c.system + "<|im_end|>");
+  for (const auto& turn : c.turns) {
+    p.text("<|im_start|>user<|im_sep|>" + turn.user + "<|im_end|><|im_start|>assistant<|im_sep|>");
+    if (turn.assistant) p.text(*turn.assistant + "<|im_end|>", true);
   }
 }
 
@@ -333,21 +450,45 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
 
 }  // namespace
 
+constexpr ChatTemplate kAllTemplates[] = {ChatTemplate::Llama2, ChatTemplate::Mistral, ChatTemplate::ChatML,
+                                         ChatTemplate::Llama3, ChatTemplate::Qwen25,  ChatTemplate::Qwen3,
+                                         ChatTemplate::Gemma,  ChatTemplate::Phi3,    ChatTemplate::Phi4,
+                                         ChatTemplate::Alpaca, ChatTemplate::None};
+
 ChatTemplate parse_chat_template(const std::string& name) {
-  if (name == "llama2") return ChatTemplate::Llama2;
-  if (name == "mistral") return ChatTemplate::Mistral;
-  if (name == "chatml") return ChatTemplate::ChatML;
-  if (name == "llama3") return ChatTemplate::Llama3;
-  if (name == "alpaca") return ChatTemplate::Alpaca;
-  if (name == "none") return ChatTemplate::None;
+  for (auto t : kAllTemplates)
+    if (name == chat_template_name(t)) return t;
   fail("unknown chat template '{}' (expected one of {})", name, kChatTemplateNames);
+}
+
+ChatFormat::ChatFormat(ChatTemplate k) : kind(k) {
+  if (k == ChatTemplate::Qwen25) default_system = kQwenSystem;
+  if (k == ChatTemplate::Phi3) closing_eos = true;
 }
 
 const char* end_of_turn_marker(ChatTemplate t) {
   switch (t) {
-    case ChatTemplate::ChatML: return "<|im_end|>";
+    case ChatTemplate::ChatML:
+    case ChatTemplate::Qwen25:
+    case ChatTemplate::Qwen3:
+    case ChatTemplate::Phi4: return "<|im_end|>";
     case ChatTemplate::Llama3: return "<|eot_id|>";
+    case ChatTemplate::Gemma: return "<end_of_turn>";
+    case ChatTemplate::Phi3: return "<|end|>";
     default: return "";
+  }
+}
+
+std::vector<std::string> marker_tokens(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::ChatML:
+    case ChatTemplate::Qwen25:
+    case ChatTemplate::Qwen3: return {"<|im_start|>", "<|im_end|>"};
+    case ChatTemplate::Llama3: return {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"};
+    case ChatTemplate::Gemma: return {"<start_of_turn>", "<end_of_turn>"};
+    case ChatTemplate::Phi3: return {"<|user|>", "<|assistant|>", "<|end|>"};
+    case ChatTemplate::Phi4: return {"<|im_start|>", "<|im_sep|>", "<|im_end|>"};
+    default: return {};
   }
 }
 
@@ -357,6 +498,11 @@ const char* chat_template_name(ChatTemplate t) {
     case ChatTemplate::Mistral: return "mistral";
     case ChatTemplate::ChatML: return "chatml";
     case ChatTemplate::Llama3: return "llama3";
+    case ChatTemplate::Qwen25: return "qwen2.5";
+    case ChatTemplate::Qwen3: return "qwen3";
+    case ChatTemplate::Gemma: return "gemma";
+    case ChatTemplate::Phi3: return "phi3";
+    case ChatTemplate::Phi4: return "phi4";
     case ChatTemplate::Alpaca: return "alpaca";
     case ChatTemplate::None: return "none";
   }
@@ -379,6 +525,11 @@ std::vector<TemplatePiece> render_pieces(const Record& r, const ChatFormat& t, b
     case ChatTemplate::Mistral: mistral(c, p); break;
     case ChatTemplate::ChatML: t.markers_are_tokens ? chatml_with_marker_tokens(c, p) : chatml(c, p); break;
     case ChatTemplate::Llama3: llama3(c, p, t.markers_are_tokens); break;
+    case ChatTemplate::Qwen25: chatml_with_marker_tokens(c, p); break;
+    case ChatTemplate::Qwen3: qwen3(c, p); break;
+    case ChatTemplate::Gemma: gemma(c, p); break;
+    case ChatTemplate::Phi3: phi3(c, p, t.closing_eos, for_generation); break;
+    case ChatTemplate::Phi4: phi4(c, p); break;
     case ChatTemplate::Alpaca: alpaca(r, c, p); break;
     case ChatTemplate::None: none(c, p); break;
   }

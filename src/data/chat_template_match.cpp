@@ -2,9 +2,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
+#include "qtune/data/chat_template_known.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/json_file.h"
 #include "qtune/util/error.h"
@@ -14,49 +20,6 @@ namespace qtune::data {
 namespace {
 
 namespace fs = std::filesystem;
-
-// A known Jinja template: its source with "{SYSTEM}" where a default system prompt is written (at most once).
-// Sources as the models ship them (tokenizer_config.json on the Hugging Face hub, or the GGUF's metadata).
-struct KnownTemplate {
-  const char* name;
-  ChatTemplate kind;
-  const char* jinja;
-};
-
-const KnownTemplate kKnown[] = {
-    // SmolLM2-*-Instruct: ChatML, with a default system prompt when the conversation has none.
-    {"chatml (SmolLM2)", ChatTemplate::ChatML,
-     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
-     "{SYSTEM}<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-     "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"},
-    // Plain ChatML (OpenHermes, many community fine-tunes).
-    {"chatml", ChatTemplate::ChatML,
-     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
-     "'\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"},
-    // Meta-Llama-3-8B-Instruct.
-    {"llama3", ChatTemplate::Llama3,
-     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
-     "message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 "
-     "%}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ "
-     "'<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"},
-    // Llama-2-*-chat.
-    {"llama2", ChatTemplate::Llama2,
-     "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
-     "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif "
-     "%}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
-     "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
-     "loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
-     "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if "
-     "message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] "
-     "== 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}"},
-    // Mistral-7B-Instruct-v0.1 / v0.2.
-    {"mistral", ChatTemplate::Mistral,
-     "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
-     "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
-     "message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == "
-     "'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles "
-     "are supported!') }}{% endif %}{% endfor %}"},
-};
 
 // Jinja string literals spell a newline either as "\n" (escaped in JSON, so two characters in the template) or as a
 // real newline (GGUF writers); both render the same. Surrounding whitespace renders nothing under transformers'
@@ -75,19 +38,29 @@ std::string canonical(std::string s) {
   return strip(out, " \t\r\n");
 }
 
-// `jinja` equals `known` with some text (not containing a quote) in place of "{SYSTEM}": that text, or nullopt.
+// `jinja` equals `known` with one text in place of every "{SYSTEM}": that text (an empty optional inside when `known`
+// has no "{SYSTEM}"), or nullopt. The text sits inside a Jinja string literal, so it may hold no quote, backslash
+// (an escape would render otherwise) or brace.
 std::optional<std::optional<std::string>> match(const std::string& jinja, const std::string& known) {
-  const auto at = known.find("{SYSTEM}");
+  static const std::string kPlaceholder = "{SYSTEM}";
+  const auto at = known.find(kPlaceholder);
   if (at == std::string::npos) {
     if (jinja == known) return std::optional<std::string>{};
     return std::nullopt;
   }
-  const std::string before = known.substr(0, at), after = known.substr(at + 8);
-  if (jinja.size() < before.size() + after.size() || jinja.compare(0, before.size(), before) != 0 ||
-      jinja.compare(jinja.size() - after.size(), after.size(), after) != 0)
-    return std::nullopt;
-  auto system = jinja.substr(before.size(), jinja.size() - before.size() - after.size());
-  if (system.find('\'') != std::string::npos || system.find('{') != std::string::npos) return std::nullopt;
+  if (jinja.compare(0, at, known, 0, at) != 0) return std::nullopt;
+  // The text ends where the template goes on as after the placeholder (up to the next one, or to the end).
+  const auto next = known.find(kPlaceholder, at + kPlaceholder.size());
+  const std::string after = known.substr(at + kPlaceholder.size(),
+                                         next == std::string::npos ? std::string::npos : next - at - kPlaceholder.size());
+  const auto end = after.empty() ? jinja.size() : jinja.find(after, at);
+  if (end == std::string::npos) return std::nullopt;
+  const std::string system = jinja.substr(at, end - at);
+  if (system.find_first_of("'\\{") != std::string::npos) return std::nullopt;
+  std::string expected = known;
+  for (auto p = expected.find(kPlaceholder); p != std::string::npos; p = expected.find(kPlaceholder, p + system.size()))
+    expected.replace(p, kPlaceholder.size(), system);
+  if (expected != jinja) return std::nullopt;
   return std::optional<std::string>(system);
 }
 
@@ -122,15 +95,17 @@ std::optional<ModelChatTemplate> find_model_chat_template(const std::string& mod
 
 ChatFormat match_chat_template(const ModelChatTemplate& t) {
   const auto jinja = canonical(t.jinja);
-  for (const auto& known : kKnown) {
+  for (const auto& known : known_chat_templates()) {
     if (auto system = match(jinja, canonical(known.jinja))) {
       ChatFormat f(known.kind);
       f.default_system = *system;
+      f.system = known.system;
+      f.closing_eos = known.closing_eos;
       return f;
     }
   }
   std::string names;
-  for (const auto& known : kKnown) names += std::string(names.empty() ? "" : ", ") + known.name;
+  for (const auto& known : known_chat_templates()) names += std::string(names.empty() ? "" : ", ") + known.name;
   fail("{}: the model's chat template is not one qtune knows ({}); set data.chat_template (or --template) to the "
        "named template that renders it (one of {})",
        t.source, names, kChatTemplateNames);
@@ -149,13 +124,19 @@ ChatFormat resolve_chat_format(const std::string& setting, const std::string& mo
   } else {
     f = ChatFormat(parse_chat_template(setting));
   }
-  switch (f.kind) {
-    case ChatTemplate::ChatML: f.markers_are_tokens = tok.token_id("<|im_start|>") && tok.token_id("<|im_end|>"); break;
-    case ChatTemplate::Llama3:
-      f.markers_are_tokens = tok.token_id("<|start_header_id|>") && tok.token_id("<|end_header_id|>") && tok.token_id("<|eot_id|>");
-      break;
-    default: break;
-  }
+  const auto markers = marker_tokens(f.kind);
+  std::vector<std::string> missing;
+  for (const auto& m : markers)
+    if (!tok.token_id(m)) missing.push_back(m);
+  f.markers_are_tokens = !markers.empty() && missing.empty();
+  // ChatML and Llama 3 frame the conversation with BOS/EOS ids instead (a SentencePiece vocabulary without the
+  // markers); the newer families' templates are rendered as their Jinja writes them all the same.
+  const bool has_fallback = f.kind == ChatTemplate::ChatML || f.kind == ChatTemplate::Llama3;
+  if (!missing.empty() && !has_fallback)
+    fmt::print(stderr,
+               "warning: {}: the tokenizer has no token {}: the {} template's markers are tokenized as text, and "
+               "generation cannot stop at the end of a turn\n",
+               tok.path(), fmt::join(missing, ", "), chat_template_name(f.kind));
   return f;
 }
 

@@ -65,8 +65,19 @@ std::string expected_reply(const std::string& content, ChatTemplate t) {
 
 TEST(ChatTemplate, ParsesTemplateNames) {
   for (auto t : kTemplates) EXPECT_EQ(parse_chat_template(chat_template_name(t)), t);
+  // Every name the messages and --help list parses, and prints back as itself.
+  std::string names = kChatTemplateNames;
+  int listed = 0;
+  for (size_t at = 0; at < names.size(); ++listed) {
+    const auto end = std::min(names.find(", ", at), names.size());
+    const auto name = names.substr(at, end - at);
+    EXPECT_STREQ(chat_template_name(parse_chat_template(name)), name.c_str());
+    at = end + 2;
+  }
+  EXPECT_EQ(listed, 11);
   const auto msg = error_of([] { parse_chat_template("vicuna"); });
-  for (const char* name : {"'vicuna'", "llama2", "mistral", "chatml", "alpaca", "none"})
+  for (const char* name : {"'vicuna'", "llama2", "mistral", "chatml", "qwen2.5", "qwen3", "gemma", "phi3", "phi4",
+                           "alpaca", "none"})
     EXPECT_NE(msg.find(name), std::string::npos) << msg;
 }
 
@@ -100,6 +111,42 @@ TEST(ChatTemplate, RendersTheReferenceFormats) {
   Record text;
   text.text = "Once upon a time.";
   EXPECT_EQ(render_text(text, ChatTemplate::ChatML), "<s>Once upon a time.</s>") << "templates do not apply to text";
+}
+
+// The newer families' named templates, as their Jinja (tests/oracle/chat_templates/) renders the same conversation
+// with bos_token "<s>" and eos_token "</s>"; OracleChatTemplate.NewerFamilies* checks the ids against transformers.
+TEST(ChatTemplate, RendersTheNewerFamiliesFormats) {
+  const std::vector<Message> turns = {
+      {"user", "Hi"}, {"assistant", "<think>Greet.</think>Hello!"}, {"user", " Bye "}, {"assistant", "See you"}};
+  auto with_system = turns;
+  with_system.insert(with_system.begin(), {"system", "You are kind."});
+  const auto two = chat(with_system), no_system = chat(turns);
+  EXPECT_EQ(render_text(no_system, ChatTemplate::Qwen25),
+            "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>Greet.</think>Hello!<|im_end|>\n"
+            "<|im_start|>user\n Bye <|im_end|>\n<|im_start|>assistant\nSee you<|im_end|>\n");
+  // Qwen3: the reply before the last query loses its reasoning; the last one gets an (empty) thinking block.
+  EXPECT_EQ(render_text(two, ChatTemplate::Qwen3),
+            "<|im_start|>system\nYou are kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            "Hello!<|im_end|>\n<|im_start|>user\n Bye <|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+            "See you<|im_end|>\n");
+  EXPECT_EQ(render_text(two, ChatTemplate::Qwen3, true),
+            "<|im_start|>system\nYou are kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            "Hello!<|im_end|>\n<|im_start|>user\n Bye <|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(render_text(two, ChatTemplate::Gemma),
+            "<s><start_of_turn>user\nYou are kind.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+            "<think>Greet.</think>Hello!<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+            "See you<end_of_turn>\n");
+  EXPECT_EQ(render_text(two, ChatTemplate::Phi3),
+            "<|system|>\nYou are kind.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n<think>Greet.</think>Hello!<|end|>\n"
+            "<|user|>\n Bye <|end|>\n<|assistant|>\nSee you<|end|>\n</s>");
+  EXPECT_EQ(render_text(two, ChatTemplate::Phi3, true),
+            "<|system|>\nYou are kind.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n<think>Greet.</think>Hello!<|end|>\n"
+            "<|user|>\n Bye <|end|>\n<|assistant|>\n");
+  EXPECT_EQ(render_text(two, ChatTemplate::Phi4),
+            "<|im_start|>system<|im_sep|>You are kind.<|im_end|><|im_start|>user<|im_sep|>Hi<|im_end|>"
+            "<|im_start|>assistant<|im_sep|><think>Greet.</think>Hello!<|im_end|><|im_start|>user<|im_sep|> Bye "
+            "<|im_end|><|im_start|>assistant<|im_sep|>See you<|im_end|>");
 }
 
 TEST(ChatTemplate, BosEosAndMaskingForEveryTemplate) {

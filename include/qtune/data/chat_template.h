@@ -21,11 +21,23 @@
 
 namespace qtune::data {
 
-enum class ChatTemplate { Llama2, Mistral, ChatML, Llama3, Alpaca, None };
+// Qwen25: ChatML with Qwen2.5's default system prompt. Qwen3: ChatML whose last reply carries its thinking block.
+// Gemma: Gemma 2/3 (<start_of_turn>user / model, no system role). Phi3: <|user|> ... <|end|>. Phi4: ChatML with
+// <|im_sep|> after the role and no newlines between turns.
+enum class ChatTemplate { Llama2, Mistral, ChatML, Llama3, Qwen25, Qwen3, Gemma, Phi3, Phi4, Alpaca, None };
 
-ChatTemplate parse_chat_template(const std::string& name);  // llama2 | mistral | chatml | llama3 | alpaca | none
+ChatTemplate parse_chat_template(const std::string& name);  // one of kChatTemplateNames
 const char* chat_template_name(ChatTemplate t);
-constexpr const char* kChatTemplateNames = "llama2, mistral, chatml, llama3, alpaca, none";
+constexpr const char* kChatTemplateNames =
+    "llama2, mistral, chatml, llama3, qwen2.5, qwen3, gemma, phi3, phi4, alpaca, none";
+
+// What a template does with a conversation's system message, where models of one family ship different templates.
+enum class SystemMessage {
+  Rendered,             // as the named template renders it (its own turn; Gemma: joined to the first user turn)
+  RenderedUnlessEmpty,  // Phi-3.5-mini: an empty one renders nothing
+  Dropped,              // Phi-3-medium: its template ignores the system role
+  Refused,              // Gemma 1 and 2: their templates raise "System role not supported"
+};
 
 // A named template as one model uses it (data/chat_template_match.h finds it from the model's own Jinja template).
 struct ChatFormat {
@@ -38,11 +50,21 @@ struct ChatFormat {
   // the trained end of it; no separate EOS id follows. Otherwise (a SentencePiece vocabulary without them) the
   // markers are plain text and BOS/EOS ids frame the conversation.
   bool markers_are_tokens = false;
-  ChatFormat(ChatTemplate k = ChatTemplate::Alpaca) : kind(k) {}  // NOLINT: a bare name is a format
+  SystemMessage system = SystemMessage::Rendered;
+  // The template closes a training conversation with eos_token after the last turn's end-of-turn marker
+  // (Phi-3-mini: "{% else %}{{ eos_token }}"); the EOS is the prompt's, not trained.
+  bool closing_eos = false;
+  // The named template as its family ships it: qwen2.5 with Qwen's default system prompt, phi3 as Phi-3-mini.
+  ChatFormat(ChatTemplate k = ChatTemplate::Alpaca);  // NOLINT: a bare name is a format
 };
 
-// The end-of-turn marker of a template ("<|im_end|>", "<|eot_id|>"), empty for those that end turns with EOS.
+// The end-of-turn marker of a template ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"), empty for those
+// that end turns with EOS.
 const char* end_of_turn_marker(ChatTemplate t);
+
+// The markers a template writes that the model's tokenizer should have as tokens (empty for llama2, mistral,
+// alpaca, none, whose markers are text).
+std::vector<std::string> marker_tokens(ChatTemplate t);
 
 // One piece of a rendered record: text, or the tokenizer's BOS/EOS inserted as an id (never as "<s>" text, whose
 // spelling differs between vocabularies and which a vocabulary without it as a special token splits into characters).
@@ -59,7 +81,8 @@ struct TemplatePiece {
 // The record rendered with the template. `for_generation`: without the final assistant reply (a record may then
 // end with a user turn), ending where the reply starts. Text records render as BOS + text + EOS, all "response".
 // A conversation that the template cannot render (no turns, not ending with an assistant turn when training,
-// unknown roles, turns not alternating) is an error naming record.source.
+// unknown roles, turns not alternating, a system message where the template refuses one) is an error naming
+// record.source.
 std::vector<TemplatePiece> render_pieces(const Record& r, const ChatFormat& t, bool for_generation = false);
 // The same pieces joined as one string with "<s>"/"</s>" for BOS/EOS: for showing and testing the templates.
 std::string render_text(const Record& r, const ChatFormat& t, bool for_generation = false);

@@ -53,7 +53,7 @@ struct LoraSection {
 struct DataSection {
   std::string train, eval;
   std::string format = "alpaca-jsonl";  // alpaca-jsonl | chat-jsonl | text
-  std::string chat_template = "auto";  // the model's own template, or llama2 | mistral | chatml | llama3 | alpaca | none
+  std::string chat_template = "auto";  // the model's own template, or a name of data::kChatTemplateNames
   int64_t max_seq_len = 512;
   bool packing = true;
   bool train_on_prompt = false;
