@@ -1,5 +1,7 @@
 #include "qtune/data/chat_template_match.h"
 
+#include "qtune/io/hf_config.h"
+
 #include <nlohmann/json.hpp>
 
 #include <fmt/format.h>
@@ -111,16 +113,36 @@ ChatFormat match_chat_template(const ModelChatTemplate& t) {
        t.source, names, kChatTemplateNames);
 }
 
+namespace {
+
+// "gemma" when the model at `model_path` is a Gemma whose files hold no chat template, else "".
+std::string family_without_template(const std::string& model_path) {
+  try {
+    const auto type = io::ModelConfig::load(model_path).model_type;
+    return type == "gemma2" || type == "gemma3_text" ? "gemma" : "";
+  } catch (const Error&) {
+    return "";  // not a model qtune reads (a tokenizer directory): the error below names what is missing
+  }
+}
+
+}  // namespace
+
 ChatFormat resolve_chat_format(const std::string& setting, const std::string& model_path, const Tokenizer& tok) {
   ChatFormat f;
   if (setting == "auto") {
     const auto found = find_model_chat_template(model_path);
-    if (!found)
+    if (!found && family_without_template(model_path) == "gemma") {
+      // Google's Gemma GGUFs (Gemma 3 270M's among them) carry no template; their family has one.
+      fmt::print(stderr, "note: {} has no chat template; using its family's, gemma\n", model_path);
+      f = ChatFormat(ChatTemplate::Gemma);
+    } else if (!found) {
       fail("{}: the chat template is auto but the model has no chat template (chat_template.jinja, "
            "tokenizer_config.json or the GGUF's tokenizer.chat_template); set it (data.chat_template in a recipe, "
            "--template on the command line) to one of {}",
            model_path, kChatTemplateNames);
-    f = match_chat_template(*found);
+    } else {
+      f = match_chat_template(*found);
+    }
   } else {
     f = ChatFormat(parse_chat_template(setting));
   }
