@@ -28,6 +28,13 @@ GgmlType adapter_type(const std::string& type) {
 GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& path, const std::string& type,
                                     const std::string& name) {
   const auto wanted = adapter_type(type);
+  {
+    const auto& config = model.config();
+    if (config.model_type != "llama" && config.model_type != "mistral")
+      fail("GGUF export: model_type '{}' is not written yet (qtune writes llama.cpp's llama architecture, for model_type "
+           "llama and mistral); export the merged model (export --merged) or the PEFT adapter instead",
+           config.model_type);
+  }
   const auto layers = lora::lora_layers(model);
   if (layers.empty()) fail("GGUF adapter export: the model has no LoRA layers (a train.mode: full run?)");
   for (const auto& p : lora::trainable_parameters(model))

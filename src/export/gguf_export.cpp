@@ -80,6 +80,10 @@ GgufExportResult save_gguf_model(nn::CausalLMImpl& model, const io::GgufMetadata
                                  const GgufExportOptions& o) {
   const auto& ft = parse_gguf_file_type(o.type);
   const auto& config = model.config();
+  if (config.model_type != "llama" && config.model_type != "mistral")
+    fail("GGUF export: model_type '{}' is not written yet (qtune writes llama.cpp's llama architecture, for model_type "
+         "llama and mistral); export the merged model (export --merged) or the PEFT adapter instead",
+         config.model_type);
   torch::NoGradGuard no_grad;
 
   std::vector<Planned> plan;

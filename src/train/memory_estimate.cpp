@@ -6,6 +6,7 @@
 
 #include "qtune/io/gguf.h"
 #include "qtune/io/gguf_model.h"
+#include "qtune/io/model_family.h"
 #include "qtune/optim/optimizer.h"
 #include "qtune/util/error.h"
 
@@ -19,12 +20,9 @@ struct Projection {
 
 std::vector<Projection> projections(const io::ModelConfig& c, int64_t layer) {
   const auto p = fmt::format("model.layers.{}.", layer);
-  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  return {{p + "self_attn.q_proj", c.hidden_size, q},        {p + "self_attn.k_proj", c.hidden_size, kv},
-          {p + "self_attn.v_proj", c.hidden_size, kv},       {p + "self_attn.o_proj", q, c.hidden_size},
-          {p + "mlp.gate_proj", c.hidden_size, c.intermediate_size},
-          {p + "mlp.up_proj", c.hidden_size, c.intermediate_size},
-          {p + "mlp.down_proj", c.intermediate_size, c.hidden_size}};
+  std::vector<Projection> out;
+  for (const auto& l : io::layer_linears(c)) out.push_back({p + l.name, l.in_features, l.out_features});
+  return out;
 }
 
 // Bytes of one stored projection in bitsandbytes' layout.
@@ -99,7 +97,7 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
     }
   }
   const int64_t embed = V * H, head = c.tie_word_embeddings ? 0 : V * H;
-  const int64_t norms = (2 * L + 1) * H;
+  const int64_t norms = ((c.sandwich_norms ? 4 : 2) * H + (c.qk_norm ? 2 * c.head_dim : 0)) * L + H;
   m.base_weights += (embed + head + norms) * (full ? 4 : s);
   if (full) numels.push_back(embed), numels.push_back(head), numels.push_back(norms);
   for (const auto& name : r.lora.config.modules_to_save) numels.push_back(name == "lm_head" ? V * H : embed);

@@ -7,24 +7,23 @@
 
 #include "qtune/export/gguf_type_mix.h"
 #include "qtune/io/gguf_model.h"
+#include "qtune/io/model_family.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
 namespace {
 
 struct Projection {
-  const char* name;  // under model.layers.N
+  std::string name;  // under model.layers.N
   int64_t in_features;
 };
 
 // The projections of one decoder layer in the order the GGUF export writes them, with their row lengths (what the
 // type mix's fallbacks look at).
 std::vector<Projection> projections(const io::ModelConfig& c) {
-  const int64_t attn = c.num_attention_heads * c.head_dim;
-  return {{"self_attn.q_proj", c.hidden_size}, {"self_attn.k_proj", c.hidden_size},
-          {"self_attn.v_proj", c.hidden_size}, {"self_attn.o_proj", attn},
-          {"mlp.gate_proj", c.hidden_size},    {"mlp.up_proj", c.hidden_size},
-          {"mlp.down_proj", c.intermediate_size}};
+  std::vector<Projection> out;
+  for (const auto& l : io::layer_linears(c)) out.push_back({l.name, l.in_features});
+  return out;
 }
 
 }  // namespace
