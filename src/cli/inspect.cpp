@@ -90,9 +90,10 @@ int run_inspect(const std::string& dir) {
   if (io::is_gguf_path(dir)) {
     const auto gguf = io::GgufFile::open(dir);
     std::map<std::string, int64_t> projection_types;  // what quant.format keep would train on
+    const auto layout = io::gguf_layout(io::gguf_model_config(*gguf));
     for (const auto& t : gguf->header().tensors) {
       add(quant::ggml_type_info(t.type).name, t.numel(), t.nbytes);
-      if (ends_with(io::hf_tensor_name(t.name), "_proj.weight")) ++projection_types[quant::ggml_type_info(t.type).name];
+      if (ends_with(layout.hf_name(t.name), "_proj.weight")) ++projection_types[quant::ggml_type_info(t.type).name];
     }
     for (const auto& [type, n] : projection_types) projections += fmt::format("{}{} x{}", projections.empty() ? "" : ", ", type, n);
     files = fmt::format("GGUF v{}", gguf->header().version);

@@ -28,20 +28,13 @@ GgmlType adapter_type(const std::string& type) {
 GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& path, const std::string& type,
                                     const std::string& name) {
   const auto wanted = adapter_type(type);
-  {
-    const auto& config = model.config();
-    if (config.model_type != "llama" && config.model_type != "mistral")
-      fail("GGUF export: model_type '{}' is not written yet (qtune writes llama.cpp's llama architecture, for model_type "
-           "llama and mistral); export the merged model (export --merged) or the PEFT adapter instead",
-           config.model_type);
-  }
   const auto layers = lora::lora_layers(model);
   if (layers.empty()) fail("GGUF adapter export: the model has no LoRA layers (a train.mode: full run?)");
   for (const auto& p : lora::trainable_parameters(model))
     if (p.first.find("lora_") == std::string::npos)
       fail("GGUF adapter export: '{}' is trained as a whole (modules_to_save), which a llama.cpp LoRA adapter cannot "
            "carry; export the merged model with --gguf instead", p.first);
-  const auto& config = model.config();
+  const auto layout = io::gguf_layout(model.config());
 
   GgufAdapterResult result;
   // One alpha for all: scale·r must agree across modules, else fold.
@@ -59,13 +52,13 @@ GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& 
   std::vector<io::GgufTensorDecl> decls;
   torch::NoGradGuard no_grad;
   for (const auto& [module, l] : layers) {
-    const auto base = io::gguf_tensor_name(module + ".weight");
+    const auto base = layout.gguf_name(module + ".weight");
     if (base.empty()) fail("GGUF adapter export: llama.cpp has no tensor for '{}'", module);
     auto a = l->lora_A().detach().to(at::kCPU).to(at::kFloat).contiguous();
     auto b = l->lora_B().detach().to(at::kCPU).to(at::kFloat);
     if (result.scale_folded) b = b * l->scale();
     // B's rows are the weight's rows: they move as the base weight's do.
-    if (const auto heads = io::rotary_heads(module + ".weight", config.num_attention_heads, config.num_key_value_heads))
+    if (const auto heads = layout.rotary_heads(module + ".weight"))
       b = io::permute_rotary_rows(b, heads);
     tensors.push_back({base + ".lora_a", a});
     tensors.push_back({base + ".lora_b", b.contiguous()});
@@ -78,7 +71,7 @@ GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& 
   }
 
   io::GgufMetadata m;
-  m.set_string("general.architecture", "llama");
+  m.set_string("general.architecture", layout.architecture);
   m.set_string("general.type", "adapter");
   if (!name.empty()) m.set_string("general.name", name);
   m.set_string("adapter.type", "lora");

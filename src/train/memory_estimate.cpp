@@ -43,8 +43,9 @@ int64_t stored_bytes(const quant::LayerQuant& q, int64_t n, int64_t out, int64_t
 
 // Bytes of a projection kept as the GGUF stores it: its blocks, or the compute dtype for a float tensor (which loads
 // dense). Read from the file's header, not its data.
-int64_t kept_bytes(const io::GgufFile& file, const std::string& projection, int64_t n, int64_t dense_bytes) {
-  const auto& t = file.tensor_info(io::gguf_tensor_name(projection + ".weight"));
+int64_t kept_bytes(const io::GgufFile& file, const io::GgufLayout& layout, const std::string& projection, int64_t n,
+                   int64_t dense_bytes) {
+  const auto& t = file.tensor_info(layout.gguf_name(projection + ".weight"));
   if (t.type == quant::GgmlType::F32 || t.type == quant::GgmlType::F16 || t.type == quant::GgmlType::BF16)
     return n * dense_bytes;
   return static_cast<int64_t>(t.nbytes);
@@ -85,7 +86,7 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
                  r.model.path);
           gguf = io::GgufFile::open(r.model.path);
         }
-        m.base_weights += kept_bytes(*gguf, p.name, n, s);
+        m.base_weights += kept_bytes(*gguf, io::gguf_layout(c), p.name, n, s);
       } else {
         m.base_weights += stored_bytes(q, n, p.out, s);
       }

