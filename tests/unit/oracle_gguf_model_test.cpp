@@ -1,14 +1,21 @@
 // qtune reads real GGUF files (../shared's stories260K: SentencePiece vocabulary, F32; SmolLM2-135M-Instruct:
-// byte-level BPE, Q4_1 + Q8_0) as transformers + gguf read them (the oracle_gguf_models fixture,
-// tests/oracle/gguf_models.py): the same config, token ids, fp32 logits within 1e-4 and the same greedy tokens.
+// byte-level BPE, Q4_1 + Q8_0; Gemma 3 270M: gemma3, Q4_K_M) as transformers + gguf read them (the oracle_gguf_models
+// fixture, tests/oracle/gguf_models.py): the same config, token ids, fp32 logits within 1e-4 and the same greedy
+// tokens; and as llama.cpp runs them: perplexity within 1%.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "qtune/data/tokenizer.h"
 #include "qtune/eval/generate.h"
+#include "qtune/io/atomic_file.h"
 #include "qtune/io/gguf_model.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/nn/model_io.h"
@@ -125,6 +132,39 @@ TEST_P(OracleGgufModel, ConvertedDirectoryLoadsInTransformersWithTheSameLogits) 
   const auto again = qtune::test::run_qtune("convert " + path + " --out " + out);
   EXPECT_EQ(again.code, 1);
   EXPECT_NE(again.err.find("exists"), std::string::npos) << again.err;
+}
+
+// llama.cpp (llama-cpp-python) on the same file and the same 256 tokens of TinyStories: its CPU matmuls round the
+// activations to 8 bits for quantized weights, so logits are compared by perplexity (within 1%) and by how often
+// the top token agrees, not bit for bit.
+TEST_P(OracleGgufModel, PerplexityWithinOnePercentOfLlamaCpps) {
+  QTUNE_REQUIRE_SHARED();
+  const auto dir = qtune::test::temp_dir();
+  const auto tok = qtune::data::Tokenizer::load(path);
+  auto ids = tok.encode(qtune::test::read_file(qtune::test::shared_dir() + "/data/tinystories_valid_head.txt"));
+  ids.resize(std::min<size_t>(ids.size(), 256));
+  const nlohmann::json jobs = nlohmann::json::array(
+      {{{"kind", "logits"}, {"model", path}, {"tokens", ids}, {"out", dir + "/lc.safetensors"}}});
+  qtune::io::write_text_atomically(dir + "/jobs.json", jobs.dump());
+  const std::string cmd = std::string(QTUNE_TEST_PYTHON) + " " + QTUNE_TEST_SOURCE_DIR +
+                          "/tests/oracle/llama_cpp_gguf.py " + dir + "/jobs.json 2>" + dir + "/err.txt";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd << "\n" << qtune::test::read_file(dir + "/err.txt");
+  const auto theirs = qtune::io::SafetensorsFile::open(dir + "/lc.safetensors")->tensor("logits");
+  auto model = qtune::nn::load_causal_lm(path, at::TensorOptions().dtype(at::kFloat));
+  torch::NoGradGuard no_grad;
+  const auto input = at::tensor(ids, at::kLong);
+  const auto ours = model->forward(input.unsqueeze(0))[0];
+  ASSERT_EQ(ours.sizes(), theirs.sizes());
+  auto perplexity = [&](const at::Tensor& logits) {
+    const auto n = input.size(0) - 1;
+    return std::exp(at::cross_entropy_loss(logits.slice(0, 0, n), input.slice(0, 1)).item<double>());
+  };
+  const double q = perplexity(ours), l = perplexity(theirs);
+  EXPECT_NEAR(q / l, 1.0, 0.01) << "qtune " << q << ", llama.cpp " << l;
+  const double agree = ours.argmax(-1).eq(theirs.argmax(-1)).to(at::kFloat).mean().item<double>();
+  EXPECT_GE(agree, 0.9) << "top-1 agreement with llama.cpp";
+  std::fprintf(stderr, "%s: perplexity qtune %.4f, llama.cpp %.4f; top-1 agreement %.3f\n", GetParam().c_str(), q, l,
+               agree);
 }
 
 INSTANTIATE_TEST_SUITE_P(RealModels, OracleGgufModel, ::testing::Values("stories260K", "smollm2", "gemma3_270m"));
