@@ -1,5 +1,5 @@
 // Gemma 3 270M, the GGUF users run (Q4_K_M, gemma3 architecture, 262k vocabulary, no chat template), through the
-// commands: a chat answer with the named gemma template, and a QLoRA run on the file's own blocks whose loss falls.
+// commands: a chat answer with its family's gemma template (the file has none), and a QLoRA run on the file's own blocks whose loss falls.
 // Its logits, tokens and greedy text against transformers and llama.cpp: oracle_gguf_model_test.cpp.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -15,11 +15,13 @@ namespace test = qtune::test;
 
 bool contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
 
-TEST(Gemma3Real, ChatWithTheGemmaTemplate) {
+// The file has no chat template: --chat takes its family's (gemma), and says so on stderr.
+TEST(Gemma3Real, ChatWithItsFamilysTemplate) {
   QTUNE_REQUIRE_GEMMA3();
   const auto r = test::run_qtune("generate " + test::gemma3_gguf() +
-                                 " --chat 'What is the capital of France?' --template gemma -n 12 --device cpu");
+                                 " --chat 'What is the capital of France?' -n 12 --device cpu");
   ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(contains(r.err, "has no chat template; using its family's, gemma")) << r.err;
   EXPECT_FALSE(r.out.empty());
   EXPECT_TRUE(contains(r.out, "Paris")) << r.out;
 }
