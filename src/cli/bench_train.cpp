@@ -128,7 +128,8 @@ int run_bench_train(const TrainBenchArgs& a) {
   double last_loss = NAN;
   auto step = [&] {
     auto hidden = model.hidden_states(ids, fo);
-    auto ls = train::chunked_cross_entropy(hidden, model.lm_head_weight(), targets);
+    auto ls = train::chunked_cross_entropy(hidden, model.lm_head_weight(), targets, 0,
+                                           model.config().final_logit_softcapping.value_or(0));
     (ls.sum / static_cast<double>(ls.tokens)).backward();
     last_loss = ls.sum.item<double>() / static_cast<double>(ls.tokens);  // the trainer reads it back each step too
     train::clip_grad_norm(params, 1.0);

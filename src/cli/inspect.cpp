@@ -1,5 +1,6 @@
 // qtune inspect MODEL_DIR: what a checkpoint holds, from its headers alone (no tensor data is read).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <filesystem>
 #include <map>
@@ -44,7 +45,27 @@ int run_inspect(const std::string& dir) {
   fmt::print("vocab        {} (tied embeddings: {})\n", config.vocab_size, config.tie_word_embeddings ? "yes" : "no");
   fmt::print("context      {} positions, rope {} theta {}{}\n", config.max_position_embeddings, config.rope.type,
              config.rope.theta, config.rope.type == "default" ? "" : fmt::format(" factor {}", config.rope.factor));
-  if (config.sliding_window) fmt::print("sliding window {}\n", *config.sliding_window);
+  if (config.sliding_window && config.has_sliding_layers()) {
+    int64_t sliding = 0;
+    for (int64_t i = 0; i < config.num_hidden_layers; ++i)
+      sliding += config.layer_attention(i) == io::LayerAttention::Sliding;
+    fmt::print("sliding window {} ({} of {} layers{})\n", *config.sliding_window, sliding, config.num_hidden_layers,
+               config.local_rope ? fmt::format(", their rope theta {}", config.local_rope->theta) : "");
+  }
+  // What the family changes in the decoder (io/model_family.h), when it changes anything.
+  std::vector<std::string> family;
+  if (config.qkv_bias && !config.attention_bias) family.push_back("q/k/v biases");
+  if (config.attention_bias) family.push_back("attention biases");
+  if (config.qk_norm) family.push_back("q/k norms");
+  if (config.norm_plus_one) family.push_back("(1 + w) norms");
+  if (config.sandwich_norms) family.push_back("sandwich norms");
+  if (config.activation == io::Activation::GeluTanh) family.push_back("GeGLU (tanh GELU)");
+  if (config.scale_embeddings) family.push_back("embeddings x sqrt(hidden)");
+  if (config.query_pre_attn_scalar > 0) family.push_back(fmt::format("query_pre_attn_scalar {}", config.query_pre_attn_scalar));
+  if (config.attn_logit_softcapping) family.push_back(fmt::format("attention soft-cap {}", *config.attn_logit_softcapping));
+  if (config.final_logit_softcapping) family.push_back(fmt::format("logit soft-cap {}", *config.final_logit_softcapping));
+  if (config.fused_qkv) family.push_back("fused qkv_proj and gate_up_proj");
+  if (!family.empty()) fmt::print("family       {}\n", fmt::join(family, ", "));
   if (!config.quantization_config.is_null()) {
     const auto& q = config.quantization_config;
     const bool four_bit = q.value("load_in_4bit", false), eight_bit = q.value("load_in_8bit", false);
@@ -69,9 +90,10 @@ int run_inspect(const std::string& dir) {
   if (io::is_gguf_path(dir)) {
     const auto gguf = io::GgufFile::open(dir);
     std::map<std::string, int64_t> projection_types;  // what quant.format keep would train on
+    const auto layout = io::gguf_layout(io::gguf_model_config(*gguf));
     for (const auto& t : gguf->header().tensors) {
       add(quant::ggml_type_info(t.type).name, t.numel(), t.nbytes);
-      if (ends_with(io::hf_tensor_name(t.name), "_proj.weight")) ++projection_types[quant::ggml_type_info(t.type).name];
+      if (ends_with(layout.hf_name(t.name), "_proj.weight")) ++projection_types[quant::ggml_type_info(t.type).name];
     }
     for (const auto& [type, n] : projection_types) projections += fmt::format("{}{} x{}", projections.empty() ? "" : ", ", type, n);
     files = fmt::format("GGUF v{}", gguf->header().version);

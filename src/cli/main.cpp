@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
   qtune::choose_omp_wait(argc, argv);
   // Diagnostics go to stderr: stdout carries only a command's output (--json, generated text, ids).
   spdlog::set_default_logger(std::make_shared<spdlog::logger>("", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
-  CLI::App app{"qtune: QLoRA fine-tuning of Llama/Mistral models on a 4-bit frozen base, in one native binary"};
+  CLI::App app{"qtune: QLoRA fine-tuning of Llama, Mistral, Qwen2/Qwen3, Gemma 2/3 and Phi-3 models on a 4-bit frozen base, in one native binary"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "qtune 0.1.0");
   qtune::cli::Action action;

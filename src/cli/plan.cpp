@@ -37,8 +37,9 @@ std::string describe_quant(const quant::QuantPlan& plan, const train::Recipe& re
   if (plan.uses(quant::WeightFormat::Keep)) {
     std::map<std::string, int64_t> kept;  // ggml type -> projections kept in it
     const auto file = io::GgufFile::open(recipe.model.path);
+    const auto layout = io::gguf_layout(io::gguf_model_config(*file));
     for (const auto& t : file->header().tensors) {
-      const auto name = io::hf_tensor_name(t.name);
+      const auto name = layout.hf_name(t.name);
       if (ends_with(name, "_proj.weight") &&
           plan.resolve(name.substr(0, name.size() - 7)).format == quant::WeightFormat::Keep)
         ++kept[quant::ggml_type_info(t.type).name];

@@ -34,7 +34,7 @@ GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& 
     if (p.first.find("lora_") == std::string::npos)
       fail("GGUF adapter export: '{}' is trained as a whole (modules_to_save), which a llama.cpp LoRA adapter cannot "
            "carry; export the merged model with --gguf instead", p.first);
-  const auto& config = model.config();
+  const auto layout = io::gguf_layout(model.config());
 
   GgufAdapterResult result;
   // One alpha for all: scale·r must agree across modules, else fold.
@@ -52,13 +52,13 @@ GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& 
   std::vector<io::GgufTensorDecl> decls;
   torch::NoGradGuard no_grad;
   for (const auto& [module, l] : layers) {
-    const auto base = io::gguf_tensor_name(module + ".weight");
+    const auto base = layout.gguf_name(module + ".weight");
     if (base.empty()) fail("GGUF adapter export: llama.cpp has no tensor for '{}'", module);
     auto a = l->lora_A().detach().to(at::kCPU).to(at::kFloat).contiguous();
     auto b = l->lora_B().detach().to(at::kCPU).to(at::kFloat);
     if (result.scale_folded) b = b * l->scale();
     // B's rows are the weight's rows: they move as the base weight's do.
-    if (const auto heads = io::rotary_heads(module + ".weight", config.num_attention_heads, config.num_key_value_heads))
+    if (const auto heads = layout.rotary_heads(module + ".weight"))
       b = io::permute_rotary_rows(b, heads);
     tensors.push_back({base + ".lora_a", a});
     tensors.push_back({base + ".lora_b", b.contiguous()});
@@ -71,7 +71,7 @@ GgufAdapterResult save_gguf_adapter(nn::CausalLMImpl& model, const std::string& 
   }
 
   io::GgufMetadata m;
-  m.set_string("general.architecture", "llama");
+  m.set_string("general.architecture", layout.architecture);
   m.set_string("general.type", "adapter");
   if (!name.empty()) m.set_string("general.name", name);
   m.set_string("adapter.type", "lora");

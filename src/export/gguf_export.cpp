@@ -46,31 +46,98 @@ struct Planned {
 
 }  // namespace
 
+namespace {
+
+// What llama.cpp derives for a Gemma without a key (llama_model_gemma2/3::load_arch_hparams): the score scale
+// 1/sqrt(head_dim), or 1/sqrt(hidden/heads) in the 27B models, which it tells apart by their layer count.
+double llama_cpp_gemma_query_scalar(const io::ModelConfig& c, bool gemma3) {
+  const bool is_27b = c.num_hidden_layers == (gemma3 ? 62 : 46);
+  return is_27b ? static_cast<double>(c.hidden_size / c.num_attention_heads) : static_cast<double>(c.head_dim);
+}
+
+// Sliding layers as llama.cpp lays them out when the file names none: all but the last of every `pattern`.
+bool matches_swa_pattern(const io::ModelConfig& c, int64_t pattern) {
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il)
+    if ((c.layer_attention(il) == io::LayerAttention::Sliding) != (il % pattern < pattern - 1)) return false;
+  return true;
+}
+
+void write_swa_layers(io::GgufMetadata& m, const io::ModelConfig& c, const std::string& arch, int64_t pattern) {
+  if (matches_swa_pattern(c, pattern)) return;
+  nlohmann::json flags = nlohmann::json::array();
+  for (int64_t il = 0; il < c.num_hidden_layers; ++il) flags.push_back(c.layer_attention(il) == io::LayerAttention::Sliding);
+  m.set_array(arch + ".attention.sliding_window_pattern", io::GgufValueType::BOOL, flags);
+}
+
+// The keys of each family beyond those every architecture has, as convert_hf_to_gguf.py writes them; what llama.cpp
+// would run differently from transformers is refused, naming the key.
+void family_metadata(io::GgufMetadata& m, const io::ModelConfig& c, const std::string& arch) {
+  auto key = [&](const char* k) { return arch + "." + k; };
+  if (c.model_type == "qwen2" && c.has_sliding_layers())
+    fail("GGUF export: use_sliding_window is set, but llama.cpp's qwen2 attends fully in every layer; export the "
+         "merged model (export --merged) instead");
+  if (c.model_type == "phi3") m.set_u32(key("attention.sliding_window"), static_cast<uint32_t>(c.sliding_window.value_or(0)));
+  if (c.model_type != "gemma2" && c.model_type != "gemma3_text") return;
+  const bool gemma3 = c.model_type == "gemma3_text";
+  if (const double s = llama_cpp_gemma_query_scalar(c, gemma3); c.query_pre_attn_scalar != s)
+    fail("GGUF export: query_pre_attn_scalar is {}, but llama.cpp scales this model's scores by 1/sqrt({}) and has no "
+         "key for another scale", c.query_pre_attn_scalar, s);
+  if (c.final_logit_softcapping) m.set_f32(key("final_logit_softcapping"), static_cast<float>(*c.final_logit_softcapping));
+  if (gemma3) {
+    if (c.attn_logit_softcapping)
+      fail("GGUF export: attn_logit_softcapping is set, but llama.cpp's gemma3 has no attention soft-cap");
+    if (c.has_sliding_layers()) {
+      m.set_u32(key("attention.sliding_window"), static_cast<uint32_t>(*c.sliding_window));
+      write_swa_layers(m, c, arch, 6);
+      const double local = c.local_rope ? c.local_rope->theta : c.rope.theta;
+      if (local != 10000.0) m.set_f32(key("rope.freq_base_swa"), static_cast<float>(local));
+      if (c.local_rope && c.local_rope->type != "default")
+        fail("GGUF export: the sliding layers' RoPE is scaled ({}), which llama.cpp's gemma3 cannot state",
+             c.local_rope->type);
+    }
+    return;
+  }
+  m.set_f32(key("attn_logit_softcapping"), static_cast<float>(c.attn_logit_softcapping.value_or(0)));
+  if (!c.attn_logit_softcapping || !c.final_logit_softcapping)
+    fail("GGUF export: a Gemma 2 without soft-caps cannot be stated to llama.cpp, whose gemma2 applies 50 and 30 "
+         "unless the file gives others");
+  if (!c.sliding_window) fail("GGUF export: a Gemma 2 without sliding_window cannot be stated to llama.cpp");
+  m.set_u32(key("attention.sliding_window"), static_cast<uint32_t>(*c.sliding_window));
+  write_swa_layers(m, c, arch, 2);
+  if (c.local_rope && (c.local_rope->theta != c.rope.theta || c.local_rope->type != c.rope.type))
+    fail("GGUF export: Gemma 2's sliding layers have their own RoPE here, which llama.cpp's gemma2 cannot state");
+}
+
+}  // namespace
+
 io::GgufMetadata gguf_model_metadata(const io::ModelConfig& c, const std::string& name, uint32_t file_type) {
+  const std::string arch = io::gguf_layout(c).architecture;
+  auto key = [&](const char* k) { return arch + "." + k; };
   io::GgufMetadata m;
-  m.set_string("general.architecture", "llama");
+  m.set_string("general.architecture", arch);
   m.set_string("general.type", "model");
   if (!name.empty()) m.set_string("general.name", name);
-  m.set_u32("llama.vocab_size", static_cast<uint32_t>(c.vocab_size));
-  m.set_u32("llama.context_length", static_cast<uint32_t>(c.max_position_embeddings));
-  m.set_u32("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
-  m.set_u32("llama.block_count", static_cast<uint32_t>(c.num_hidden_layers));
-  m.set_u32("llama.feed_forward_length", static_cast<uint32_t>(c.intermediate_size));
-  m.set_u32("llama.rope.dimension_count", static_cast<uint32_t>(c.head_dim));
-  m.set_u32("llama.attention.head_count", static_cast<uint32_t>(c.num_attention_heads));
-  m.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(c.num_key_value_heads));
-  if (c.head_dim * c.num_attention_heads != c.hidden_size) {
-    m.set_u32("llama.attention.key_length", static_cast<uint32_t>(c.head_dim));
-    m.set_u32("llama.attention.value_length", static_cast<uint32_t>(c.head_dim));
+  m.set_u32(key("vocab_size"), static_cast<uint32_t>(c.vocab_size));
+  m.set_u32(key("context_length"), static_cast<uint32_t>(c.max_position_embeddings));
+  m.set_u32(key("embedding_length"), static_cast<uint32_t>(c.hidden_size));
+  m.set_u32(key("block_count"), static_cast<uint32_t>(c.num_hidden_layers));
+  m.set_u32(key("feed_forward_length"), static_cast<uint32_t>(c.intermediate_size));
+  m.set_u32(key("rope.dimension_count"), static_cast<uint32_t>(c.head_dim));
+  m.set_u32(key("attention.head_count"), static_cast<uint32_t>(c.num_attention_heads));
+  m.set_u32(key("attention.head_count_kv"), static_cast<uint32_t>(c.num_key_value_heads));
+  if (c.head_dim * c.num_attention_heads != c.hidden_size || arch != "llama") {
+    m.set_u32(key("attention.key_length"), static_cast<uint32_t>(c.head_dim));
+    m.set_u32(key("attention.value_length"), static_cast<uint32_t>(c.head_dim));
   }
-  m.set_f32("llama.attention.layer_norm_rms_epsilon", static_cast<float>(c.rms_norm_eps));
-  m.set_f32("llama.rope.freq_base", static_cast<float>(c.rope.theta));
+  m.set_f32(key("attention.layer_norm_rms_epsilon"), static_cast<float>(c.rms_norm_eps));
+  m.set_f32(key("rope.freq_base"), static_cast<float>(c.rope.theta));
   if (c.rope.type == "linear") {
-    m.set_string("llama.rope.scaling.type", "linear");
-    m.set_f32("llama.rope.scaling.factor", static_cast<float>(c.rope.factor));
-  } else if (c.rope.type != "default" && c.rope.type != "llama3") {
-    fail("GGUF export: rope type '{}' has no llama.cpp metadata qtune writes", c.rope.type);
+    m.set_string(key("rope.scaling.type"), "linear");
+    m.set_f32(key("rope.scaling.factor"), static_cast<float>(c.rope.factor));
+  } else if (c.rope.type != "default" && !(c.rope.type == "llama3" && arch == "llama")) {
+    fail("GGUF export: rope type '{}' has no llama.cpp {} metadata qtune writes", c.rope.type, arch);
   }
+  family_metadata(m, c, arch);
   m.set_u32("general.file_type", file_type);
   m.set_u32("general.quantization_version", 2);
   return m;
@@ -80,17 +147,18 @@ GgufExportResult save_gguf_model(nn::CausalLMImpl& model, const io::GgufMetadata
                                  const GgufExportOptions& o) {
   const auto& ft = parse_gguf_file_type(o.type);
   const auto& config = model.config();
+  const auto layout = io::gguf_layout(config);
   torch::NoGradGuard no_grad;
 
   std::vector<Planned> plan;
   bool has_output = false;
   for (auto& t : merged_tensors(model)) {
-    const auto name = io::gguf_tensor_name(t.name);
-    if (name.empty()) fail("GGUF export: llama.cpp's llama architecture has no tensor for '{}'", t.name);
+    const auto name = layout.gguf_name(t.name);
+    if (name.empty()) fail("GGUF export: llama.cpp's {} architecture has no tensor for '{}'", layout.architecture, t.name);
     has_output = has_output || name == "output.weight";
     auto value = t.value;
-    if (const auto heads = io::rotary_heads(t.name, config.num_attention_heads, config.num_key_value_heads))
-      value = [v = t.value, heads] { return io::permute_rotary_rows(v(), heads); };
+    if (layout.rotary_heads(t.name) || layout.stored_plus_one(t.name))
+      value = [v = t.value, layout, hf = t.name] { return layout.to_gguf(hf, v()); };
     plan.push_back({{name, t.shape, GgmlType::F32}, value, t.name});
   }
   if (config.rope.type == "llama3")

@@ -29,8 +29,10 @@ GgufConversion convert_gguf_to_hf(const std::string& gguf_path, const std::strin
   fs::create_directories(tmp);
   io::ShardedWriter writer(tmp, max_shard_bytes);
   for (const auto& t : file->header().tensors) {
-    const auto name = io::hf_tensor_name(t.name);
-    if (name.empty()) fail("{}: tensor '{}' has no place in a Hugging Face Llama checkpoint", gguf_path, t.name);
+    const auto name = weights.layout().hf_name(t.name);
+    if (name.empty())
+      fail("{}: tensor '{}' has no place in a Hugging Face {} checkpoint", gguf_path, t.name,
+           config["model_type"].get<std::string>());
     writer.add(name, weights.get(name, {}).to(dtype));
     weights.release(name);
   }

@@ -3,6 +3,9 @@
 #include <fmt/ranges.h>
 
 #include <cstring>
+#include <map>
+
+#include "qtune/io/model_family.h"
 
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
@@ -12,62 +15,114 @@ namespace {
 
 using json = nlohmann::json;
 
-// Decoder-layer parameters: Hugging Face suffix → GGUF suffix (llama.cpp's tensor names for LLM_ARCH_LLAMA).
-const std::pair<const char*, const char*> kLayerNames[] = {
-    {"input_layernorm.weight", "attn_norm.weight"},
-    {"post_attention_layernorm.weight", "ffn_norm.weight"},
-    {"self_attn.q_proj.weight", "attn_q.weight"},
-    {"self_attn.k_proj.weight", "attn_k.weight"},
-    {"self_attn.v_proj.weight", "attn_v.weight"},
-    {"self_attn.o_proj.weight", "attn_output.weight"},
-    {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},
-    {"self_attn.v_proj.bias", "attn_v.bias"},
-    {"self_attn.o_proj.bias", "attn_output.bias"},
-    {"mlp.gate_proj.weight", "ffn_gate.weight"},
-    {"mlp.up_proj.weight", "ffn_up.weight"},
-    {"mlp.down_proj.weight", "ffn_down.weight"},
-};
+const char* const kArchitectures = "llama, mistral, qwen2, qwen3, gemma2, gemma3 or phi3";
 
-// Tensors outside the decoder layers: Hugging Face name → GGUF name.
-const std::pair<const char*, const char*> kModelNames[] = {
-    {"model.embed_tokens.weight", "token_embd.weight"},
-    {"model.norm.weight", "output_norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
+// llama.cpp's sliding-window layers when the file lists none (llama_hparams::set_swa_pattern): of every `pattern`
+// layers, all but the last slide. transformers' Gemma configs build the same pattern.
+json swa_layer_types(const GgufFile& f, const std::string& arch, int64_t layers, int64_t pattern) {
+  const std::string key = arch + ".attention.sliding_window_pattern";
+  json types = json::array();
+  if (const auto* list = f.array(key)) {
+    if (static_cast<int64_t>(list->size()) != layers)
+      fail("{}: {} has {} entries but {}.block_count is {}", f.path(), key, list->size(), arch, layers);
+    for (const auto& v : *list) {
+      if (!v.is_boolean()) fail("{}: {} must be booleans (one per layer), got {}", f.path(), key, v.dump());
+      types.push_back(v.get<bool>() ? "sliding_attention" : "full_attention");
+    }
+    return types;
+  }
+  if (auto p = f.integer(key)) pattern = *p;
+  if (pattern < 0) fail("{}: {} must not be negative, got {}", f.path(), key, pattern);
+  for (int64_t il = 0; il < layers; ++il)
+    types.push_back(pattern == 0 || il % pattern < pattern - 1 ? "sliding_attention" : "full_attention");
+  return types;
+}
 
-// `name` in the other scheme (to_gguf: Hugging Face → GGUF, else back); empty when neither table has it.
-std::string rename(const std::string& name, bool to_gguf) {
-  auto pick = [](const std::pair<const char*, const char*>& p, bool gguf) { return gguf ? p.second : p.first; };
-  for (const auto& p : kModelNames)
-    if (name == pick(p, !to_gguf)) return pick(p, to_gguf);
-  const std::string from = to_gguf ? "model.layers." : "blk.", to = to_gguf ? "blk." : "model.layers.";
-  if (name.rfind(from, 0) != 0) return "";
-  const auto dot = name.find('.', from.size());
-  if (dot == std::string::npos) return "";
-  const std::string layer = name.substr(from.size(), dot - from.size());
-  const std::string rest = name.substr(dot + 1);
-  for (const auto& p : kLayerNames)
-    if (rest == pick(p, !to_gguf)) return to + layer + "." + pick(p, to_gguf);
-  return "";
+// The keys of each family that llama.cpp states or implies beyond those every architecture has.
+void family_keys(const GgufFile& f, const std::string& arch, json& c) {
+  auto key = [&](const char* k) { return arch + "." + k; };
+  const int64_t layers = c["num_hidden_layers"], heads = c["num_attention_heads"], hidden = c["hidden_size"];
+  if (arch == "llama" || arch == "mistral") {
+    c["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+    c["mlp_bias"] = false;
+    c["hidden_act"] = "silu";
+    if (auto window = f.integer(key("attention.sliding_window"))) c["sliding_window"] = *window;
+    else if (arch == "mistral") c["sliding_window"] = nullptr;  // GGUF states a window when the model has one
+    return;
+  }
+  if (arch == "qwen2") {
+    // llama.cpp's qwen2 attends fully in every layer (it reads no window).
+    c["hidden_act"] = "silu";
+    c["use_sliding_window"] = false;
+    return;
+  }
+  if (arch == "qwen3") {
+    c["hidden_act"] = "silu";
+    c["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
+    return;
+  }
+  if (arch == "phi3") {
+    // llama.cpp runs Phi-3 without its window ("Phi SWA is currently disabled"), so qtune reads the file the same way.
+    c["hidden_act"] = "silu";
+    c["sliding_window"] = nullptr;
+    if (f.find_tensor("rope_factors_long.weight") || f.find_tensor("blk.0.rope_factors_long.weight"))
+      fail("{}: tensor rope_factors_long.weight (Phi-3's longrope scaling of its 128k models) is not supported yet",
+           f.path());
+    return;
+  }
+  // gemma2, gemma3. llama.cpp scales the scores by 1/sqrt(head_dim), except in the 27B models (1/sqrt(hidden/heads)),
+  // which is what transformers' query_pre_attn_scalar states.
+  const bool gemma3 = arch == "gemma3";
+  const bool is_27b = gemma3 ? layers == 62 : layers == 46;
+  c["hidden_activation"] = "gelu_pytorch_tanh";
+  c["query_pre_attn_scalar"] = is_27b ? hidden / heads : static_cast<int64_t>(c["head_dim"]);
+  const auto window = f.integer(key("attention.sliding_window"));
+  if (gemma3) {
+    if (f.has(key("attn_logit_softcapping")))
+      fail("{}: {} is set, but Gemma 3 has no attention soft-cap (llama.cpp ignores it)", f.path(),
+           key("attn_logit_softcapping"));
+    c["final_logit_softcapping"] = f.number(key("final_logit_softcapping")).value_or(0) > 0
+                                       ? json(*f.number(key("final_logit_softcapping")))
+                                       : json(nullptr);
+    c["attn_logit_softcapping"] = nullptr;
+    const double global_theta = c["rope_theta"];
+    c["rope_local_base_freq"] = f.number(key("rope.freq_base_swa")).value_or(10000.0);
+    if (window && *window > 0) {
+      c["sliding_window"] = *window;
+      c["layer_types"] = swa_layer_types(f, arch, layers, 6);
+    } else {
+      c["sliding_window"] = nullptr;
+      c["layer_types"] = json::array();
+      for (int64_t il = 0; il < layers; ++il) c["layer_types"].push_back("full_attention");
+    }
+    c["rope_theta"] = global_theta;
+    return;
+  }
+  c["attn_logit_softcapping"] = f.number(key("attn_logit_softcapping")).value_or(50.0);
+  c["final_logit_softcapping"] = f.number(key("final_logit_softcapping")).value_or(30.0);
+  c["sliding_window"] = window.value_or(4096);
+  c["layer_types"] = swa_layer_types(f, arch, layers, 2);
+  if (auto swa_theta = f.number(key("rope.freq_base_swa")); swa_theta && *swa_theta != static_cast<double>(c["rope_theta"]))
+    fail("{}: {} ({}) differs from {}.rope.freq_base: Gemma 2 has one RoPE base", f.path(), key("rope.freq_base_swa"),
+         *swa_theta, arch);
 }
 
 }  // namespace
 
-std::string gguf_tensor_name(const std::string& hf_name) { return rename(hf_name, /*to_gguf=*/true); }
-
-std::string hf_tensor_name(const std::string& gguf_name) { return rename(gguf_name, /*to_gguf=*/false); }
-
 json gguf_config_json(const GgufFile& f) {
   const std::string arch = f.require_string("general.architecture");
-  if (arch != "llama" && arch != "mistral")
-    fail("{}: general.architecture '{}' is not supported (expected llama or mistral)", f.path(), arch);
+  static const std::map<std::string, std::string> model_types = {
+      {"llama", "llama"}, {"mistral", "mistral"}, {"qwen2", "qwen2"},  {"qwen3", "qwen3"},
+      {"gemma2", "gemma2"}, {"gemma3", "gemma3_text"}, {"phi3", "phi3"}};
+  const auto type = model_types.find(arch);
+  if (type == model_types.end())
+    fail("{}: general.architecture '{}' is not supported (expected {})", f.path(), arch, kArchitectures);
   auto key = [&](const char* k) { return arch + "." + k; };
   auto required = [&](const char* k) { return f.require_integer(key(k)); };
 
   json c;
-  c["architectures"] = {arch == "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM"};
-  c["model_type"] = arch;
+  c["architectures"] = {causal_lm_architecture(type->second)};
+  c["model_type"] = type->second;
   c["hidden_size"] = required("embedding_length");
   c["intermediate_size"] = required("feed_forward_length");
   c["num_hidden_layers"] = required("block_count");
@@ -78,25 +133,22 @@ json gguf_config_json(const GgufFile& f) {
   const int64_t head_dim = f.integer(key("attention.key_length")).value_or(heads > 0 ? hidden / heads : 0);
   c["head_dim"] = head_dim;
   if (auto v = f.integer(key("attention.value_length")); v && *v != head_dim)
-    fail("{}: {} ({}) differs from the key length ({}): not a Llama attention", f.path(), key("attention.value_length"),
-         *v, head_dim);
+    fail("{}: {} ({}) differs from the key length ({}): values and keys of one head must have one width", f.path(),
+         key("attention.value_length"), *v, head_dim);
   if (auto rot = f.integer(key("rope.dimension_count")); rot && *rot != head_dim)
     fail("{}: {} = {} rotates part of each head (head_dim {}): partial rotary embeddings are not supported", f.path(),
          key("rope.dimension_count"), *rot, head_dim);
   c["rms_norm_eps"] = f.number(key("attention.layer_norm_rms_epsilon")).value_or(1e-5);
   c["max_position_embeddings"] = f.integer(key("context_length")).value_or(2048);
-  const double theta = f.number(key("rope.freq_base")).value_or(10000.0);
-  c["rope_theta"] = theta;
-  if (auto type = f.string(key("rope.scaling.type")); type && *type != "none") {
-    if (*type != "linear")
-      fail("{}: {} '{}' is not supported (expected none or linear)", f.path(), key("rope.scaling.type"), *type);
+  c["rope_theta"] = f.number(key("rope.freq_base")).value_or(10000.0);
+  if (auto scaling = f.string(key("rope.scaling.type")); scaling && *scaling != "none") {
+    if (*scaling != "linear")
+      fail("{}: {} '{}' is not supported (expected none or linear)", f.path(), key("rope.scaling.type"), *scaling);
     const double factor = f.number(key("rope.scaling.factor")).value_or(1.0);
     if (factor != 1.0) c["rope_scaling"] = {{"rope_type", "linear"}, {"factor", factor}};
   }
   if (f.find_tensor("rope_freqs.weight"))
     fail("{}: tensor rope_freqs.weight (Llama 3.1-style frequency factors) is not supported yet", f.path());
-  if (auto window = f.integer(key("attention.sliding_window"))) c["sliding_window"] = *window;
-  else if (arch == "mistral") c["sliding_window"] = nullptr;  // GGUF states a window when the model has one
 
   int64_t vocab = 0;
   if (auto v = f.integer(key("vocab_size"))) vocab = *v;
@@ -104,9 +156,7 @@ json gguf_config_json(const GgufFile& f) {
   else if (const auto* emb = f.find_tensor("token_embd.weight"); emb && emb->dims.size() == 2) vocab = emb->dims[1];
   c["vocab_size"] = vocab;
   c["tie_word_embeddings"] = f.find_tensor("output.weight") == nullptr;
-  c["attention_bias"] = f.find_tensor("blk.0.attn_q.bias") != nullptr;
-  c["mlp_bias"] = false;
-  c["hidden_act"] = "silu";
+  family_keys(f, arch, c);
   // llama.cpp's converters write 0xFFFFFFFF (or -1) for "no such token"; an id outside the vocabulary is unset.
   auto token = [&](const char* key, const char* hf_key) {
     if (auto id = f.integer(key); id && *id >= 0 && *id < vocab) c[hf_key] = *id;
@@ -120,43 +170,18 @@ json gguf_config_json(const GgufFile& f) {
 
 ModelConfig gguf_model_config(const GgufFile& f) { return ModelConfig::from_json(gguf_config_json(f), f.path()); }
 
-at::Tensor unpermute_rotary_rows(const at::Tensor& w, int64_t heads) {
-  const auto rows = w.size(0);
-  if (heads <= 0 || rows % (2 * heads) != 0)
-    fail("internal: cannot unpermute {} rotary rows over {} heads", rows, heads);
-  // GGUF (convert_hf_to_gguf.permute): reshape(heads, 2, half, ...).swapaxes(1, 2). Its inverse swaps back.
-  std::vector<int64_t> interleaved{heads, rows / heads / 2, 2};
-  for (int64_t d = 1; d < w.dim(); ++d) interleaved.push_back(w.size(d));
-  return w.reshape(interleaved).transpose(1, 2).reshape(w.sizes()).contiguous();
-}
-
-at::Tensor permute_rotary_rows(const at::Tensor& w, int64_t heads) {
-  const auto rows = w.size(0);
-  if (heads <= 0 || rows % (2 * heads) != 0) fail("internal: cannot permute {} rotary rows over {} heads", rows, heads);
-  std::vector<int64_t> halves{heads, 2, rows / heads / 2};
-  for (int64_t d = 1; d < w.dim(); ++d) halves.push_back(w.size(d));
-  return w.reshape(halves).transpose(1, 2).reshape(w.sizes()).contiguous();
-}
-
-int64_t rotary_heads(const std::string& hf_name, int64_t heads, int64_t kv_heads) {
-  if (ends_with(hf_name, "q_proj.weight") || ends_with(hf_name, "q_proj.bias")) return heads;
-  if (ends_with(hf_name, "k_proj.weight") || ends_with(hf_name, "k_proj.bias")) return kv_heads;
-  return 0;
-}
-
 GgufWeights::GgufWeights(std::shared_ptr<const GgufFile> file) : file_(std::move(file)) {
   const auto config = gguf_model_config(*file_);
-  heads_ = config.num_attention_heads;
-  kv_heads_ = config.num_key_value_heads;
+  layout_ = gguf_layout(config);
 }
 
 bool GgufWeights::has(const std::string& name) const {
-  const auto g = gguf_tensor_name(name);
+  const auto g = layout_.gguf_name(name);
   return !g.empty() && file_->find_tensor(g) != nullptr;
 }
 
 at::Tensor GgufWeights::get(const std::string& name, at::IntArrayRef shape) const {
-  const auto g = gguf_tensor_name(name);
+  const auto g = layout_.gguf_name(name);
   if (g.empty()) fail("{}: the model asks for '{}', which has no GGUF tensor name", file_->path(), name);
   const auto* info = file_->find_tensor(g);
   if (info == nullptr) fail("{}: tensor '{}' (for {}) not found", file_->path(), g, name);
@@ -164,12 +189,11 @@ at::Tensor GgufWeights::get(const std::string& name, at::IntArrayRef shape) cons
   if (!shape.empty() && t.sizes() != shape)
     fail("{}: tensor '{}' has shape {} but the model expects {}", file_->path(), g, fmt::join(t.sizes(), "x"),
          fmt::join(shape, "x"));
-  const int64_t heads = rotary_heads(name, heads_, kv_heads_);
-  return heads > 0 ? unpermute_rotary_rows(t, heads) : t;
+  return layout_.from_gguf(name, t);
 }
 
 void GgufWeights::release(const std::string& name) const {
-  if (const auto* info = file_->find_tensor(gguf_tensor_name(name))) file_->release(*info);
+  if (const auto* info = file_->find_tensor(layout_.gguf_name(name))) file_->release(*info);
 }
 
 namespace {
@@ -184,7 +208,7 @@ std::vector<int64_t> rotary_row_order(int64_t rows, int64_t heads) {
 }  // namespace
 
 std::optional<StoredBlocks> GgufWeights::stored_blocks(const std::string& name) const {
-  const auto g = gguf_tensor_name(name);
+  const auto g = layout_.gguf_name(name);
   if (g.empty()) fail("{}: the model asks for '{}', which has no GGUF tensor name", file_->path(), name);
   const auto* info = file_->find_tensor(g);
   if (info == nullptr) fail("{}: tensor '{}' (for {}) not found", file_->path(), g, name);
@@ -202,7 +226,7 @@ std::optional<StoredBlocks> GgufWeights::stored_blocks(const std::string& name) 
   const uint8_t* src = file_->data(*info);
   uint8_t* dst = s.bytes.data_ptr<uint8_t>();
   // Blocks run along a row, so the rotary permutation of rows moves whole rows of bytes, exactly.
-  if (const int64_t heads = rotary_heads(name, heads_, kv_heads_)) {
+  if (const int64_t heads = layout_.rotary_heads(name)) {
     const auto order = rotary_row_order(rows, heads);
     for (int64_t r = 0; r < rows; ++r) std::memcpy(dst + r * row_bytes, src + order[r] * row_bytes, row_bytes);
   } else {

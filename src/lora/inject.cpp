@@ -23,12 +23,35 @@ at::Generator adapter_generator(uint64_t seed, const std::string& module_name) {
 
 nn::Linear LoraLinearFactory::make(const nn::LinearSpec& spec, const io::WeightSource& weights) {
   auto linear = base_.make(spec, weights);
+  built_.push_back(spec.name);
   const auto target = config_.resolve(spec.name);
   if (!target) return linear;
   wrapped_.push_back(spec.name);
   return std::make_shared<LoraLinearImpl>(std::move(linear), *target, config_.dropout,
                                           adapter_generator(seed_, spec.name),
                                           qat_ ? qat_(spec.name) : qat::QatOptions{});
+}
+
+std::vector<std::string> LoraLinearFactory::unmatched_targets() const {
+  std::vector<std::string> out;
+  for (const auto& t : config_.target_modules) {
+    if (t == "all-linear") continue;
+    const bool hit = std::any_of(built_.begin(), built_.end(), [&](const std::string& name) {
+      return name == t || (name.size() > t.size() && name.compare(name.size() - t.size(), t.size(), t) == 0 &&
+                           name[name.size() - t.size() - 1] == '.');
+    });
+    if (!hit) out.push_back(t);
+  }
+  return out;
+}
+
+std::vector<std::string> LoraLinearFactory::built_leaf_names() const {
+  std::vector<std::string> out;
+  for (const auto& name : built_) {
+    const auto leaf = name.substr(name.rfind('.') + 1);
+    if (std::find(out.begin(), out.end(), leaf) == out.end()) out.push_back(leaf);
+  }
+  return out;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> trainable_parameters(torch::nn::Module& module) {

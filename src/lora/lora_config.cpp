@@ -31,7 +31,7 @@ std::optional<T> match_pattern(const std::string& field, const std::map<std::str
 }
 
 bool is_projection(const std::string& name) {
-  const auto& names = projection_names();
+  const auto& names = target_names();
   return std::find(names.begin(), names.end(), name) != names.end();
 }
 
@@ -48,7 +48,7 @@ void LoraConfig::validate() const {
   if (!(dropout >= 0 && dropout < 1)) fail("LoRA config field 'dropout' must lie in [0, 1), got {}", dropout);
   if (target_modules.empty())
     fail("LoRA config field 'target_modules' is empty: name projections ({}) or \"all-linear\"",
-         fmt::join(projection_names(), ", "));
+         fmt::join(target_names(), ", "));
   const bool all_linear = std::find(target_modules.begin(), target_modules.end(), "all-linear") != target_modules.end();
   if (all_linear && target_modules.size() > 1)
     fail("LoRA config field 'target_modules': \"all-linear\" must be the only entry, got [{}]",
@@ -58,7 +58,7 @@ void LoraConfig::validate() const {
   for (const auto& name : target_modules)
     if (name != "all-linear" && !is_projection(last_component(name)))
       fail("LoRA config field 'target_modules': unknown module '{}' (expected one of {} or \"all-linear\")", name,
-           fmt::join(projection_names(), ", "));
+           fmt::join(target_names(), ", "));
   for (const auto& [key, rank] : rank_pattern) {
     pattern_regex("rank_pattern", key);
     if (rank <= 0)

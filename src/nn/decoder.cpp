@@ -10,24 +10,35 @@
 namespace qtune::nn {
 
 DecoderLayerImpl::DecoderLayerImpl(const io::ModelConfig& c, int64_t index, LinearFactory& factory,
-                                   const io::WeightSource& weights, at::TensorOptions options) {
+                                   const io::WeightSource& weights, at::TensorOptions options)
+    : kind_(c.layer_attention(index)) {
   const std::string prefix = fmt::format("model.layers.{}", index);
-  input_layernorm_ = register_module(
-      "input_layernorm", std::make_shared<RMSNormImpl>(
-                             load_frozen(weights, prefix + ".input_layernorm.weight", {c.hidden_size}, options),
-                             c.rms_norm_eps));
-  self_attn_ = register_module("self_attn", std::make_shared<AttentionImpl>(c, prefix + ".self_attn", factory, weights));
-  post_attention_layernorm_ = register_module(
-      "post_attention_layernorm",
-      std::make_shared<RMSNormImpl>(
-          load_frozen(weights, prefix + ".post_attention_layernorm.weight", {c.hidden_size}, options), c.rms_norm_eps));
+  auto norm = [&](const char* name) {
+    return register_module(name, std::make_shared<RMSNormImpl>(
+                                     load_frozen(weights, prefix + "." + name + ".weight", {c.hidden_size}, options),
+                                     c.rms_norm_eps, c.norm_plus_one));
+  };
+  input_layernorm_ = norm("input_layernorm");
+  self_attn_ = register_module("self_attn",
+                               std::make_shared<AttentionImpl>(c, prefix + ".self_attn", factory, weights, options));
+  post_attention_layernorm_ = norm("post_attention_layernorm");
   mlp_ = register_module("mlp", std::make_shared<MLPImpl>(c, prefix + ".mlp", factory, weights));
+  if (c.sandwich_norms) {
+    pre_feedforward_layernorm_ = norm("pre_feedforward_layernorm");
+    post_feedforward_layernorm_ = norm("post_feedforward_layernorm");
+  }
 }
 
-at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                     const AttentionMask& mask, at::Tensor* cached_keys, at::Tensor* cached_values) {
-  auto h = x + self_attn_->forward(input_layernorm_->forward(x), cos, sin, mask, cached_keys, cached_values);
-  return h + mlp_->forward(post_attention_layernorm_->forward(h));
+at::Tensor DecoderLayerImpl::forward(const at::Tensor& x, const LayerInputs& in, at::Tensor* cached_keys,
+                                     at::Tensor* cached_values) {
+  const auto& attn_in = in.of(kind_);
+  auto a = self_attn_->forward(input_layernorm_->forward(x), attn_in, cached_keys, cached_values);
+  if (!pre_feedforward_layernorm_) {
+    auto h = x + a;
+    return h + mlp_->forward(post_attention_layernorm_->forward(h));
+  }
+  auto h = x + post_attention_layernorm_->forward(a);
+  return h + post_feedforward_layernorm_->forward(mlp_->forward(pre_feedforward_layernorm_->forward(h)));
 }
 
 DecoderModelImpl::DecoderModelImpl(const io::ModelConfig& c, LinearFactory& factory, const io::WeightSource& weights,
@@ -42,14 +53,15 @@ DecoderModelImpl::DecoderModelImpl(const io::ModelConfig& c, LinearFactory& fact
   }
   register_module("layers", list);
   norm = register_module("norm", std::make_shared<RMSNormImpl>(
-                                     load_frozen(weights, "model.norm.weight", {c.hidden_size}, options), c.rms_norm_eps));
+                                     load_frozen(weights, "model.norm.weight", {c.hidden_size}, options), c.rms_norm_eps,
+                                     c.norm_plus_one));
 }
 
 CausalLMImpl::CausalLMImpl(io::ModelConfig config, LinearFactory& factory, const io::WeightSource& weights,
                            at::TensorOptions options)
     : config_(std::move(config)),
       options_(options),
-      rope_(config_.rope, config_.head_dim),
+      positions_(config_),
       tied_(config_.tie_word_embeddings) {
   model_ = register_module("model", std::make_shared<DecoderModelImpl>(config_, factory, weights, options));
   // A tied checkpoint may or may not store lm_head.weight (transformers ties it to the embeddings either way).
@@ -76,14 +88,9 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const Forwar
   at::Tensor key_pos = pos;
   if (past > 0)
     key_pos = at::arange(0, past + t, at::TensorOptions().dtype(at::kLong).device(dev)).expand({b, past + t});
-  const auto mask = make_attention_mask(pos, key_pos, config_.sliding_window,
-                                        opts.segment_ids.defined() ? opts.segment_ids.to(dev) : at::Tensor());
-  // (Not a structured binding: C++17 lambdas cannot capture those.)
-  at::Tensor cos, sin;
-  std::tie(cos, sin) = rope_.cos_sin(pos, options_.dtype().toScalarType());
-
-  // The embeddings may be kept in fp32 (trained as a LoRA modules_to_save); the trunk runs in the model dtype.
-  auto x = model_->embed_tokens->forward(ids).to(options_.dtype().toScalarType());
+  const auto inputs = positions_.inputs(pos, key_pos, opts.segment_ids.defined() ? opts.segment_ids.to(dev) : at::Tensor(),
+                                        options_.dtype().toScalarType());
+  auto x = embed(ids);
   const bool recompute = checkpointing_ && is_training() && !opts.cache && at::GradMode::is_enabled();
   for (size_t i = 0; i < model_->layers.size(); ++i) {
     if (recompute && (checkpointed_layers_ < 0 || static_cast<int64_t>(i) < checkpointed_layers_)) {
@@ -92,21 +99,28 @@ at::Tensor CausalLMImpl::hidden_states(const at::Tensor& input_ids, const Forwar
       for (const auto& p : layer->parameters())
         if (p.requires_grad()) trainable.push_back(p);
       x = autograd::checkpoint(
-          [layer, cos, sin, mask](const at::Tensor& in) { return layer->forward(in, cos, sin, mask, nullptr, nullptr); },
+          [layer, inputs](const at::Tensor& in) { return layer->forward(in, inputs, nullptr, nullptr); },
           x, trainable);
       continue;
     }
     at::Tensor* k = opts.cache ? &opts.cache->keys[i] : nullptr;
     at::Tensor* v = opts.cache ? &opts.cache->values[i] : nullptr;
-    x = model_->layers[i]->forward(x, cos, sin, mask, k, v);
+    x = model_->layers[i]->forward(x, inputs, k, v);
   }
   return model_->norm->forward(x);
+}
+
+at::Tensor CausalLMImpl::embed(const at::Tensor& ids) {
+  // The embeddings may be kept in fp32 (trained as a LoRA modules_to_save); the trunk runs in the model dtype.
+  return scale_embeddings(model_->embed_tokens->forward(ids), config_).to(options_.dtype().toScalarType());
 }
 
 at::Tensor CausalLMImpl::logits(const at::Tensor& hidden) {
   // A trained lm_head may be fp32 in a 16-bit model: multiply in its dtype, return the model's.
   const auto& w = lm_head_weight();
-  return at::linear(hidden.to(w.scalar_type()), w).to(hidden.scalar_type());
+  auto out = at::linear(hidden.to(w.scalar_type()), w).to(hidden.scalar_type());
+  if (const auto cap = config_.final_logit_softcapping) out = at::tanh(out / *cap) * *cap;
+  return out;
 }
 
 void CausalLMImpl::set_lm_head_weight(at::Tensor weight) {

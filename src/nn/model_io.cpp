@@ -9,6 +9,8 @@
 
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/generation_config.h"
+#include "qtune/io/gguf.h"
+#include "qtune/io/model_family.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/io/sharded_checkpoint.h"
@@ -20,9 +22,31 @@
 
 namespace qtune::nn {
 
+namespace {
+
+// A config.json whose heads and head_dim contradict the weights (an explicit head_dim that is not the checkpoint's,
+// a family default taken for a key left out) is named by its keys, not only by the tensor whose shape differs.
+void check_attention_rows(const io::ModelConfig& c, const io::WeightSource& weights, const std::string& dir) {
+  if (io::is_gguf_path(dir) || !c.quantization_config.is_null()) return;  // stored shapes are not the model's there
+  const auto first = io::layer_linears(c).front();  // q_proj, or Phi-3's qkv_proj
+  const auto name = "model.layers.0." + first.name + ".weight";
+  if (!weights.has(name)) return;
+  const auto stored = weights.get_raw(name);
+  if (stored.dim() != 2 || stored.size(0) == first.out_features) return;
+  const int64_t q = c.num_attention_heads * c.head_dim;
+  fail("{}/config.json: num_attention_heads ({}) x head_dim ({}) = {}{} rows of {}, but the checkpoint's has {}: "
+       "config.json does not describe these weights (check head_dim and num_attention_heads)",
+       dir, c.num_attention_heads, c.head_dim, q,
+       c.fused_qkv ? fmt::format(" (+ 2 x {} for k and v)", c.num_key_value_heads * c.head_dim) : "", name,
+       stored.size(0));
+}
+
+}  // namespace
+
 CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, LinearFactory* factory) {
   auto config = io::ModelConfig::load(dir);
   auto checkpoint = io::open_model_weights(dir);
+  check_attention_rows(config, *checkpoint, dir);
   if (factory != nullptr) return std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
   // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
   if (!config.quantization_config.is_null()) {
@@ -41,7 +65,8 @@ bool RandomInit::has(const std::string& name) const {
 }
 
 at::Tensor RandomInit::get(const std::string& name, at::IntArrayRef shape) const {
-  if (ends_with(name, "norm.weight")) return at::ones(shape, at::kFloat);
+  // Norms are the identity: ones, or zeros where the model scales by (1 + w) (Gemma, as transformers initialises).
+  if (ends_with(name, "norm.weight")) return config_.norm_plus_one ? at::zeros(shape, at::kFloat) : at::ones(shape, at::kFloat);
   if (ends_with(name, ".bias")) return at::zeros(shape, at::kFloat);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed_ ^ std::hash<std::string>{}(name));
   return at::normal(0.0, config_.initializer_range, shape, gen, at::TensorOptions().dtype(at::kFloat));

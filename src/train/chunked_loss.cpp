@@ -12,7 +12,7 @@ namespace {
 // Loss and both gradients in one pass over the chunks; backward only scales them by the incoming gradient.
 struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntropy> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& h, const at::Tensor& w,
-                            const at::Tensor& target, int64_t rows) {
+                            const at::Tensor& target, int64_t rows, double softcap) {
     const bool need_h = h.requires_grad(), need_w = w.requires_grad();
     const int64_t n = h.size(0);
     auto wf = w.to(at::kFloat);
@@ -24,12 +24,18 @@ struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntrop
       auto hc = h.narrow(0, start, len).to(at::kFloat);
       auto tc = target.narrow(0, start, len);
       auto logits = at::matmul(hc, wf.t());  // [len, V]
+      at::Tensor capped;                     // tanh(l / cap), whose derivative the gradient needs
+      if (softcap > 0) {
+        capped = at::tanh(logits / softcap);
+        logits = capped * softcap;
+      }
       auto lse = at::logsumexp(logits, 1);
       total += (lse - logits.gather(1, tc.unsqueeze(1)).squeeze(1)).sum();
       if (!need_h && !need_w) continue;
       // d(Σ loss)/d logits = softmax − one-hot, computed in place in the logits buffer.
       logits.sub_(lse.unsqueeze(1)).exp_();
       logits.scatter_add_(1, tc.unsqueeze(1), at::full({len, 1}, -1.0f, logits.options()));
+      if (softcap > 0) logits.mul_(1 - capped.square());  // d(cap·tanh(l / cap))/dl
       if (need_h) grad_h.narrow(0, start, len).copy_(at::matmul(logits, wf));
       if (need_w) grad_w.addmm_(logits.t(), hc);
     }
@@ -44,14 +50,14 @@ struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntrop
     auto gh = ctx->saved_data["grad_h"].toTensor();
     auto gw = ctx->saved_data["grad_w"].toTensor();
     return {gh.defined() ? gh * g.to(gh.scalar_type()) : at::Tensor(),
-            gw.defined() ? gw * g.to(gw.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor()};
+            gw.defined() ? gw * g.to(gw.scalar_type()) : at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 LossSum chunked_cross_entropy(const at::Tensor& hidden, const at::Tensor& head_weight, const at::Tensor& targets,
-                              int64_t rows_per_chunk) {
+                              int64_t rows_per_chunk, double softcap) {
   if (hidden.dim() != 3 || targets.dim() != 2 || hidden.size(0) != targets.size(0) || hidden.size(1) != targets.size(1))
     fail("chunked_cross_entropy: hidden [B, T, H] and targets [B, T] do not match");
   const int64_t hsize = hidden.size(2), vocab = head_weight.size(0);
@@ -69,7 +75,7 @@ LossSum chunked_cross_entropy(const at::Tensor& hidden, const at::Tensor& head_w
     fail("chunked_cross_entropy: a target id lies outside the vocabulary of {} tokens", vocab);
   auto h = hidden.reshape({-1, hsize}).index_select(0, rows);
   if (rows_per_chunk <= 0) rows_per_chunk = std::max<int64_t>(1, (int64_t{64} << 20) / (4 * vocab));
-  out.sum = ChunkedCrossEntropy::apply(h, head_weight, t, rows_per_chunk);
+  out.sum = ChunkedCrossEntropy::apply(h, head_weight, t, rows_per_chunk, softcap);
   return out;
 }
 

@@ -6,6 +6,7 @@
 
 #include "qtune/io/gguf.h"
 #include "qtune/io/gguf_model.h"
+#include "qtune/io/model_family.h"
 #include "qtune/optim/optimizer.h"
 #include "qtune/util/error.h"
 
@@ -19,12 +20,9 @@ struct Projection {
 
 std::vector<Projection> projections(const io::ModelConfig& c, int64_t layer) {
   const auto p = fmt::format("model.layers.{}.", layer);
-  const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  return {{p + "self_attn.q_proj", c.hidden_size, q},        {p + "self_attn.k_proj", c.hidden_size, kv},
-          {p + "self_attn.v_proj", c.hidden_size, kv},       {p + "self_attn.o_proj", q, c.hidden_size},
-          {p + "mlp.gate_proj", c.hidden_size, c.intermediate_size},
-          {p + "mlp.up_proj", c.hidden_size, c.intermediate_size},
-          {p + "mlp.down_proj", c.intermediate_size, c.hidden_size}};
+  std::vector<Projection> out;
+  for (const auto& l : io::layer_linears(c)) out.push_back({p + l.name, l.in_features, l.out_features});
+  return out;
 }
 
 // Bytes of one stored projection in bitsandbytes' layout.
@@ -45,8 +43,9 @@ int64_t stored_bytes(const quant::LayerQuant& q, int64_t n, int64_t out, int64_t
 
 // Bytes of a projection kept as the GGUF stores it: its blocks, or the compute dtype for a float tensor (which loads
 // dense). Read from the file's header, not its data.
-int64_t kept_bytes(const io::GgufFile& file, const std::string& projection, int64_t n, int64_t dense_bytes) {
-  const auto& t = file.tensor_info(io::gguf_tensor_name(projection + ".weight"));
+int64_t kept_bytes(const io::GgufFile& file, const io::GgufLayout& layout, const std::string& projection, int64_t n,
+                   int64_t dense_bytes) {
+  const auto& t = file.tensor_info(layout.gguf_name(projection + ".weight"));
   if (t.type == quant::GgmlType::F32 || t.type == quant::GgmlType::F16 || t.type == quant::GgmlType::BF16)
     return n * dense_bytes;
   return static_cast<int64_t>(t.nbytes);
@@ -87,7 +86,7 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
                  r.model.path);
           gguf = io::GgufFile::open(r.model.path);
         }
-        m.base_weights += kept_bytes(*gguf, p.name, n, s);
+        m.base_weights += kept_bytes(*gguf, io::gguf_layout(c), p.name, n, s);
       } else {
         m.base_weights += stored_bytes(q, n, p.out, s);
       }
@@ -99,7 +98,7 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
     }
   }
   const int64_t embed = V * H, head = c.tie_word_embeddings ? 0 : V * H;
-  const int64_t norms = (2 * L + 1) * H;
+  const int64_t norms = ((c.sandwich_norms ? 4 : 2) * H + (c.qk_norm ? 2 * c.head_dim : 0)) * L + H;
   m.base_weights += (embed + head + norms) * (full ? 4 : s);
   if (full) numels.push_back(embed), numels.push_back(head), numels.push_back(norms);
   for (const auto& name : r.lora.config.modules_to_save) numels.push_back(name == "lm_head" ? V * H : embed);

@@ -7,24 +7,23 @@
 
 #include "qtune/export/gguf_type_mix.h"
 #include "qtune/io/gguf_model.h"
+#include "qtune/io/model_family.h"
 #include "qtune/util/error.h"
 
 namespace qtune::train {
 namespace {
 
 struct Projection {
-  const char* name;  // under model.layers.N
+  std::string name;  // under model.layers.N
   int64_t in_features;
 };
 
 // The projections of one decoder layer in the order the GGUF export writes them, with their row lengths (what the
 // type mix's fallbacks look at).
 std::vector<Projection> projections(const io::ModelConfig& c) {
-  const int64_t attn = c.num_attention_heads * c.head_dim;
-  return {{"self_attn.q_proj", c.hidden_size}, {"self_attn.k_proj", c.hidden_size},
-          {"self_attn.v_proj", c.hidden_size}, {"self_attn.o_proj", attn},
-          {"mlp.gate_proj", c.hidden_size},    {"mlp.up_proj", c.hidden_size},
-          {"mlp.down_proj", c.intermediate_size}};
+  std::vector<Projection> out;
+  for (const auto& l : io::layer_linears(c)) out.push_back({l.name, l.in_features});
+  return out;
 }
 
 }  // namespace
@@ -61,12 +60,13 @@ RunQat qat_plan_of(const Recipe& r, const io::ModelConfig& config) {
   // The export's mix, asked in its own order (its layer counters follow attn_v and ffn_down as they come).
   exporting::GgufTypeMix types(exporting::parse_gguf_file_type(r.quant.qat), config.num_hidden_layers,
                                config.tie_word_embeddings, /*has_importance=*/false);
+  const auto layout = io::gguf_layout(config);
   std::map<std::string, qat::QatOptions> by_name;
   std::map<std::string, int64_t> counts;
   for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer)
     for (const auto& p : projections(config)) {
       const auto name = fmt::format("model.layers.{}.{}", layer, p.name);
-      const auto type = types.choose(io::gguf_tensor_name(name + ".weight"), {int64_t{1}, p.in_features});
+      const auto type = types.choose(layout.gguf_name(name + ".weight"), {int64_t{1}, p.in_features});
       if (!targets.resolve(name)) continue;
       auto o = common;
       o.weights = quant::ggml_fake_quant(type);

@@ -222,7 +222,9 @@ std::vector<RecipeKey> make_schema() {
       key("lora.alpha", "Adapter scale numerator (scale = alpha/r, or alpha/sqrt(r) with rslora)",
           [](Recipe& r) -> auto& { return r.lora.config.alpha; }),
       key("lora.dropout", "Dropout on the adapter input", [](Recipe& r) -> auto& { return r.lora.config.dropout; }),
-      key("lora.targets", "Projections to adapt: all-linear, or q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj",
+      key("lora.targets",
+          "Projections to adapt: all-linear, or q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (Phi-3: "
+          "qkv_proj, o_proj, gate_up_proj, down_proj)",
           [](Recipe& r) -> auto& { return r.lora.config.target_modules; }),
       key("lora.rslora", "Rank-stabilised scale alpha/sqrt(r)", [](Recipe& r) -> auto& { return r.lora.config.use_rslora; }),
       key("lora.rank_pattern", "Per-module rank overrides {regex: r} (PEFT rank_pattern)",

@@ -1,6 +1,7 @@
 #include "qtune/train/run_setup.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include <cmath>
@@ -183,6 +184,9 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out, int64_t ranks) {
     }
     s.lora_factory = std::make_unique<lora::LoraLinearFactory>(*s.base_factory, lora_config, r.train.seed, s.qat.plan);
     s.model = nn::load_causal_lm(r.model.path, options, s.lora_factory.get());
+    if (const auto missing = s.lora_factory->unmatched_targets(); !missing.empty())
+      fail("{}: lora.targets names {} but this {} model has no such linear (its linears: {}, or all-linear)", r.source,
+           fmt::join(missing, ", "), s.config.model_type, fmt::join(s.lora_factory->built_leaf_names(), ", "));
     lora::apply_modules_to_save(*s.model, lora_config.modules_to_save);
     if (!r.lora.init_adapter.empty()) exporting::load_peft_adapter(*s.model, r.lora.init_adapter);
     s.trainable = lora::trainable_parameters(*s.model);

@@ -53,7 +53,8 @@ LossSum batch_loss(nn::CausalLMImpl& model, const data::Batch& b) {
   fo.position_ids = b.position_ids;
   fo.segment_ids = b.segment_ids;
   auto hidden = model.hidden_states(b.input_ids, fo);
-  return chunked_cross_entropy(hidden, model.lm_head_weight(), b.targets.to(hidden.device()));
+  return chunked_cross_entropy(hidden, model.lm_head_weight(), b.targets.to(hidden.device()), 0,
+                               model.config().final_logit_softcapping.value_or(0));
 }
 
 // Writes the trained result into `dir` (complete or not at all: written beside it, then renamed).

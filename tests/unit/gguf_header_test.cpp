@@ -241,12 +241,44 @@ TEST(GgufModel, RotaryRowsUnpermuteAsTransformersReversesLlamaCpp) {
 }
 
 TEST(GgufModel, TensorNamesMapToHuggingFace) {
-  EXPECT_EQ(qtune::io::gguf_tensor_name("model.embed_tokens.weight"), "token_embd.weight");
-  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.12.self_attn.k_proj.weight"), "blk.12.attn_k.weight");
-  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight");
-  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.0.post_attention_layernorm.weight"), "blk.0.ffn_norm.weight");
-  EXPECT_EQ(qtune::io::gguf_tensor_name("lm_head.weight"), "output.weight");
-  EXPECT_EQ(qtune::io::gguf_tensor_name("model.layers.0.mlp.up_proj.lora_A"), "");
+  EXPECT_EQ(qtune::io::GgufLayout{}.gguf_name("model.embed_tokens.weight"), "token_embd.weight");
+  EXPECT_EQ(qtune::io::GgufLayout{}.gguf_name("model.layers.12.self_attn.k_proj.weight"), "blk.12.attn_k.weight");
+  EXPECT_EQ(qtune::io::GgufLayout{}.gguf_name("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight");
+  EXPECT_EQ(qtune::io::GgufLayout{}.gguf_name("model.layers.0.post_attention_layernorm.weight"), "blk.0.ffn_norm.weight");
+  EXPECT_EQ(qtune::io::GgufLayout{}.gguf_name("lm_head.weight"), "output.weight");
+  EXPECT_EQ(qtune::io::GgufLayout{}.gguf_name("model.layers.0.mlp.up_proj.lora_A"), "");
+}
+
+// llama.cpp's names of the families' own tensors (gguf-py's MODEL_TENSORS for gemma3 and phi3), both ways.
+TEST(GgufModel, FamilyTensorNamesAreLlamaCpps) {
+  qtune::io::GgufLayout gemma;
+  gemma.architecture = "gemma3";
+  gemma.sandwich_norms = gemma.norms_plus_one = true;
+  gemma.interleaved_rotary = false;
+  const std::pair<const char*, const char*> gemma_names[] = {
+      {"model.layers.2.post_attention_layernorm.weight", "blk.2.post_attention_norm.weight"},
+      {"model.layers.2.pre_feedforward_layernorm.weight", "blk.2.ffn_norm.weight"},
+      {"model.layers.2.post_feedforward_layernorm.weight", "blk.2.post_ffw_norm.weight"},
+      {"model.layers.2.self_attn.q_norm.weight", "blk.2.attn_q_norm.weight"},
+      {"model.layers.2.self_attn.k_norm.weight", "blk.2.attn_k_norm.weight"}};
+  for (const auto& [hf, gguf] : gemma_names) {
+    EXPECT_EQ(gemma.gguf_name(hf), gguf);
+    EXPECT_EQ(gemma.hf_name(gguf), hf);
+  }
+  EXPECT_TRUE(gemma.stored_plus_one("model.norm.weight"));
+  EXPECT_EQ(gemma.rotary_heads("model.layers.0.self_attn.q_proj.weight"), 0);
+  const auto norm = at::full({4}, 0.25f);
+  EXPECT_TRUE(at::equal(gemma.to_gguf("model.layers.0.input_layernorm.weight", norm), at::full({4}, 1.25f)));
+  EXPECT_TRUE(at::equal(gemma.from_gguf("model.layers.0.input_layernorm.weight", at::full({4}, 1.25f)), norm));
+
+  qtune::io::GgufLayout phi;
+  phi.architecture = "phi3";
+  phi.fused_qkv = phi.fused_gate_up = true;
+  EXPECT_EQ(phi.gguf_name("model.layers.1.self_attn.qkv_proj.weight"), "blk.1.attn_qkv.weight");
+  EXPECT_EQ(phi.gguf_name("model.layers.1.mlp.gate_up_proj.weight"), "blk.1.ffn_up.weight");
+  EXPECT_EQ(phi.hf_name("blk.1.ffn_up.weight"), "model.layers.1.mlp.gate_up_proj.weight");
+  EXPECT_EQ(phi.gguf_name("model.layers.1.mlp.up_proj.weight"), "");
+  EXPECT_EQ(qtune::io::GgufLayout{}.hf_name("blk.x.ffn_up.weight"), "");
 }
 
 TEST(GgufModel, AnUnsupportedArchitectureIsNamed) {

@@ -74,12 +74,12 @@ TEST_F(GgufKeep, StoredBlocksAreTheFilesBytesWithRotaryRowsMovedWhole) {
     ASSERT_TRUE(stored.has_value()) << name;
     EXPECT_EQ(stored->type, type) << name;
     EXPECT_EQ(static_cast<uint64_t>(stored->bytes.numel()), tiny.bytes.at(name)) << name;
-    EXPECT_NE(stored->origin.find(io::gguf_tensor_name(name)), std::string::npos) << stored->origin;
+    EXPECT_NE(stored->origin.find(io::GgufLayout{}.gguf_name(name)), std::string::npos) << stored->origin;
     // Dequantizing the moved rows gives what get() gives (dequantize, then unpermute the float rows).
     const auto values = quant::dequantize_ggml(type, stored->bytes.data_ptr<uint8_t>(), stored->shape[0] * stored->shape[1]);
     EXPECT_TRUE(test::bitwise_equal(values.view(stored->shape), source->get(name, stored->shape))) << name;
     const bool rotary = name.find("q_proj") != std::string::npos || name.find("k_proj") != std::string::npos;
-    const auto& info = file->tensor_info(io::gguf_tensor_name(name));
+    const auto& info = file->tensor_info(io::GgufLayout{}.gguf_name(name));
     const bool same_bytes = std::memcmp(stored->bytes.data_ptr(), file->data(info), info.nbytes) == 0;
     EXPECT_EQ(same_bytes, !rotary) << name << ": only q_proj and k_proj rows move";
   }

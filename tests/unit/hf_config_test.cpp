@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "qtune/io/hf_config.h"
+#include "qtune/io/model_family.h"
 #include "test_util.h"
 
 namespace qtune::io {
@@ -224,6 +225,142 @@ TEST(HfConfig, ToJsonRoundTrips) {
   expect_same(c, ModelConfig::load(path));
 }
 
+// ---- the families ----------------------------------------------------------------------------------
+
+json family(const std::string& model_type) {
+  auto j = base();
+  j["model_type"] = model_type;
+  j["num_hidden_layers"] = 3;
+  return j;
+}
+
+void expect_same_family(const ModelConfig& a, const ModelConfig& b) {
+  expect_same(a, b);
+  EXPECT_EQ(a.qkv_bias, b.qkv_bias);
+  EXPECT_EQ(a.norm_plus_one, b.norm_plus_one);
+  EXPECT_EQ(a.sandwich_norms, b.sandwich_norms);
+  EXPECT_EQ(a.qk_norm, b.qk_norm);
+  EXPECT_EQ(a.activation, b.activation);
+  EXPECT_EQ(a.scale_embeddings, b.scale_embeddings);
+  EXPECT_EQ(a.query_pre_attn_scalar, b.query_pre_attn_scalar);
+  EXPECT_EQ(a.attn_logit_softcapping, b.attn_logit_softcapping);
+  EXPECT_EQ(a.final_logit_softcapping, b.final_logit_softcapping);
+  for (int64_t i = 0; i < a.num_hidden_layers; ++i) EXPECT_EQ(a.layer_attention(i), b.layer_attention(i)) << i;
+  ASSERT_EQ(a.local_rope.has_value(), b.local_rope.has_value());
+  if (a.local_rope) {
+    EXPECT_EQ(a.local_rope->type, b.local_rope->type);
+    EXPECT_EQ(a.local_rope->theta, b.local_rope->theta);
+    EXPECT_EQ(a.local_rope->factor, b.local_rope->factor);
+  }
+  EXPECT_EQ(a.fused_qkv, b.fused_qkv);
+  EXPECT_EQ(a.fused_gate_up, b.fused_gate_up);
+}
+
+TEST(HfConfig, EveryFamilyRoundTripsThroughToJson) {
+  std::vector<json> configs;
+  auto q2 = family("qwen2");
+  q2["use_sliding_window"] = true, q2["sliding_window"] = 16, q2["max_window_layers"] = 1;
+  configs.push_back(q2);
+  auto q3 = family("qwen3");
+  q3["head_dim"] = 24, q3["attention_bias"] = true;
+  configs.push_back(q3);
+  auto g2 = family("gemma2");
+  g2["head_dim"] = 16, g2["query_pre_attn_scalar"] = 24, g2["final_logit_softcapping"] = nullptr;
+  configs.push_back(g2);
+  auto g3 = family("gemma3_text");
+  g3["head_dim"] = 16, g3["sliding_window_pattern"] = 2, g3["rope_local_base_freq"] = 20000.0;
+  g3["rope_scaling"] = {{"rope_type", "linear"}, {"factor", 8.0}};
+  configs.push_back(g3);
+  auto g3_scaled_local = family("gemma3_text");  // only the transformers 5 layout can say this
+  g3_scaled_local["head_dim"] = 16;
+  g3_scaled_local["rope_parameters"] = {
+      {"full_attention", {{"rope_type", "default"}, {"rope_theta", 1e6}}},
+      {"sliding_attention", {{"rope_type", "linear"}, {"factor", 2.0}, {"rope_theta", 1e4}}}};
+  configs.push_back(g3_scaled_local);
+  auto p3 = family("phi3");
+  p3["sliding_window"] = 2047;
+  configs.push_back(p3);
+  auto nemo = family("mistral");
+  nemo["head_dim"] = 32, nemo["sliding_window"] = nullptr;
+  configs.push_back(nemo);
+  for (const auto& j : configs) {
+    SCOPED_TRACE(j.dump());
+    const auto c = ModelConfig::from_json(j, kSrc);
+    expect_same_family(c, ModelConfig::from_json(json::parse(c.to_json().dump(2)), "round trip"));
+  }
+}
+
+TEST(HfConfig, FamiliesSetTheirOptions) {
+  auto j = family("gemma2");
+  j["head_dim"] = 16;
+  auto g = ModelConfig::from_json(j, kSrc);
+  EXPECT_TRUE(g.norm_plus_one && g.sandwich_norms && g.scale_embeddings && !g.qk_norm);
+  EXPECT_EQ(g.activation, Activation::GeluTanh);
+  EXPECT_EQ(g.attn_logit_softcapping, 50.0);  // Gemma2Config's defaults when the keys are absent
+  EXPECT_EQ(g.final_logit_softcapping, 30.0);
+  EXPECT_DOUBLE_EQ(g.attention_scale(), 1.0 / 16.0);  // query_pre_attn_scalar 256
+  EXPECT_EQ(g.layer_attention(0), LayerAttention::Sliding);
+  EXPECT_EQ(g.layer_attention(1), LayerAttention::Full);
+  EXPECT_TRUE(g.tie_word_embeddings);
+
+  const auto q2 = ModelConfig::from_json(family("qwen2"), kSrc);
+  EXPECT_TRUE(q2.has_qkv_bias() && !q2.has_o_bias());
+  EXPECT_FALSE(q2.has_sliding_layers());  // use_sliding_window false by default
+
+  const auto q3 = ModelConfig::from_json(family("qwen3"), kSrc);
+  EXPECT_TRUE(q3.qk_norm);
+  EXPECT_EQ(q3.head_dim, 128);  // Qwen3Config's default, not hidden / heads
+
+  const auto p3 = ModelConfig::from_json(family("phi3"), kSrc);
+  const auto linears = layer_linears(p3);
+  ASSERT_EQ(linears.size(), 4u);
+  EXPECT_EQ(linears[0].name, "self_attn.qkv_proj");
+  EXPECT_EQ(linears[0].out_features, 64 + 2 * 4 * 8);  // q + k + v rows
+  EXPECT_EQ(linears[2].name, "mlp.gate_up_proj");
+  EXPECT_EQ(linears[2].out_features, 2 * 172);
+  EXPECT_EQ(p3.to_json()["architectures"][0], "Phi3ForCausalLM");
+}
+
+TEST(HfConfig, LayerTypesOfTheWrongLengthNameTheKey) {
+  auto j = family("gemma2");
+  j["layer_types"] = {"sliding_attention", "full_attention"};
+  EXPECT_TRUE(Contains(config_error(j), "key 'layer_types' has 2 entries but num_hidden_layers is 3"));
+  j["layer_types"] = {"sliding_attention", "full_attention", "chunked_attention"};
+  EXPECT_TRUE(Contains(config_error(j), "key 'layer_types' entry 2 is \"chunked_attention\""));
+  auto q = family("qwen2");  // sliding layers but no window: use_sliding_window is false
+  q["layer_types"] = {"full_attention", "sliding_attention", "sliding_attention"};
+  EXPECT_TRUE(Contains(config_error(q), "key 'layer_types' has sliding_attention layers but there is no window"));
+}
+
+TEST(HfConfig, KeysAFamilyCannotHonourAreErrors) {
+  auto llama = base();
+  llama["final_logit_softcapping"] = 30.0;
+  auto msg = config_error(llama);
+  EXPECT_TRUE(Contains(msg, "key 'final_logit_softcapping' (30.0) cannot be honoured for model_type 'llama'"));
+  auto qwen = family("qwen3");
+  qwen["attn_logit_softcapping"] = 50.0;
+  EXPECT_TRUE(Contains(config_error(qwen), "key 'attn_logit_softcapping'"));
+  auto g3 = family("gemma3_text");
+  g3["attn_logit_softcapping"] = 50.0;  // transformers' Gemma 3 ignores it: refused, not silently dropped
+  EXPECT_TRUE(Contains(config_error(g3), "key 'attn_logit_softcapping' (50) cannot be honoured for model_type 'gemma3_text'"));
+  auto phi = family("phi3");
+  phi["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
+  msg = config_error(phi);
+  EXPECT_TRUE(Contains(msg, "(rope_scaling): rope type 'longrope' is not supported for phi3"));
+  phi.erase("rope_scaling");
+  phi["partial_rotary_factor"] = 0.75;
+  EXPECT_TRUE(Contains(config_error(phi), "key 'partial_rotary_factor' = 0.75 is not supported"));
+  phi.erase("partial_rotary_factor");
+  phi["resid_pdrop"] = 0.1;
+  EXPECT_TRUE(Contains(config_error(phi), "key 'resid_pdrop' = 0.1 is not supported"));
+  auto g2 = family("gemma2");
+  g2["hidden_activation"] = "gelu";
+  EXPECT_TRUE(Contains(config_error(g2), "hidden_activation \"gelu\" is not supported (expected \"gelu_pytorch_tanh\")"));
+  auto mm = family("gemma3");
+  EXPECT_TRUE(Contains(config_error(mm), "model_type 'gemma3' is Gemma 3 with its vision tower"));
+  EXPECT_TRUE(Contains(config_error(mm), "gemma3_text"));
+}
+
 // ---- errors naming the key -------------------------------------------------------------------------
 
 TEST(HfConfig, MissingHiddenSize) {
@@ -249,7 +386,7 @@ TEST(HfConfig, UnsupportedModelType) {
   j["model_type"] = "gpt2";
   const auto msg = config_error(j);
   EXPECT_TRUE(Contains(msg, "model_type 'gpt2' is not supported"));
-  EXPECT_TRUE(Contains(msg, "expected \"llama\" or \"mistral\""));
+  EXPECT_TRUE(Contains(msg, "expected one of llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3"));
   j.erase("model_type");
   EXPECT_TRUE(Contains(config_error(j), "missing required key 'model_type'"));
   EXPECT_TRUE(Contains(config_error(json::array()), "expected a JSON object"));

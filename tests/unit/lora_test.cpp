@@ -119,8 +119,8 @@ TEST(LoraConfig, ErrorsNameTheField) {
   c.dropout = -0.1;
   expect_error(c, {"'dropout'"});
   c = {};
-  c.target_modules = {"q_proj", "qkv_proj"};
-  expect_error(c, {"'target_modules'", "qkv_proj"});
+  c.target_modules = {"q_proj", "c_attn"};
+  expect_error(c, {"'target_modules'", "c_attn", "qkv_proj"});
   c.target_modules = {"all-linear", "q_proj"};
   expect_error(c, {"'target_modules'", "all-linear"});
   c.target_modules = {};

@@ -140,6 +140,29 @@ TEST(ChunkedCrossEntropy, EqualsCrossEntropyOnFullLogitsWithGradients) {
   EXPECT_NE(msg.find("outside the vocabulary"), std::string::npos) << msg;
 }
 
+// Gemma's final_logit_softcapping: the loss of cap·tanh(logits / cap), both gradients through the tanh, chunk by chunk.
+TEST(ChunkedCrossEntropy, SoftCappedLogitsEqualAutogradOnFullLogits) {
+  const double cap = 2.0;  // small enough that tanh bends these logits
+  const auto hidden0 = at::randn({2, 7, 16}, kFp32);
+  const auto weight0 = at::randn({30, 16}, kFp32) * 0.5;
+  auto targets = at::randint(0, 30, {2, 7}, at::kLong);
+  targets.index_put_({1, 3}, -100);
+  auto h_ref = hidden0.clone().requires_grad_(), w_ref = weight0.clone().requires_grad_();
+  auto logits = at::tanh(at::matmul(h_ref, w_ref.t()) / cap) * cap;
+  auto ref = at::cross_entropy_loss(logits.view({-1, 30}), targets.view({-1}), {}, at::Reduction::Sum, -100);
+  ref.backward();
+  for (int64_t rows : {1, 5, 100}) {
+    auto h = hidden0.clone().requires_grad_(), w = weight0.clone().requires_grad_();
+    auto out = chunked_cross_entropy(h, w, targets, rows, cap);
+    EXPECT_NEAR(out.sum.item<double>(), ref.item<double>(), 1e-4) << rows;
+    out.sum.backward();
+    EXPECT_TRUE(at::allclose(h.grad(), h_ref.grad(), 1e-5, 1e-6)) << rows;
+    EXPECT_TRUE(at::allclose(w.grad(), w_ref.grad(), 1e-5, 1e-6)) << rows;
+  }
+  // Without the cap the loss differs: the cap is applied, not ignored.
+  EXPECT_GT(std::abs(chunked_cross_entropy(hidden0, weight0, targets).sum.item<double>() - ref.item<double>()), 0.1);
+}
+
 std::vector<data::TokenizedSample> uneven_samples() {
   // Lengths 3..11 with prompts masked differently: the per-sample token counts differ a lot.
   std::vector<data::TokenizedSample> out;

@@ -9,15 +9,14 @@
 
 #include "qtune/io/hf_config.h"
 #include "qtune/io/weight_source.h"
-#include "qtune/nn/attention_mask.h"
+#include "qtune/nn/layer_inputs.h"
 #include "qtune/nn/linear.h"
 
 namespace qtune::calib {
 
 struct CalibrationBatch {
-  at::Tensor hidden;    // [b, T, hidden] fp32
-  at::Tensor cos, sin;  // rotary tables for positions 0 … T−1
-  nn::AttentionMask mask;
+  at::Tensor hidden;       // [b, T, hidden] fp32
+  nn::LayerInputs inputs;  // rotary tables and masks for positions 0 … T−1
 };
 
 // A linear's weight (and bias) as the layer-by-layer drivers hold it: fp32 copies of their own, the memory-mapped

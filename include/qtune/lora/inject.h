@@ -26,6 +26,10 @@ class LoraLinearFactory : public nn::LinearFactory {
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override;
   const LoraConfig& config() const { return config_; }
   const std::vector<std::string>& wrapped() const { return wrapped_; }  // module names wrapped, in build order
+  // The target_modules entries that named none of the linears built so far (a Llama name on a Phi-3 model: "q_proj"
+  // where it has qkv_proj), and the leaf names of those linears, for the error that says so.
+  std::vector<std::string> unmatched_targets() const;
+  std::vector<std::string> built_leaf_names() const;
 
  private:
   nn::LinearFactory& base_;
@@ -33,6 +37,7 @@ class LoraLinearFactory : public nn::LinearFactory {
   uint64_t seed_;
   qat::QatPlan qat_;
   std::vector<std::string> wrapped_;
+  std::vector<std::string> built_;  // every linear's name, wrapped or not
 };
 
 // The generator an adapter's A is drawn from.

@@ -9,11 +9,19 @@
 
 namespace qtune::lora {
 
-// The seven projections of a Llama/Mistral layer, the only modules the decoder builds through a LinearFactory.
-// "all-linear" means all of them (PEFT's "all-linear" is every linear but the output layer: the same set here).
+// The seven projections of a Llama-style layer, the only modules the decoder builds through a LinearFactory.
+// "all-linear" means all of a model's (PEFT's "all-linear" is every linear but the output layer: the same set here).
 inline const std::vector<std::string>& projection_names() {
   static const std::vector<std::string> names{"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                               "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+// Every name a target may end in: the seven, and Phi-3's fused qkv_proj and gate_up_proj (kept fused, as PEFT
+// targets them). Which of them a model has is io::layer_linears'.
+inline const std::vector<std::string>& target_names() {
+  static const std::vector<std::string> names{"q_proj",  "k_proj",   "v_proj",    "qkv_proj",    "o_proj",
+                                              "gate_proj", "up_proj", "gate_up_proj", "down_proj"};
   return names;
 }
 

@@ -1,6 +1,8 @@
 #pragma once
-// LlamaForCausalLM / MistralForCausalLM. Parameter names follow Hugging Face's ("model.layers.0.mlp.up_proj.weight",
-// "lm_head.weight"), so named_parameters() maps one to one onto checkpoint and PEFT keys.
+// The causal LM of every family qtune runs (LlamaForCausalLM, MistralForCausalLM, Qwen2/Qwen3ForCausalLM,
+// Gemma2/Gemma3ForCausalLM, Phi3ForCausalLM): one decoder whose differences are io::ModelConfig's family options.
+// Parameter names follow Hugging Face's ("model.layers.0.mlp.up_proj.weight", "lm_head.weight"), so named_parameters()
+// maps one to one onto checkpoint and PEFT keys.
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -13,6 +15,7 @@
 #include "qtune/nn/attention.h"
 #include "qtune/nn/embedding.h"
 #include "qtune/nn/kv_cache.h"
+#include "qtune/nn/layer_inputs.h"
 #include "qtune/nn/linear.h"
 #include "qtune/nn/mlp.h"
 #include "qtune/nn/rmsnorm.h"
@@ -24,16 +27,25 @@ class DecoderLayerImpl : public torch::nn::Module {
  public:
   DecoderLayerImpl(const io::ModelConfig& config, int64_t index, LinearFactory& factory,
                    const io::WeightSource& weights, at::TensorOptions options);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const AttentionMask& mask,
-                     at::Tensor* cached_keys, at::Tensor* cached_values);
+  at::Tensor forward(const at::Tensor& x, const LayerInputs& in, at::Tensor* cached_keys, at::Tensor* cached_values);
   // The parts, for code that runs them on their own (calibration: AWQ scores a candidate on one block's output).
   RMSNormImpl& input_layernorm() { return *input_layernorm_; }
-  RMSNormImpl& post_attention_layernorm() { return *post_attention_layernorm_; }
+  // The norm whose output the MLP reads: post_attention_layernorm, or Gemma's pre_feedforward_layernorm.
+  RMSNormImpl& mlp_input_norm() { return pre_feedforward_layernorm_ ? *pre_feedforward_layernorm_ : *post_attention_layernorm_; }
+  // Its name in the layer ("post_attention_layernorm" or "pre_feedforward_layernorm").
+  const char* mlp_input_norm_name() const {
+    return pre_feedforward_layernorm_ ? "pre_feedforward_layernorm" : "post_attention_layernorm";
+  }
   AttentionImpl& self_attn() { return *self_attn_; }
   MLPImpl& mlp() { return *mlp_; }
+  // The rotary tables and mask this layer's attention uses (its kind: full or sliding).
+  const AttentionInputs& attention_inputs(const LayerInputs& in) const { return in.of(kind_); }
 
  private:
+  io::LayerAttention kind_;
   std::shared_ptr<RMSNormImpl> input_layernorm_, post_attention_layernorm_;
+  // Gemma's sandwich: post_attention_layernorm then closes the attention, these two wrap the MLP. Null otherwise.
+  std::shared_ptr<RMSNormImpl> pre_feedforward_layernorm_, post_feedforward_layernorm_;
   std::shared_ptr<AttentionImpl> self_attn_;
   std::shared_ptr<MLPImpl> mlp_;
 };
@@ -61,7 +73,9 @@ class CausalLMImpl : public torch::nn::Module {
 
   // Final hidden states [B, T, hidden] for input_ids [B, T].
   at::Tensor hidden_states(const at::Tensor& input_ids, const ForwardOptions& options = {});
-  at::Tensor logits(const at::Tensor& hidden);  // [.., vocab] in the model dtype
+  // Token embeddings [B, T, hidden] in the model dtype (Gemma's scaled by sqrt(hidden)): what the first layer reads.
+  at::Tensor embed(const at::Tensor& ids);
+  at::Tensor logits(const at::Tensor& hidden);  // [.., vocab] in the model dtype, soft-capped when the family does
   at::Tensor forward(const at::Tensor& input_ids, const ForwardOptions& options = {}) {
     return logits(hidden_states(input_ids, options));
   }
@@ -84,7 +98,7 @@ class CausalLMImpl : public torch::nn::Module {
   io::ModelConfig config_;
   at::TensorOptions options_;
   std::shared_ptr<DecoderModelImpl> model_;
-  RotaryEmbedding rope_;
+  PositionEncoding positions_;
   std::shared_ptr<DenseLinearImpl> lm_head_;  // null when tied to the embeddings
   bool tied_;
   bool checkpointing_ = false;

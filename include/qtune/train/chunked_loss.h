@@ -15,8 +15,9 @@ struct LossSum {
 };
 
 // hidden [B, T, H] (any float dtype), head_weight [V, H], targets [B, T] int64 with −100 = no target.
-// rows_per_chunk 0: chosen so that a chunk's logits take about 64 MiB.
+// rows_per_chunk 0: chosen so that a chunk's logits take about 64 MiB. softcap > 0: the logits are cap·tanh(l / cap)
+// first (Gemma's final_logit_softcapping), the gradient through it taken chunk by chunk as well.
 LossSum chunked_cross_entropy(const at::Tensor& hidden, const at::Tensor& head_weight, const at::Tensor& targets,
-                              int64_t rows_per_chunk = 0);
+                              int64_t rows_per_chunk = 0, double softcap = 0);
 
 }  // namespace qtune::train
