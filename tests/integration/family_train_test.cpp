@@ -15,30 +15,14 @@
 #include "qtune/train/run_setup.h"
 #include "qtune/train/trainer.h"
 #include "test_util.h"
+#include "tiny_families.h"
 #include "tiny_run.h"
 
 namespace qtune::train {
 namespace {
 
-using json = nlohmann::json;
-
-// Each family with the keys that set its paths going on 128-token rows: windows shorter than a row, head_dim apart
-// from hidden / heads, Gemma's local and global layers (and Gemma 2's default soft-caps).
-const std::map<std::string, json>& families() {
-  static const std::map<std::string, json> f = {
-      {"qwen2", {{"model_type", "qwen2"}, {"use_sliding_window", true}, {"sliding_window", 16}, {"max_window_layers", 1}}},
-      {"qwen3", {{"model_type", "qwen3"}, {"head_dim", 24}}},
-      {"gemma2", {{"model_type", "gemma2"}, {"head_dim", 16}, {"query_pre_attn_scalar", 16}, {"sliding_window", 16}}},
-      {"gemma3_text",
-       {{"model_type", "gemma3_text"}, {"head_dim", 16}, {"sliding_window", 16}, {"sliding_window_pattern", 2}}},
-      {"phi3", {{"model_type", "phi3"}, {"sliding_window", 16}}},
-      {"mistral_nemo", {{"model_type", "mistral"}, {"head_dim", 24}, {"sliding_window", nullptr}}},
-  };
-  return f;
-}
-
 TEST(FamilyTrain, QLoRAOnAnNf4BaseLowersTheLossOnEveryFamily) {
-  for (const auto& [name, keys] : families()) {
+  for (const auto& [name, keys] : tiny_families()) {
     SCOPED_TRACE(name);
     TinyRun t(keys, name);
     const auto config = io::ModelConfig::load(t.model);
@@ -66,13 +50,24 @@ TEST(FamilyTrain, QLoRAOnAnNf4BaseLowersTheLossOnEveryFamily) {
     auto tok = data::Tokenizer::load(t.model);
     data::DataLoader loader(load_data(recipe, tok).eval, loader_options(recipe, true), tok.eos_id());
     EXPECT_NEAR(evaluate(*model, loader).loss, s.eval_after->loss, 1e-5);
+
+    // GGUF export writes llama.cpp's llama architecture only: another family (one checked here, the check is by
+    // model_type) is refused by name, never written as a llama file that llama.cpp would run wrongly.
+    if (name != "phi3") continue;
+    for (const auto* what : {"--gguf", "--gguf-adapter"}) {
+      const auto res = test::run_qtune("export " + t.dir + "/run " + what + " " + t.dir + "/out.gguf");
+      EXPECT_EQ(res.code, 1) << what;
+      EXPECT_NE(res.err.find("model_type '" + config.model_type + "' is not written yet"), std::string::npos)
+          << what << ": " << res.err;
+      EXPECT_FALSE(std::filesystem::exists(t.dir + "/out.gguf"));
+    }
   }
 }
 
 // A Llama projection name on Phi-3 (which holds qkv_proj and gate_up_proj) is an error naming it, never an adapter
 // on fewer modules than asked.
 TEST(FamilyTrain, ATargetTheFamilyLacksIsAnError) {
-  TinyRun t(families().at("phi3"));
+  TinyRun t(tiny_families().at("phi3"));
   const auto msg = test::error_of([&] { run_training(t.recipe({"lora.targets=[\"q_proj\", \"v_proj\"]"}), quiet()); });
   EXPECT_NE(msg.find("lora.targets names q_proj, v_proj but this phi3 model has no such linear"), std::string::npos)
       << msg;

@@ -6,6 +6,8 @@
 // each scored on the output of the block it feeds (quant/awq.h):
 //   input_layernorm → q/k/v   (the attention's output)      v_proj → o_proj (only without GQA: shapes must agree)
 //   post_attention_layernorm → gate/up (the MLP's output)    up_proj → down_proj
+// (Gemma: pre_feedforward_layernorm feeds the MLP and takes (1 + w) / s − 1; Phi-3: qkv_proj and gate_up_proj are
+// scaled by their norms only, v and up having no linear of their own.)
 // all four searched on the unscaled layer, then folded in (the norm's weight or the previous linear's rows divided
 // by s, the linears' columns multiplied by it); then every linear but q and k (their product through softmax makes
 // the clipping loss meaningless, as AutoAWQ notes) gets its clipping search, and all are rounded on AWQ's grid. The
