@@ -351,6 +351,10 @@ void save_tokenizer_files(const GgufTokenizer& t, const std::string& dir) {
   } else {
     config["tokenizer_class"] = "LlamaTokenizer";
     config["legacy"] = true;  // text after a special token starts with "▁", as llama.cpp tokenizes it
+    // Without the dummy prefix (Gemma: tokenizer.ggml.add_space_prefix false) transformers' LlamaTokenizer must not
+    // prepend "▁" either; it reads add_prefix_space, not the proto's normalizer.
+    if (const auto* sp = dynamic_cast<const SentencePieceTokenizer*>(t.backend.get()); sp && !sp->adds_dummy_prefix())
+      config["add_prefix_space"] = false;
     io::write_text_atomically(dir + "/tokenizer.model", t.sentencepiece_proto);
   }
   io::write_text_atomically(dir + "/tokenizer_config.json", config.dump(2) + "\n");

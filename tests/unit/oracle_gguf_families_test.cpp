@@ -49,7 +49,8 @@ class OracleGgufFamilies : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     std::ifstream in(oracle_path() + "/manifest.json");
     if (!in) GTEST_FAIL() << oracle_path() << "/manifest.json is missing: run through ctest (oracle_gguf_families)";
-    for (const auto& c : json::parse(in)["cases"])
+    const auto manifest = json::parse(in);
+    for (const auto& c : manifest["cases"])
       if (c["name"] == GetParam()) entry = c;
     ASSERT_FALSE(entry.is_null()) << GetParam() << " is not in the oracle's manifest";
     auto t = qtune::io::SafetensorsFile::open(entry["tensors"].get<std::string>());

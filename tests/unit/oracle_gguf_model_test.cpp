@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "qtune/data/sentencepiece_tokenizer.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/eval/generate.h"
 #include "qtune/io/atomic_file.h"
@@ -81,7 +82,9 @@ TEST_P(OracleGgufModel, ConfigEqualsTransformers) {
 
 TEST_P(OracleGgufModel, TokenIdsEqualTransformers) {
   const auto tok = qtune::data::Tokenizer::load(path);
-  const bool sentencepiece = std::string(tok.backend().kind()) == "sentencepiece";
+  // A SentencePiece vocabulary with the dummy prefix (Gemma's has none).
+  const auto* sp = dynamic_cast<const qtune::data::SentencePieceTokenizer*>(&tok.backend());
+  const bool sentencepiece = sp != nullptr && sp->adds_dummy_prefix();
   for (const auto& t : entry["texts"]) {
     const auto text = t["text"].get<std::string>();
     // A SentencePiece vocabulary: qtune adds the dummy prefix as SentencePiece and llama.cpp do ("  two" → "▁▁▁two");
