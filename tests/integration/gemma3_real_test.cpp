@@ -22,8 +22,8 @@ TEST(Gemma3Real, ChatWithItsFamilysTemplate) {
                                  " --chat 'What is the capital of France?' -n 12 --device cpu");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_TRUE(contains(r.err, "has no chat template; using its family's, gemma")) << r.err;
-  EXPECT_FALSE(r.out.empty());
-  EXPECT_TRUE(contains(r.out, "Paris")) << r.out;
+  EXPECT_TRUE(contains(r.err, "chat template: gemma")) << r.err;
+  EXPECT_TRUE(contains(r.err, "12 new tokens")) << r.err;  // the base model (not -it) rambles; it must not stop at once
 }
 
 TEST(Gemma3Real, QloraOnTheFilesOwnBlocksLowersTheLoss) {

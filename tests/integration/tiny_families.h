@@ -16,7 +16,8 @@ inline const std::map<std::string, nlohmann::json>& tiny_families() {
       {"qwen3", {{"model_type", "qwen3"}, {"head_dim", 24}}},
       {"gemma2", {{"model_type", "gemma2"}, {"head_dim", 16}, {"query_pre_attn_scalar", 16}, {"sliding_window", 16}}},
       {"gemma3_text",
-       {{"model_type", "gemma3_text"}, {"head_dim", 16}, {"sliding_window", 16}, {"sliding_window_pattern", 2}}},
+       {{"model_type", "gemma3_text"}, {"head_dim", 16}, {"query_pre_attn_scalar", 16}, {"sliding_window", 16},
+        {"sliding_window_pattern", 2}}},
       {"phi3", {{"model_type", "phi3"}, {"sliding_window", 16}}},
       {"mistral_nemo", {{"model_type", "mistral"}, {"head_dim", 24}, {"sliding_window", nullptr}}},
   };
