@@ -34,6 +34,17 @@ int64_t peak_memory_bytes(at::Device device) {
   return status_kib("VmHWM") * 1024;
 }
 
+void reset_peak_memory(at::Device device) {
+#if QTUNE_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+    return;
+  }
+#endif
+  (void)device;
+  std::ofstream("/proc/self/clear_refs") << "5";  // no /proc: the peak stays the process's
+}
+
 int64_t current_rss_bytes() { return status_kib("VmRSS") * 1024; }
 
 std::string format_bytes(double bytes) {

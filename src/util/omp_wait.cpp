@@ -31,7 +31,14 @@ bool qtune_chooses_omp_wait(const std::string& command) {
 void choose_omp_wait(int argc, char** argv) {
   if (argc < 2 || !qtune_chooses_omp_wait(argv[1])) return;
   if (::setenv("GOMP_SPINCOUNT", std::to_string(kOmpSpinCount).c_str(), 1) != 0) return;
-  ::execv("/proc/self/exe", argv);
+  // The resolved path, not /proc/self/exe itself: the new process's name (/proc/PID/comm, what ps and the
+  // core-sharing warning see) is the file's, "qtune", not "exe".
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n > 0) {
+    path[n] = '\0';
+    ::execv(path, argv);
+  }
   // No /proc (or no exec): the run goes on with the long spin; only throughput beside other processes suffers.
   ::unsetenv("GOMP_SPINCOUNT");
 }

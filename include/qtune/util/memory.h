@@ -9,6 +9,9 @@ namespace qtune {
 
 // CUDA: peak bytes allocated by the caching allocator on that device; CPU: the process's peak RSS (VmHWM).
 int64_t peak_memory_bytes(at::Device device);
+// Starts the peak over again from what is held now (Linux: /proc/self/clear_refs 5 resets VmHWM; CUDA: the
+// allocator's peak stats), so that a later peak_memory_bytes is one phase's, not the load's.
+void reset_peak_memory(at::Device device);
 int64_t current_rss_bytes();
 // "1.23 GiB", "512 MiB"
 std::string format_bytes(double bytes);
