@@ -2,6 +2,8 @@
 
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
+
 #include "qtune/eval/generate.h"
 #include "qtune/util/strings.h"
 
@@ -16,13 +18,18 @@ ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tok
   GenerateOptions options;
   options.max_new_tokens = max_new_tokens;
   options.stop_ids = {tokenizer.eos_id()};
+  // A reply ends at its template's end of turn, which is not the vocabulary's EOS in every family (Gemma's
+  // <end_of_turn>, Phi-3's <|end|>), as generate --chat stops there too.
+  if (const std::string marker = data::end_of_turn_marker(chat_template.kind); !marker.empty())
+    if (auto id = tokenizer.token_id(marker)) options.stop_ids.push_back(*id);
   for (size_t i = 0; i < records.size(); ++i) {
     const auto& r = records[i];
     if (r.is_text() || r.messages.back().role != "assistant") continue;
     AnswerCheck c;
     const auto prompt = data::prompt_ids(r, chat_template, tokenizer);
     auto out = generate(model, prompt, options).tokens;
-    if (!out.empty() && out.back() == tokenizer.eos_id()) out.pop_back();
+    if (!out.empty() && std::find(options.stop_ids.begin(), options.stop_ids.end(), out.back()) != options.stop_ids.end())
+      out.pop_back();
     c.prompt = tokenizer.decode(prompt);
     c.expected = strip(r.messages.back().content, " \t\r\n");
     c.got = strip(tokenizer.decode(out), " \t\r\n");
