@@ -45,7 +45,7 @@ int run_convert(const ConvertArgs& a) {
 void add_convert(CLI::App& app, Action& action) {
   auto args = std::make_shared<ConvertArgs>();
   auto* cmd = app.add_subcommand("convert", "Write a GGUF model as a Hugging Face directory (safetensors, config, tokenizer)");
-  cmd->add_option("MODEL", args->gguf, "A llama-architecture .gguf file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("MODEL", args->gguf, "A .gguf file (llama, mistral, qwen2, qwen3, gemma2, gemma3 or phi3)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--out,-o", args->out, "Directory to create (must not exist)")->required();
   cmd->add_option("--dtype", args->dtype, "Weights as fp32 | bf16 | fp16")
       ->capture_default_str()->check(CLI::IsMember({"fp32", "bf16", "fp16"}));

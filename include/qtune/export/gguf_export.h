@@ -1,10 +1,10 @@
 #pragma once
-// A merged model as one GGUF file for llama.cpp / Ollama / LM Studio: llama-architecture metadata as
-// convert_hf_to_gguf.py writes it, the tokenizer metadata (export/gguf_vocab.h), and every tensor merged with its
-// adapter in fp32 (export/merged_tensors.h), Q/K rows permuted into llama.cpp's interleaved rotary order, then
-// quantized to the type llama-quantize's mix gives it (export/gguf_type_mix.h; with an importance matrix when
-// one is given, as llama-quantize --imatrix). The header is written first and the tensors stream after it one at
-// a time; the file appears complete or not at all.
+// A merged model as one GGUF file for llama.cpp / Ollama / LM Studio: the family's llama.cpp architecture and its
+// metadata as convert_hf_to_gguf.py writes them, the tokenizer metadata (export/gguf_vocab.h), and every tensor
+// merged with its adapter in fp32 (export/merged_tensors.h) and stored as the converter stores it (io/gguf_layout.h:
+// Q/K rows interleaved for Llama, Gemma's norms + 1), then quantized to the type llama-quantize's mix gives it
+// (export/gguf_type_mix.h; with an importance matrix when one is given, as llama-quantize --imatrix). The header is
+// written first and the tensors stream after it one at a time; the file appears complete or not at all.
 #include <ATen/ATen.h>
 
 #include <cstdint>
@@ -33,7 +33,8 @@ struct GgufExportResult {
 GgufExportResult save_gguf_model(nn::CausalLMImpl& model, const io::GgufMetadata& vocab, const std::string& path,
                                  const GgufExportOptions& options);
 
-// The llama architecture's metadata for `config` (general.*, llama.*), without the tokenizer.
+// The metadata of `config`'s llama.cpp architecture (general.*, ARCH.*), without the tokenizer; what llama.cpp
+// cannot state for the model (a sliding Qwen2, another Gemma score scale) is an error naming the key.
 io::GgufMetadata gguf_model_metadata(const io::ModelConfig& config, const std::string& name, uint32_t file_type);
 
 }  // namespace qtune::exporting
