@@ -16,11 +16,13 @@ import os
 import sys
 
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, Phi3Config, Qwen2Config,  # noqa: E402
-                          Qwen3Config)
+from transformers import Gemma2Config, Gemma3TextConfig, Phi3Config, Qwen2Config, Qwen3Config  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
+
+from model_families import random_model  # noqa: E402
 
 hf_logging.set_verbosity_error()
 torch.set_num_threads(1)
@@ -49,19 +51,7 @@ CASES = {
 
 
 def build(name, config_cls, extra):
-    config = config_cls(**{**BASE, **extra})
-    torch.manual_seed(sum(map(ord, name)) + 1)
-    model = AutoModelForCausalLM.from_config(config).float()
-    gemma = config.model_type.startswith("gemma")
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.08)
-            elif "norm" in pname:
-                p.uniform_(-0.5, 0.5) if gemma else p.uniform_(0.5, 1.5)
-            else:
-                p.normal_(0.0, 0.05)
-    return model.eval()
+    return random_model(config_cls(**{**BASE, **extra}), sum(map(ord, name)) + 1)
 
 
 def main():

@@ -68,9 +68,9 @@ CASES = {
 }
 
 
-def build(name, config_cls, extra):
-    config = config_cls(**{**BASE, **extra})
-    torch.manual_seed(sum(map(ord, name)))
+def random_model(config, seed):
+    """transformers' model for `config`, with weights drawn after torch.manual_seed(seed)."""
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).float()
     gemma = config.model_type.startswith("gemma")
     # Larger-than-default init so that every layer, norm and bias shows in the logits.
@@ -83,6 +83,10 @@ def build(name, config_cls, extra):
             else:
                 p.normal_(0.0, 0.05)
     return model.eval()
+
+
+def build(name, config_cls, extra):
+    return random_model(config_cls(**{**BASE, **extra}), sum(map(ord, name)))
 
 
 def greedy(model, prompt):
