@@ -38,6 +38,10 @@ GgufConversion convert_gguf_to_hf(const std::string& gguf_path, const std::strin
   }
   const auto written = writer.finish();
 
+  // Stated even when the file names none: a config class's own default (Phi3Config's pad 32000) may lie outside the
+  // vocabulary, and transformers then refuses the model.
+  for (const char* key : {"bos_token_id", "pad_token_id"})
+    if (!config.contains(key)) config[key] = nullptr;
   config["torch_dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
   io::write_text_atomically((fs::path(tmp) / "config.json").string(), config.dump(2) + "\n");
   nlohmann::json gen = nlohmann::json::object();

@@ -10,6 +10,8 @@ qwen2 attends fully in every layer, its phi3 ignores the window, and its Gemma s
   gguf_families.py OUT_DIR
       per case: OUT_DIR/<case>/model (save_pretrained); OUT_DIR/<case>.safetensors: input_ids [SEQ] and fp32 logits;
       OUT_DIR/manifest.json lists the cases.
+  gguf_families.py --check-converted DIR TENSORS
+      `qtune convert`'s DIR loads in transformers (AutoModelForCausalLM) and gives TENSORS' logits within 1e-4.
 """
 import json
 import os
@@ -54,7 +56,23 @@ def build(name, config_cls, extra):
     return random_model(config_cls(**{**BASE, **extra}), sum(map(ord, name)) + 1)
 
 
+def check_converted(directory, tensors):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    expected = load_file(tensors)
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    with torch.no_grad():
+        logits = model(expected["input_ids"].unsqueeze(0)).logits[0]
+    diff = (logits - expected["logits"]).abs().max().item()
+    print(f"{directory}: {type(model).__name__}, max |logit - transformers' logit| {diff:.3g}")
+    sys.exit(0 if diff <= 1e-4 else 1)
+
+
 def main():
+    if sys.argv[1] == "--check-converted":
+        check_converted(*sys.argv[2:4])
+        return
     out_dir = sys.argv[1]
     os.makedirs(out_dir, exist_ok=True)
     cases = []
