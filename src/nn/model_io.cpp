@@ -10,6 +10,7 @@
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/generation_config.h"
 #include "qtune/io/gguf.h"
+#include "qtune/io/gguf_model.h"
 #include "qtune/io/model_family.h"
 #include "qtune/io/model_weights.h"
 #include "qtune/io/safetensors.h"
@@ -26,8 +27,25 @@ namespace {
 
 // A config.json whose heads and head_dim contradict the weights (an explicit head_dim that is not the checkpoint's,
 // a family default taken for a key left out) is named by its keys, not only by the tensor whose shape differs.
+// The same for a GGUF, from its tensor table (nothing dequantized): the keys named are its metadata's.
+void check_gguf_attention_rows(const io::ModelConfig& c, const io::GgufWeights& weights) {
+  const auto first = io::layer_linears(c).front();
+  const auto g = weights.layout().gguf_name("model.layers.0." + first.name + ".weight");
+  const auto* info = weights.file().find_tensor(g);
+  if (info == nullptr || info->dims.size() != 2 || info->dims[1] == first.out_features) return;
+  const auto& arch = weights.layout().architecture;
+  fail("{}: {}.attention.head_count ({}) x {}.attention.key_length ({}{}) = {}{} rows, but tensor '{}' has {}: the "
+       "metadata does not describe these tensors (check {}.attention.key_length and {}.attention.head_count)",
+       weights.file().path(), arch, c.num_attention_heads, arch, c.head_dim,
+       weights.file().integer(arch + ".attention.key_length") ? "" : ", taken as embedding_length / head_count",
+       c.num_attention_heads * c.head_dim,
+       c.fused_qkv ? fmt::format(" (+ 2 x {} for k and v)", c.num_key_value_heads * c.head_dim) : "", g,
+       info->dims[1], arch, arch);
+}
+
 void check_attention_rows(const io::ModelConfig& c, const io::WeightSource& weights, const std::string& dir) {
-  if (io::is_gguf_path(dir) || !c.quantization_config.is_null()) return;  // stored shapes are not the model's there
+  if (const auto* gguf = dynamic_cast<const io::GgufWeights*>(&weights)) return check_gguf_attention_rows(c, *gguf);
+  if (!c.quantization_config.is_null()) return;  // stored shapes are not the model's there
   const auto first = io::layer_linears(c).front();  // q_proj, or Phi-3's qkv_proj
   const auto name = "model.layers.0." + first.name + ".weight";
   if (!weights.has(name)) return;
