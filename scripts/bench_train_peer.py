@@ -3,7 +3,8 @@
 
   bench_train_peer.py train --config CONFIG.json --base bf16|fp32|nf4 --batch B --seq T --steps N --warmup W
                             --r R --alpha A [--no-checkpointing] [--device cpu|cuda] [--threads N]
-      LlamaForCausalLM with random weights (SDPA attention), PEFT LoRA on all seven projections (dropout 0),
+      the config's model class (AutoModelForCausalLM: Llama, Qwen2/3, Gemma 2/3, Phi-3) with random weights (SDPA
+      attention), PEFT LoRA on every linear of the decoder ("all-linear", as qtune's all-linear; dropout 0),
       non-reentrant gradient checkpointing, torch.optim.AdamW over the adapters, clipping at 1.0: the step
       qtune's bench times. --base nf4 loads the base through bitsandbytes (BitsAndBytesConfig nf4 + double quant,
       compute dtype bf16 on GPU and fp32 on CPU) from a random 16-bit copy saved to a temporary directory.
@@ -25,12 +26,11 @@ import warnings
 os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")
 warnings.filterwarnings("ignore")
 import torch  # noqa: E402
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def load_config(path):
@@ -40,7 +40,7 @@ def load_config(path):
         keys = json.load(f)
     keys.pop("architectures", None)
     keys.pop("torch_dtype", None)
-    return LlamaConfig(**{k: v for k, v in keys.items() if k != "model_type"})
+    return AutoConfig.for_model(keys.pop("model_type", "llama"), **keys)
 
 
 def sync(device):
@@ -54,14 +54,19 @@ def peak_bytes(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def attention(model_type):
+    # transformers runs Gemma 2's soft-capped scores only in its eager attention.
+    return "eager" if model_type == "gemma2" else "sdpa"
+
+
 def random_model(config, dtype, device):
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attention(config.model_type)
     torch.manual_seed(1)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in its dtype on the device: a 7B shape never exists in fp32
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(config)
+            model = AutoModelForCausalLM.from_config(config)
     finally:
         torch.set_default_dtype(default)
     return model
@@ -69,7 +74,9 @@ def random_model(config, dtype, device):
 
 def gguf_model(path, dtype, device):
     d, f = os.path.split(os.path.abspath(path))
-    model = LlamaForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype, attn_implementation="sdpa")
+    config = AutoConfig.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype,
+                                                 attn_implementation=attention(config.model_type))
     return model.to(device)
 
 
@@ -81,15 +88,15 @@ def nf4_model(config, device, gguf=None):
         # A GGUF-loaded model refuses save_pretrained: its weights go into a plain model of the same config first.
         src = gguf_model(gguf, compute, torch.device("cpu"))
         keys = {k: v for k, v in src.config.to_dict().items() if k not in ("quantization_config", "model_type")}
-        plain = random_model(LlamaConfig(**keys), compute, torch.device("cpu"))
+        plain = random_model(AutoConfig.for_model(src.config.model_type, **keys), compute, torch.device("cpu"))
         plain.load_state_dict(src.state_dict())
         plain.save_pretrained(tmp)
     else:
         random_model(config, compute, torch.device("cpu")).save_pretrained(tmp)
     bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                              bnb_4bit_compute_dtype=compute)
-    model = LlamaForCausalLM.from_pretrained(tmp, quantization_config=bnb, device_map=str(device), dtype=compute,
-                                             attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(tmp, quantization_config=bnb, device_map=str(device), dtype=compute,
+                                                 attn_implementation=attention(AutoConfig.from_pretrained(tmp).model_type))
     return model, compute
 
 
@@ -106,7 +113,7 @@ def train(a):
     if a.checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
-    model = get_peft_model(model, LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, target_modules=PROJECTIONS))
+    model = get_peft_model(model, LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=0.0, target_modules="all-linear"))
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)

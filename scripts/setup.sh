@@ -14,7 +14,7 @@ die() { printf '\033[1m[setup]\033[0m error: %s\n' "$*" >&2; exit 1; }
 
 packages=(build-essential cmake ninja-build ccache pkg-config git
           libyaml-cpp-dev libspdlog-dev libfmt-dev libsentencepiece-dev libonig-dev libicu-dev nlohmann-json3-dev libgtest-dev libcli11-dev
-          libgloo-dev
+          libgloo-dev libjemalloc-dev
           clang libclang-rt-14-dev)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv python3-pip)
 missing=()

@@ -99,6 +99,7 @@ int run_bench_train(const TrainBenchArgs& a) {
   lc.r = a.r;
   lc.alpha = a.alpha;
   lc.dropout = 0;
+  const int64_t rss_before_build = current_rss_bytes();
   const auto built_at = Clock::now();
   auto m = a.shape.model.empty() ? random_model(config, a.shape.base, options, &lc, 1)
                                  : loaded_model(a.shape.model, a.shape.base, options, &lc, 1);
@@ -115,6 +116,7 @@ int run_bench_train(const TrainBenchArgs& a) {
   // The load's peak (building 4-bit weights holds a layer's temporaries) apart from the steps' peak, which is what
   // `qtune plan` estimates.
   const int64_t load_peak = peak_memory_bytes(device);
+  const int64_t rss_after_build = current_rss_bytes();
   reset_peak_memory(device);
 
   auto ids = at::randint(config.vocab_size, {a.batch, a.seq}, at::TensorOptions().dtype(at::kLong).device(device));
@@ -162,7 +164,8 @@ int run_bench_train(const TrainBenchArgs& a) {
   plan.base.format = a.shape.base == "int8"   ? quant::WeightFormat::Int8
                      : a.shape.base == "dense" ? quant::WeightFormat::Dense
                                                : quant::WeightFormat::NF4;
-  const auto m_est = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
+  auto m_est = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
+  if (!device.is_cuda()) m_est.runtime = rss_before_build;
   const auto estimate = train::total_with(
       m_est, !a.checkpointing ? 0 : a.checkpoint_layers < 0 ? config.num_hidden_layers : a.checkpoint_layers);
 
@@ -187,6 +190,8 @@ int run_bench_train(const TrainBenchArgs& a) {
                       {"seconds_per_step", secs / static_cast<double>(a.steps)},
                       {"peak_bytes", peak},
                       {"load_peak_bytes", load_peak},
+                      {"rss_before_build_bytes", rss_before_build},  // the process before any model: LibTorch's
+                      {"rss_after_build_bytes", rss_after_build},    // ... and with the model built
                       {"peak_kind", device.is_cuda() ? "cuda max allocated" : "process peak RSS"},
                       {"plan_estimate_bytes", estimate},
                       {"build_seconds", build_s},

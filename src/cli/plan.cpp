@@ -78,7 +78,8 @@ int run_plan(const PlanArgs& a) {
              recipe.train.grad_accum, recipe.train.batch_size,
              a.nproc > 1 ? fmt::format(" on each of {} ranks", a.nproc) : std::string(), loader.batches_per_epoch(0));
   fmt::print("quant  {}\n", describe_quant(plan, recipe));
-  const auto m = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
+  auto m = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
+  if (!device.is_cuda()) m.runtime = current_rss_bytes();  // nothing loaded yet: what the process itself holds
   fmt::print("\npeak memory estimate on {} ({} compute, {} x {} tokens per micro-batch, {} trainable parameters):\n",
              device.str(), dtype_label(dtype), recipe.train.batch_size, recipe.data.max_seq_len, m.trainable_params);
   for (const auto& [label, bytes] : m.rows()) fmt::print("  {:<20} {:>12}\n", label, format_bytes(double(bytes)));

@@ -1,5 +1,7 @@
 #include "random_model.h"
 
+#include "qtune/util/memory.h"
+
 #include "qtune/lora/inject.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quant_linear_factory.h"
@@ -75,6 +77,7 @@ RandomModel random_model(const io::ModelConfig& config, const std::string& base,
   }
   nn::RandomInit init(config, seed);  // embeddings, norms, a dense base: fp32 on the CPU, then moved
   m.model = std::make_shared<nn::CausalLMImpl>(config, *factory, init, options);
+  release_free_heap();  // the random fp32 weights quantized away, as after a load
   return m;
 }
 

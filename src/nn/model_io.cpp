@@ -19,6 +19,7 @@
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/bnb_format.h"
 #include "qtune/util/error.h"
+#include "qtune/util/memory.h"
 #include "qtune/util/strings.h"
 
 namespace qtune::nn {
@@ -65,15 +66,20 @@ CausalLM load_causal_lm(const std::string& dir, at::TensorOptions options, Linea
   auto config = io::ModelConfig::load(dir);
   auto checkpoint = io::open_model_weights(dir);
   check_attention_rows(config, *checkpoint, dir);
-  if (factory != nullptr) return std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
-  // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
-  if (!config.quantization_config.is_null()) {
+  CausalLM model;
+  if (factory != nullptr) {
+    model = std::make_shared<CausalLMImpl>(config, *factory, *checkpoint, options);
+  } else if (!config.quantization_config.is_null()) {
+    // A checkpoint stored quantized needs the quantized linears whatever the caller asked for.
     QuantLinearFactory stored(quant::QuantPlan{}, options,
                               quant::StoredQuantization::of(config.quantization_config, dir + "/config.json"));
-    return std::make_shared<CausalLMImpl>(config, stored, *checkpoint, options);
+    model = std::make_shared<CausalLMImpl>(config, stored, *checkpoint, options);
+  } else {
+    DenseLinearFactory dense(options);
+    model = std::make_shared<CausalLMImpl>(config, dense, *checkpoint, options);
   }
-  DenseLinearFactory dense(options);
-  return std::make_shared<CausalLMImpl>(config, dense, *checkpoint, options);
+  release_free_heap();  // the load's freed temporaries, resident until trimmed
+  return model;
 }
 
 bool RandomInit::has(const std::string& name) const {

@@ -15,15 +15,20 @@ struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntrop
                             const at::Tensor& target, int64_t rows, double softcap) {
     const bool need_h = h.requires_grad(), need_w = w.requires_grad();
     const int64_t n = h.size(0);
-    auto wf = w.to(at::kFloat);
+    // A frozen 16-bit head multiplies in its own dtype (the GEMM accumulates in fp32; the logits are rounded to it
+    // once, as transformers' bf16 lm_head does) and only each chunk's logits go to fp32: an fp32 copy of the whole
+    // head would be V x H x 4 bytes, 2 GiB for a 7B's 152k x 3584, held through the step. A trained head (its fp32
+    // gradient is accumulated here) and an fp32 one take the fp32 path.
+    const bool low = !need_w && (w.scalar_type() == at::kBFloat16 || w.scalar_type() == at::kHalf);
+    auto wf = low ? w : w.to(at::kFloat);
     auto total = at::zeros({}, h.options().dtype(at::kFloat));
     at::Tensor grad_h = need_h ? at::empty_like(h) : at::Tensor();
     at::Tensor grad_w = need_w ? at::zeros_like(wf) : at::Tensor();
     for (int64_t start = 0; start < n; start += rows) {
       const int64_t len = std::min(rows, n - start);
-      auto hc = h.narrow(0, start, len).to(at::kFloat);
+      auto hc = h.narrow(0, start, len).to(wf.scalar_type());
       auto tc = target.narrow(0, start, len);
-      auto logits = at::matmul(hc, wf.t());  // [len, V]
+      auto logits = at::matmul(hc, wf.t()).to(at::kFloat);  // [len, V]
       at::Tensor capped;                     // tanh(l / cap), whose derivative the gradient needs
       if (softcap > 0) {
         capped = at::tanh(logits / softcap);
@@ -36,7 +41,7 @@ struct ChunkedCrossEntropy : public torch::autograd::Function<ChunkedCrossEntrop
       logits.sub_(lse.unsqueeze(1)).exp_();
       logits.scatter_add_(1, tc.unsqueeze(1), at::full({len, 1}, -1.0f, logits.options()));
       if (softcap > 0) logits.mul_(1 - capped.square());  // d(cap·tanh(l / cap))/dl
-      if (need_h) grad_h.narrow(0, start, len).copy_(at::matmul(logits, wf));
+      if (need_h) grad_h.narrow(0, start, len).copy_(at::matmul(logits.to(wf.scalar_type()), wf));
       if (need_w) grad_w.addmm_(logits.t(), hc);
     }
     ctx->saved_data["grad_h"] = grad_h;

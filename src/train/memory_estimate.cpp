@@ -54,9 +54,13 @@ int64_t kept_bytes(const io::GgufFile& file, const io::GgufLayout& layout, const
 }  // namespace
 
 std::vector<std::pair<std::string, int64_t>> MemoryEstimate::rows() const {
-  return {{"base weights", base_weights}, {"trainable (fp32)", trainable}, {"gradients", gradients},
+  std::vector<std::pair<std::string, int64_t>> out;
+  if (runtime > 0) out.emplace_back("runtime (LibTorch)", runtime);
+  for (auto& row : std::vector<std::pair<std::string, int64_t>>{{"base weights", base_weights}, {"trainable (fp32)", trainable}, {"gradients", gradients},
           {"optimizer state", optimizer_state}, {"activations", activations}, {"logits (chunked)", logits},
-          {"dequant workspace", workspace}};
+          {"dequant workspace", workspace}})
+    out.push_back(std::move(row));
+  return out;
 }
 
 MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const quant::QuantPlan& plan,

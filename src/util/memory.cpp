@@ -1,6 +1,9 @@
 #include "qtune/util/memory.h"
 
 #include <fmt/format.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <fstream>
 #include <string>
@@ -46,6 +49,12 @@ void reset_peak_memory(at::Device device) {
 }
 
 int64_t current_rss_bytes() { return status_kib("VmRSS") * 1024; }
+
+void release_free_heap() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 std::string format_bytes(double bytes) {
   if (bytes >= 1024.0 * 1024 * 1024) return fmt::format("{:.2f} GiB", bytes / (1024.0 * 1024 * 1024));

@@ -163,6 +163,32 @@ TEST(ChunkedCrossEntropy, SoftCappedLogitsEqualAutogradOnFullLogits) {
   EXPECT_GT(std::abs(chunked_cross_entropy(hidden0, weight0, targets).sum.item<double>() - ref.item<double>()), 0.1);
 }
 
+// A frozen bf16 head (the base's lm_head or tied embeddings) multiplies in bf16 and rounds the logits once, as
+// transformers' bf16 lm_head does before its fp32 loss: the same loss and hidden-state gradient as autograd through
+// that computation, without an fp32 copy of the whole head.
+TEST(ChunkedCrossEntropy, AFrozenBf16HeadGivesTheLossOfItsBf16Logits) {
+  const auto hidden0 = at::randn({2, 7, 16}, kFp32).to(at::kBFloat16);
+  const auto weight = (at::randn({30, 16}, kFp32) * 0.5).to(at::kBFloat16);
+  auto targets = at::randint(0, 30, {2, 7}, at::kLong);
+  targets.index_put_({0, 4}, -100);
+  auto h_ref = hidden0.clone().requires_grad_();
+  auto logits = at::matmul(h_ref, weight.t()).to(at::kFloat);
+  auto ref = at::cross_entropy_loss(logits.view({-1, 30}), targets.view({-1}), {}, at::Reduction::Sum, -100);
+  ref.backward();
+  // The fp32 head's loss differs by the logits' bf16 rounding: the bf16 path is taken, not the fp32 one.
+  const double fp32_loss =
+      chunked_cross_entropy(hidden0.to(at::kFloat), weight.to(at::kFloat), targets).sum.item<double>();
+  for (int64_t rows : {1, 3, 100}) {
+    auto h = hidden0.clone().requires_grad_();
+    auto out = chunked_cross_entropy(h, weight, targets, rows);
+    EXPECT_NEAR(out.sum.item<double>(), ref.item<double>(), 1e-5 * std::abs(ref.item<double>())) << rows;
+    out.sum.backward();
+    EXPECT_EQ(h.grad().scalar_type(), at::kBFloat16);
+    EXPECT_TRUE(at::allclose(h.grad().to(at::kFloat), h_ref.grad().to(at::kFloat), 1e-2, 1e-3)) << rows;
+  }
+  EXPECT_GT(std::abs(fp32_loss - ref.item<double>()), 1e-5 * std::abs(ref.item<double>()));
+}
+
 std::vector<data::TokenizedSample> uneven_samples() {
   // Lengths 3..11 with prompts masked differently: the per-sample token counts differ a lot.
   std::vector<data::TokenizedSample> out;

@@ -29,8 +29,13 @@ struct MemoryEstimate {
   int64_t layers = 0;
   int64_t logits = 0;              // one chunk of fp32 logits and its gradient, plus the hidden-state gradient
   int64_t workspace = 0;           // the largest dequantized weight, twice (forward output and a transient)
+  // CPU: the process's own resident memory before any model (LibTorch's code and data, about 0.35 GiB), which a
+  // peak RSS includes; set by a caller that measured it (qtune plan, bench), 0 on a GPU (its peak is the allocator's).
+  int64_t runtime = 0;
   int64_t trainable_params = 0;
-  int64_t total() const { return base_weights + trainable + gradients + optimizer_state + activations + logits + workspace; }
+  int64_t total() const {
+    return runtime + base_weights + trainable + gradients + optimizer_state + activations + logits + workspace;
+  }
   std::vector<std::pair<std::string, int64_t>> rows() const;  // label, bytes (for printing)
 };
 
