@@ -67,7 +67,8 @@ if ! PYTHONPATH="$root/$llmc_env" pins_satisfied "$req_llmc"; then
 fi
 if ! PYTHONPATH="$root/$llmc_env" .venv/bin/python -c \
     "from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier" >/dev/null 2>&1; then
-  die "llm-compressor does not import from $llmc_env over .venv (PYTHONPATH=$llmc_env .venv/bin/python -c 'import llmcompressor' says why)"
+  # Only the SmoothQuant oracle needs it: the rest of the set-up goes on.
+  log "warning: llm-compressor does not import from $llmc_env over .venv (PYTHONPATH=$llmc_env .venv/bin/python -c 'import llmcompressor' says why); the SmoothQuant oracle tests will fail"
 fi
 
 # llama.cpp itself, the oracle of the GGUF export tests: llama-cpp-python ships as source, so pip builds it (about
