@@ -3,7 +3,8 @@
 // --calib text for gptq), loadable by qtune and by transformers + gptqmodel; with --method awq, a Hugging Face AWQ
 // (GEMM) checkpoint calibrated on --calib, loadable by both likewise; with --method smoothquant, the model smoothed
 // for W8A8 (SmoothQuant's scales folded into its norms and linears, calibrated on --calib) as a dense Hugging Face
-// directory with smoothquant.json, the record of the smoothing.
+// directory with smoothquant.json, the record of the smoothing; with --method smoothquant+gptq, GPTQ's int8
+// per-channel checkpoint of the smoothed model.
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -30,6 +31,7 @@
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
+#include "qtune/util/remove_tree.h"
 
 namespace qtune::cli {
 namespace {
@@ -274,7 +276,33 @@ void parse_alpha(const std::string& text, calib::SmoothQuantOptions& o) {
   o.alpha = v;
 }
 
-// --method smoothquant: the model smoothed for W8A8, dense, with the record of the smoothing.
+// --method smoothquant+gptq: GPTQ on the smoothed model, on W8A8's weight grid (int8 per output channel, symmetric),
+// as llm-compressor's W8A8 recipe runs GPTQModifier after SmoothQuantModifier (each with its own calibration pass). The
+// smoothed model goes to OUT.smoothed (removed after), GPTQ's checkpoint to OUT with smoothquant.json beside it.
+void gptq_after_smoothing(const QuantizeArgs& a, const std::vector<std::vector<int64_t>>& calibration,
+                          const std::string& smoothed) {
+  calib::GptqRunOptions g;
+  g.gptq.grid = {8, -1, true};
+  g.gptq.damp = a.damp;
+  g.gptq.act_order = a.act_order;
+  g.true_sequential = !a.no_true_sequential;
+  g.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
+  const auto report = calib::quantize_to_gptq(
+      smoothed, calibration, g, a.out_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
+        print_progress(fmt::format("gptq [{:>3}/{}] {:<40} int8 error {:.4e} (rtn {:.4e}) {:.2f}s", i, n, l.name,
+                                   l.error, l.rtn_error, l.seconds));
+      });
+  end_progress();
+  fs::copy_file(fs::path(smoothed) / "smoothquant.json", fs::path(a.out_dir) / "smoothquant.json");
+  const auto c = calib::compare_with_rtn(report.linears);
+  fmt::print("GPTQ beat round-to-nearest on {} of {} smoothed linears; mean output error {:.4e} vs {:.4e}\n", c.better,
+             c.compared, c.mean_error, c.mean_rtn_error);
+  fmt::print("gptq int8 per channel sym on the smoothed model: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} "
+             "MiB) in {:.1f}s\n",
+             report.linears.size(), report.bits_per_weight, a.out_dir, report.bytes / 1048576.0, report.seconds);
+}
+
+// --method smoothquant: the model smoothed for W8A8, dense, with the record of the smoothing (+gptq: then GPTQ).
 int run_smoothquant(const QuantizeArgs& a) {
   if (!a.plan_file.empty() || !a.keep_int8.empty() || !a.keep_16bit.empty())
     fail("--method smoothquant smooths every layer: --plan / --keep-int8 / --keep-16bit work with --method gptq");
@@ -284,11 +312,16 @@ int run_smoothquant(const QuantizeArgs& a) {
   o.targets = a.smooth;
   o.search_sequences = a.alpha_search_samples;
   const auto config = io::ModelConfig::load(a.model_dir);
-  o.dtype = output_dtype(a.dtype, config);
+  const bool then_gptq = a.method == "smoothquant+gptq";
+  o.dtype = then_gptq ? at::kFloat : output_dtype(a.dtype, config);  // GPTQ reads the smoothed weights unrounded
   calib::smoothquant_mappings(config, o);  // a mapping error before the calibration text is read
+  if (then_gptq && fs::exists(a.out_dir))
+    fail("--out {}: exists; choose a new directory (nothing was overwritten)", a.out_dir);
   const auto calibration = calibration_of(a, config);
+  const auto smoothed = then_gptq ? a.out_dir + ".smoothed" : a.out_dir;
+  if (then_gptq) remove_tree(smoothed);
   const auto report = calib::smoothquant_model(
-      a.model_dir, calibration, o, a.out_dir, [&](const calib::SmoothLayerReport& l, int64_t i, int64_t n) {
+      a.model_dir, calibration, o, smoothed, [&](const calib::SmoothLayerReport& l, int64_t i, int64_t n) {
         print_progress(fmt::format("[{:>3}/{}] model.layers.{:<3} alpha {:.2f}  W8A8 block error {:.4e} (unsmoothed "
                                    "{:.4e}) {:.2f}s",
                                    i, n, l.layer, l.alpha, l.error, l.rtn_error, l.seconds));
@@ -301,16 +334,26 @@ int run_smoothquant(const QuantizeArgs& a) {
   for (const auto& l : report.layers) alphas += fmt::format("{}{:.2f}", alphas.empty() ? "" : " ", l.alpha);
   fmt::print("smoothquant alpha {} ({}){}: {} layers on {} calibration tokens; wrote {} ({:.2f} MiB) in {:.1f}s\n",
              a.alpha, alphas, o.smooth_down ? ", down_proj smoothed" : "", report.layers.size(),
-             report.calibration_tokens, a.out_dir, report.bytes / 1048576.0, report.seconds);
+             report.calibration_tokens, smoothed, report.bytes / 1048576.0, report.seconds);
+  if (then_gptq) {
+    try {
+      gptq_after_smoothing(a, calibration, smoothed);
+    } catch (...) {
+      remove_tree(smoothed);
+      throw;
+    }
+    remove_tree(smoothed);
+  }
   return 0;
 }
 
 int run_quantize(const QuantizeArgs& a) {
   if (a.method == "gptq" || a.method == "rtn") return run_gptq(a);
   if (a.method == "awq") return run_awq(a);
-  if (a.method == "smoothquant") return run_smoothquant(a);
+  if (a.method == "smoothquant" || a.method == "smoothquant+gptq") return run_smoothquant(a);
   if (!a.method.empty())
-    fail("--method {}: expected gptq, awq, smoothquant or rtn (or no --method: bitsandbytes' layout by --format)",
+    fail("--method {}: expected gptq, awq, smoothquant, smoothquant+gptq or rtn (or no --method: bitsandbytes' layout "
+         "by --format)",
          a.method);
   const auto t0 = std::chrono::steady_clock::now();
   if (fs::exists(fs::path(a.out_dir) / "model.safetensors"))
@@ -358,8 +401,9 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--plan", a->plan_file,
                   "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
   cmd->add_option("--method", a->method,
-                  "gptq | awq | smoothquant | rtn: write a Hugging Face GPTQ or AWQ checkpoint (calibrated on --calib; "
-                  "rtn: GPTQ's grid, rounded to nearest), or the model smoothed for W8A8 (smoothquant)");
+                  "gptq | awq | smoothquant | smoothquant+gptq | rtn: write a Hugging Face GPTQ or AWQ checkpoint "
+                  "(calibrated on --calib; rtn: GPTQ's grid, rounded to nearest), the model smoothed for W8A8 "
+                  "(smoothquant), or GPTQ int8 per channel on the smoothed model (smoothquant+gptq)");
   cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
       ->capture_default_str();
