@@ -57,6 +57,20 @@ if ! pins_satisfied "$req_gptq"; then
   .venv/bin/python -m pip install -q --no-deps -r "$req_gptq"
 fi
 
+# llm-compressor (the SmoothQuant oracle) pins a transformers older than the venv's: its packages go into
+# .cache/llmc-env and shadow the venv's through PYTHONPATH, over the venv's torch (no second torch download).
+req_llmc=scripts/requirements-oracle-llmc.txt
+llmc_env=.cache/llmc-env
+if ! PYTHONPATH="$root/$llmc_env" pins_satisfied "$req_llmc"; then
+  log "installing llm-compressor and its pins into $llmc_env (no torch: the venv's is used)"
+  .venv/bin/python -m pip install -q --no-deps --upgrade --target "$llmc_env" -r "$req_llmc"
+fi
+if ! PYTHONPATH="$root/$llmc_env" .venv/bin/python -c \
+    "from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier" >/dev/null 2>&1; then
+  # Only the SmoothQuant oracle needs it: the rest of the set-up goes on.
+  log "warning: llm-compressor does not import from $llmc_env over .venv (PYTHONPATH=$llmc_env .venv/bin/python -c 'import llmcompressor' says why); the SmoothQuant oracle tests will fail"
+fi
+
 # llama.cpp itself, the oracle of the GGUF export tests: llama-cpp-python ships as source, so pip builds it (about
 # 10 minutes on 2 cores, once: pip keeps the built wheel in its cache, and later set-ups install that in seconds).
 # Portable CPU code (no -march=native), no multimodal library, no examples.

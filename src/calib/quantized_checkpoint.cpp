@@ -37,7 +37,7 @@ void write_model_files(const std::string& model_dir, const io::ModelConfig& conf
                        const nlohmann::json& quantization_config, at::ScalarType dtype, const std::string& dir) {
   auto cfg = config.to_json();
   cfg["torch_dtype"] = dtype == at::kBFloat16 ? "bfloat16" : dtype == at::kHalf ? "float16" : "float32";
-  cfg["quantization_config"] = quantization_config;
+  if (!quantization_config.is_null()) cfg["quantization_config"] = quantization_config;
   io::write_text_atomically((fs::path(dir) / "config.json").string(), cfg.dump(2) + "\n");
   io::write_generation_config(model_dir, cfg, dir);
   data::copy_tokenizer_files(model_dir, dir);

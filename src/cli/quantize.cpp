@@ -1,7 +1,10 @@
 // qtune quantize MODEL_DIR --out DIR: a 4-bit (or mixed) checkpoint in bitsandbytes' layout, loadable by
 // qtune and by transformers + bitsandbytes; with --method gptq|rtn, a Hugging Face GPTQ checkpoint (calibrated on
 // --calib text for gptq), loadable by qtune and by transformers + gptqmodel; with --method awq, a Hugging Face AWQ
-// (GEMM) checkpoint calibrated on --calib, loadable by both likewise.
+// (GEMM) checkpoint calibrated on --calib, loadable by both likewise; with --method smoothquant, the model smoothed
+// for W8A8 (SmoothQuant's scales folded into its norms and linears, calibrated on --calib) as a dense Hugging Face
+// directory with smoothquant.json, the record of the smoothing; with --method smoothquant+gptq, GPTQ's int8
+// per-channel checkpoint of the smoothed model.
 #include <fmt/format.h>
 
 #include <unistd.h>
@@ -16,6 +19,7 @@
 #include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
 #include "qtune/calib/rtn_comparison.h"
+#include "qtune/calib/smoothquant.h"
 #include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
 #include "qtune/io/atomic_file.h"
@@ -27,6 +31,7 @@
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
+#include "qtune/util/remove_tree.h"
 
 namespace qtune::cli {
 namespace {
@@ -51,6 +56,11 @@ struct QuantizeArgs {
   // --method awq
   int64_t awq_search_samples = 16;
   bool no_clip = false;
+  // --method smoothquant
+  std::string alpha = "0.5";
+  bool smooth_down = false;
+  std::vector<std::string> smooth;
+  int64_t alpha_search_samples = 16;
 };
 
 // One progress line per linear: rewritten in place on a terminal, one line each in a log.
@@ -248,11 +258,103 @@ int run_awq(const QuantizeArgs& a) {
   return 0;
 }
 
+// --alpha: a number in [0, 1], or auto.
+void parse_alpha(const std::string& text, calib::SmoothQuantOptions& o) {
+  if (text == "auto") {
+    o.auto_alpha = true;
+    return;
+  }
+  size_t used = 0;
+  double v = -1;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || !(v >= 0 && v <= 1))
+    fail("--alpha {}: expected a migration strength in [0, 1] (0.5 is SmoothQuant's default) or auto", text);
+  o.alpha = v;
+}
+
+// --method smoothquant+gptq: GPTQ on the smoothed model, on W8A8's weight grid (int8 per output channel, symmetric),
+// as llm-compressor's W8A8 recipe runs GPTQModifier after SmoothQuantModifier (each with its own calibration pass). The
+// smoothed model goes to OUT.smoothed (removed after), GPTQ's checkpoint to OUT with smoothquant.json beside it.
+void gptq_after_smoothing(const QuantizeArgs& a, const std::vector<std::vector<int64_t>>& calibration,
+                          const std::string& smoothed) {
+  calib::GptqRunOptions g;
+  g.gptq.grid = {8, -1, true};
+  g.gptq.damp = a.damp;
+  g.gptq.act_order = a.act_order;
+  g.true_sequential = !a.no_true_sequential;
+  g.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
+  const auto report = calib::quantize_to_gptq(
+      smoothed, calibration, g, a.out_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
+        print_progress(fmt::format("gptq [{:>3}/{}] {:<40} int8 error {:.4e} (rtn {:.4e}) {:.2f}s", i, n, l.name,
+                                   l.error, l.rtn_error, l.seconds));
+      });
+  end_progress();
+  fs::copy_file(fs::path(smoothed) / "smoothquant.json", fs::path(a.out_dir) / "smoothquant.json");
+  const auto c = calib::compare_with_rtn(report.linears);
+  fmt::print("GPTQ beat round-to-nearest on {} of {} smoothed linears; mean output error {:.4e} vs {:.4e}\n", c.better,
+             c.compared, c.mean_error, c.mean_rtn_error);
+  fmt::print("gptq int8 per channel sym on the smoothed model: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} "
+             "MiB) in {:.1f}s\n",
+             report.linears.size(), report.bits_per_weight, a.out_dir, report.bytes / 1048576.0, report.seconds);
+}
+
+// --method smoothquant: the model smoothed for W8A8, dense, with the record of the smoothing (+gptq: then GPTQ).
+int run_smoothquant(const QuantizeArgs& a) {
+  if (!a.plan_file.empty() || !a.keep_int8.empty() || !a.keep_16bit.empty())
+    fail("--method smoothquant smooths every layer: --plan / --keep-int8 / --keep-16bit work with --method gptq");
+  calib::SmoothQuantOptions o;
+  parse_alpha(a.alpha, o);
+  o.smooth_down = a.smooth_down;
+  o.targets = a.smooth;
+  o.search_sequences = a.alpha_search_samples;
+  const auto config = io::ModelConfig::load(a.model_dir);
+  const bool then_gptq = a.method == "smoothquant+gptq";
+  o.dtype = then_gptq ? at::kFloat : output_dtype(a.dtype, config);  // GPTQ reads the smoothed weights unrounded
+  calib::smoothquant_mappings(config, o);  // a mapping error before the calibration text is read
+  if (then_gptq && fs::exists(a.out_dir))
+    fail("--out {}: exists; choose a new directory (nothing was overwritten)", a.out_dir);
+  const auto calibration = calibration_of(a, config);
+  const auto smoothed = then_gptq ? a.out_dir + ".smoothed" : a.out_dir;
+  if (then_gptq) remove_tree(smoothed);
+  const auto report = calib::smoothquant_model(
+      a.model_dir, calibration, o, smoothed, [&](const calib::SmoothLayerReport& l, int64_t i, int64_t n) {
+        print_progress(fmt::format("[{:>3}/{}] model.layers.{:<3} alpha {:.2f}  W8A8 block error {:.4e} (unsmoothed "
+                                   "{:.4e}) {:.2f}s",
+                                   i, n, l.layer, l.alpha, l.error, l.rtn_error, l.seconds));
+      });
+  end_progress();
+  const auto c = calib::compare_with_rtn(report.layers);
+  fmt::print("SmoothQuant beat unsmoothed W8A8 on {} of {} layers; mean block error {:.4e} vs {:.4e}\n", c.better,
+             c.compared, c.mean_error, c.mean_rtn_error);
+  std::string alphas;
+  for (const auto& l : report.layers) alphas += fmt::format("{}{:.2f}", alphas.empty() ? "" : " ", l.alpha);
+  fmt::print("smoothquant alpha {} ({}){}: {} layers on {} calibration tokens; wrote {} ({:.2f} MiB) in {:.1f}s\n",
+             a.alpha, alphas, o.smooth_down ? ", down_proj smoothed" : "", report.layers.size(),
+             report.calibration_tokens, smoothed, report.bytes / 1048576.0, report.seconds);
+  if (then_gptq) {
+    try {
+      gptq_after_smoothing(a, calibration, smoothed);
+    } catch (...) {
+      remove_tree(smoothed);
+      throw;
+    }
+    remove_tree(smoothed);
+  }
+  return 0;
+}
+
 int run_quantize(const QuantizeArgs& a) {
   if (a.method == "gptq" || a.method == "rtn") return run_gptq(a);
   if (a.method == "awq") return run_awq(a);
+  if (a.method == "smoothquant" || a.method == "smoothquant+gptq") return run_smoothquant(a);
   if (!a.method.empty())
-    fail("--method {}: expected gptq, awq or rtn (or no --method: bitsandbytes' layout by --format)", a.method);
+    fail("--method {}: expected gptq, awq, smoothquant, smoothquant+gptq or rtn (or no --method: bitsandbytes' layout "
+         "by --format)",
+         a.method);
   const auto t0 = std::chrono::steady_clock::now();
   if (fs::exists(fs::path(a.out_dir) / "model.safetensors"))
     fail("--out {}: already holds a model.safetensors; choose an empty directory", a.out_dir);
@@ -288,7 +390,8 @@ int run_quantize(const QuantizeArgs& a) {
 
 void add_quantize(CLI::App& app, Action& action) {
   auto* cmd = app.add_subcommand(
-      "quantize", "Write a 4-bit / mixed-precision checkpoint: bitsandbytes layout, or GPTQ / AWQ calibrated (--method)");
+      "quantize",
+      "Write a 4-bit / mixed-precision checkpoint: bitsandbytes layout, or GPTQ / AWQ / SmoothQuant calibrated (--method)");
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("MODEL_DIR", a->model_dir, "16-bit Hugging Face model directory")->required();
   cmd->add_option("--out,-o", a->out_dir, "Output directory")->required();
@@ -298,8 +401,9 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--plan", a->plan_file,
                   "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
   cmd->add_option("--method", a->method,
-                  "gptq | awq | rtn: write a Hugging Face GPTQ or AWQ checkpoint (calibrated on --calib; rtn: GPTQ's "
-                  "grid, rounded to nearest)");
+                  "gptq | awq | smoothquant | smoothquant+gptq | rtn: write a Hugging Face GPTQ or AWQ checkpoint "
+                  "(calibrated on --calib; rtn: GPTQ's grid, rounded to nearest), the model smoothed for W8A8 "
+                  "(smoothquant), or GPTQ int8 per channel on the smoothed model (smoothquant+gptq)");
   cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
       ->capture_default_str();
@@ -317,9 +421,20 @@ void add_quantize(CLI::App& app, Action& action) {
                   "AWQ: calibration sequences its scale search scores candidates on (-1: all; the means and the "
                   "clipping use all)")->capture_default_str();
   cmd->add_flag("--no-clip", a->no_clip, "AWQ: skip the clipping search");
-  cmd->add_option("--calib-samples", a->calib_samples, "GPTQ/AWQ calibration sequences")->capture_default_str();
-  cmd->add_option("--calib-seq-len", a->calib_seq_len, "Tokens per calibration sequence (GPTQ/AWQ 512, --plan auto 256)");
-  cmd->add_option("--calib", a->calib_file, "Calibration text for --method gptq|awq and --plan auto");
+  cmd->add_option("--alpha", a->alpha,
+                  "SmoothQuant migration strength in [0, 1], or auto: per layer, the grid 0, 0.05 … 1's best W8A8 "
+                  "block error")->capture_default_str();
+  cmd->add_flag("--smooth-down", a->smooth_down, "SmoothQuant: also smooth down_proj's inputs into up_proj's rows");
+  cmd->add_option("--smooth", a->smooth,
+                  "SmoothQuant: a linear whose inputs are smoothed, with the others reading the same input (default: "
+                  "q/k/v and gate/up); repeatable");
+  cmd->add_option("--alpha-search-samples", a->alpha_search_samples,
+                  "SmoothQuant: calibration sequences the W8A8 block error (and --alpha auto) is measured on (-1: "
+                  "all)")->capture_default_str();
+  cmd->add_option("--calib-samples", a->calib_samples, "GPTQ/AWQ/SmoothQuant calibration sequences")->capture_default_str();
+  cmd->add_option("--calib-seq-len", a->calib_seq_len,
+                  "Tokens per calibration sequence (GPTQ/AWQ/SmoothQuant 512, --plan auto 256)");
+  cmd->add_option("--calib", a->calib_file, "Calibration text for --method gptq|awq|smoothquant and --plan auto");
   cmd->add_option("--budget-bits", a->budget_bits, "Average bits per linear weight for --plan auto")->capture_default_str();
   cmd->add_option("--high", a->high, "Format of the layers --plan auto keeps: int8 | 16bit")->capture_default_str();
   cmd->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens used by --plan auto")->capture_default_str();

@@ -28,7 +28,8 @@ inline double bits_per_weight(int64_t bytes, int64_t parameters) {
   return parameters > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(parameters) : 0;
 }
 
-// config.json, generation_config.json and the tokenizer files of `model_dir` into `dir`.
+// config.json, generation_config.json and the tokenizer files of `model_dir` into `dir` (a null quantization_config:
+// none, a dense model).
 void write_model_files(const std::string& model_dir, const io::ModelConfig& config,
                        const nlohmann::json& quantization_config, at::ScalarType dtype, const std::string& dir);
 

@@ -1,0 +1,139 @@
+// qtune quantize --method smoothquant end to end on the tiny model: a dense Hugging Face directory that computes the
+// source's function, with smoothquant.json saying which α each layer took; --method smoothquant+gptq: GPTQ's int8
+// per-channel checkpoint of the smoothed model; and bad input (an α outside [0, 1], a
+// calibration text too short, a linear no norm precedes) is a clear error that leaves nothing behind.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "qtune/calib/smoothquant.h"
+#include "qtune/io/atomic_file.h"
+#include "qtune/io/json_file.h"
+#include "qtune/io/safetensors.h"
+#include "qtune/nn/model_io.h"
+#include "qtune/nn/quantized_linear.h"
+#include "test_util.h"
+#include "tiny_run.h"
+
+namespace qtune::calib {
+namespace {
+
+namespace fs = std::filesystem;
+const auto kFp32 = at::TensorOptions().dtype(at::kFloat);
+
+double max_rel(const at::Tensor& a, const at::Tensor& ref) {
+  return (a - ref).abs().max().item<double>() / ref.abs().max().item<double>();
+}
+
+std::string command(const train::TinyRun& t, const std::string& out, const std::string& extra,
+                    const std::string& calib = "corpus.txt") {
+  return "quantize " + t.model + " --method smoothquant --calib " + t.dir + "/" + calib +
+         " --calib-samples 4 --calib-seq-len 64 --dtype fp32 --out " + out + " " + extra;
+}
+
+TEST(SmoothQuantRun, WritesTheSmoothedModelAndItsRecord) {
+  train::TinyRun t;
+  const auto ref = train::probe_logits(*nn::load_causal_lm(t.model, kFp32));
+  const auto out = t.dir + "/sq";
+  const auto r = test::run_qtune(command(t, out, "--alpha auto --smooth-down"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("smoothquant alpha auto ("), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("down_proj smoothed: 2 layers on 256 calibration tokens"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+  const auto config = io::read_json_file(out + "/config.json");
+  EXPECT_FALSE(config.contains("quantization_config"));
+  EXPECT_EQ(config["torch_dtype"], "float32");
+  const auto record = io::read_json_file(out + "/smoothquant.json");
+  EXPECT_EQ(record["alpha"], "auto");
+  EXPECT_EQ(record["smooth_down"], true);
+  EXPECT_EQ(record["calibration_tokens"], 256);
+  ASSERT_EQ(record["mappings"].size(), 3u);
+  EXPECT_EQ(record["mappings"][2]["smooth"], "mlp.up_proj");
+  ASSERT_EQ(record["layers"].size(), 2u);
+  for (const auto& l : record["layers"]) {
+    EXPECT_GE(l["alpha"].get<double>(), 0.0);
+    EXPECT_LE(l["alpha"].get<double>(), 1.0);
+    EXPECT_EQ(l["searched"].size(), 21u);
+  }
+  EXPECT_TRUE(fs::exists(out + "/tokenizer.json") || fs::exists(out + "/tokenizer.model"));
+  EXPECT_LT(max_rel(train::probe_logits(*nn::load_causal_lm(out, kFp32)), ref), 2e-5);
+  const auto source = io::SafetensorsFile::open(t.model + "/model.safetensors");
+  const auto written = io::SafetensorsFile::open(out + "/model.safetensors");
+  EXPECT_FALSE(at::equal(written->tensor("model.layers.0.input_layernorm.weight"),
+                         source->tensor("model.layers.0.input_layernorm.weight")));
+  EXPECT_FALSE(at::equal(written->tensor("model.layers.0.mlp.down_proj.weight"),
+                         source->tensor("model.layers.0.mlp.down_proj.weight")));
+}
+
+TEST(SmoothQuantRun, GptqAfterSmoothingWritesAnInt8PerChannelGptqCheckpointOfTheSmoothedModel) {
+  train::TinyRun t;
+  const auto ref = train::probe_logits(*nn::load_causal_lm(t.model, kFp32));
+  const auto out = t.dir + "/sq-gptq";
+  auto cmd = command(t, out, "");
+  cmd.replace(cmd.find("--method smoothquant"), std::string("--method smoothquant").size(),
+              "--method smoothquant+gptq");
+  const auto r = test::run_qtune(cmd);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("GPTQ beat round-to-nearest on"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out + ".smoothed"));
+  const auto q = io::read_json_file(out + "/config.json")["quantization_config"];
+  EXPECT_EQ(q["quant_method"], "gptq");
+  EXPECT_EQ(q["bits"], 8);
+  EXPECT_EQ(q["group_size"], -1);
+  EXPECT_EQ(q["sym"], true);
+  EXPECT_EQ(io::read_json_file(out + "/smoothquant.json")["alpha"], 0.5);
+  auto m = nn::load_causal_lm(out, kFp32);
+  int64_t int8 = 0;
+  for (const auto& item : m->named_modules()) {
+    const auto l = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value());
+    int8 += l && l->weight().format() == "gptq-int8-g-1";
+  }
+  EXPECT_EQ(int8, 14);
+  // The smoothed function with its weights on the int8 grid: on this tiny random model (no outliers) int8 weights
+  // move the probe's logits by about 1% of their largest.
+  const double err = max_rel(train::probe_logits(*m), ref);
+  EXPECT_GT(err, 0);
+  EXPECT_LT(err, 3e-2);
+}
+
+TEST(SmoothQuantRun, BadInputIsAClearErrorAndLeavesNothingBehind) {
+  train::TinyRun t;
+  const auto out = t.dir + "/sq";
+  io::write_text_atomically(t.dir + "/short.txt", "Once upon a time there was a cat.\n");
+  struct Case {
+    std::string args, error, calib = "corpus.txt";
+  };
+  for (const auto& c : std::vector<Case>{
+           {"--alpha 1.5", "--alpha 1.5: expected a migration strength in [0, 1]"},
+           {"--alpha -0.1", "--alpha -0.1: expected a migration strength in [0, 1]"},
+           {"--alpha half", "--alpha half: expected a migration strength in [0, 1]"},
+           {"--smooth o_proj", "model.layers.*.self_attn.o_proj: no norm or linear precedes it that can absorb "
+                               "SmoothQuant's scales"},
+           {"--smooth qkv_proj", "--smooth qkv_proj: a llama layer has no such linear"},
+           {"", "short.txt: ", "short.txt"},  // fewer tokens than one sequence
+           {"", "are fewer than one calibration sequence of 64 (lower --calib-seq-len)", "short.txt"},
+       }) {
+    const auto r = test::run_qtune(command(t, out, c.args, c.calib));
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_NE(r.err.find(c.error), std::string::npos) << c.args << ": " << r.err;
+    EXPECT_FALSE(fs::exists(out)) << c.args;
+    EXPECT_FALSE(fs::exists(out + ".tmp")) << c.args;
+  }
+  SmoothQuantOptions o;
+  EXPECT_NE(test::error_of([&] { smoothquant_model(t.model, {}, o, out); }).find("needs calibration sequences"),
+            std::string::npos);
+  o.alpha = 2;
+  EXPECT_NE(test::error_of([&] { smoothquant_model(t.model, {{1, 2, 3}}, o, out); }).find("--alpha 2"),
+            std::string::npos);
+  o.alpha = 0.5;
+  o.targets = {"down_proj"};  // smoothing down_proj alone is fine (up_proj absorbs it); o_proj is not
+  EXPECT_EQ(smoothquant_mappings(io::ModelConfig::load(t.model), o).size(), 1u);
+  o.targets = {"self_attn.o_proj"};
+  EXPECT_NE(test::error_of([&] { smoothquant_model(t.model, {{1, 2, 3}}, o, out); }).find("self_attn.o_proj"),
+            std::string::npos);
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+}
+
+}  // namespace
+}  // namespace qtune::calib
