@@ -71,6 +71,9 @@ RopeConfig parse_rope(const json& j, const std::string& src, double default_thet
 
 json rope_scaling_json(const RopeConfig& rope) {
   if (rope.type == "default") return nullptr;
+  if (rope.type == "longrope")
+    return {{"rope_type", "longrope"}, {"short_factor", rope.short_factor}, {"long_factor", rope.long_factor},
+            {"attention_factor", rope.attention_factor}};
   json s = {{"rope_type", rope.type}, {"factor", rope.factor}};
   if (rope.type == "llama3") {
     s["low_freq_factor"] = rope.low_freq_factor;
@@ -238,6 +241,38 @@ void parse_gemma(const json& j, const std::string& src, ModelConfig& c) {
   }
 }
 
+// LongRoPE as transformers' _compute_longrope_parameters reads it: two sets of per-frequency divisors, the long one for
+// sequences past original_max_position_embeddings (a params key, else the config's, Phi3Config's default 4096), and
+// cos/sin scaled by attention_factor (given, else sqrt(1 + ln(f) / ln(original)) for f = max_position_embeddings /
+// original > 1).
+RopeConfig parse_longrope(const json& j, const json& params, const std::string& where, const ModelConfig& c) {
+  RopeConfig rope;
+  rope.type = "longrope";
+  rope.theta = get_double(params, "rope_theta", where, get_double(j, "rope_theta", where, 10000.0));
+  const int64_t half = c.head_dim / 2;
+  for (auto [key, out] : {std::pair{"short_factor", &rope.short_factor}, std::pair{"long_factor", &rope.long_factor}}) {
+    const json* v = find(params, key);
+    if (v == nullptr || !v->is_array() || static_cast<int64_t>(v->size()) != half)
+      fail("{}: key '{}' must list {} numbers (head_dim / 2), got {}", where, key, half,
+           v ? json_show(*v) : std::string("nothing"));
+    for (const auto& x : *v) {
+      if (!x.is_number() || x.get<double>() <= 0) fail("{}: key '{}' holds {}, expected positive numbers", where, key, json_show(x));
+      out->push_back(x.get<double>());
+    }
+  }
+  rope.original_max_position_embeddings =
+      find(params, "original_max_position_embeddings")
+          ? get_positive(params, "original_max_position_embeddings", where)
+          : get_positive(j, "original_max_position_embeddings", where, 4096);
+  const double factor =
+      get_double(params, "factor", where,
+                 double(c.max_position_embeddings) / double(rope.original_max_position_embeddings));
+  const double derived =
+      factor <= 1.0 ? 1.0 : std::sqrt(1 + std::log(factor) / std::log(double(rope.original_max_position_embeddings)));
+  rope.attention_factor = get_double(params, "attention_factor", where, derived);
+  return rope;
+}
+
 // Phi-3 / Phi-4 (modular_phi3.py): Mistral with qkv_proj and gate_up_proj fused, and residual dropouts.
 void parse_phi3(const json& j, const std::string& src, ModelConfig& c) {
   const char* rope_key = nullptr;
@@ -249,13 +284,14 @@ void parse_phi3(const json& j, const std::string& src, ModelConfig& c) {
           rope_key = key;
           rope_type = v->get<std::string>();
         }
-  // LongRoPE picks its frequencies by the sequence's length (short and long factors, the cache recomputed when a
-  // generation crosses original_max_position_embeddings); qtune runs Phi-3's default RoPE only.
-  if (rope_type != "default")
-    fail("{} ({}): rope type '{}' is not supported for phi3 (expected default: LongRoPE models such as Phi-3-mini-128k "
-         "or Phi-4-mini are not supported; Phi-3-mini-4k and Phi-4 are)",
-         src, rope_key, rope_type);
-  c.rope = parse_rope(j, src, 10000.0);
+  if (rope_type == "su" || rope_type == "yarn" || rope_type == "longrope") {
+    // LongRoPE (Phi-3-mini-128k, Phi-3.5, Phi-4-mini; "su" and "yarn" are its old names in Phi3Config).
+    c.rope = parse_longrope(j, *find(j, rope_key), fmt::format("{} ({})", src, rope_key), c);
+  } else if (rope_type != "default") {
+    fail("{} ({}): rope type '{}' is not supported for phi3 (expected default or longrope)", src, rope_key, rope_type);
+  } else {
+    c.rope = parse_rope(j, src, 10000.0);
+  }
   for (const json* holder : {&j, find(j, "rope_parameters")})
     if (holder != nullptr && holder->is_object())
       if (const double f = get_double(*holder, "partial_rotary_factor", src, 1.0); f != 1.0)
@@ -372,6 +408,7 @@ void write_family_options(const ModelConfig& c, json& j) {
   }
   // phi3
   j["sliding_window"] = c.sliding_window ? json(*c.sliding_window) : json(nullptr);
+  if (c.rope.type == "longrope") j["original_max_position_embeddings"] = c.rope.original_max_position_embeddings;
 }
 
 std::vector<LayerLinear> layer_linears(const ModelConfig& c) {

@@ -8,7 +8,13 @@ RotaryEmbedding::RotaryEmbedding(const io::RopeConfig& rope, int64_t head_dim) {
   // Same float32 arithmetic as transformers: base ** (arange(0, dim, 2) / dim).
   auto exponents = at::arange(0, head_dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(head_dim);
   inv_freq_ = 1.0 / at::pow(rope.theta, exponents);
-  if (rope.type == "linear") {
+  if (rope.type == "longrope") {
+    auto base = at::pow(rope.theta, exponents);
+    long_inv_freq_ = 1.0 / (at::tensor(rope.long_factor, at::kDouble).to(at::kFloat) * base);
+    inv_freq_ = 1.0 / (at::tensor(rope.short_factor, at::kDouble).to(at::kFloat) * base);
+    long_after_ = rope.original_max_position_embeddings;
+    attention_scaling_ = rope.attention_factor;
+  } else if (rope.type == "linear") {
     inv_freq_ = inv_freq_ / rope.factor;
   } else if (rope.type == "llama3") {
     const double old_len = static_cast<double>(rope.original_max_position_embeddings);
@@ -24,7 +30,11 @@ RotaryEmbedding::RotaryEmbedding(const io::RopeConfig& rope, int64_t head_dim) {
 }
 
 std::pair<at::Tensor, at::Tensor> RotaryEmbedding::cos_sin(const at::Tensor& position_ids, at::ScalarType dtype) const {
-  auto inv = inv_freq_.to(position_ids.device());
+  // LongRoPE: one set of frequencies for the whole call, the long one once a position reaches the original length
+  // (transformers' longrope_frequency_update: max(position_ids) + 1 > original_max_position_embeddings).
+  const bool long_rope = long_inv_freq_.defined() && position_ids.numel() > 0 &&
+                         position_ids.max().item<int64_t>() + 1 > long_after_;
+  auto inv = (long_rope ? long_inv_freq_ : inv_freq_).to(position_ids.device());
   auto freqs = position_ids.to(at::kFloat).unsqueeze(-1) * inv;  // [B, T, D/2]
   auto emb = at::cat({freqs, freqs}, -1);
   auto cos = emb.cos(), sin = emb.sin();

@@ -344,9 +344,13 @@ TEST(HfConfig, KeysAFamilyCannotHonourAreErrors) {
   g3["attn_logit_softcapping"] = 50.0;  // transformers' Gemma 3 ignores it: refused, not silently dropped
   EXPECT_TRUE(Contains(config_error(g3), "key 'attn_logit_softcapping' (50) cannot be honoured for model_type 'gemma3_text'"));
   auto phi = family("phi3");
+  // LongRoPE is read (OracleFamilies' phi3_longrope), but its factors must cover every frequency of the head.
   phi["rope_scaling"] = {{"type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
   msg = config_error(phi);
-  EXPECT_TRUE(Contains(msg, "(rope_scaling): rope type 'longrope' is not supported for phi3"));
+  EXPECT_TRUE(Contains(msg, "(rope_scaling): key 'short_factor' must list 4 numbers (head_dim / 2), got [1.0]")) << msg;
+  phi["rope_scaling"] = {{"type", "dynamic"}, {"factor", 2.0}};
+  EXPECT_TRUE(Contains(config_error(phi), "(rope_scaling): rope type 'dynamic' is not supported for phi3 (expected "
+                                          "default or longrope)"));
   phi.erase("rope_scaling");
   phi["partial_rotary_factor"] = 0.75;
   EXPECT_TRUE(Contains(config_error(phi), "key 'partial_rotary_factor' = 0.75 is not supported"));

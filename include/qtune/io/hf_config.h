@@ -16,12 +16,14 @@
 namespace qtune::io {
 
 struct RopeConfig {
-  std::string type = "default";  // default | linear | llama3
+  std::string type = "default";  // default | linear | llama3 | longrope (Phi-3's)
   double theta = 10000.0;
   double factor = 1.0;                          // linear, llama3
   double low_freq_factor = 1.0;                 // llama3
   double high_freq_factor = 4.0;                // llama3
-  int64_t original_max_position_embeddings = 0; // llama3
+  int64_t original_max_position_embeddings = 0; // llama3, longrope (sequences longer than it take long_factor)
+  std::vector<double> short_factor, long_factor;  // longrope: one divisor per frequency (head_dim / 2 each)
+  double attention_factor = 1.0;                // longrope: cos and sin are scaled by it
 };
 
 // The gate activation of the gated MLP: down(act(gate(x)) * up(x)).

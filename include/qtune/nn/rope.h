@@ -1,6 +1,6 @@
 #pragma once
 // Rotary position embeddings in Hugging Face's rotate-half layout (the two halves of each head rotate
-// together), with the default, linear and llama3 frequency schedules of transformers' modeling_rope_utils.
+// together), with the default, linear, llama3 and longrope frequency schedules of transformers' modeling_rope_utils.
 #include <ATen/ATen.h>
 
 #include <utility>
@@ -18,6 +18,8 @@ class RotaryEmbedding {
 
  private:
   at::Tensor inv_freq_;  // fp32 [head_dim / 2], on CPU
+  at::Tensor long_inv_freq_;  // LongRoPE's, for positions at or past long_after_; undefined otherwise
+  int64_t long_after_ = 0;
   double attention_scaling_ = 1.0;
 };
 
