@@ -80,6 +80,14 @@ TEST(W8A8Checkpoint, RoundTripKeepsEveryCodeAndScale) {
   EXPECT_FALSE(ckpt->has(kDown + ".weight_zero_point"));
   EXPECT_EQ(io::read_json_file(dir + "/config.json").at("torch_dtype"), "float32");
 
+  // qtune quantize --format w8a8 writes the same checkpoint (round to nearest, as at load), read back as stored.
+  const auto res = test::run_qtune("quantize " + t.model + " --format w8a8 --out " + t.dir + "/quantized");
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_EQ(io::read_json_file(t.dir + "/quantized/config.json").at("quantization_config").at("quant_method"),
+            "compressed-tensors");
+  auto requantized = nn::load_causal_lm(t.dir + "/quantized", kFp32);
+  EXPECT_TRUE(test::bitwise_equal(probe_logits(*requantized), probe_logits(*quantized)));
+
   // Scales stored in bf16 (as llm-compressor writes a bf16 model's) are read and widened.
   const auto bf16 = with_tensors(dir, "bf16-scales", [](io::NamedTensors& ts) {
     for (auto& [n, x] : ts)
