@@ -9,7 +9,9 @@
 // int8_quant_kernels.cu), which is what serves such a checkpoint; it runs at every forward (kernels/w8a8_matmul.h).
 // Codes stay within [-127, 127]. A row (weight or token) of zeros has scale 0 and codes 0.
 // The weight's codes are w / scale with the scale as stored, so compressed-tensors' own quantize(w, scale) gives the
-// same codes from the same scale.
+// same codes from the same scale. llm-compressor's own round-to-nearest divides by 127.5 instead (compressed-tensors'
+// calculate_qparams: absmax over half the range -128..127) and so reaches -128; a checkpoint stores its scales, so a
+// reader takes either grid, and W8A8State holds any int8 code.
 #include <ATen/ATen.h>
 
 #include <string>
