@@ -49,9 +49,11 @@ void add_shape_options(CLI::App& cmd, ShapeArgs& a) {
                                "train loads it");
   config->excludes(model);
   model->excludes(config);
-  cmd.add_option("--base", a.base, "How the projections are stored: nf4 (with double quant), int8 or dense")
+  cmd.add_option("--base", a.base,
+                 "How the projections are stored: nf4 (with double quant), int8, w8a8 (int8 weights and int8 inputs, "
+                 "integer matmul) or dense")
       ->capture_default_str()
-      ->check(CLI::IsMember({"nf4", "int8", "dense"}));
+      ->check(CLI::IsMember({"nf4", "int8", "w8a8", "dense"}));
   cmd.add_option("--device", a.device, "auto | cpu | cuda[:N]")->capture_default_str();
   cmd.add_option("--dtype", a.dtype, "Compute dtype: auto (train: as train.precision auto; decode: as --dtype auto) | fp32 | bf16 | fp16")
       ->capture_default_str();
@@ -162,6 +164,7 @@ int run_bench_train(const TrainBenchArgs& a) {
   recipe.lora.config = lc;
   quant::QuantPlan plan;
   plan.base.format = a.shape.base == "int8"   ? quant::WeightFormat::Int8
+                     : a.shape.base == "w8a8"  ? quant::WeightFormat::W8A8
                      : a.shape.base == "dense" ? quant::WeightFormat::Dense
                                                : quant::WeightFormat::NF4;
   auto m_est = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());

@@ -1,6 +1,6 @@
 // qtune export RUN_OR_CHECKPOINT --adapter OUT | --merged OUT | --gguf OUT.gguf | --gguf-adapter OUT.gguf: the trained
 // adapter in PEFT's or llama.cpp's format, or the merged model as a Hugging Face directory (16-bit, fp32, NF4/FP4 again,
-// int2/int4/int8 groups as a GPTQ checkpoint) or
+// int2/int4/int8 groups as a GPTQ checkpoint, W8A8 as a compressed-tensors checkpoint) or
 // as a GGUF file for llama.cpp (f16 ... q4_k_m), with the quality cost of the merge printed.
 #include <fmt/format.h>
 
@@ -224,12 +224,15 @@ int run_export(const ExportArgs& a) {
   o.source = trained.base_dir;
   o.dtype = resolve_dtype(a.dtype == "auto" ? "fp32" : a.dtype, at::kCPU);
   const bool to_int = a.quantize == "int2" || a.quantize == "int4" || a.quantize == "int8";
-  if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4" && !to_int)
-    fail("--quantize must be none, nf4, fp4, int2, int4 or int8, got '{}'", a.quantize);
+  const bool to_w8a8 = a.quantize == "w8a8";
+  if (a.quantize != "none" && a.quantize != "nf4" && a.quantize != "fp4" && !to_int && !to_w8a8)
+    fail("--quantize must be none, nf4, fp4, int2, int4, int8 or w8a8, got '{}'", a.quantize);
   if (!to_int && (a.group_size != 0 || a.asym || a.sym))
-    fail("--group-size, --sym and --asym apply to --quantize int2|int4|int8 (nf4 and fp4 take a QAT run's block or 64)");
+    fail("--group-size, --sym and --asym apply to --quantize int2|int4|int8 (nf4 and fp4 take a QAT run's block or 64; "
+         "w8a8 is symmetric per output channel)");
   if (a.asym && a.sym) fail("--sym and --asym exclude each other");
   if (to_int) o.quantize_int = merged_int_quantization(trained.recipe, a);
+  else if (to_w8a8) o.quantize_w8a8 = true;
   else if (a.quantize != "none") o.quantize4 = merged_quantization(trained.recipe, a.quantize);
   o.max_shard_bytes = a.shard_mb << 20;
   const auto result = exporting::save_merged_model(*trained.model, out, o);
@@ -240,7 +243,9 @@ int run_export(const ExportArgs& a) {
                                          o.quantize4->blocksize, o.quantize4->double_quant ? ", double quant" : "")
              : o.quantize_int ? fmt::format(", {} projections (GPTQ checkpoint, {:.3f} bits per weight)",
                                             o.quantize_int->name(), o.quantize_int->bits_per_weight())
-                              : "",
+             : o.quantize_w8a8 ? std::string(", W8A8 projections (compressed-tensors int-quantized: int8 per channel, "
+                                             "int8 inputs per token at run time)")
+                               : "",
              trained.checkpoint);
   if (!a.no_quality_check) print_quality(trained, out, options);
   return 0;
@@ -267,7 +272,8 @@ void add_export(CLI::App& app, Action& action) {
   cmd->add_option("--dtype", a->dtype, "--merged weights: bf16 | fp16 | fp32")->capture_default_str();
   cmd->add_option("--quantize", a->quantize,
                   "--merged projections: none | nf4 | fp4 (bitsandbytes layout; a QAT run's own block and double quant) | "
-                  "int2 | int4 | int8 (a GPTQ checkpoint; a QAT run's own group and zero points)")
+                  "int2 | int4 | int8 (a GPTQ checkpoint; a QAT run's own group and zero points) | w8a8 (int8 weights "
+                  "per channel and int8 inputs per token: compressed-tensors, as llm-compressor writes it for vLLM)")
       ->capture_default_str();
   cmd->add_option("--group-size", a->group_size,
                   "--quantize int*: input columns per scale, -1 for one per row (0: a QAT run's own, else 32; int8 a row)")

@@ -20,8 +20,8 @@ void ModelOptions::add_to(CLI::App& cmd) {
   cmd.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   cmd.add_option("--dtype", dtype, "auto | fp32 | bf16 | fp16 (auto: fp32 on CPU, bf16 on GPU)")->capture_default_str();
   cmd.add_option("--quant", quant,
-                 "Quantize the projections while loading: none | nf4 | fp4 | int8 (double quant, block 64) | keep (a "
-                 ".gguf's own blocks, as stored)")
+                 "Quantize the projections while loading: none | nf4 | fp4 (double quant, block 64) | int8 | w8a8 (int8 "
+                 "weights per channel, int8 inputs per token) | keep (a .gguf's own blocks, as stored)")
       ->capture_default_str();
   cmd.add_option("--plan", plan_file, "Quantize while loading by this YAML plan (from qtune quantize --plan auto)");
   cmd.add_option("--adapter", adapter, "Apply this PEFT LoRA adapter (e.g. a qtune train run's adapter/ directory)");

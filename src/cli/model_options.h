@@ -13,7 +13,7 @@ struct ModelOptions {
   std::string dir;
   std::string device = "auto";
   std::string dtype = "auto";
-  std::string quant = "none";  // quantize the projections while loading: none | nf4 | fp4 | int8 | keep (a .gguf)
+  std::string quant = "none";  // quantize the projections while loading: none | nf4 | fp4 | int8 | w8a8 | keep (a .gguf)
   std::string plan_file;       // or by a YAML plan
   std::string adapter;         // a PEFT adapter directory applied on top (qtune train's run/adapter)
 

@@ -395,7 +395,10 @@ void add_quantize(CLI::App& app, Action& action) {
   auto a = std::make_shared<QuantizeArgs>();
   cmd->add_option("MODEL_DIR", a->model_dir, "16-bit Hugging Face model directory")->required();
   cmd->add_option("--out,-o", a->out_dir, "Output directory")->required();
-  cmd->add_option("--format", a->format, "nf4 | fp4 | int8 for the decoder projections")->capture_default_str();
+  cmd->add_option("--format", a->format,
+                  "nf4 | fp4 | int8 (bitsandbytes layout) | w8a8 (compressed-tensors, round to nearest) for the decoder "
+                  "projections")
+      ->capture_default_str();
   cmd->add_flag("--no-double-quant", a->no_double_quant, "Keep the 4-bit absmax values in fp32");
   cmd->add_option("--block-size", a->block_size, "4-bit block size (power of two, 32..4096)")->capture_default_str();
   cmd->add_option("--plan", a->plan_file,

@@ -9,6 +9,7 @@
 #include "qtune/quant/codebook.h"
 #include "qtune/quant/int8.h"
 #include "qtune/quant/nf4.h"
+#include "qtune/quant/w8a8.h"
 #include "qtune/util/error.h"
 
 namespace qtune::cli {
@@ -19,16 +20,21 @@ constexpr double kWeightStd = 0.02;
 // Projections as random stored codes on the target device; nothing dense is ever made for them.
 class RandomCodesFactory : public nn::LinearFactory {
  public:
-  RandomCodesFactory(bool int8, at::TensorOptions options) : int8_(int8), options_(options) {}
+  // format: "nf4", "int8" or "w8a8"
+  RandomCodesFactory(std::string format, at::TensorOptions options) : format_(std::move(format)), options_(options) {}
 
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& /*weights: none are read*/) override {
     const auto dev = at::TensorOptions().device(options_.device());
     const int64_t n = spec.out_features * spec.in_features;
     c10::intrusive_ptr<quant::QuantizedWeight> w;
-    if (int8_) {
+    if (format_ == "int8") {
       quant::Int8State s{at::randint(-127, 128, {spec.out_features, spec.in_features}, dev.dtype(at::kChar)),
                          at::full({spec.out_features}, 3 * kWeightStd * 127, dev.dtype(at::kFloat))};
       w = c10::make_intrusive<quant::Int8Weight>(std::move(s));
+    } else if (format_ == "w8a8") {
+      quant::W8A8State s{at::randint(-127, 128, {spec.out_features, spec.in_features}, dev.dtype(at::kChar)),
+                         at::full({spec.out_features}, 3 * kWeightStd / 127, dev.dtype(at::kFloat))};
+      w = c10::make_intrusive<quant::W8A8Weight>(std::move(s));
     } else {
       quant::Quant4State s;
       s.format = quant::Format4::NF4;
@@ -55,7 +61,7 @@ class RandomCodesFactory : public nn::LinearFactory {
   }
 
  private:
-  bool int8_;
+  std::string format_;
   at::TensorOptions options_;
 };
 
@@ -64,12 +70,12 @@ class RandomCodesFactory : public nn::LinearFactory {
 RandomModel random_model(const io::ModelConfig& config, const std::string& base, at::TensorOptions options,
                          const lora::LoraConfig* lora, uint64_t seed) {
   RandomModel m;
-  if (base == "nf4" || base == "int8")
-    m.base = std::make_unique<RandomCodesFactory>(base == "int8", options);
+  if (base == "nf4" || base == "int8" || base == "w8a8")
+    m.base = std::make_unique<RandomCodesFactory>(base, options);
   else if (base == "dense")
     m.base = std::make_unique<nn::DenseLinearFactory>(options);
   else
-    fail("--base '{}': expected nf4, int8 or dense", base);
+    fail("--base '{}': expected nf4, int8, w8a8 or dense", base);
   nn::LinearFactory* factory = m.base.get();
   if (lora) {
     m.lora = std::make_unique<lora::LoraLinearFactory>(*m.base, *lora, seed);

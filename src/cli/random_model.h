@@ -20,13 +20,13 @@ struct RandomModel {
   nn::CausalLM model;
 };
 
-// base: "nf4" (NF4 + double quant, block 64, as QLoRA stores it), "int8" or "dense" (the compute dtype). With `lora`,
+// base: "nf4" (NF4 + double quant, block 64, as QLoRA stores it), "int8", "w8a8" or "dense" (the compute dtype). With `lora`,
 // every target projection gets an adapter (fp32, on the model's device).
 RandomModel random_model(const io::ModelConfig& config, const std::string& base, at::TensorOptions options,
                          const lora::LoraConfig* lora, uint64_t seed);
 
 // A real model (a Hugging Face directory or a .gguf), loaded as `qtune train` loads it: base "nf4" (+ double quant,
-// block 64), "int8" or "dense" quantized tensor by tensor (a GPTQ / AWQ / bitsandbytes checkpoint stays as stored).
+// block 64), "int8", "w8a8" or "dense" quantized tensor by tensor (a GPTQ / AWQ / bitsandbytes checkpoint stays as stored).
 RandomModel loaded_model(const std::string& path, const std::string& base, at::TensorOptions options,
                          const lora::LoraConfig* lora, uint64_t seed);
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "qtune/export/compressed_tensors.h"
 #include "qtune/export/merged_tensors.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/generation_config.h"
@@ -29,13 +30,40 @@ std::string dtype_name(at::ScalarType t) {
   return t == at::kBFloat16 ? "bfloat16" : t == at::kHalf ? "float16" : "float32";
 }
 
+// Every projection (merged with its adapter) quantized per channel; everything else in o.dtype.
+MergedExportResult save_merged_w8a8(nn::CausalLMImpl& model, const std::string& dir, const MergedExportOptions& o) {
+  torch::NoGradGuard no_grad;
+  W8A8CheckpointWriter writer(dir, {o.dtype, o.max_shard_bytes, o.source});
+  bool has_lm_head = false;
+  for (const auto& t : merged_tensors(model)) {
+    if (t.projection_weight && is_projection(t.name)) {
+      quant::W8A8State q;
+      try {
+        q = quant::quantize_w8a8_weight(t.value());
+      } catch (const Error& e) {
+        fail("{} (merged with its adapter): {}", t.name, e.what());
+      }
+      writer.add_linear(t.name.substr(0, t.name.size() - std::string(".weight").size()), q);
+    } else {
+      writer.add_dense(t.name, t.value());
+    }
+    has_lm_head = has_lm_head || t.name == "lm_head.weight";
+  }
+  auto config = model.config().to_json();
+  if (has_lm_head) config["tie_word_embeddings"] = false;  // a tied lm_head trained apart (modules_to_save)
+  const auto written = writer.finish(config);
+  return {written.shards, written.tensors, written.bytes};
+}
+
 }  // namespace
 
 MergedExportResult save_merged_model(nn::CausalLMImpl& model, const std::string& dir, const MergedExportOptions& o) {
   if (o.dtype != at::kFloat && o.dtype != at::kBFloat16 && o.dtype != at::kHalf)
     fail("merged export: dtype must be fp32, bf16 or fp16");
   if (fs::exists(dir)) fail("merged export: '{}' exists; choose a new directory (nothing was overwritten)", dir);
-  if (o.quantize4 && o.quantize_int) fail("merged export: choose one quantization of the projections, not two");
+  if (int(o.quantize4.has_value()) + int(o.quantize_int.has_value()) + int(o.quantize_w8a8) > 1)
+    fail("merged export: choose one quantization of the projections, not two");
+  if (o.quantize_w8a8) return save_merged_w8a8(model, dir, o);
   std::optional<quant::GptqConfig> gptq;
   if (o.quantize_int) {
     gptq.emplace();

@@ -81,9 +81,11 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   if (const json* q = find(j, "quantization_config")) {
     if (!q->is_object()) fail("{}: key 'quantization_config' must be an object", src);
     const json* method = find(*q, "quant_method");
-    if (method == nullptr || (*method != "bitsandbytes" && *method != "gptq" && *method != "awq"))
-      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\" or \"awq\")", src,
-           method ? json_show(*method) : "missing");
+    if (method == nullptr ||
+        (*method != "bitsandbytes" && *method != "gptq" && *method != "awq" && *method != "compressed-tensors"))
+      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\", \"awq\" or "
+           "\"compressed-tensors\")",
+           src, method ? json_show(*method) : "missing");
     c.quantization_config = *q;
   }
   for (const char* key : {"torch_dtype", "dtype"})

@@ -85,6 +85,11 @@ const TensorInfo& ShardedCheckpoint::info(const std::string& name) const { retur
 
 at::Tensor ShardedCheckpoint::tensor(const std::string& name) const { return shard_of(name).tensor(name); }
 
+std::string ShardedCheckpoint::origin(const std::string& name) const {
+  auto it = where_.find(name);
+  return it == where_.end() ? dir_ + ": tensor '" + name + "'" : shards_[it->second]->path() + ": tensor '" + name + "'";
+}
+
 at::Tensor ShardedCheckpoint::get(const std::string& name, at::IntArrayRef shape) const {
   const auto& shard = shard_of(name);
   const auto& ti = *shard.find(name);

@@ -1,10 +1,19 @@
 #include "qtune/nn/linear.h"
 
+#include "qtune/util/error.h"
+
 namespace qtune::nn {
 
 at::Tensor load_frozen(const io::WeightSource& weights, const std::string& name, at::IntArrayRef shape,
                        at::TensorOptions options) {
-  return weights.get(name, shape).to(options).set_requires_grad(false);
+  auto t = weights.get(name, shape);
+  // Integer codes read as a dense tensor would be garbage weights, silently: a quantized checkpoint without the
+  // quantization_config that says how to read it (or a config that leaves this tensor out).
+  if (!at::isFloatingType(t.scalar_type()))
+    fail("{}: is {}, not a floating-point tensor; quantized codes need a config.json quantization_config that covers "
+         "them",
+         weights.origin(name), c10::toString(t.scalar_type()));
+  return t.to(options).set_requires_grad(false);
 }
 
 DenseLinearImpl::DenseLinearImpl(LinearSpec spec, at::Tensor weight, at::Tensor bias)

@@ -18,6 +18,8 @@
 #include "qtune/nn/quant_linear_factory.h"
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/bnb_format.h"
+#include "qtune/quant/compressed_tensors_format.h"
+#include "qtune/quant/w8a8.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
 #include "qtune/util/strings.h"
@@ -102,7 +104,7 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir, const std::str
   io::NamedTensors tensors;
   std::vector<std::string> quantized_prefixes, dense_linears;
   std::optional<quant::LayerQuant> four_bit;
-  bool eight_bit = false;
+  bool eight_bit = false, any_w8a8 = false;
   for (const auto& item : model.named_modules("", /*include_self=*/false)) {
     if (auto q = std::dynamic_pointer_cast<QuantizedLinearImpl>(item.value())) {
       const auto& name = item.key();
@@ -114,9 +116,12 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir, const std::str
       } else if (auto w8 = dynamic_cast<const quant::Int8Weight*>(&q->weight())) {
         quant::append_bnb_int8(tensors, name, w8->state());
         eight_bit = true;
+      } else if (auto w8a8 = dynamic_cast<const quant::W8A8Weight*>(&q->weight())) {
+        quant::append_compressed_w8a8(tensors, name, w8a8->state());
+        any_w8a8 = true;
       } else {
-        fail("{}: a {} weight has no bitsandbytes layout to save it in (save the merged model, or load the base with "
-             "nf4, fp4, int8 or none)",
+        fail("{}: a {} weight has no bitsandbytes or compressed-tensors layout to save it in (save the merged model, "
+             "or load the base with nf4, fp4, int8, w8a8 or none)",
              name, q->weight().format());
       }
       if (q->bias().defined()) tensors.emplace_back(name + ".bias", q->bias());
@@ -136,6 +141,13 @@ void save_pretrained(CausalLMImpl& model, const std::string& dir, const std::str
   const std::string dtype_name = type == at::kBFloat16 ? "bfloat16" : type == at::kHalf ? "float16" : "float32";
   config["torch_dtype"] = dtype_name;
   config.erase("quantization_config");
+  if (any_w8a8 && (four_bit || eight_bit))
+    fail("{}: W8A8 linears (compressed-tensors) and bitsandbytes ones cannot share one checkpoint's quantization_config",
+         dir);
+  if (any_w8a8) {
+    dense_linears.insert(dense_linears.begin(), "lm_head");  // every linear stored dense, as llm-compressor ignores them
+    config["quantization_config"] = quant::CompressedTensorsConfig::w8a8_json(dense_linears);
+  }
   if (four_bit || eight_bit) {
     // transformers reads every quantized layer from its stored state; the dense ones must be named as skipped.
     dense_linears.push_back("lm_head");

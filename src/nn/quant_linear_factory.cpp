@@ -6,10 +6,12 @@
 
 #include "qtune/nn/quantized_linear.h"
 #include "qtune/quant/bnb_format.h"
+#include "qtune/quant/compressed_tensors_format.h"
 #include "qtune/quant/ggml_weight.h"
 #include "qtune/quant/gguf_blocks.h"
 #include "qtune/quant/gptq_weight.h"
 #include "qtune/quant/nf4.h"
+#include "qtune/quant/w8a8.h"
 #include "qtune/util/error.h"
 
 namespace qtune::nn {
@@ -33,7 +35,20 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
   QuantizedLayerInfo info{spec.name, "", spec.in_features * spec.out_features, 0, false};
 
   c10::intrusive_ptr<quant::QuantizedWeight> qweight;
-  if (stored_.awq && quant::has_gptq(weights, spec.name)) {  // AWQ also names its words .qweight
+  if (stored_.compressed) {
+    // The config and the tensors must agree: a scale the config does not ask for would otherwise be dropped, and int8
+    // codes read as a dense weight.
+    const bool quantized = stored_.compressed->quantizes(spec.name);
+    if (!quantized && quant::has_compressed_w8a8(weights, spec.name))
+      fail("{}: stores int8 codes and scales, but {}'s quantization_config (targets minus ignore) leaves {} unquantized",
+           weights.origin(spec.name + ".weight_scale"), stored_.where, spec.name);
+    if (!quantized)
+      return dense(spec, load_frozen(weights, weight_name, {spec.out_features, spec.in_features}, options_),
+                   std::move(bias), info);
+    qweight = c10::make_intrusive<quant::W8A8Weight>(
+        quant::read_compressed_w8a8(weights, spec.name, spec.out_features, spec.in_features, stored_.where));
+    info.from_checkpoint = true;
+  } else if (stored_.awq && quant::has_gptq(weights, spec.name)) {  // AWQ also names its words .qweight
     qweight = c10::make_intrusive<quant::GptqWeight>(
         quant::awq_to_gptq(quant::read_awq(weights, spec.name, spec.out_features, spec.in_features, *stored_.awq),
                            stored_.awq->grid),
@@ -51,6 +66,10 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
     qweight = c10::make_intrusive<quant::GptqWeight>(
         quant::read_gptq(weights, spec.name, spec.out_features, spec.in_features, *grid, *stored_.gptq), *grid);
     info.from_checkpoint = true;
+  } else if (quant::has_compressed_w8a8(weights, spec.name)) {
+    fail("{}: the checkpoint stores compressed-tensors W8A8 tensors (int8 codes and weight_scale) but {} has no "
+         "quantization_config with quant_method \"compressed-tensors\" (llm-compressor writes one)",
+         weights.origin(spec.name + ".weight_scale"), stored_.where.empty() ? "its config.json" : stored_.where);
   } else if (!quant::bnb_4bit_state_key(weights, weight_name).empty()) {
     qweight = c10::make_intrusive<quant::Quant4Weight>(quant::read_bnb_4bit(weights, weight_name));
     info.from_checkpoint = true;
@@ -68,6 +87,8 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
     try {
       if (layer.format == quant::WeightFormat::Int8)
         qweight = c10::make_intrusive<quant::Int8Weight>(quant::quantize_int8_rowwise(w.to(at::kFloat)));
+      else if (layer.format == quant::WeightFormat::W8A8)
+        qweight = c10::make_intrusive<quant::W8A8Weight>(quant::quantize_w8a8_weight(w));
       else
         qweight = c10::make_intrusive<quant::Quant4Weight>(quant::quantize_4bit(w, quant::four_bit_options(layer)));
     } catch (const Error& e) {
@@ -85,7 +106,7 @@ Linear QuantLinearFactory::make_kept(const LinearSpec& spec, const io::WeightSou
   auto stored = weights.stored_blocks(weight_name);
   if (!stored)
     fail("{}: quant.format keep needs a GGUF base (a .gguf file as model.path), but this checkpoint does not store the "
-         "weight as ggml blocks; use nf4, fp4, int8 or none for it",
+         "weight as ggml blocks; use nf4, fp4, int8, w8a8 or none for it",
          weight_name);
   const std::vector<int64_t> shape{spec.out_features, spec.in_features};
   if (stored->shape != shape)

@@ -1,6 +1,8 @@
 #include "qtune/nn/quantized_linear.h"
 
 #include "qtune/autograd/dequant_matmul.h"
+#include "qtune/autograd/w8a8_matmul.h"
+#include "qtune/quant/w8a8.h"
 #include "qtune/util/error.h"
 
 namespace qtune::nn {
@@ -15,7 +17,10 @@ QuantizedLinearImpl::QuantizedLinearImpl(LinearSpec spec, c10::intrusive_ptr<qua
 }
 
 at::Tensor QuantizedLinearImpl::forward(const at::Tensor& x) {
-  auto y = autograd::dequant_matmul(x, weight_);
+  // A W8A8 weight multiplies in integers with its input quantized per token (what its runtime computes); every other
+  // format dequantizes into x's dtype.
+  auto y = dynamic_cast<const quant::W8A8Weight*>(weight_.get()) ? autograd::w8a8_matmul(x, weight_)
+                                                                 : autograd::dequant_matmul(x, weight_);
   return bias_.defined() ? y + bias_.to(y.scalar_type()) : y;
 }
 

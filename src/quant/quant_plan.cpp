@@ -15,6 +15,7 @@ const char* format_name(WeightFormat format) {
     case WeightFormat::NF4: return "nf4";
     case WeightFormat::FP4: return "fp4";
     case WeightFormat::Int8: return "int8";
+    case WeightFormat::W8A8: return "w8a8";
     case WeightFormat::Dense: return "16bit";
     case WeightFormat::Keep: return "keep";
   }
@@ -25,9 +26,11 @@ WeightFormat parse_weight_format(const std::string& name, const std::string& wha
   if (name == "nf4") return WeightFormat::NF4;
   if (name == "fp4") return WeightFormat::FP4;
   if (name == "int8") return WeightFormat::Int8;
+  if (name == "w8a8") return WeightFormat::W8A8;
   if (name == "keep") return WeightFormat::Keep;
   if (name == "16bit" || name == "bf16" || name == "fp16" || name == "fp32" || name == "none") return WeightFormat::Dense;
-  fail("{}: format '{}' is not one of nf4, fp4, int8, 16bit, keep (16bit also as bf16, fp16, fp32 or none)", what, name);
+  fail("{}: format '{}' is not one of nf4, fp4, int8, w8a8, 16bit, keep (16bit also as bf16, fp16, fp32 or none)", what,
+       name);
 }
 
 bool glob_match(const std::string& pattern, const std::string& name) {

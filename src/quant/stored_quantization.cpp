@@ -6,14 +6,27 @@
 namespace qtune::quant {
 
 StoredQuantization StoredQuantization::of(const nlohmann::json& q, const std::string& where) {
-  if (q.is_null()) return {};
+  StoredQuantization s;
+  s.where = where;
+  if (q.is_null()) return s;
   const auto method = q.value("quant_method", std::string());
-  if (method == "bitsandbytes") return bitsandbytes();
-  if (method == "gptq") return {Method::Gptq, GptqConfig::from_json(q, where), std::nullopt};
-  if (method == "awq") return {Method::Awq, std::nullopt, AwqConfig::from_json(q, where)};
-  fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\" or \"awq\")",
-       where,
-       q.contains("quant_method") ? json_show(q["quant_method"]) : "missing");
+  if (method == "bitsandbytes") {
+    s.method = Method::Bitsandbytes;
+  } else if (method == "gptq") {
+    s.method = Method::Gptq;
+    s.gptq = GptqConfig::from_json(q, where);
+  } else if (method == "awq") {
+    s.method = Method::Awq;
+    s.awq = AwqConfig::from_json(q, where);
+  } else if (method == "compressed-tensors") {
+    s.method = Method::CompressedTensors;
+    s.compressed = CompressedTensorsConfig::from_json(q, where);
+  } else {
+    fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\", \"awq\" or "
+         "\"compressed-tensors\")",
+         where, q.contains("quant_method") ? json_show(q["quant_method"]) : "missing");
+  }
+  return s;
 }
 
 }  // namespace qtune::quant

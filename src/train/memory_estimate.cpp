@@ -34,7 +34,8 @@ int64_t stored_bytes(const quant::LayerQuant& q, int64_t n, int64_t out, int64_t
       const int64_t absmax = q.double_quant ? blocks + ((blocks + 255) / 256) * 4 + 256 * 4 + 4 : blocks * 4;
       return (n + 1) / 2 + absmax + 16 * 4;
     }
-    case quant::WeightFormat::Int8: return n + out * 4;
+    case quant::WeightFormat::Int8:
+    case quant::WeightFormat::W8A8: return n + out * 4;  // int8 codes and an fp32 scale per row
     case quant::WeightFormat::Dense: return n * dense_bytes;
     case quant::WeightFormat::Keep: break;  // the file says (kept_bytes)
   }

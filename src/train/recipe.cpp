@@ -170,9 +170,10 @@ std::vector<RecipeKey> make_schema() {
       key("model.dtype", "Compute dtype of the frozen base", [](Recipe& r) -> auto& { return r.model.dtype; },
           {"auto", "bf16", "fp16", "fp32"}),
       key("quant.format",
-          "Format of the frozen projections: nf4/fp4 (4-bit), int8, none (the compute dtype), or keep (a .gguf base's "
-          "own blocks, Q4_0 ... Q6_K, as stored)",
-          [](Recipe& r) -> auto& { return r.quant.format; }, {"nf4", "fp4", "int8", "none", "keep"}),
+          "Format of the frozen projections: nf4/fp4 (4-bit), int8, w8a8 (int8 weights per channel and int8 inputs per "
+          "token, multiplied in integers), none (the compute dtype), or keep (a .gguf base's own blocks, Q4_0 ... Q6_K, "
+          "as stored)",
+          [](Recipe& r) -> auto& { return r.quant.format; }, {"nf4", "fp4", "int8", "w8a8", "none", "keep"}),
       key("quant.double_quant", "Quantize the 4-bit absmax again (saves ~0.37 bit/param)",
           [](Recipe& r) -> auto& { return r.quant.double_quant; }),
       key("quant.block_size", "4-bit block size (32..4096, power of two)",

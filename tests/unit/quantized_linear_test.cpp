@@ -100,7 +100,7 @@ TEST(QuantPlan, YamlRoundTripAndErrorsNameTheLine) {
   EXPECT_NE(msg.find("line 2: unknown key 'block_sise'"), std::string::npos) << msg;
   std::ofstream(dir + "/bad2.yaml") << "format: nf4\nrules:\n  - {pattern: 'x.*', format: int4}\n";
   msg = test::error_of([&] { quant::QuantPlan::load_yaml(dir + "/bad2.yaml"); });
-  EXPECT_NE(msg.find("format 'int4' is not one of nf4, fp4, int8, 16bit"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("format 'int4' is not one of nf4, fp4, int8, w8a8, 16bit"), std::string::npos) << msg;
   std::ofstream(dir + "/bad3.yaml") << "format: nf4\nblock_size: 48\n";
   msg = test::error_of([&] { quant::QuantPlan::load_yaml(dir + "/bad3.yaml"); });
   EXPECT_NE(msg.find("block_size 48 must be a power of two"), std::string::npos) << msg;

@@ -169,7 +169,7 @@ TEST(Recipe, QuantFormatKeepParsesAndNeedsAGgufBase) {
   EXPECT_EQ(r.quant.format, "keep");
   EXPECT_NE(recipe_help().find("keep (a .gguf base's own blocks"), std::string::npos);
   auto msg = test::error_of([&] { Recipe::from_yaml_text(f.text("quant:\n  format: q4_1\n"), "r.yaml"); });
-  EXPECT_NE(msg.find("'quant.format' must be one of nf4 | fp4 | int8 | none | keep, got 'q4_1'"), std::string::npos)
+  EXPECT_NE(msg.find("'quant.format' must be one of nf4 | fp4 | int8 | w8a8 | none | keep, got 'q4_1'"), std::string::npos)
       << msg;
   // The model here is a Hugging Face directory: the plan names the key and the path before any weight is read.
   msg = test::error_of([&] { quant_plan_of(r); });

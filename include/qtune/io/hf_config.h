@@ -57,7 +57,7 @@ struct ModelConfig {
   double initializer_range = 0.02;
   double attention_dropout = 0.0;  // on the attention probabilities, in training only (as transformers)
   std::string torch_dtype = "float32";
-  nlohmann::json quantization_config;  // null unless the checkpoint is stored quantized (bitsandbytes layout)
+  nlohmann::json quantization_config;  // null unless the checkpoint is stored quantized (bitsandbytes, GPTQ, AWQ, compressed-tensors)
 
   // ---- Family options (what a family changes in the one decoder; llama's values are the defaults) ----
   // Biases on q, k and v only, not on o (Qwen2). attention_bias puts them on all four.

@@ -20,6 +20,7 @@ class ShardedCheckpoint : public WeightSource {
   at::Tensor tensor(const std::string& name) const;  // any shape
   at::Tensor get_raw(const std::string& name) const override { return tensor(name); }
   void release(const std::string& name) const override { shard_of(name).release(name); }
+  std::string origin(const std::string& name) const override;
   const TensorInfo& info(const std::string& name) const;
 
   const std::string& dir() const { return dir_; }

@@ -32,6 +32,8 @@ class WeightSource {
   virtual void release(const std::string& name) const {}
   // The 2-D tensor `name` as stored ggml blocks, where the source holds such (a GGUF); nullopt elsewhere.
   virtual std::optional<StoredBlocks> stored_blocks(const std::string& name) const { return std::nullopt; }
+  // Where `name` is stored, for messages: "FILE: tensor 'NAME'" where the source knows its file.
+  virtual std::string origin(const std::string& name) const { return "tensor '" + name + "'"; }
 };
 
 }  // namespace qtune::io

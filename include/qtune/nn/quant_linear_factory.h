@@ -1,6 +1,7 @@
 #pragma once
-// The LinearFactory of the frozen base: each projection becomes NF4/FP4 (Linear4bit), int8 (Linear8bit), dense,
-// GPTQ (a checkpoint that stores qweight/qzeros/scales/g_idx), or (keep, from a GGUF) the ggml blocks the file stores, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
+// The LinearFactory of the frozen base: each projection becomes NF4/FP4 (Linear4bit), int8 (Linear8bit), W8A8 (int8
+// weights and inputs; also a compressed-tensors checkpoint's), dense, GPTQ (a checkpoint that stores
+// qweight/qzeros/scales/g_idx), or (keep, from a GGUF) the ggml blocks the file stores, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
 // (the 16-bit copy of one weight at a time, never of the model); a checkpoint already quantized by qtune or by
 // transformers + bitsandbytes is read as stored.
 #include <string>

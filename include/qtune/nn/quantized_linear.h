@@ -1,6 +1,6 @@
 #pragma once
 // A frozen linear whose weight is stored quantized (Linear4bit for NF4/FP4, Linear8bit for int8): the forward
-// goes through DequantMatmul, so no dense weight outlives the matmul, in forward or backward.
+// goes through DequantMatmul (W8A8: W8A8Matmul), so no dense weight outlives the matmul, in forward or backward.
 #include <ATen/ATen.h>
 
 #include "qtune/nn/linear.h"

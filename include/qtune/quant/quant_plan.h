@@ -3,6 +3,7 @@
 // quantization; embeddings, norms and lm_head stay in the compute dtype (they are not built by the factory).
 // Rules, tried in order, keep chosen modules in int8 or 16-bit: glob patterns over the module name, matched
 // with and without its leading "model." ("layers.0.*", "*.down_proj", "model.layers.1.mlp.up_proj").
+// W8A8 (quant/w8a8.h): int8 weights per output channel, and the linear's input quantized per token at each forward.
 // Keep (a GGUF base only): each projection stays in the ggml blocks the file stores it in (Q4_0 ... Q6_K), frozen as
 // is; one stored as F32/F16/BF16 becomes a dense layer in the compute dtype.
 #include <string>
@@ -10,10 +11,10 @@
 
 namespace qtune::quant {
 
-enum class WeightFormat { NF4, FP4, Int8, Dense, Keep };
+enum class WeightFormat { NF4, FP4, Int8, W8A8, Dense, Keep };
 
 const char* format_name(WeightFormat format);
-// nf4 fp4 int8 keep, and bf16/fp16/fp32/16bit/none for Dense
+// nf4 fp4 int8 w8a8 keep, and bf16/fp16/fp32/16bit/none for Dense
 WeightFormat parse_weight_format(const std::string& name, const std::string& what);
 
 struct LayerQuant {

@@ -1,27 +1,34 @@
 #pragma once
 // What a checkpoint's config.json "quantization_config" says its linears are stored in: bitsandbytes' 4/8-bit
-// layout, or GPTQ's or AWQ's packed integer grid (with the settings a loader needs to unpack it). Parsed once, where the
-// model is loaded, and handed to the LinearFactory.
+// layout, GPTQ's or AWQ's packed integer grid (with the settings a loader needs to unpack it), or compressed-tensors'
+// W8A8 int8 codes. Parsed once, where the model is loaded, and handed to the LinearFactory.
 #include <nlohmann/json.hpp>
 
 #include <optional>
 #include <string>
 
 #include "qtune/quant/awq_format.h"
+#include "qtune/quant/compressed_tensors_format.h"
 #include "qtune/quant/gptq_format.h"
 
 namespace qtune::quant {
 
 struct StoredQuantization {
-  enum class Method { None, Bitsandbytes, Gptq, Awq };
+  enum class Method { None, Bitsandbytes, Gptq, Awq, CompressedTensors };
   Method method = Method::None;
   std::optional<GptqConfig> gptq;
   std::optional<AwqConfig> awq;
+  std::optional<CompressedTensorsConfig> compressed;
+  std::string where;  // the config.json, for messages
 
   bool any() const { return method != Method::None; }
   // `where` names the config.json in messages; a null json is Method::None.
   static StoredQuantization of(const nlohmann::json& quantization_config, const std::string& where);
-  static StoredQuantization bitsandbytes() { return {Method::Bitsandbytes, std::nullopt, std::nullopt}; }
+  static StoredQuantization bitsandbytes() {
+    StoredQuantization s;
+    s.method = Method::Bitsandbytes;
+    return s;
+  }
 };
 
 }  // namespace qtune::quant

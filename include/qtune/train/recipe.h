@@ -19,7 +19,7 @@ struct ModelSection {
 };
 
 struct QuantSection {
-  std::string format = "nf4";  // nf4 | fp4 | int8 | none
+  std::string format = "nf4";  // nf4 | fp4 | int8 | w8a8 | none | keep
   bool double_quant = true;
   int64_t block_size = 64;
   std::vector<std::string> keep_int8, keep_16bit;  // glob patterns over module names
