@@ -2,8 +2,9 @@
 // qtune and by transformers + bitsandbytes; with --method gptq|rtn, a Hugging Face GPTQ checkpoint (calibrated on
 // --calib text for gptq), loadable by qtune and by transformers + gptqmodel; with --method awq, a Hugging Face AWQ
 // (GEMM) checkpoint calibrated on --calib, loadable by both likewise; with --method smoothquant, the model smoothed
-// for W8A8 (SmoothQuant's scales folded into its norms and linears, calibrated on --calib) as a dense Hugging Face
-// directory with smoothquant.json, the record of the smoothing; with --method smoothquant+gptq, GPTQ's int8
+// for W8A8 (SmoothQuant's scales folded into its norms and linears, calibrated on --calib) and written as a
+// compressed-tensors W8A8 checkpoint (vLLM, SGLang, transformers; `--quant w8a8` bases), or dense with
+// --smooth-only, with smoothquant.json, the record of the smoothing; with --method smoothquant+gptq, GPTQ's int8
 // per-channel checkpoint of the smoothed model.
 #include <fmt/format.h>
 
@@ -58,7 +59,7 @@ struct QuantizeArgs {
   bool no_clip = false;
   // --method smoothquant
   std::string alpha = "0.5";
-  bool smooth_down = false;
+  bool smooth_down = false, smooth_only = false;
   std::vector<std::string> smooth;
   int64_t alpha_search_samples = 16;
 };
@@ -302,7 +303,33 @@ void gptq_after_smoothing(const QuantizeArgs& a, const std::vector<std::vector<i
              report.linears.size(), report.bits_per_weight, a.out_dir, report.bytes / 1048576.0, report.seconds);
 }
 
-// --method smoothquant: the model smoothed for W8A8, dense, with the record of the smoothing (+gptq: then GPTQ).
+// --method smoothquant: the smoothed model (in OUT.smoothed, unrounded fp32) quantized to W8A8 by round to nearest,
+// written as the compressed-tensors checkpoint vLLM serves (as `quantize --format w8a8` writes one), with
+// smoothquant.json beside it.
+void w8a8_after_smoothing(const QuantizeArgs& a, const io::ModelConfig& config, const std::string& smoothed) {
+  const auto options = at::TensorOptions().dtype(output_dtype(a.dtype, config));
+  quant::QuantPlan plan;
+  plan.base.format = quant::WeightFormat::W8A8;
+  nn::QuantLinearFactory factory(plan, options);
+  const auto model = nn::load_causal_lm(smoothed, options, &factory);
+  const auto tmp = a.out_dir + ".tmp";
+  remove_tree(tmp);
+  try {
+    nn::save_pretrained(*model, tmp, a.model_dir);
+    data::copy_tokenizer_files(smoothed, tmp);
+    fs::copy_file(fs::path(smoothed) / "smoothquant.json", fs::path(tmp) / "smoothquant.json");
+    fs::rename(tmp, a.out_dir);
+  } catch (...) {
+    remove_tree(tmp);
+    throw;
+  }
+  fmt::print("w8a8 (int8 weights per channel, int8 inputs per token) of the smoothed model: {} linears at {:.3f} bits "
+             "per weight; wrote {}\n",
+             factory.layers().size(), factory.average_bits(), a.out_dir);
+}
+
+// --method smoothquant: the model smoothed, then W8A8 (compressed-tensors), or GPTQ's int8 (+gptq), or left dense
+// (--smooth-only); smoothquant.json records the smoothing.
 int run_smoothquant(const QuantizeArgs& a) {
   if (!a.plan_file.empty() || !a.keep_int8.empty() || !a.keep_16bit.empty())
     fail("--method smoothquant smooths every layer: --plan / --keep-int8 / --keep-16bit work with --method gptq");
@@ -313,13 +340,15 @@ int run_smoothquant(const QuantizeArgs& a) {
   o.search_sequences = a.alpha_search_samples;
   const auto config = io::ModelConfig::load(a.model_dir);
   const bool then_gptq = a.method == "smoothquant+gptq";
-  o.dtype = then_gptq ? at::kFloat : output_dtype(a.dtype, config);  // GPTQ reads the smoothed weights unrounded
+  if (then_gptq && a.smooth_only) fail("--smooth-only writes the smoothed model dense: it takes --method smoothquant");
+  const bool then_w8a8 = !then_gptq && !a.smooth_only;
+  // GPTQ and the W8A8 rounding read the smoothed weights unrounded.
+  o.dtype = then_gptq || then_w8a8 ? at::kFloat : output_dtype(a.dtype, config);
   calib::smoothquant_mappings(config, o);  // a mapping error before the calibration text is read
-  if (then_gptq && fs::exists(a.out_dir))
-    fail("--out {}: exists; choose a new directory (nothing was overwritten)", a.out_dir);
+  if (fs::exists(a.out_dir)) fail("--out {}: exists; choose a new directory (nothing was overwritten)", a.out_dir);
   const auto calibration = calibration_of(a, config);
-  const auto smoothed = then_gptq ? a.out_dir + ".smoothed" : a.out_dir;
-  if (then_gptq) remove_tree(smoothed);
+  const auto smoothed = a.smooth_only ? a.out_dir : a.out_dir + ".smoothed";
+  if (!a.smooth_only) remove_tree(smoothed);
   const auto report = calib::smoothquant_model(
       a.model_dir, calibration, o, smoothed, [&](const calib::SmoothLayerReport& l, int64_t i, int64_t n) {
         print_progress(fmt::format("[{:>3}/{}] model.layers.{:<3} alpha {:.2f}  W8A8 block error {:.4e} (unsmoothed "
@@ -335,9 +364,10 @@ int run_smoothquant(const QuantizeArgs& a) {
   fmt::print("smoothquant alpha {} ({}){}: {} layers on {} calibration tokens; wrote {} ({:.2f} MiB) in {:.1f}s\n",
              a.alpha, alphas, o.smooth_down ? ", down_proj smoothed" : "", report.layers.size(),
              report.calibration_tokens, smoothed, report.bytes / 1048576.0, report.seconds);
-  if (then_gptq) {
+  if (!a.smooth_only) {
     try {
-      gptq_after_smoothing(a, calibration, smoothed);
+      if (then_gptq) gptq_after_smoothing(a, calibration, smoothed);
+      else w8a8_after_smoothing(a, config, smoothed);
     } catch (...) {
       remove_tree(smoothed);
       throw;
@@ -405,8 +435,9 @@ void add_quantize(CLI::App& app, Action& action) {
                   "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
   cmd->add_option("--method", a->method,
                   "gptq | awq | smoothquant | smoothquant+gptq | rtn: write a Hugging Face GPTQ or AWQ checkpoint "
-                  "(calibrated on --calib; rtn: GPTQ's grid, rounded to nearest), the model smoothed for W8A8 "
-                  "(smoothquant), or GPTQ int8 per channel on the smoothed model (smoothquant+gptq)");
+                  "(calibrated on --calib; rtn: GPTQ's grid, rounded to nearest), the model smoothed and written as a "
+                  "compressed-tensors W8A8 checkpoint (smoothquant; dense with --smooth-only), or GPTQ int8 per "
+                  "channel on the smoothed model (smoothquant+gptq)");
   cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
       ->capture_default_str();
@@ -428,6 +459,8 @@ void add_quantize(CLI::App& app, Action& action) {
                   "SmoothQuant migration strength in [0, 1], or auto: per layer, the grid 0, 0.05 … 1's best W8A8 "
                   "block error")->capture_default_str();
   cmd->add_flag("--smooth-down", a->smooth_down, "SmoothQuant: also smooth down_proj's inputs into up_proj's rows");
+  cmd->add_flag("--smooth-only", a->smooth_only,
+                "SmoothQuant: write the smoothed model dense (and smoothquant.json) instead of its W8A8 checkpoint");
   cmd->add_option("--smooth", a->smooth,
                   "SmoothQuant: a linear whose inputs are smoothed, with the others reading the same input (default: "
                   "q/k/v and gate/up); repeatable");

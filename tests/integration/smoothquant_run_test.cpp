@@ -1,5 +1,6 @@
-// qtune quantize --method smoothquant end to end on the tiny model: a dense Hugging Face directory that computes the
-// source's function, with smoothquant.json saying which α each layer took; --method smoothquant+gptq: GPTQ's int8
+// qtune quantize --method smoothquant end to end on the tiny model: with --smooth-only a dense Hugging Face directory
+// that computes the source's function, with smoothquant.json saying which α each layer took; without it the
+// compressed-tensors W8A8 checkpoint of the smoothed model; --method smoothquant+gptq: GPTQ's int8
 // per-channel checkpoint of the smoothed model; and bad input (an α outside [0, 1], a
 // calibration text too short, a linear no norm precedes) is a clear error that leaves nothing behind.
 #include <gtest/gtest.h>
@@ -35,7 +36,7 @@ TEST(SmoothQuantRun, WritesTheSmoothedModelAndItsRecord) {
   train::TinyRun t;
   const auto ref = train::probe_logits(*nn::load_causal_lm(t.model, kFp32));
   const auto out = t.dir + "/sq";
-  const auto r = test::run_qtune(command(t, out, "--alpha auto --smooth-down"));
+  const auto r = test::run_qtune(command(t, out, "--alpha auto --smooth-down --smooth-only"));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("smoothquant alpha auto ("), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("down_proj smoothed: 2 layers on 256 calibration tokens"), std::string::npos) << r.out;
@@ -63,6 +64,39 @@ TEST(SmoothQuantRun, WritesTheSmoothedModelAndItsRecord) {
                          source->tensor("model.layers.0.input_layernorm.weight")));
   EXPECT_FALSE(at::equal(written->tensor("model.layers.0.mlp.down_proj.weight"),
                          source->tensor("model.layers.0.mlp.down_proj.weight")));
+}
+
+// Without --smooth-only the smoothed model is written as what serves it: a compressed-tensors W8A8 checkpoint.
+TEST(SmoothQuantRun, WritesTheW8a8CheckpointOfTheSmoothedModel) {
+  train::TinyRun t;
+  const auto ref = train::probe_logits(*nn::load_causal_lm(t.model, kFp32));
+  const auto out = t.dir + "/sq-w8a8";
+  const auto r = test::run_qtune(command(t, out, "--alpha 0.5"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("w8a8 (int8 weights per channel, int8 inputs per token) of the smoothed model: 14 linears"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(out + ".smoothed"));
+  EXPECT_FALSE(fs::exists(out + ".tmp"));
+  EXPECT_EQ(io::read_json_file(out + "/config.json")["quantization_config"]["quant_method"], "compressed-tensors");
+  EXPECT_EQ(io::read_json_file(out + "/smoothquant.json")["alpha"], 0.5);
+  EXPECT_TRUE(fs::exists(out + "/tokenizer.json") || fs::exists(out + "/tokenizer.model"));
+  auto m = nn::load_causal_lm(out, kFp32);
+  int64_t w8a8 = 0;
+  for (const auto& item : m->named_modules()) {
+    const auto l = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value());
+    w8a8 += l && l->weight().format() == "w8a8";
+  }
+  EXPECT_EQ(w8a8, 14);
+  // int8 weights and int8 inputs: the probe's logits move by a few percent of their largest on this tiny model.
+  const double err = max_rel(train::probe_logits(*m), ref);
+  std::printf("[ measured ] smoothed W8A8 against the fp32 source: %.3g of the largest logit\n", err);
+  EXPECT_GT(err, 0);
+  EXPECT_LT(err, 5e-2);
+  // An existing --out is refused before any work, never overwritten.
+  const auto again = test::run_qtune(command(t, out, "--alpha 0.5"));
+  EXPECT_EQ(again.code, 1);
+  EXPECT_NE(again.err.find("exists"), std::string::npos) << again.err;
 }
 
 TEST(SmoothQuantRun, GptqAfterSmoothingWritesAnInt8PerChannelGptqCheckpointOfTheSmoothedModel) {
