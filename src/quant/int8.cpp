@@ -6,11 +6,15 @@
 
 namespace qtune::quant {
 
-void Int8State::validate(const std::string& what) const {
+void validate_int8_codes(const at::Tensor& codes, const std::string& what) {
   if (!codes.defined()) fail("{}: missing int8 codes", what);
   if (codes.scalar_type() != at::kChar) fail("{}: codes must be int8, got {}", what, c10::toString(codes.scalar_type()));
   if (codes.dim() != 2) fail("{}: codes must be 2-D [out, in], got shape [{}]", what, fmt::join(codes.sizes(), ", "));
   if (!codes.is_contiguous()) fail("{}: codes must be contiguous", what);
+}
+
+void Int8State::validate(const std::string& what) const {
+  validate_int8_codes(codes, what);
   if (!row_absmax.defined()) fail("{}: missing row absmax", what);
   if (row_absmax.scalar_type() != at::kFloat)
     fail("{}: row absmax must be fp32 (Float), got {}", what, c10::toString(row_absmax.scalar_type()));

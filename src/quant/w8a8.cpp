@@ -8,10 +8,7 @@
 namespace qtune::quant {
 
 void W8A8State::validate(const std::string& what) const {
-  if (!codes.defined()) fail("{}: missing int8 codes", what);
-  if (codes.scalar_type() != at::kChar) fail("{}: codes must be int8, got {}", what, c10::toString(codes.scalar_type()));
-  if (codes.dim() != 2) fail("{}: codes must be 2-D [out, in], got shape [{}]", what, fmt::join(codes.sizes(), ", "));
-  if (!codes.is_contiguous()) fail("{}: codes must be contiguous", what);
+  validate_int8_codes(codes, what);
   if (!scale.defined()) fail("{}: missing per-channel scales", what);
   if (scale.scalar_type() != at::kFloat)
     fail("{}: scales must be fp32 (Float), got {}", what, c10::toString(scale.scalar_type()));

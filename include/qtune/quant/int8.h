@@ -17,6 +17,9 @@
 
 namespace qtune::quant {
 
+// Checks a 2-D contiguous int8 [out, in] tensor of codes (bitsandbytes' LLM.int8 rows, W8A8's channels).
+void validate_int8_codes(const at::Tensor& codes, const std::string& what);
+
 struct Int8State {
   at::Tensor codes;       // int8 [out, in]
   at::Tensor row_absmax;  // fp32 [out], bitsandbytes' SCB / row_stats
