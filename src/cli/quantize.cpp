@@ -23,6 +23,7 @@
 #include "qtune/calib/smoothquant.h"
 #include "qtune/data/text_file.h"
 #include "qtune/data/tokenizer.h"
+#include "qtune/export/w8a8_from_gptq.h"
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/io/model_weights.h"
@@ -278,29 +279,44 @@ void parse_alpha(const std::string& text, calib::SmoothQuantOptions& o) {
 }
 
 // --method smoothquant+gptq: GPTQ on the smoothed model, on W8A8's weight grid (int8 per output channel, symmetric),
-// as llm-compressor's W8A8 recipe runs GPTQModifier after SmoothQuantModifier (each with its own calibration pass). The
-// smoothed model goes to OUT.smoothed (removed after), GPTQ's checkpoint to OUT with smoothquant.json beside it.
-void gptq_after_smoothing(const QuantizeArgs& a, const std::vector<std::vector<int64_t>>& calibration,
-                          const std::string& smoothed) {
+// as llm-compressor's W8A8 recipe runs GPTQModifier after SmoothQuantModifier (each with its own calibration pass),
+// written as the same compressed-tensors W8A8 checkpoint as --method smoothquant. The smoothed model is in
+// OUT.smoothed and GPTQ's checkpoint goes to OUT.gptq; both are removed after.
+void gptq_after_smoothing(const QuantizeArgs& a, const io::ModelConfig& config,
+                          const std::vector<std::vector<int64_t>>& calibration, const std::string& smoothed) {
   calib::GptqRunOptions g;
   g.gptq.grid = {8, -1, true};
   g.gptq.damp = a.damp;
   g.gptq.act_order = a.act_order;
   g.true_sequential = !a.no_true_sequential;
-  g.dtype = a.dtype == "auto" ? at::kHalf : resolve_dtype(a.dtype, at::kCPU);
-  const auto report = calib::quantize_to_gptq(
-      smoothed, calibration, g, a.out_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
-        print_progress(fmt::format("gptq [{:>3}/{}] {:<40} int8 error {:.4e} (rtn {:.4e}) {:.2f}s", i, n, l.name,
-                                   l.error, l.rtn_error, l.seconds));
-      });
-  end_progress();
-  fs::copy_file(fs::path(smoothed) / "smoothquant.json", fs::path(a.out_dir) / "smoothquant.json");
-  const auto c = calib::compare_with_rtn(report.linears);
-  fmt::print("GPTQ beat round-to-nearest on {} of {} smoothed linears; mean output error {:.4e} vs {:.4e}\n", c.better,
-             c.compared, c.mean_error, c.mean_rtn_error);
-  fmt::print("gptq int8 per channel sym on the smoothed model: {} linears at {:.3f} bits per weight; wrote {} ({:.2f} "
-             "MiB) in {:.1f}s\n",
-             report.linears.size(), report.bits_per_weight, a.out_dir, report.bytes / 1048576.0, report.seconds);
+  g.dtype = at::kFloat;  // only its linears are read back; the dense tensors come from the smoothed model
+  const auto gptq_dir = a.out_dir + ".gptq";
+  remove_tree(gptq_dir);
+  try {
+    const auto report = calib::quantize_to_gptq(
+        smoothed, calibration, g, gptq_dir, [&](const calib::GptqLinearReport& l, int64_t i, int64_t n) {
+          print_progress(fmt::format("gptq [{:>3}/{}] {:<40} int8 error {:.4e} (rtn {:.4e}) {:.2f}s", i, n, l.name,
+                                     l.error, l.rtn_error, l.seconds));
+        });
+    end_progress();
+    const auto c = calib::compare_with_rtn(report.linears);
+    fmt::print("GPTQ beat round-to-nearest on {} of {} smoothed linears; mean output error {:.4e} vs {:.4e}\n",
+               c.better, c.compared, c.mean_error, c.mean_rtn_error);
+    const auto tmp = a.out_dir + ".tmp";
+    remove_tree(tmp);
+    const auto written = exporting::w8a8_from_gptq(gptq_dir, smoothed, tmp, output_dtype(a.dtype, config));
+    data::copy_tokenizer_files(smoothed, tmp);
+    fs::copy_file(fs::path(smoothed) / "smoothquant.json", fs::path(tmp) / "smoothquant.json");
+    fs::rename(tmp, a.out_dir);
+    fmt::print("w8a8 (GPTQ's int8 weights per channel, int8 inputs per token) of the smoothed model: {} linears; wrote "
+               "{} ({:.2f} MiB) in {:.1f}s\n",
+               report.linears.size(), a.out_dir, written.bytes / 1048576.0, report.seconds);
+  } catch (...) {
+    remove_tree(gptq_dir);
+    remove_tree(a.out_dir + ".tmp");
+    throw;
+  }
+  remove_tree(gptq_dir);
 }
 
 // --method smoothquant: the smoothed model (in OUT.smoothed, unrounded fp32) quantized to W8A8 by round to nearest,
@@ -366,7 +382,7 @@ int run_smoothquant(const QuantizeArgs& a) {
              report.calibration_tokens, smoothed, report.bytes / 1048576.0, report.seconds);
   if (!a.smooth_only) {
     try {
-      if (then_gptq) gptq_after_smoothing(a, calibration, smoothed);
+      if (then_gptq) gptq_after_smoothing(a, config, calibration, smoothed);
       else w8a8_after_smoothing(a, config, smoothed);
     } catch (...) {
       remove_tree(smoothed);
@@ -436,8 +452,8 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--method", a->method,
                   "gptq | awq | smoothquant | smoothquant+gptq | rtn: write a Hugging Face GPTQ or AWQ checkpoint "
                   "(calibrated on --calib; rtn: GPTQ's grid, rounded to nearest), the model smoothed and written as a "
-                  "compressed-tensors W8A8 checkpoint (smoothquant; dense with --smooth-only), or GPTQ int8 per "
-                  "channel on the smoothed model (smoothquant+gptq)");
+                  "compressed-tensors W8A8 checkpoint (smoothquant; dense with --smooth-only), or its weights rounded "
+                  "by GPTQ on the int8 per-channel grid first (smoothquant+gptq)");
   cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
       ->capture_default_str();

@@ -1,7 +1,7 @@
 // qtune quantize --method smoothquant end to end on the tiny model: with --smooth-only a dense Hugging Face directory
 // that computes the source's function, with smoothquant.json saying which α each layer took; without it the
-// compressed-tensors W8A8 checkpoint of the smoothed model; --method smoothquant+gptq: GPTQ's int8
-// per-channel checkpoint of the smoothed model; and bad input (an α outside [0, 1], a
+// compressed-tensors W8A8 checkpoint of the smoothed model; --method smoothquant+gptq: the same
+// checkpoint with GPTQ's int8 codes; and bad input (an α outside [0, 1], a
 // calibration text too short, a linear no norm precedes) is a clear error that leaves nothing behind.
 #include <gtest/gtest.h>
 
@@ -11,6 +11,7 @@
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/json_file.h"
 #include "qtune/io/safetensors.h"
+#include "qtune/io/sharded_checkpoint.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/nn/quantized_linear.h"
 #include "test_util.h"
@@ -99,32 +100,39 @@ TEST(SmoothQuantRun, WritesTheW8a8CheckpointOfTheSmoothedModel) {
   EXPECT_NE(again.err.find("exists"), std::string::npos) << again.err;
 }
 
-TEST(SmoothQuantRun, GptqAfterSmoothingWritesAnInt8PerChannelGptqCheckpointOfTheSmoothedModel) {
+TEST(SmoothQuantRun, GptqAfterSmoothingWritesTheW8a8CheckpointOfGptqsInt8Codes) {
   train::TinyRun t;
   const auto ref = train::probe_logits(*nn::load_causal_lm(t.model, kFp32));
-  const auto out = t.dir + "/sq-gptq";
+  const auto rtn = t.dir + "/sq", out = t.dir + "/sq-gptq";
+  ASSERT_EQ(test::run_qtune(command(t, rtn, "")).code, 0);
   auto cmd = command(t, out, "");
   cmd.replace(cmd.find("--method smoothquant"), std::string("--method smoothquant").size(),
               "--method smoothquant+gptq");
   const auto r = test::run_qtune(cmd);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("GPTQ beat round-to-nearest on"), std::string::npos) << r.out;
-  EXPECT_FALSE(fs::exists(out + ".smoothed"));
+  for (const auto* left : {".smoothed", ".gptq", ".tmp"}) EXPECT_FALSE(fs::exists(out + left)) << left;
   const auto q = io::read_json_file(out + "/config.json")["quantization_config"];
-  EXPECT_EQ(q["quant_method"], "gptq");
-  EXPECT_EQ(q["bits"], 8);
-  EXPECT_EQ(q["group_size"], -1);
-  EXPECT_EQ(q["sym"], true);
+  EXPECT_EQ(q["quant_method"], "compressed-tensors");
   EXPECT_EQ(io::read_json_file(out + "/smoothquant.json")["alpha"], 0.5);
+  // GPTQ's symmetric 8-bit grid spans -128 … 127 with scale 2·absmax/255: the row's largest negative weight is code
+  // -128, which round-to-nearest's absmax/127 grid never reaches.
+  const auto gptq_ckpt = io::ShardedCheckpoint::open(out), rtn_ckpt = io::ShardedCheckpoint::open(rtn);
+  const auto name = std::string("model.layers.0.mlp.down_proj");
+  const auto codes = gptq_ckpt->get_raw(name + ".weight"), rtn_codes = rtn_ckpt->get_raw(name + ".weight");
+  ASSERT_EQ(codes.scalar_type(), at::kChar);
+  EXPECT_EQ(codes.to(at::kInt).min().item<int>(), -128);
+  EXPECT_EQ(rtn_codes.to(at::kInt).abs().max().item<int>(), 127);
+  EXPECT_FALSE(at::equal(codes, rtn_codes));
   auto m = nn::load_causal_lm(out, kFp32);
-  int64_t int8 = 0;
+  int64_t w8a8 = 0;
   for (const auto& item : m->named_modules()) {
     const auto l = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value());
-    int8 += l && l->weight().format() == "gptq-int8-g-1";
+    w8a8 += l && l->weight().format() == "w8a8";
   }
-  EXPECT_EQ(int8, 14);
-  // The smoothed function with its weights on the int8 grid: on this tiny random model (no outliers) int8 weights
-  // move the probe's logits by about 1% of their largest.
+  EXPECT_EQ(w8a8, 14);
+  // The smoothed function with int8 weights and inputs: on this tiny random model (no outliers) that moves the probe's
+  // logits by about 1% of their largest.
   const double err = max_rel(train::probe_logits(*m), ref);
   EXPECT_GT(err, 0);
   EXPECT_LT(err, 3e-2);
