@@ -100,7 +100,9 @@ MethodCheckpointReport write_method_checkpoint(const MethodScan& scan, const std
     mixed.linears[name] = opt.method;
     const auto q = scan.candidate(i, chosen[i]);
     if (!q) {
-      tensors.emplace_back(name + ".weight", scan.dense16(i));
+      // The 16-bit values in the checkpoint's dtype: an fp32 checkpoint holds them widened (transformers computes a
+      // skipped linear in the dtype it finds stored, which must be the model's).
+      tensors.emplace_back(name + ".weight", scan.dense16(i).to(dtype));
       dense_linears.push_back(name);
       gptq.add_skip(name);
     } else if (auto w4 = dynamic_cast<const quant::Quant4Weight*>(q.get())) {

@@ -22,6 +22,7 @@
 #include "qtune/quant/gptq_weight.h"
 #include "qtune/train/calibrated_base.h"
 #include "qtune/train/run_setup.h"
+#include "gptqmodel_load.h"
 #include "test_util.h"
 #include "tiny_run.h"
 
@@ -149,7 +150,8 @@ TEST(MethodScan, EveryMethodLoadsBackWithTheCodesWritten) {
   EXPECT_TRUE(at::allclose(linear.forward(x), expect, 1e-5, 1e-6));
 }
 
-TEST(MethodScan, OneStoreMethodsWriteThatStoresCheckpoint) {
+// nf4 + 16bit and gptq + 16bit: the plainest store holds them, and the runtime it names loads it.
+TEST(MethodScan, OneStoreMethodsWriteThatStoresCheckpointAndItsRuntimeLoadsIt) {
   Scanned s;
   for (const std::string first : {"nf4", "gptq"}) {
     // Alternate `first` and 16bit: the plainest store holds them.
@@ -174,6 +176,30 @@ TEST(MethodScan, OneStoreMethodsWriteThatStoresCheckpoint) {
       EXPECT_EQ(written.runtimes.line(), "qtune, gptqmodel, vLLM");
     }
     EXPECT_NEAR(loaded_nll(out, s.windows), planned, 2e-5) << first;
+
+    // The runtime the output names loads it: transformers + bitsandbytes, or gptqmodel (the `dynamic` skip rules),
+    // with qtune's logits on the oracle's probe.
+    auto ours_model = nn::load_causal_lm(out, kFp32);
+    const auto ours = test::gptqmodel_probe_logits(*ours_model);
+    at::Tensor theirs;
+    if (first == "nf4") {
+      io::write_safetensors(s.t.dir + "/ids.safetensors",
+                            {{"input_ids", at::tensor(std::vector<int64_t>{1, 5, 9, 77, 200, 13, 42, 3, 250, 128, 64,
+                                                                           7, 99, 31, 180, 2}).view({1, -1})}},
+                            {});
+      const std::string cmd = std::string(QTUNE_TEST_PYTHON) + " " + QTUNE_TEST_SOURCE_DIR +
+                              "/tests/oracle/bnb_4bit_model.py --logits " + out + " " + s.t.dir + "/ids.safetensors " +
+                              s.t.dir + "/tf.safetensors > " + s.t.dir + "/tf.log 2>&1";
+      ASSERT_EQ(std::system(cmd.c_str()), 0) << test::read_file(s.t.dir + "/tf.log");
+      theirs = io::SafetensorsFile::open(s.t.dir + "/tf.safetensors")->tensor("logits");
+      EXPECT_LE((ours - theirs).abs().max().item<double>(), 1e-4);
+    } else {
+      const auto file = test::transformers_load_gptq(out, s.t.dir);
+      ASSERT_FALSE(file.empty());
+      theirs = io::SafetensorsFile::open(file)->tensor("logits");
+      // gptqmodel's torch kernel rounds the dequantized weight to fp16.
+      EXPECT_LT((ours - theirs).abs().max().item<double>() / theirs.abs().max().item<double>(), 2e-3);
+    }
   }
 }
 
