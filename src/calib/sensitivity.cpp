@@ -5,13 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
-#include <memory>
 
+#include "qtune/calib/scan_model.h"
 #include "qtune/io/model_weights.h"
-#include "qtune/nn/decoder.h"
-#include "qtune/nn/quantized_linear.h"
-#include "qtune/nn/embedding.h"
-#include "qtune/nn/layer_inputs.h"
 #include "qtune/quant/int8.h"
 #include "qtune/quant/nf4.h"
 #include "qtune/util/error.h"
@@ -25,101 +21,6 @@ c10::intrusive_ptr<QuantizedWeight> quantize_as(const at::Tensor& w, const Layer
   if (q.format == WeightFormat::Int8) return c10::make_intrusive<Int8Weight>(quantize_int8_rowwise(w));
   return c10::make_intrusive<Quant4Weight>(
       quantize_4bit(w, {q.format == WeightFormat::NF4 ? Format4::NF4 : Format4::FP4, q.blocksize, q.double_quant}));
-}
-
-// A linear that holds its dense weight and a quantized candidate, and uses whichever is switched on: the scan
-// flips one layer at a time without rebuilding the model.
-class ScanLinearImpl : public nn::LinearImpl {
- public:
-  ScanLinearImpl(nn::LinearSpec spec, at::Tensor weight, at::Tensor bias) : LinearImpl(std::move(spec)), weight_(weight), bias_(bias) {}
-  at::Tensor forward(const at::Tensor& x) override {
-    if (!active_) return at::linear(x, weight_, bias_);
-    auto y = at::matmul(x, active_->dequantize(x.scalar_type()).t());
-    return bias_.defined() ? y + bias_ : y;
-  }
-  at::Tensor dense_weight() const override { return weight_; }
-  at::Tensor bias() const override { return bias_; }
-  at::Device device() const override { return weight_.device(); }
-  void use(const c10::intrusive_ptr<QuantizedWeight>& w) { active_ = w; }  // null: the dense weight
-  const at::Tensor& weight() const { return weight_; }
-
- private:
-  at::Tensor weight_, bias_;
-  c10::intrusive_ptr<QuantizedWeight> active_;
-};
-
-class ScanFactory : public nn::LinearFactory {
- public:
-  nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override {
-    auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, at::kFloat);
-    at::Tensor b;
-    if (spec.bias) b = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, at::kFloat);
-    auto linear = std::make_shared<ScanLinearImpl>(spec, w, b);
-    order.push_back(spec.name);
-    layers[spec.name] = linear;
-    return linear;
-  }
-  std::vector<std::string> order;
-  std::map<std::string, std::shared_ptr<ScanLinearImpl>> layers;
-};
-
-// The dense model's hidden states entering each decoder layer, per window. A linear of layer l changes only what
-// layers l… compute, so its loss is scored from there on: the layers before it give the states cached here. The
-// same operations as CausalLMImpl::forward and eval::next_token_nll (the mean NLL is theirs).
-class LayerInputs {
- public:
-  LayerInputs(nn::CausalLMImpl& model, const io::ModelConfig& config, const std::vector<std::vector<int64_t>>& windows,
-              int64_t seq_len)
-      : model_(model) {
-    const nn::PositionEncoding positions(config);
-    for (const auto& w : windows) {
-      const auto t = std::min<int64_t>(seq_len, static_cast<int64_t>(w.size()));
-      if (t < 2) continue;
-      Window win;
-      win.ids = at::tensor(std::vector<int64_t>(w.begin(), w.begin() + t), at::kLong).unsqueeze(0);
-      const auto pos = at::arange(t, at::kLong).expand({1, t});
-      win.positions = positions.inputs(pos, pos, at::Tensor(), at::kFloat);
-      auto x = nn::scale_embeddings(model.trunk().embed_tokens->forward(win.ids), config).to(at::kFloat);
-      for (const auto& layer : model.trunk().layers) {
-        win.inputs.push_back(x);
-        x = layer->forward(x, win.positions, nullptr, nullptr);
-      }
-      windows_.push_back(std::move(win));
-    }
-  }
-  // The mean next-token NLL with layers `from`… run on the cached inputs of layer `from`.
-  double mean_nll(size_t from = 0) {
-    double sum = 0;
-    int64_t n = 0;
-    const auto& layers = model_.trunk().layers;
-    for (auto& w : windows_) {
-      auto x = w.inputs[from];
-      for (size_t i = from; i < layers.size(); ++i) x = layers[i]->forward(x, w.positions, nullptr, nullptr);
-      const auto logits = model_.logits(model_.trunk().norm->forward(x)).squeeze(0).to(at::kFloat);
-      const auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1), -1);
-      const auto targets = w.ids.squeeze(0).narrow(0, 1, w.ids.size(1) - 1);
-      sum += (-logp.gather(1, targets.unsqueeze(1))).sum().item<double>();
-      n += targets.size(0);
-    }
-    if (n == 0) fail("sensitivity scan: no calibration window has two tokens");
-    return sum / static_cast<double>(n);
-  }
-
- private:
-  struct Window {
-    at::Tensor ids;
-    nn::LayerInputs positions;
-    std::vector<at::Tensor> inputs;  // per decoder layer
-  };
-  nn::CausalLMImpl& model_;
-  std::vector<Window> windows_;
-};
-
-// "model.layers.12.mlp.up_proj" → 12.
-size_t layer_of(const std::string& name) {
-  const std::string prefix = "model.layers.";
-  if (name.rfind(prefix, 0) != 0) fail("sensitivity scan: {} is not in a decoder layer", name);
-  return static_cast<size_t>(std::stoll(name.substr(prefix.size())));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <filesystem>
+#include <map>
 
 #include "commands.h"
 #include "qtune/calib/importance.h"
@@ -18,6 +19,7 @@
 #include "qtune/export/peft_adapter.h"
 #include "qtune/export/trained_model.h"
 #include "qtune/io/gguf.h"
+#include "qtune/io/hf_config.h"
 #include "qtune/nn/model_io.h"
 #include "qtune/quant/fake_quant.h"
 #include "qtune/train/checkpoint.h"
@@ -88,6 +90,22 @@ std::string tokenizer_source(const exporting::TrainedModel& t) {
 std::string qat_name(const train::Recipe& r) {
   const auto format = train::qat_format_of(r.quant, "the run's recipe");
   return format ? format->name() : r.quant.qat + " (GGUF type mix)";
+}
+
+// A base whose linears each chose a method (`qtune quantize --method auto`, qtune's own mixed checkpoint): the merge
+// dequantizes all of them, so what the merged directory holds, and who loads it, is what --dtype / --quantize say.
+std::string mixed_base_note(const std::string& base_dir, const std::string& out) {
+  if (io::is_gguf_path(base_dir)) return "";
+  const auto q = io::ModelConfig::load(base_dir).quantization_config;
+  if (!q.is_object() || q.value("quant_method", std::string()) != "qtune" || !q.contains("linears")) return "";
+  std::map<std::string, int64_t> n;
+  for (const auto& [name, m] : q["linears"].items()) ++n[m.is_string() ? m.get<std::string>() : "?"];
+  std::string counts;
+  for (const auto& [m, k] : n) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", k, m);
+  return fmt::format("note: the base {} is qtune's mixed checkpoint ({}; only qtune loads it); {} holds the merge of "
+                     "every linear, dequantized, in the format written above, not the base's methods: run `qtune "
+                     "quantize {} --method auto --calib TEXT` to choose per-layer methods for it again",
+                     base_dir, counts, out, out);
 }
 
 // How --quantize nf4|fp4 quantizes the merged projections: as the run's quantization-aware training simulated them
@@ -247,6 +265,8 @@ int run_export(const ExportArgs& a) {
                                              "int8 inputs per token at run time)")
                                : "",
              trained.checkpoint);
+  const auto note = mixed_base_note(trained.base_dir, out);
+  if (!note.empty()) fmt::print("{}\n", note);
   if (!a.no_quality_check) print_quality(trained, out, options);
   return 0;
 }

@@ -5,11 +5,13 @@
 // for W8A8 (SmoothQuant's scales folded into its norms and linears, calibrated on --calib) and written as a
 // compressed-tensors W8A8 checkpoint (vLLM, SGLang, transformers; `--quant w8a8` bases), or dense with
 // --smooth-only, with smoothquant.json, the record of the smoothing; with --method smoothquant+gptq, GPTQ's int8
-// per-channel checkpoint of the smoothed model.
+// per-channel checkpoint of the smoothed model; with --method auto, a method per linear chosen by the calibration
+// loss per bit within --budget-bits (a GPTQ or bitsandbytes checkpoint when one holds them, else qtune's own).
 #include <fmt/format.h>
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -19,6 +21,9 @@
 #include "qtune/calib/importance.h"
 #include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
+#include "qtune/calib/method_checkpoint.h"
+#include "qtune/calib/method_choice.h"
+#include "qtune/calib/method_scan.h"
 #include "qtune/calib/rtn_comparison.h"
 #include "qtune/calib/smoothquant.h"
 #include "qtune/data/text_file.h"
@@ -49,6 +54,8 @@ struct QuantizeArgs {
   double budget_bits = 4.5;
   int64_t calib_tokens = 4096, calib_seq_len = 0;
   std::string stored_low;  // what the plan's table names the low linears when they are not written as --format
+  // --method auto
+  std::string methods;
   // --method gptq | rtn
   std::string method, checkpoint_format = "auto";
   int bits = 4;
@@ -393,13 +400,90 @@ int run_smoothquant(const QuantizeArgs& a) {
   return 0;
 }
 
+// --method auto (or --methods LIST): every linear measured in each method on the calibration text, the methods chosen
+// by loss per bit within --budget-bits, written as the plainest checkpoint that holds them (calib/method_checkpoint.h).
+int run_method_auto(const QuantizeArgs& a) {
+  if (!a.plan_file.empty() && a.plan_file != "auto")
+    fail("--method auto makes its own plan: drop --plan {} (or write --plan auto)", a.plan_file);
+  if (!a.keep_int8.empty() || !a.keep_16bit.empty())
+    fail("--method auto chooses every linear's method itself: --keep-int8 / --keep-16bit work with --method gptq or "
+         "the bitsandbytes layout (add 16bit or int8 to --methods and raise --budget-bits instead)");
+  if (a.calib_file.empty()) fail("--method auto needs --calib FILE (text the model is meant for)");
+  if (fs::exists(a.out_dir)) fail("--out {}: exists; choose a new directory (nothing was overwritten)", a.out_dir);
+  calib::MethodScanOptions o;
+  o.methods = calib::parse_methods(a.methods.empty() ? "nf4,int8,gptq,awq,16bit" : a.methods, "--methods");
+  if (a.budget_bits < 4)
+    fail("--budget-bits {}: no method stores fewer than 4 bits per weight (nf4, gptq and awq cost about 4.1-4.2)",
+         a.budget_bits);
+  o.gptq_grid = {4, a.group_size, !a.asym};
+  o.gptq_grid.validate("--group-size");
+  o.awq.grid = {4, a.group_size, false};
+  o.damp = a.damp;
+  o.nf4_blocksize = a.block_size;
+  const auto config = io::ModelConfig::load(a.model_dir);
+  const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
+  const auto ids = tokenizer.encode(data::read_text_file(a.calib_file, "--calib"));
+  const auto seq_len = static_cast<size_t>(a.calib_seq_len > 0 ? a.calib_seq_len : 256);
+  std::vector<std::vector<int64_t>> windows;
+  for (size_t i = 0; i + 1 < ids.size() && static_cast<int64_t>(i) < a.calib_tokens; i += seq_len)
+    windows.emplace_back(ids.begin() + i, ids.begin() + std::min(ids.size(), i + seq_len));
+  o.seq_len = static_cast<int64_t>(seq_len);
+  const bool tty = isatty(fileno(stderr)) != 0;
+  o.progress = [&](const calib::LinearOptions& l, int64_t i, int64_t n, double seconds) {
+    fmt::print(stderr, tty ? "\rmethod scan [{:>3}/{}] {:<40} {:.0f}s\x1b[K" : "method scan [{:>3}/{}] {:<40} {:.0f}s\n", i,
+               n, l.name, seconds);
+    if (tty && i == n) fmt::print(stderr, "\n");
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  calib::MethodScan scan(a.model_dir, windows, o);
+  const auto choice = calib::choose_methods(scan.table(), a.budget_bits, "--budget-bits");
+  const double planned = scan.loss_of(choice.chosen);
+  fmt::print("calibration: {} windows of up to {} tokens from {}; dense loss {:.5f}\n", windows.size(), seq_len,
+             a.calib_file, scan.dense_loss());
+  std::string header = fmt::format("{:<40} {:>9}", "linear", "params");
+  for (const auto& m : o.methods) header += fmt::format(" {:>17}", m + " loss/bits");
+  fmt::print("{}  chosen\n", header);
+  for (size_t i = 0; i < scan.table().size(); ++i) {
+    const auto& l = scan.table()[i];
+    std::string row = fmt::format("{:<40} {:>9}", l.name, l.parameters);
+    for (const auto& m : o.methods) {
+      const auto it = std::find_if(l.options.begin(), l.options.end(), [&](const auto& x) { return x.method == m; });
+      row += it == l.options.end() ? fmt::format(" {:>17}", "-") : fmt::format(" {:>+10.5f}/{:<6.3f}", it->loss, it->bits);
+    }
+    fmt::print("{}  {}\n", row, l.options[choice.chosen[i]].method);
+  }
+  const auto written = calib::write_method_checkpoint(scan, choice.chosen, {a.budget_bits, planned}, a.out_dir);
+  std::string counts;
+  for (const auto& [m, n] : written.linears_per_method) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", n, m);
+  fmt::print("plan: {} at {:.3f} bits per weight (budget {}); calibration loss dense {:.5f}, plan {:.5f}\n", counts,
+             written.bits_per_weight, a.budget_bits, scan.dense_loss(), planned);
+  for (const auto& m : {"nf4", "gptq"})
+    if (const auto all = scan.uniform(m)) {
+      double bits = 0, params = 0;
+      for (size_t i = 0; i < all->size(); ++i) {
+        bits += scan.table()[i].options[(*all)[i]].bits * static_cast<double>(scan.table()[i].parameters);
+        params += static_cast<double>(scan.table()[i].parameters);
+      }
+      fmt::print("  all {}: {:.3f} bits per weight, calibration loss {:.5f}\n", m, bits / params, scan.loss_of(*all));
+    }
+  fmt::print("wrote {} ({} checkpoint, {:.2f} MiB) in {:.1f}s; loads in: {}\n", a.out_dir, written.runtimes.store,
+             written.bytes / 1048576.0,
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), written.runtimes.line());
+  return 0;
+}
+
 int run_quantize(const QuantizeArgs& a) {
+  if (a.method == "auto" || !a.methods.empty()) {
+    if (!a.method.empty() && a.method != "auto")
+      fail("--methods chooses among methods per linear (--method auto); it does not combine with --method {}", a.method);
+    return run_method_auto(a);
+  }
   if (a.method == "gptq" || a.method == "rtn") return run_gptq(a);
   if (a.method == "awq") return run_awq(a);
   if (a.method == "smoothquant" || a.method == "smoothquant+gptq") return run_smoothquant(a);
   if (!a.method.empty())
-    fail("--method {}: expected gptq, awq, smoothquant, smoothquant+gptq or rtn (or no --method: bitsandbytes' layout "
-         "by --format)",
+    fail("--method {}: expected gptq, awq, smoothquant, smoothquant+gptq, rtn or auto (or no --method: bitsandbytes' "
+         "layout by --format)",
          a.method);
   const auto t0 = std::chrono::steady_clock::now();
   if (fs::exists(fs::path(a.out_dir) / "model.safetensors"))
@@ -450,10 +534,14 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--plan", a->plan_file,
                   "YAML quantization plan, or 'auto': a sensitivity scan on --calib picks int8 layers within --budget-bits");
   cmd->add_option("--method", a->method,
-                  "gptq | awq | smoothquant | smoothquant+gptq | rtn: write a Hugging Face GPTQ or AWQ checkpoint "
+                  "gptq | awq | smoothquant | smoothquant+gptq | rtn | auto: write a Hugging Face GPTQ or AWQ checkpoint "
                   "(calibrated on --calib; rtn: GPTQ's grid, rounded to nearest), the model smoothed and written as a "
                   "compressed-tensors W8A8 checkpoint (smoothquant; dense with --smooth-only), or its weights rounded "
-                  "by GPTQ on the int8 per-channel grid first (smoothquant+gptq)");
+                  "by GPTQ on the int8 per-channel grid first (smoothquant+gptq); auto: each linear's method (--methods) "
+                  "chosen by its measured calibration loss per bit within --budget-bits");
+  cmd->add_option("--methods", a->methods,
+                  "--method auto: the methods each linear may get, comma-separated from nf4,int8,gptq,awq,16bit "
+                  "(default all five; GPTQ/AWQ int4 on --group-size)");
   cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
       ->capture_default_str();
@@ -487,7 +575,7 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--calib-seq-len", a->calib_seq_len,
                   "Tokens per calibration sequence (GPTQ/AWQ/SmoothQuant 512, --plan auto 256)");
   cmd->add_option("--calib", a->calib_file, "Calibration text for --method gptq|awq|smoothquant and --plan auto");
-  cmd->add_option("--budget-bits", a->budget_bits, "Average bits per linear weight for --plan auto")->capture_default_str();
+  cmd->add_option("--budget-bits", a->budget_bits, "Average bits per linear weight for --plan auto and --method auto")->capture_default_str();
   cmd->add_option("--high", a->high, "Format of the layers --plan auto keeps: int8 | 16bit")->capture_default_str();
   cmd->add_option("--calib-tokens", a->calib_tokens, "Calibration tokens used by --plan auto")->capture_default_str();
   cmd->add_option("--plan-out", a->plan_out, "Where --plan auto writes its YAML (default OUT/quant_plan.yaml)");

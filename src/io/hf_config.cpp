@@ -82,9 +82,10 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     if (!q->is_object()) fail("{}: key 'quantization_config' must be an object", src);
     const json* method = find(*q, "quant_method");
     if (method == nullptr ||
-        (*method != "bitsandbytes" && *method != "gptq" && *method != "awq" && *method != "compressed-tensors"))
-      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\", \"awq\" or "
-           "\"compressed-tensors\")",
+        (*method != "bitsandbytes" && *method != "gptq" && *method != "awq" && *method != "compressed-tensors" &&
+         *method != "qtune"))
+      fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\", \"awq\", "
+           "\"compressed-tensors\" or \"qtune\")",
            src, method ? json_show(*method) : "missing");
     c.quantization_config = *q;
   }

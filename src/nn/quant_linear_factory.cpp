@@ -11,6 +11,7 @@
 #include "qtune/quant/gguf_blocks.h"
 #include "qtune/quant/gptq_weight.h"
 #include "qtune/quant/nf4.h"
+#include "qtune/quant/qtune_mixed_format.h"
 #include "qtune/quant/w8a8.h"
 #include "qtune/util/error.h"
 
@@ -35,6 +36,7 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
   QuantizedLayerInfo info{spec.name, "", spec.in_features * spec.out_features, 0, false};
 
   c10::intrusive_ptr<quant::QuantizedWeight> qweight;
+  if (stored_.qtune) return make_mixed(spec, weights, std::move(bias), info);
   if (stored_.compressed) {
     // The config and the tensors must agree: a scale the config does not ask for would otherwise be dropped, and int8
     // codes read as a dense weight.
@@ -97,6 +99,50 @@ Linear QuantLinearFactory::make(const LinearSpec& spec, const io::WeightSource& 
     w.reset();
     weights.release(weight_name);
   }
+  return quantized(spec, std::move(qweight), std::move(bias), info);
+}
+
+// qtune's mixed checkpoint: each linear as its config names it, in that store's tensors; tensors that say otherwise
+// are refused rather than read as what they are not.
+Linear QuantLinearFactory::make_mixed(const LinearSpec& spec, const io::WeightSource& weights, at::Tensor bias,
+                                      QuantizedLayerInfo info) {
+  const auto& mixed = *stored_.qtune;
+  const auto& method = mixed.method_of(spec.name, stored_.where);
+  const auto found = quant::stored_linear(weights, spec.name);
+  if (found.method.empty())
+    fail("{}: {} is {} by {}'s quantization_config.linears, but the checkpoint stores no tensor of it",
+         weights.origin(found.tensor), spec.name, method, stored_.where);
+  if (found.method != method)
+    fail("{}: says {} is stored as {}, but {}'s quantization_config.linears names it {}", weights.origin(found.tensor),
+         spec.name, found.method, stored_.where, method);
+  c10::intrusive_ptr<quant::QuantizedWeight> qweight;
+  if (method == "16bit")
+    return dense(spec, load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, options_),
+                 std::move(bias), info);
+  if (method == "nf4") {
+    auto state = quant::read_bnb_4bit(weights, spec.name + ".weight");
+    if (state.format != quant::Format4::NF4)
+      fail("{}: stores FP4 codes, but {}'s quantization_config.linears names {} nf4", weights.origin(found.tensor),
+           stored_.where, spec.name);
+    qweight = c10::make_intrusive<quant::Quant4Weight>(std::move(state));
+  } else if (method == "int8") {
+    qweight = c10::make_intrusive<quant::Int8Weight>(quant::read_bnb_int8(weights, spec.name));
+  } else {  // gptq, awq: GPTQ's tensors on the config's grid, AWQ's with its input scale
+    const bool awq = method == "awq";
+    const auto& config = awq ? mixed.awq : mixed.gptq;
+    if (!config) fail("{}: quantization_config.{} is missing (the grid of {})", stored_.where, method, spec.name);
+    at::Tensor input_scale;
+    if (awq) {
+      input_scale = weights.get(spec.name + quant::kAwqInputScale, {spec.in_features});
+      if (input_scale.scalar_type() != at::kFloat)
+        fail("{}: must be F32 (AWQ's input scale, divided out exactly), got {}",
+             weights.origin(spec.name + quant::kAwqInputScale), c10::toString(input_scale.scalar_type()));
+    }
+    qweight = c10::make_intrusive<quant::GptqWeight>(
+        quant::read_gptq(weights, spec.name, spec.out_features, spec.in_features, config->grid, *config),
+        config->grid, method, input_scale);
+  }
+  info.from_checkpoint = true;
   return quantized(spec, std::move(qweight), std::move(bias), info);
 }
 

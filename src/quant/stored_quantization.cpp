@@ -21,9 +21,12 @@ StoredQuantization StoredQuantization::of(const nlohmann::json& q, const std::st
   } else if (method == "compressed-tensors") {
     s.method = Method::CompressedTensors;
     s.compressed = CompressedTensorsConfig::from_json(q, where);
+  } else if (method == "qtune") {
+    s.method = Method::Qtune;
+    s.qtune = QtuneMixedConfig::from_json(q, where);
   } else {
-    fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\", \"awq\" or "
-         "\"compressed-tensors\")",
+    fail("{}: quantization_config.quant_method {} is not supported (expected \"bitsandbytes\", \"gptq\", \"awq\", "
+         "\"compressed-tensors\" or \"qtune\")",
          where, q.contains("quant_method") ? json_show(q["quant_method"]) : "missing");
   }
   return s;

@@ -11,6 +11,8 @@
 #include "qtune/calib/importance.h"
 #include "qtune/calib/layerwise_awq.h"
 #include "qtune/calib/layerwise_gptq.h"
+#include "qtune/calib/method_checkpoint.h"
+#include "qtune/calib/method_scan.h"
 #include "qtune/calib/rtn_comparison.h"
 #include "qtune/calib/sensitivity.h"
 #include "qtune/data/tokenizer.h"
@@ -31,7 +33,8 @@ std::string settings(const QuantSection& q) {
                      "keep_int8=[{}] keep_16bit=[{}]",
                      q.method, q.bits, q.group_size, symmetric(q), q.act_order, q.calib_samples, q.calib_seq_len,
                      q.awq_search_samples, q.budget_bits, q.scan_tokens, fmt::join(q.keep_int8, ","),
-                     fmt::join(q.keep_16bit, ","));
+                     fmt::join(q.keep_16bit, ",")) +
+         (q.method == "auto" ? fmt::format(" methods=[{}]", fmt::join(q.methods, ",")) : "");
 }
 
 // The files of a model directory the base is made from or copies: its config, weights, tokenizer, chat template and
@@ -78,6 +81,47 @@ void summarise(std::FILE* out, const char* method, const Report& report, const s
                        report.seconds));
 }
 
+// quant.method auto: the method scan on up to quant.scan_tokens of the calibration sequences, the choice within
+// quant.budget_bits, the checkpoint that holds it (calib/method_checkpoint.h).
+void method_choice_base(const Recipe& r, const std::vector<std::vector<int64_t>>& calibration, const std::string& dir,
+                        std::FILE* out) {
+  const auto& q = r.quant;
+  calib::MethodScanOptions o;
+  o.methods = q.methods;
+  o.seq_len = std::min<int64_t>(q.calib_seq_len, q.scan_tokens);
+  o.gptq_grid = {4, q.group_size, symmetric(q)};
+  o.awq.grid = {4, q.group_size, false};
+  std::vector<std::vector<int64_t>> windows;
+  int64_t tokens = 0;
+  for (const auto& s : calibration) {
+    if (tokens >= q.scan_tokens) break;
+    windows.emplace_back(s.begin(), s.begin() + std::min<int64_t>(o.seq_len, static_cast<int64_t>(s.size())));
+    tokens += static_cast<int64_t>(windows.back().size());
+  }
+  say(out, fmt::format("method scan: {} on {} windows of {} tokens, budget {} bits per weight", fmt::join(q.methods, ","),
+                       windows.size(), o.seq_len, q.budget_bits));
+  int64_t last = -1;
+  o.progress = [&](const calib::LinearOptions& l, int64_t i, int64_t n, double seconds) {
+    const int64_t tenth = 10 * i / n;
+    if (tenth != last) say(out, fmt::format("  [{:>3}/{}] {} ({:.0f}s)", i, n, l.name, seconds)), last = tenth;
+  };
+  calib::MethodScan scan(r.model.path, windows, o);
+  calib::MethodChoice choice;
+  try {
+    choice = calib::choose_methods(scan.table(), q.budget_bits, "quant.budget_bits");
+  } catch (const Error& e) {
+    fail("{}: {}", r.source, e.what());
+  }
+  const double planned = scan.loss_of(choice.chosen);
+  const auto written = calib::write_method_checkpoint(scan, choice.chosen, {q.budget_bits, planned}, dir);
+  std::string counts;
+  for (const auto& [m, n] : written.linears_per_method) counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", n, m);
+  say(out, fmt::format("calibrated base: {} at {:.3f} bits per weight; calibration loss dense {:.5f}, plan {:.5f}; "
+                       "wrote {} ({} checkpoint; loads in: {})",
+                       counts, written.bits_per_weight, scan.dense_loss(), planned, dir, written.runtimes.store,
+                       written.runtimes.line()));
+}
+
 }  // namespace
 
 std::string calibrated_base(const Recipe& r, std::FILE* out) {
@@ -86,7 +130,8 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
   const auto config = io::ModelConfig::load(r.model.path);
   if (!config.quantization_config.is_null()) {
     const auto stored = config.quantization_config.value("quant_method", std::string());
-    if (stored == (q.method == "awq" ? "awq" : "gptq")) return r.model.path;  // a calibrated base already
+    if (stored == (q.method == "awq" ? "awq" : q.method == "auto" ? "qtune" : "gptq"))
+      return r.model.path;  // a calibrated base already
     fail("{}: quant.method {} quantizes a 16-bit model, but model.path '{}' is already quantized ({})", r.source,
          q.method, r.model.path, stored);
   }
@@ -114,7 +159,9 @@ std::string calibrated_base(const Recipe& r, std::FILE* out) {
     const int64_t tenth = 10 * i / n;  // one line per tenth of the linears: this stage runs for minutes
     if (tenth != last) say(out, fmt::format("  [{:>3}/{}] {}", i, n, l.name)), last = tenth;
   };
-  if (q.method == "awq") {
+  if (q.method == "auto") {
+    method_choice_base(r, calibration, dir, out);
+  } else if (q.method == "awq") {
     calib::AwqRunOptions o;
     o.awq.grid = {static_cast<int>(q.bits), q.group_size, symmetric(q)};
     o.search_sequences = q.awq_search_samples;

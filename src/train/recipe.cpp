@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "qtune/calib/method_choice.h"
 #include "qtune/data/text_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/quant/fake_quant.h"
@@ -198,9 +199,12 @@ std::vector<RecipeKey> make_schema() {
       key("quant.qat_start", "Fraction of the steps trained before fake quantization switches on (delayed QAT)",
           [](Recipe& r) -> auto& { return r.quant.qat_start; }),
       key("quant.method",
-          "Calibrate the base before training: gptq | awq (on quant.calib) | rtn, written once into the run "
+          "Calibrate the base before training: gptq | awq (on quant.calib) | rtn | auto (each linear's method from "
+          "quant.methods, chosen by its calibration loss per bit within quant.budget_bits), written once into the run "
           "directory and reused (on resume too); none: quantize at load by quant.format",
-          [](Recipe& r) -> auto& { return r.quant.method; }, {"none", "gptq", "awq", "rtn"}),
+          [](Recipe& r) -> auto& { return r.quant.method; }, {"none", "gptq", "awq", "rtn", "auto"}),
+      key("quant.methods", "quant.method auto: the methods a linear may get (nf4, int8, gptq, awq, 16bit)",
+          [](Recipe& r) -> auto& { return r.quant.methods; }),
       key("quant.calib", "Calibration text for quant.method gptq | awq", [](Recipe& r) -> auto& { return r.quant.calib; }),
       key("quant.calib_samples", "Calibration sequences", [](Recipe& r) -> auto& { return r.quant.calib_samples; }),
       key("quant.calib_seq_len", "Tokens per calibration sequence", [](Recipe& r) -> auto& { return r.quant.calib_seq_len; }),
@@ -215,7 +219,8 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.awq_search_samples; }),
       key("quant.budget_bits",
           "quant.method gptq: > 0 runs the sensitivity scan first and puts its most sensitive linears on the 8-bit "
-          "grid within this average bits per weight (0: all at quant.bits)",
+          "grid within this average bits per weight (0: all at quant.bits); quant.method auto: the average its "
+          "choice stays within (required)",
           [](Recipe& r) -> auto& { return r.quant.budget_bits; }),
       key("quant.scan_tokens", "Calibration tokens the sensitivity scan scores each linear on",
           [](Recipe& r) -> auto& { return r.quant.scan_tokens; }),
@@ -550,14 +555,32 @@ void Recipe::validate() const {
     check(quant.calib_samples >= 1, "quant.calib_samples", ">= 1", std::to_string(quant.calib_samples));
     check(quant.calib_seq_len >= 8, "quant.calib_seq_len", ">= 8", std::to_string(quant.calib_seq_len));
     check(quant.budget_bits >= 0, "quant.budget_bits", ">= 0", fmt::format("{}", quant.budget_bits));
-    if (quant.budget_bits > 0 && quant.method != "gptq")
-      fail("{}: quant.budget_bits plans 8-bit GPTQ linears: it needs quant.method gptq (got {})", s, quant.method);
+    if (quant.budget_bits > 0 && quant.method != "gptq" && quant.method != "auto")
+      fail("{}: quant.budget_bits plans 8-bit GPTQ linears (quant.method gptq) or every linear's method (quant.method "
+           "auto), not quant.method {}",
+           s, quant.method);
+    if (quant.method == "auto") {
+      if (quant.budget_bits <= 0)
+        fail("{}: quant.method auto chooses within quant.budget_bits: set it (e.g. 4.5 bits per weight)", s);
+      if (!quant.keep_int8.empty() || !quant.keep_16bit.empty())
+        fail("{}: quant.method auto chooses every linear's method itself: drop quant.keep_int8 / quant.keep_16bit (add "
+             "int8 or 16bit to quant.methods instead)",
+             s);
+      check(quant.bits == 4, "quant.bits", "4 for quant.method auto (GPTQ and AWQ int4)", std::to_string(quant.bits));
+      check(quant.group_size > 0, "quant.group_size", "> 0 for quant.method auto", std::to_string(quant.group_size));
+      try {
+        calib::check_methods(quant.methods, "quant.methods");
+      } catch (const Error& e) {
+        fail("{}: {}", s, e.what());
+      }
+    }
     check(quant.scan_tokens >= 16, "quant.scan_tokens", ">= 16", std::to_string(quant.scan_tokens));
     if (quant.method == "awq" && (!quant.keep_int8.empty() || !quant.keep_16bit.empty()))
       fail("{}: quant.method awq writes every projection as 4-bit AWQ: quant.keep_int8 / quant.keep_16bit work with "
            "quant.method gptq | rtn (8-bit and unquantized linears in one GPTQ checkpoint)",
            s);
-    if (quant.method == "awq") {
+    if (quant.method == "auto") {
+    } else if (quant.method == "awq") {
       check(quant.bits == 4, "quant.bits", "4 for quant.method awq", std::to_string(quant.bits));
       check(quant.group_size > 0, "quant.group_size", "> 0 for quant.method awq", std::to_string(quant.group_size));
     } else {

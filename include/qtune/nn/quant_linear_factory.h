@@ -1,7 +1,8 @@
 #pragma once
 // The LinearFactory of the frozen base: each projection becomes NF4/FP4 (Linear4bit), int8 (Linear8bit), W8A8 (int8
 // weights and inputs; also a compressed-tensors checkpoint's), dense, GPTQ (a checkpoint that stores
-// qweight/qzeros/scales/g_idx), or (keep, from a GGUF) the ggml blocks the file stores, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
+// qweight/qzeros/scales/g_idx; AWQ's too, or with an unfused input scale in qtune's mixed checkpoint, which names each
+// linear's method), or (keep, from a GGUF) the ggml blocks the file stores, as the QuantPlan says. A 16-bit checkpoint is quantized tensor by tensor straight from its memory map
 // (the 16-bit copy of one weight at a time, never of the model); a checkpoint already quantized by qtune or by
 // transformers + bitsandbytes is read as stored.
 #include <string>
@@ -34,6 +35,7 @@ class QuantLinearFactory : public LinearFactory {
   std::string summary() const;
 
  private:
+  Linear make_mixed(const LinearSpec& spec, const io::WeightSource& weights, at::Tensor bias, QuantizedLayerInfo info);
   Linear make_kept(const LinearSpec& spec, const io::WeightSource& weights, at::Tensor bias, QuantizedLayerInfo info);
   Linear dense(const LinearSpec& spec, at::Tensor weight, at::Tensor bias, QuantizedLayerInfo info);
   Linear quantized(const LinearSpec& spec, c10::intrusive_ptr<quant::QuantizedWeight> weight, at::Tensor bias,

@@ -32,7 +32,7 @@ struct QuantSection {
   double qat_start = 0.0;                // fraction of the steps before fake quantization switches on
   // A calibrated base (train/calibrated_base.h): model.path quantized by GPTQ or AWQ on `calib` before training,
   // cached in the run directory; none = quantize at load by quant.format.
-  std::string method = "none";  // none | gptq | awq | rtn
+  std::string method = "none";  // none | gptq | awq | rtn | auto
   std::string calib;            // calibration text
   int64_t calib_samples = 128, calib_seq_len = 512;
   int64_t bits = 4, group_size = 128;
@@ -43,6 +43,8 @@ struct QuantSection {
   // on GPTQ's 8-bit grid, within this average (a mixed plan in one GPTQ checkpoint); 0: every linear at quant.bits.
   double budget_bits = 0;
   int64_t scan_tokens = 1024;  // calibration tokens the scan scores each linear on
+  // With quant.method auto: the methods each linear may get (calib/method_scan.h), chosen within budget_bits.
+  std::vector<std::string> methods = {"nf4", "int8", "gptq", "awq", "16bit"};
 };
 
 struct LoraSection {
