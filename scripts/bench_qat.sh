@@ -9,6 +9,8 @@
 # PTQ="gptq:g32 awq:g64:asym ..." also quantizes the plain run's fp32 merge with calibrated post-training quantization
 # (qtune quantize, calibrated on the recipe's training conversations as text, PTQ_SAMPLES x PTQ_SEQ_LEN tokens) and
 # scores it on the same eval data: what PTQ recovers next to what QAT does.
+# FORMAT@LAYERS (nf4@auto, nf4@40, q4_0@[layers.0.*]) trains for FORMAT with quant.qat_layers=LAYERS: QAT only in the
+# linears the sensitivity scan ranks worst (or the globs); its row gives the scan's seconds apart from the steps.
 # Defaults: recipes/smollm2-facts.yaml, FORMATS "nf4 q4_0". Extra key=value pairs go to every `qtune train`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,9 @@ int_parts() {
   [[ $f == *:asym ]] && sym=asym
   echo "$bits $group $sym"
 }
-qat_keys() {  # FORMAT -> the recipe keys that train for it
+qat_keys() {  # FORMAT[@LAYERS] -> the recipe keys that train for it
+  [[ $1 == *@* ]] && echo "quant.qat_layers=${1#*@}"
+  set -- "${1%%@*}"
   case $1 in
     int*) read -r bits group sym <<<"$(int_parts "$1")"
           echo "quant.qat=int$bits quant.qat_group_size=$group quant.qat_symmetric=$([ "$sym" = sym ] && echo true || echo false)" ;;
@@ -49,22 +53,34 @@ deploy() {  # FORMAT RUN NAME -> log
   echo "$out/$name.export-$tag.log"
 }
 
+# The formats each run is deployed in: FORMAT@LAYERS deploys as FORMAT.
+deployments=$(for f in $formats; do echo "${f%%@*}"; done | awk '!seen[$0]++' | paste -sd' ')
 rows=()
 for qat in none $formats; do
-  name=$([ "$qat" = none ] && echo plain || echo "qat-${qat//:/-}")
+  tag=${qat//[:@\[\]*]/-}
+  name=$([ "$qat" = none ] && echo plain || echo "qat-${tag%-}")
   run=$out/$name
   echo "== $name: qtune train $recipe $(qat_keys "$qat")" >&2
+  # A ranking an earlier run of this bench measured serves the later ones (a cache keyed by what made it: a run whose
+  # formats, windows or model differ measures its own).
+  if [[ $qat == *@* ]]; then mkdir -p "$run"; cp "$out"/*/qat-scan-*.json "$run"/ 2>/dev/null || true; fi
   # shellcheck disable=SC2046
   "$qtune" train "$recipe" $(qat_keys "$qat") lora.dropout=0 train.output_dir="$run" "$@" >"$out/$name.train.log" 2>&1
   steps=$(grep -oE "trained [0-9]+ steps" "$out/$name.train.log" | awk '{print $2}')
   secs=$(grep -oE "in [0-9.]+s; train loss" "$out/$name.train.log" | grep -oE "[0-9.]+")
+  # quant.qat_layers auto|N: the scan's seconds, apart from the steps'.
+  scan=$(grep -oE "qat layers: ranked in [0-9.]+s" "$out/$name.train.log" | grep -oE "[0-9.]+" || echo 0)
+  chosen=$(grep -oE "[0-9]+ of [0-9]+ linears fake-quantized" "$out/$name.train.log" | awk '{print $1 "/" $3}' || true)
   "$qtune" export "$run" --merged "$out/$name.fp32" --dtype fp32 >"$out/$name.export-fp32.log" 2>&1
   read -r fp32 _ <<<"$(quality "$out/$name.export-fp32.log")"
-  for f in $formats; do
+  for f in $deployments; do
     read -r deployed change <<<"$(quality "$(deploy "$f" "$run" "$name")")"
     # The increase is measured from the run's own 16-bit merge.
-    rows+=("$(awk -v n="$name" -v f="$f" -v a="$fp32" -v d="$deployed" -v s="$secs" -v k="$steps" \
-      'BEGIN { printf "| %s | %s | %.5f | %.5f | %+.5f | %.2f |", n, f, a, d, d - a, s / k }')")
+    rows+=("$(awk -v n="$name${chosen:+ ($chosen linears)}" -v f="$f" -v a="$fp32" -v d="$deployed" -v s="$secs" \
+      -v c="$scan" -v k="$steps" \
+      'BEGIN { printf "| %s | %s | %.5f | %.5f | %+.5f | %.2f%s |", n, f, a, d, d - a, (s - c) / k, \
+               c > 0 ? sprintf(" + %.0f s scan once", c) : "" }')")
+    [[ $qat == *@* && $scan == 0 ]] && rows[-1]="${rows[-1]% |} (the scan above, reused) |"
   done
 done
 

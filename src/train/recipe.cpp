@@ -13,6 +13,7 @@
 #include "qtune/data/text_file.h"
 #include "qtune/io/gguf.h"
 #include "qtune/quant/fake_quant.h"
+#include "qtune/train/qat_layers.h"
 #include "qtune/train/qat_plan.h"
 #include "qtune/util/error.h"
 
@@ -198,6 +199,11 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.qat_activations; }, {"none", "int8"}),
       key("quant.qat_start", "Fraction of the steps trained before fake quantization switches on (delayed QAT)",
           [](Recipe& r) -> auto& { return r.quant.qat_start; }),
+      key("quant.qat_layers",
+          "Which linears quant.qat fake-quantizes: all | auto (the worst-ranked ones holding 80% of the loss increase "
+          "their deployed format causes, scanned on quant.calib or the training data) | N (the N worst) | module globs; "
+          "the others train as plain QLoRA",
+          [](Recipe& r) -> auto& { return r.quant.qat_layers; }),
       key("quant.method",
           "Calibrate the base before training: gptq | awq (on quant.calib) | rtn | auto (each linear's method from "
           "quant.methods, chosen by its calibration loss per bit within quant.budget_bits), written once into the run "
@@ -205,7 +211,8 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.quant.method; }, {"none", "gptq", "awq", "rtn", "auto"}),
       key("quant.methods", "quant.method auto: the methods a linear may get (nf4, int8, gptq, awq, 16bit)",
           [](Recipe& r) -> auto& { return r.quant.methods; }),
-      key("quant.calib", "Calibration text for quant.method gptq | awq", [](Recipe& r) -> auto& { return r.quant.calib; }),
+      key("quant.calib", "Calibration text for quant.method gptq | awq | auto and quant.qat_layers auto | N",
+          [](Recipe& r) -> auto& { return r.quant.calib; }),
       key("quant.calib_samples", "Calibration sequences", [](Recipe& r) -> auto& { return r.quant.calib_samples; }),
       key("quant.calib_seq_len", "Tokens per calibration sequence", [](Recipe& r) -> auto& { return r.quant.calib_seq_len; }),
       key("quant.bits", "quant.method bits: GPTQ/RTN 2 | 4 | 8, AWQ 4", [](Recipe& r) -> auto& { return r.quant.bits; }),
@@ -503,6 +510,11 @@ void Recipe::validate() const {
   }
   qat_format_of(quant, s);
   check(quant.qat_start >= 0 && quant.qat_start < 1, "quant.qat_start", "in [0, 1)", fmt::format("{}", quant.qat_start));
+  if (parse_qat_layers(quant, s).needs_ranking()) {
+    if (!quant.calib.empty()) require_file(quant.calib, "quant.calib", s, false);
+    check(quant.calib_seq_len >= 8, "quant.calib_seq_len", ">= 8", std::to_string(quant.calib_seq_len));
+    check(quant.scan_tokens >= 16, "quant.scan_tokens", ">= 16", std::to_string(quant.scan_tokens));
+  }
   if ((quant.qat != "none" || quant.qat_activations != "none") && train.mode == "lora" && lora.config.dropout > 0)
     fail("{}: quant.qat trains the merged weight W + scale·B·A, where the adapter's dropout has no place: set "
          "lora.dropout: 0 (got {})",

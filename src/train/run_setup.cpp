@@ -16,6 +16,7 @@
 #include "qtune/qat/fake_quant_linear.h"
 #include "qtune/train/memory_estimate.h"
 #include "qtune/train/precision.h"
+#include "qtune/train/qat_layers.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
 #include "qtune/util/strings.h"
@@ -155,7 +156,7 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out, int64_t ranks) {
                   s.stats.train_targets, s.stats.longest, s.stats.truncated, s.stats.dropped));
 
   const auto options = at::TensorOptions().dtype(s.dtype).device(s.device);
-  s.qat = qat_plan_of(r, s.config);
+  s.qat = apply_qat_layers(s.recipe, s.config, qat_plan_of(r, s.config), s.device, out);
   if (r.train.mode == "full") {
     s.base_factory = std::make_unique<nn::DenseLinearFactory>(options);
     auto* factory = s.base_factory.get();

@@ -27,6 +27,7 @@
 #include "qtune/train/metrics_log.h"
 #include "qtune/train/precision.h"
 #include "qtune/train/progress.h"
+#include "qtune/train/qat_layers.h"
 #include "qtune/train/run_directory.h"
 #include "qtune/train/run_setup.h"
 #include "qtune/util/device.h"
@@ -284,6 +285,10 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   effective.model.path = comm->share_from_root("model_path", root ? calibrated_base(recipe, out) : "", long_wait);
   if (ranks > 1 && effective.device != "cpu" && resolve_device(effective.device).is_cuda())
     effective.device = fmt::format("cuda:{}", comm->world().local_rank);  // one rank per GPU
+  if (ranks > 1 && parse_qat_layers(effective.quant, effective.source).needs_ranking()) {
+    // Rank 0 ranks the linears into the run directory's cache before any rank sets up: the others read it there.
+    comm->share_from_root("qat_ranking", root ? rank_qat_layers(effective, out) : "", long_wait);
+  }
   RunSetup run = RunSetup::create(effective, out, ranks);
   auto& model = *run.model;
   const auto& r = run.recipe;

@@ -30,6 +30,8 @@ struct QuantSection {
   bool qat_symmetric = true;
   std::string qat_activations = "none";  // none | int8 (per token, asymmetric)
   double qat_start = 0.0;                // fraction of the steps before fake quantization switches on
+  // Which of the linears quant.qat targets are fake-quantized (train/qat_layers.h): all | auto | N | module globs.
+  std::vector<std::string> qat_layers = {"all"};
   // A calibrated base (train/calibrated_base.h): model.path quantized by GPTQ or AWQ on `calib` before training,
   // cached in the run directory; none = quantize at load by quant.format.
   std::string method = "none";  // none | gptq | awq | rtn | auto
