@@ -5,7 +5,8 @@
 # chosen, bits per linear weight, the calibration loss the scan measured and perplexity on held-out text (the
 # protocol of scripts/bench_gptq.sh: qtune eval, each document between <|endoftext|> scored on its own from BOS).
 # Usage: scripts/bench_method_plan.sh MODEL CALIB_TEXT EVAL_TEXT [GROUP] [CALIB_TOKENS]
-#   QTUNE_BUDGETS (default "4.2 4.5 5 6") chooses the budgets.
+#   QTUNE_BUDGETS (default "4.2 4.5 5 6") chooses the budgets; QTUNE_SCAN_FLAGS adds flags to every scan
+#   (--score-on-fit, --asym).
 #   e.g. scripts/bench_method_plan.sh ../shared/models/stories260K data/demo/pretrain.txt \
 #        ../shared/data/tinystories_valid_head.txt 32 4096
 set -euo pipefail
@@ -25,7 +26,7 @@ row() {  # budget, methods
   local out="$work/q$RANDOM"
   local start=$(date +%s.%N)
   if ! "$qtune" quantize "$model" --out "$out" --method auto --methods "$2" --budget-bits "$1" --group-size "$group" \
-      --calib "$calib" --calib-tokens "$tokens" > "$out.log" 2> "$out.err"; then
+      --calib "$calib" --calib-tokens "$tokens" ${QTUNE_SCAN_FLAGS:-} > "$out.log" 2> "$out.err"; then
     printf '| %s | %s | infeasible: %s | - | - | - | - |\n' "$1" "$2" "$(tail -1 "$out.err" | sed 's/^error: //; s/|/\\|/g')"
     return 0
   fi

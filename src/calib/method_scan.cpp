@@ -27,7 +27,9 @@ struct MethodScan::State {
   std::shared_ptr<io::WeightSource> checkpoint;  // the model's fp32 tensors may be views of its memory map
   ScanFactory factory;
   std::unique_ptr<nn::CausalLMImpl> model;
-  std::unique_ptr<LayerInputs> inputs;
+  std::unique_ptr<LayerInputs> inputs;      // the windows every option is scored on
+  std::unique_ptr<LayerInputs> fit_inputs;  // the windows GPTQ and AWQ are fitted on (null: the same)
+  std::vector<std::vector<int64_t>> scored;
   double dense_loss = 0;
   std::vector<LinearOptions> table;
   std::vector<std::vector<c10::intrusive_ptr<quant::QuantizedWeight>>> candidates;  // per linear, per option
@@ -88,7 +90,18 @@ MethodScan::MethodScan(const std::string& model_dir, const std::vector<std::vect
   s.checkpoint = io::open_model_weights(model_dir);
   s.model = std::make_unique<nn::CausalLMImpl>(s.config, s.factory, *s.checkpoint, at::TensorOptions().dtype(at::kFloat));
   s.model->eval();
-  s.inputs = std::make_unique<LayerInputs>(*s.model, s.config, calibration, o.seq_len);
+  // GPTQ and AWQ fit their codes to the windows they see: scored on the same windows, they would look better than
+  // they are beside NF4 and int8, which fit nothing. With held_out, they fit the even windows and every option is
+  // scored on the odd ones.
+  std::vector<std::vector<int64_t>> fit;
+  const bool fits = std::count(o.methods.begin(), o.methods.end(), "gptq") + std::count(o.methods.begin(), o.methods.end(), "awq") > 0;
+  if (o.held_out && fits && calibration.size() >= 2) {
+    for (size_t i = 0; i < calibration.size(); ++i) (i % 2 ? s.scored : fit).push_back(calibration[i]);
+    s.fit_inputs = std::make_unique<LayerInputs>(*s.model, s.config, fit, o.seq_len);
+  } else {
+    s.scored = calibration;
+  }
+  s.inputs = std::make_unique<LayerInputs>(*s.model, s.config, s.scored, o.seq_len);
   s.dense_loss = s.inputs->mean_nll();
 
   const auto t0 = Clock::now();
@@ -98,11 +111,10 @@ MethodScan::MethodScan(const std::string& model_dir, const std::vector<std::vect
     size_t end = first;
     while (end < s.factory.order.size() && layer_of(s.factory.order[end]) == layer) ++end;
     // The dense inputs of this layer's linears (the dense model's, every linear dense).
-    const bool needs_inputs = std::count(o.methods.begin(), o.methods.end(), "gptq") + std::count(o.methods.begin(), o.methods.end(), "awq") > 0;
     std::vector<at::Tensor> recorded(end - first);
-    if (needs_inputs) {
+    if (fits) {
       for (size_t i = first; i < end; ++i) s.factory.layers[s.factory.order[i]]->start_recording();
-      s.inputs->run_layer(layer);
+      (s.fit_inputs ? s.fit_inputs : s.inputs)->run_layer(layer);
       for (size_t i = first; i < end; ++i) recorded[i - first] = s.factory.layers[s.factory.order[i]]->take_recorded();
     }
     for (size_t i = first; i < end; ++i) {
@@ -163,6 +175,7 @@ MethodScan::MethodScan(const std::string& model_dir, const std::vector<std::vect
 MethodScan::~MethodScan() = default;
 
 const std::vector<LinearOptions>& MethodScan::table() const { return s_->table; }
+const std::vector<std::vector<int64_t>>& MethodScan::scored_windows() const { return s_->scored; }
 double MethodScan::dense_loss() const { return s_->dense_loss; }
 const MethodScanOptions& MethodScan::options() const { return s_->o; }
 const std::string& MethodScan::model_dir() const { return s_->model_dir; }

@@ -56,6 +56,7 @@ struct QuantizeArgs {
   std::string stored_low;  // what the plan's table names the low linears when they are not written as --format
   // --method auto
   std::string methods;
+  bool score_on_fit = false;
   // --method gptq | rtn
   std::string method, checkpoint_format = "auto";
   int bits = 4;
@@ -415,11 +416,14 @@ int run_method_auto(const QuantizeArgs& a) {
   if (a.budget_bits < 4)
     fail("--budget-bits {}: no method stores fewer than 4 bits per weight (nf4, gptq and awq cost about 4.1-4.2)",
          a.budget_bits);
+  if (a.group_size <= 0)
+    fail("--group-size {}: --method auto needs groups of input columns (32, 64 or 128) for GPTQ and AWQ", a.group_size);
   o.gptq_grid = {4, a.group_size, !a.asym};
   o.gptq_grid.validate("--group-size");
   o.awq.grid = {4, a.group_size, false};
   o.damp = a.damp;
   o.nf4_blocksize = a.block_size;
+  o.held_out = !a.score_on_fit;
   const auto config = io::ModelConfig::load(a.model_dir);
   const auto tokenizer = data::Tokenizer::load(a.model_dir, &config);
   const auto ids = tokenizer.encode(data::read_text_file(a.calib_file, "--calib"));
@@ -438,8 +442,13 @@ int run_method_auto(const QuantizeArgs& a) {
   calib::MethodScan scan(a.model_dir, windows, o);
   const auto choice = calib::choose_methods(scan.table(), a.budget_bits, "--budget-bits");
   const double planned = scan.loss_of(choice.chosen);
-  fmt::print("calibration: {} windows of up to {} tokens from {}; dense loss {:.5f}\n", windows.size(), seq_len,
-             a.calib_file, scan.dense_loss());
+  fmt::print("calibration: {} windows of up to {} tokens from {}{}; dense loss {:.5f}\n", windows.size(), seq_len,
+             a.calib_file,
+             scan.scored_windows().size() < windows.size()
+                 ? fmt::format(" (GPTQ and AWQ fitted on {}, every method scored on the other {})",
+                               windows.size() - scan.scored_windows().size(), scan.scored_windows().size())
+                 : "",
+             scan.dense_loss());
   std::string header = fmt::format("{:<40} {:>9}", "linear", "params");
   for (const auto& m : o.methods) header += fmt::format(" {:>17}", m + " loss/bits");
   fmt::print("{}  chosen\n", header);
@@ -542,6 +551,9 @@ void add_quantize(CLI::App& app, Action& action) {
   cmd->add_option("--methods", a->methods,
                   "--method auto: the methods each linear may get, comma-separated from nf4,int8,gptq,awq,16bit "
                   "(default all five; GPTQ/AWQ int4 on --group-size)");
+  cmd->add_flag("--score-on-fit", a->score_on_fit,
+               "--method auto: fit GPTQ/AWQ on every calibration window and score every method on the same windows "
+               "(default: fitted on every other window, all methods scored on the rest)");
   cmd->add_option("--bits", a->bits, "GPTQ/RTN bits: 2 | 4 | 8 (AWQ: 4)")->capture_default_str();
   cmd->add_option("--group-size", a->group_size, "GPTQ/AWQ/RTN input columns per scale (-1: one per row; not AWQ)")
       ->capture_default_str();

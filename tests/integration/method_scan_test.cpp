@@ -73,6 +73,9 @@ TEST(MethodScan, ThePlanWithinTheBudgetLoadsBackWithTheLossItWasChosenFor) {
   Scanned s;
   const auto& table = s.scan->table();
   ASSERT_EQ(table.size(), 14u);
+  // GPTQ and AWQ fitted on windows 0 and 2, every method scored on window 1.
+  ASSERT_EQ(s.scan->scored_windows().size(), 1u);
+  EXPECT_EQ(s.scan->scored_windows()[0], s.windows[1]);
   for (const auto& l : table) {
     ASSERT_EQ(l.options.size(), 5u) << l.name;  // every method fits the tiny shapes with groups of 32
     for (const auto& o : l.options)
@@ -87,7 +90,7 @@ TEST(MethodScan, ThePlanWithinTheBudgetLoadsBackWithTheLossItWasChosenFor) {
   const auto out = s.t.dir + "/auto";
   const auto written = write_method_checkpoint(*s.scan, choice.chosen, {5.0, planned}, out);
   EXPECT_NEAR(written.bits_per_weight, choice.average_bits, 1e-12);
-  EXPECT_NEAR(loaded_nll(out, s.windows), planned, 2e-5) << written.runtimes.store;
+  EXPECT_NEAR(loaded_nll(out, s.scan->scored_windows()), planned, 2e-5) << written.runtimes.store;
   // The scan's per-linear loss is the whole model's with that one linear so stored.
   std::vector<size_t> one;  // every linear 16-bit
   for (const auto& l : table)
@@ -137,7 +140,7 @@ TEST(MethodScan, EveryMethodLoadsBackWithTheCodesWritten) {
     ++i;
   }
   EXPECT_EQ(i, s.scan->table().size());
-  EXPECT_NEAR(loaded_nll(out, s.windows), planned, 2e-5);
+  EXPECT_NEAR(loaded_nll(out, s.scan->scored_windows()), planned, 2e-5);
 
   // The AWQ linear (unfused): x·(Q(W·s)/s)ᵀ, from the packed codes and the scale.
   const auto awq = s.scan->candidate(3, chosen[3]);
@@ -175,7 +178,7 @@ TEST(MethodScan, OneStoreMethodsWriteThatStoresCheckpointAndItsRuntimeLoadsIt) {
       EXPECT_EQ(q["dynamic"].size(), 7u);  // the 16-bit linears, each a "-:" rule
       EXPECT_EQ(written.runtimes.line(), "qtune, gptqmodel, vLLM");
     }
-    EXPECT_NEAR(loaded_nll(out, s.windows), planned, 2e-5) << first;
+    EXPECT_NEAR(loaded_nll(out, s.scan->scored_windows()), planned, 2e-5) << first;
 
     // The runtime the output names loads it: transformers + bitsandbytes, or gptqmodel (the `dynamic` skip rules),
     // with qtune's logits on the oracle's probe.

@@ -26,6 +26,9 @@ namespace qtune::calib {
 struct MethodScanOptions {
   std::vector<std::string> methods = kAllMethods;
   int64_t seq_len = 256;
+  // With GPTQ or AWQ among the methods: they are fitted on every other window and all options scored on the rest
+  // (an option is not scored on the data it was fitted to); false: both on all of them.
+  bool held_out = true;
   quant::IntGridOptions gptq_grid{4, 128, true};
   double damp = 0.01;
   quant::AwqOptions awq;                // its grid: int4 g128 with zero points
@@ -47,6 +50,8 @@ class MethodScan {
 
   const std::vector<LinearOptions>& table() const;  // in model order
   double dense_loss() const;
+  // The windows the losses are measured on (with held_out, every second calibration window).
+  const std::vector<std::vector<int64_t>>& scored_windows() const;
   // The whole model's calibration mean NLL with each linear as `chosen` says (indices into its options).
   double loss_of(const std::vector<size_t>& chosen);
   // Every linear in `method`; nullopt when some linear cannot hold it.
