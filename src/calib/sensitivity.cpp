@@ -32,6 +32,14 @@ SensitivityResult sensitivity_scan(const std::string& model_dir, const std::vect
   if (o.low.format == WeightFormat::Keep || o.high == WeightFormat::Keep)
     fail("sensitivity scan: keep is no format to quantize to (it keeps a GGUF's own blocks); scan with nf4, fp4, int8 "
          "or 16bit");
+  // The scan swaps one linear's dequantized weight in: it would score W8A8's weights without its per-token input
+  // rounding, a different format from the one the plan then writes.
+  if (o.low.format == WeightFormat::W8A8 || o.high == WeightFormat::W8A8)
+    fail("sensitivity scan: w8a8 rounds each linear's inputs as well as its weights, which this scan does not measure; "
+         "scan with nf4, fp4, int8 or 16bit");
+  if (o.low.format == WeightFormat::Dense)
+    fail("sensitivity scan: the low format is 16bit, so there is nothing to keep at higher precision; scan with nf4, "
+         "fp4 or int8");
   torch::NoGradGuard no_grad;
   const auto config = io::ModelConfig::load(model_dir);
   auto checkpoint = io::open_model_weights(model_dir);

@@ -68,5 +68,22 @@ TEST(SensitivityScan, TheBudgetCountsTheBitsOfTheStoreThePlanIsFor) {
             std::string::npos);
 }
 
+TEST(SensitivityScan, FormatsItCannotScoreAreRefusedBeforeAnyWork) {
+  train::TinyRun t;
+  const std::vector<std::vector<int64_t>> windows = {{1, 2, 3, 4}};
+  SensitivityOptions o;
+  o.low.format = quant::WeightFormat::W8A8;  // its input rounding is not what the scan's swapped weight measures
+  EXPECT_NE(test::error_of([&] { sensitivity_scan(t.model, windows, o); }).find("w8a8 rounds each linear's inputs"),
+            std::string::npos);
+  o.low.format = quant::WeightFormat::NF4;
+  o.high = quant::WeightFormat::W8A8;
+  EXPECT_NE(test::error_of([&] { sensitivity_scan(t.model, windows, o); }).find("w8a8 rounds each linear's inputs"),
+            std::string::npos);
+  o.low.format = quant::WeightFormat::Dense;
+  o.high = quant::WeightFormat::Int8;
+  EXPECT_NE(test::error_of([&] { sensitivity_scan(t.model, windows, o); }).find("the low format is 16bit"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace qtune::calib
