@@ -79,7 +79,7 @@ for qat in none $formats; do
     rows+=("$(awk -v n="$name${chosen:+ ($chosen linears)}" -v f="$f" -v a="$fp32" -v d="$deployed" -v s="$secs" \
       -v c="$scan" -v k="$steps" \
       'BEGIN { printf "| %s | %s | %.5f | %.5f | %+.5f | %.2f%s |", n, f, a, d, d - a, (s - c) / k, \
-               c > 0 ? sprintf(" + %.0f s scan once", c) : "" }')")
+               (c > 0 ? sprintf(" + %.0f s scan once", c) : "") }')")
     [[ $qat == *@* && $scan == 0 ]] && rows[-1]="${rows[-1]% |} (the scan above, reused) |"
   done
 done
