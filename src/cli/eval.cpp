@@ -1,8 +1,12 @@
 // qtune eval MODEL_DIR --text FILE: perplexity of a text file.
 // qtune eval MODEL_DIR --data FILE.jsonl [--exact-match]: loss on the trained tokens of a dataset, and answers checked.
+// qtune eval MODEL_DIR [--adapter DIR] --preference PAIRS.jsonl: preference accuracy and margin on held-out pairs.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <algorithm>
 #include <chrono>
 #include <sstream>
 
@@ -11,9 +15,13 @@
 #include "qtune/data/chat_template.h"
 #include "qtune/data/chat_template_match.h"
 #include "qtune/data/collate.h"
+#include "qtune/data/preference.h"
 #include "qtune/data/records.h"
 #include "qtune/data/text_file.h"
 #include "qtune/eval/exact_match.h"
+#include "qtune/lora/adapter_switch.h"
+#include "qtune/lora/inject.h"
+#include "qtune/train/objectives/sequence_logps.h"
 #include "qtune/train/trainer.h"
 #include "qtune/eval/perplexity.h"
 #include "qtune/util/error.h"
@@ -28,6 +36,8 @@ struct EvalArgs {
   int64_t stride = 0;
   std::string split_on;
   bool json = false;
+  std::string preference_file;
+  double beta = 0.1;
   // --data mode
   std::string data_file, format = "alpaca-jsonl", chat_template = "auto";
   bool exact = false;
@@ -102,7 +112,71 @@ int run_data_eval(const EvalArgs& args) {
   return 0;
 }
 
+// Preference pairs: how often the model prefers the chosen answer (log p(chosen) > log p(rejected)) and by how much;
+// with an adapter also DPO's implicit rewards against the base with the adapter off (TRL's rewards/accuracies and
+// rewards/margins at beta).
+int run_preference_eval(const EvalArgs& args) {
+  auto [model, tokenizer] = args.model.load();
+  const auto records = data::read_preference_records(args.preference_file);
+  const bool conversational =
+      std::any_of(records.begin(), records.end(), [](const data::PreferenceRecord& r) { return r.conversational; });
+  const auto format = conversational ? data::resolve_chat_format(args.chat_template, args.model.dir, tokenizer)
+                                     : data::ChatFormat(data::ChatTemplate::None);
+  const int64_t seq_len = args.seq_len > 0 ? args.seq_len : model->config().max_position_embeddings;
+  const data::PreferenceLimits limits{0, seq_len, false};
+  std::vector<data::TokenizedSample> rows;
+  for (const auto& r : records) {
+    auto [chosen, rejected] = data::preference_rows(data::tokenize_preference(r, format, tokenizer, limits), limits);
+    rows.push_back(std::move(chosen));
+    rows.push_back(std::move(rejected));
+  }
+  data::LoaderOptions lo;
+  lo.batch_size = 4;
+  lo.max_seq_len = seq_len;
+  lo.shuffle = false;
+  lo.rows_per_sample = 2;
+  data::DataLoader loader(std::move(rows), lo, tokenizer.pad_id().value_or(tokenizer.eos_id()));
+  const bool adapted = !lora::lora_layers(*model).empty();
+  torch::NoGradGuard no_grad;
+  model->eval();
+  int64_t pairs = 0, preferred = 0, rewarded = 0;
+  double margin = 0, reward_margin = 0;
+  for (int64_t i = 0; i < loader.batches_per_epoch(0); ++i) {
+    const auto b = loader.batch(0, i);
+    const auto policy = train::sequence_logps(*model, b).logps.view({-1, 2});
+    const auto gap = policy.select(1, 0) - policy.select(1, 1);
+    pairs += gap.size(0);
+    preferred += (gap > 0).sum().item<int64_t>();
+    margin += gap.sum().item<double>();
+    if (!adapted) continue;
+    at::Tensor reference;
+    {
+      lora::AdaptersDisabled base(*model);
+      reference = train::sequence_logps(*model, b).logps.view({-1, 2});
+    }
+    const auto rewards = args.beta * (gap - (reference.select(1, 0) - reference.select(1, 1)));
+    rewarded += (rewards > 0).sum().item<int64_t>();
+    reward_margin += rewards.sum().item<double>();
+  }
+  const double n = static_cast<double>(pairs);
+  nlohmann::json j = {{"file", args.preference_file}, {"pairs", pairs}, {"accuracy", preferred / n},
+                      {"margin", margin / n}};
+  if (adapted) j["rewards/accuracies"] = rewarded / n, j["rewards/margins"] = reward_margin / n, j["beta"] = args.beta;
+  if (args.json) {
+    fmt::print("{}\n", j.dump());
+    return 0;
+  }
+  fmt::print("{}: {} pairs; the chosen answer is the likelier in {} ({:.1f}%), by {:.4f} nats on average "
+             "(log p(chosen) - log p(rejected))\n",
+             args.preference_file, pairs, preferred, 100.0 * preferred / n, margin / n);
+  if (adapted)
+    fmt::print("against the base (adapter off), beta {}: rewards/accuracies {:.4f}, rewards/margins {:.4f}\n", args.beta,
+               rewarded / n, reward_margin / n);
+  return 0;
+}
+
 int run_eval(const EvalArgs& args) {
+  if (!args.preference_file.empty()) return run_preference_eval(args);
   if (!args.data_file.empty()) return run_data_eval(args);
   if (args.text_file.empty()) fail("qtune eval: give --text FILE (perplexity) or --data FILE (a dataset's answers)");
   auto [model, tokenizer] = args.model.load();
@@ -148,6 +222,10 @@ void add_eval(CLI::App& app, Action& action) {
   args->model.add_to(*cmd);
   cmd->add_option("--text", args->text_file, "UTF-8 text file to score");
   cmd->add_option("--data", args->data_file, "A dataset (JSONL): loss on its answer tokens, and --exact-match");
+  cmd->add_option("--preference", args->preference_file,
+                  "Preference pairs (JSONL, TRL's keys): how often and by how much the model prefers the chosen answer; "
+                  "with --adapter also DPO's rewards against the base");
+  cmd->add_option("--beta", args->beta, "--preference: DPO's beta for the rewards")->capture_default_str();
   cmd->add_option("--format", args->format, "--data format: alpaca-jsonl | chat-jsonl")->capture_default_str();
   cmd->add_option("--template", args->chat_template,
                   std::string("--data chat template: auto (the model's own) or one of ") + data::kChatTemplateNames)

@@ -81,7 +81,8 @@ int run_plan(const PlanArgs& a) {
   auto m = train::estimate_memory(config, recipe, plan, dtype, device.is_cuda());
   if (!device.is_cuda()) m.runtime = current_rss_bytes();  // nothing loaded yet: what the process itself holds
   fmt::print("\npeak memory estimate on {} ({} compute, {} x {} tokens per micro-batch, {} trainable parameters):\n",
-             device.str(), dtype_label(dtype), recipe.train.batch_size, recipe.data.max_seq_len, m.trainable_params);
+             device.str(), dtype_label(dtype), recipe.train.batch_size * loader.rows_per_sample(),
+             recipe.data.max_seq_len, m.trainable_params);
   for (const auto& [label, bytes] : m.rows()) fmt::print("  {:<20} {:>12}\n", label, format_bytes(double(bytes)));
   fmt::print("  {:<20} {:>12}\n", "total", format_bytes(double(m.total())));
   fmt::print("  activations with gradient checkpointing {}, without {} (train.gradient_checkpointing: {})\n",

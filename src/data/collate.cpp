@@ -62,6 +62,10 @@ DataLoader::DataLoader(std::vector<TokenizedSample> samples, LoaderOptions optio
   if (samples_.empty()) fail("data loader: no samples to train on");
   if (options_.batch_size < 1) fail("data loader: batch_size must be at least 1, got {}", options_.batch_size);
   if (options_.max_seq_len < 2) fail("data loader: max_seq_len must be at least 2, got {}", options_.max_seq_len);
+  const int64_t group = options_.rows_per_sample;
+  if (group < 1 || static_cast<int64_t>(samples_.size()) % group != 0)
+    fail("data loader: {} samples do not come in units of {} rows", samples_.size(), group);
+  if (group > 1) options_.packing = false;
   for (size_t i = 0; i < samples_.size(); ++i) {
     const auto& s = samples_[i];
     if (s.input_ids.empty()) fail("data loader: sample {} has no tokens", i);
@@ -77,7 +81,7 @@ DataLoader::DataLoader(std::vector<TokenizedSample> samples, LoaderOptions optio
 
 std::vector<int64_t> DataLoader::epoch_order(int64_t epoch) const {
   if (epoch < 0) fail("data loader: epoch must be >= 0, got {}", epoch);
-  const int64_t n = static_cast<int64_t>(samples_.size());
+  const int64_t n = static_cast<int64_t>(samples_.size()) / options_.rows_per_sample;
   if (options_.shuffle) return permutation(n, options_.seed, static_cast<uint64_t>(epoch));
   std::vector<int64_t> order(n);
   for (int64_t i = 0; i < n; ++i) order[i] = i;
@@ -91,8 +95,13 @@ std::shared_ptr<const DataLoader::EpochRows> DataLoader::rows_of(int64_t epoch) 
   }
   auto rows = std::make_shared<EpochRows>();
   rows->epoch = epoch;
+  const int64_t group = options_.rows_per_sample;
   int64_t row_len = 0;
   for (int64_t i : epoch_order(epoch)) {
+    if (group > 1) {  // a unit's samples, each in its own row
+      for (int64_t k = 0; k < group; ++k) rows->rows.push_back({i * group + k});
+      continue;
+    }
     const int64_t len = static_cast<int64_t>(samples_[i].input_ids.size());
     // Greedy, in order: a sample that does not fit in the current row starts the next one.
     if (rows->rows.empty() || !options_.packing || row_len + len > options_.max_seq_len) {
@@ -108,7 +117,7 @@ std::shared_ptr<const DataLoader::EpochRows> DataLoader::rows_of(int64_t epoch) 
 }
 
 int64_t DataLoader::rows_per_epoch(int64_t epoch) const {
-  return static_cast<int64_t>(rows_of(epoch)->rows.size());
+  return static_cast<int64_t>(rows_of(epoch)->rows.size()) / options_.rows_per_sample;
 }
 
 int64_t DataLoader::batches_per_epoch(int64_t epoch) const {
@@ -126,11 +135,12 @@ int64_t DataLoader::total_target_tokens() const { return total_target_tokens_; }
 Batch DataLoader::batch(int64_t epoch, int64_t index) const {
   const auto rows = rows_of(epoch);
   const int64_t n_rows = static_cast<int64_t>(rows->rows.size());
-  const int64_t n_batches = (n_rows + options_.batch_size - 1) / options_.batch_size;
+  const int64_t batch_rows = options_.batch_size * options_.rows_per_sample;
+  const int64_t n_batches = (n_rows + batch_rows - 1) / batch_rows;
   if (index < 0 || index >= n_batches)
     fail("data loader: batch {} of epoch {} does not exist (the epoch has {} batches)", index, epoch, n_batches);
-  const int64_t first = index * options_.batch_size;
-  const int64_t b = std::min(options_.batch_size, n_rows - first);
+  const int64_t first = index * batch_rows;
+  const int64_t b = std::min(batch_rows, n_rows - first);
 
   int64_t t_max = 0;
   for (int64_t r = 0; r < b; ++r) {
@@ -176,9 +186,7 @@ Batch DataLoader::batch(int64_t epoch, int64_t index) const {
   return out;
 }
 
-std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> split_eval(std::vector<TokenizedSample> samples,
-                                                                                 double eval_fraction, uint64_t seed) {
-  const int64_t n = static_cast<int64_t>(samples.size());
+std::vector<bool> eval_split(int64_t n, double eval_fraction, uint64_t seed) {
   if (!(eval_fraction > 0.0 && eval_fraction < 1.0))
     fail("eval_fraction must be between 0 and 1 (exclusive), got {}", eval_fraction);
   if (n < 2) fail("cannot hold out an eval split from {} sample(s): need at least 2", n);
@@ -186,9 +194,14 @@ std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> split_eval
   const auto order = permutation(n, seed, kEvalSplitSalt);
   std::vector<bool> is_eval(n, false);
   for (int64_t k = 0; k < n_eval; ++k) is_eval[order[k]] = true;
+  return is_eval;
+}
+
+std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> split_eval(std::vector<TokenizedSample> samples,
+                                                                                 double eval_fraction, uint64_t seed) {
+  const int64_t n = static_cast<int64_t>(samples.size());
+  const auto is_eval = eval_split(n, eval_fraction, seed);
   std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> out;
-  out.first.reserve(n - n_eval);
-  out.second.reserve(n_eval);
   for (int64_t i = 0; i < n; ++i) (is_eval[i] ? out.second : out.first).push_back(std::move(samples[i]));
   return out;
 }

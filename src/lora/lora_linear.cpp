@@ -41,6 +41,7 @@ LoraLinearImpl::LoraLinearImpl(nn::Linear base, LoraTarget target, double dropou
 }
 
 at::Tensor LoraLinearImpl::forward(const at::Tensor& x) {
+  if (!enabled_) return base_->forward(x);
   if (merged()) {
     if (!merged_cast_.defined() || merged_cast_.scalar_type() != x.scalar_type()) {
       merged_cast_ = merged_.to(x.scalar_type());

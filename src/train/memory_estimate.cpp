@@ -114,7 +114,10 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
   m.optimizer_state = optim::estimate_state_bytes(r.optim.name, numels);
   // The paged optimizers keep their state in managed memory that the driver may move to the host.
 
-  const int64_t N = r.train.batch_size * r.data.max_seq_len;  // tokens of the largest micro-batch
+  // Tokens of the largest micro-batch; a preference pair fills two rows (chosen and rejected in one forward; the
+  // reference's forward under no-grad stores nothing).
+  const int64_t batch_rows = r.train.batch_size * (r.train.objective == "sft" ? 1 : 2);
+  const int64_t N = batch_rows * r.data.max_seq_len;
   const int64_t T = r.data.max_seq_len;
   // Saved for backward per token and layer: the two norms' inputs and outputs, q/k/v after RoPE and the attention
   // output (fused SDPA keeps those and a log-sum-exp; the CPU math path keeps the [heads, T, T] probabilities

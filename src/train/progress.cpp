@@ -99,6 +99,7 @@ std::string Progress::log_line(const ProgressInfo& p) const {
                                                   100.0 * static_cast<double>(p.step) / static_cast<double>(p.total_steps))
                                     : fmt::format("step {}", p.step);
   s += fmt::format(" | loss {} | lr {:.3e}", format_loss(p.loss), p.lr);
+  for (const auto& [name, value] : p.metrics) s += fmt::format(" | {} {:.4g}", name, value);
   if (p.grad_norm) s += fmt::format(" | grad_norm {:.4g}", *p.grad_norm);
   s += fmt::format(" | {} tok/s", format_rate(p.tokens_per_s));
   if (p.mem_bytes > 0) s += " | mem " + format_bytes(p.mem_bytes);
@@ -124,6 +125,7 @@ std::string Progress::status_line(const ProgressInfo& p, int columns) const {
     fields.push_back({fmt::format("step {}", p.step), 9});
   }
   fields.push_back({"loss " + format_loss(p.loss), 8});
+  for (const auto& [name, value] : p.metrics) fields.push_back({fmt::format("{} {:.3g}", name, value), 6});
   fields.push_back({fmt::format("lr {:.2e}", p.lr), 5});
   if (p.grad_norm) fields.push_back({fmt::format("gnorm {:.3g}", *p.grad_norm), 1});
   fields.push_back({format_rate(p.tokens_per_s) + " tok/s", 4});

@@ -251,7 +251,7 @@ std::vector<RecipeKey> make_schema() {
       key("data.eval", "Eval data file (default: data.eval_fraction of data.train)",
           [](Recipe& r) -> auto& { return r.data.eval; }),
       key("data.format", "Data file format", [](Recipe& r) -> auto& { return r.data.format; },
-          {"alpaca-jsonl", "chat-jsonl", "text"}),
+          {"alpaca-jsonl", "chat-jsonl", "text", "preference"}),
       key("data.chat_template", "How records become text", [](Recipe& r) -> auto& { return r.data.chat_template; },
           {"auto", "llama2", "mistral", "chatml", "llama3", "qwen2.5", "qwen3", "gemma", "phi3", "phi4", "alpaca",
            "none"}),
@@ -260,6 +260,12 @@ std::vector<RecipeKey> make_schema() {
       key("data.packing", "Pack short samples into one row (attention and positions stay within each sample)",
           [](Recipe& r) -> auto& { return r.data.packing; }),
       key("data.train_on_prompt", "Also train on prompt tokens", [](Recipe& r) -> auto& { return r.data.train_on_prompt; }),
+      key("data.max_prompt_length",
+          "Preference data: prompt tokens kept, its end (0: all; TRL's max_prompt_length)",
+          [](Recipe& r) -> auto& { return r.data.max_prompt_length; }),
+      key("data.truncation_mode",
+          "Preference data: a prompt + completion longer than data.max_seq_len (TRL's max_length) keeps its start or end",
+          [](Recipe& r) -> auto& { return r.data.truncation_mode; }, {"keep_start", "keep_end"}),
       key("data.seed", "Shuffle and eval-split seed", [](Recipe& r) -> auto& { return r.data.seed; }),
       key("data.eval_fraction", "Fraction of data.train held out for eval when data.eval is empty (0: no eval)",
           [](Recipe& r) -> auto& { return r.data.eval_fraction; }),
@@ -278,6 +284,10 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.schedule.warmup_steps; }),
       key("schedule.min_lr_ratio", "Floor of linear/cosine decay, as a fraction of optim.lr",
           [](Recipe& r) -> auto& { return r.schedule.min_lr_ratio; }),
+      key("train.objective",
+          "What training minimises: sft (next-token loss) | dpo (preference pairs, data.format preference; the "
+          "reference is the base with the adapters off) | orpo | simpo (preference pairs, no reference)",
+          [](Recipe& r) -> auto& { return r.train.objective; }, {"sft", "dpo", "orpo", "simpo"}),
       key("train.mode", "lora: adapters on the frozen quantized base; full: train every weight (dense, e.g. pretraining)",
           [](Recipe& r) -> auto& { return r.train.mode; }, {"lora", "full"}),
       key("train.batch_size", "Rows per micro-batch", [](Recipe& r) -> auto& { return r.train.batch_size; }),
@@ -314,6 +324,24 @@ std::vector<RecipeKey> make_schema() {
       key("train.keep_last", "Checkpoints kept", [](Recipe& r) -> auto& { return r.train.keep_last; }, {}, false),
       key("train.output_dir", "Run directory (metrics.jsonl, loss.svg, checkpoints, adapter)",
           [](Recipe& r) -> auto& { return r.train.output_dir; }, {}, false),
+      key("dpo.beta", "DPO: the KL weight of the implicit reward (IPO: its regularisation tau)",
+          [](Recipe& r) -> auto& { return r.dpo.beta; }),
+      key("dpo.loss_type", "DPO loss: sigmoid (DPO) | ipo | robust (rDPO, with label_smoothing) | hinge (SLiC)",
+          [](Recipe& r) -> auto& { return r.dpo.loss_type; }, {"sigmoid", "ipo", "robust", "hinge"}),
+      key("dpo.label_smoothing", "DPO robust: the assumed fraction of pairs whose preference is flipped",
+          [](Recipe& r) -> auto& { return r.dpo.label_smoothing; }),
+      key("orpo.beta", "ORPO: the weight of the odds-ratio term beside the chosen answers' NLL (TRL's beta)",
+          [](Recipe& r) -> auto& { return r.orpo.beta; }),
+      key("simpo.beta", "SimPO: the scale of the length-normalised reward (TRL's default; the paper uses 2 to 2.5)",
+          [](Recipe& r) -> auto& { return r.simpo.beta; }),
+      key("simpo.gamma", "SimPO: the target reward margin (TRL's simpo_gamma)",
+          [](Recipe& r) -> auto& { return r.simpo.gamma; }),
+      key("simpo.label_smoothing", "SimPO: the assumed fraction of flipped pairs",
+          [](Recipe& r) -> auto& { return r.simpo.label_smoothing; }),
+      key("simpo.cpo_alpha",
+          "SimPO: weight of the chosen completions' NLL added to the loss (0: SimPO; TRL's CPOConfig default 1 is "
+          "CPO-SimPO)",
+          [](Recipe& r) -> auto& { return r.simpo.cpo_alpha; }),
   };
 }
 
@@ -520,6 +548,21 @@ void Recipe::validate() const {
          "lora.dropout: 0 (got {})",
          s, lora.config.dropout);
   check(data.max_seq_len >= 8, "data.max_seq_len", ">= 8", std::to_string(data.max_seq_len));
+  check(data.max_prompt_length >= 0, "data.max_prompt_length", ">= 0 (0: no limit)",
+        std::to_string(data.max_prompt_length));
+  if ((train.objective == "sft") != (data.format != "preference"))
+    fail("{}: train.objective {} needs {}: set data.format: {}", s, train.objective,
+         train.objective == "sft" ? "supervised records (alpaca-jsonl, chat-jsonl or text)" : "preference pairs",
+         train.objective == "sft" ? "alpaca-jsonl, chat-jsonl or text (or a preference train.objective)"
+                                  : "preference");
+  check(dpo.beta > 0, "dpo.beta", "> 0", fmt::format("{}", dpo.beta));
+  check(dpo.label_smoothing >= 0 && dpo.label_smoothing < 0.5, "dpo.label_smoothing", "in [0, 0.5)",
+        fmt::format("{}", dpo.label_smoothing));
+  check(orpo.beta > 0, "orpo.beta", "> 0", fmt::format("{}", orpo.beta));
+  check(simpo.beta > 0, "simpo.beta", "> 0", fmt::format("{}", simpo.beta));
+  check(simpo.label_smoothing >= 0 && simpo.label_smoothing < 0.5, "simpo.label_smoothing", "in [0, 0.5)",
+        fmt::format("{}", simpo.label_smoothing));
+  check(simpo.cpo_alpha >= 0, "simpo.cpo_alpha", ">= 0", fmt::format("{}", simpo.cpo_alpha));
   check(data.eval_fraction >= 0 && data.eval_fraction < 1, "data.eval_fraction", "in [0, 1)",
         fmt::format("{}", data.eval_fraction));
   check(optim.lr > 0, "optim.lr", "> 0", fmt::format("{}", optim.lr));

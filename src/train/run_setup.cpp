@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "qtune/data/chat_template_match.h"
+#include "qtune/data/preference.h"
 #include "qtune/data/records.h"
 #include "qtune/export/peft_adapter.h"
 #include "qtune/io/sharded_checkpoint.h"
@@ -66,15 +67,68 @@ data::TokenizedDataset tokenize_file(const Recipe& r, const std::string& path, c
   return set;
 }
 
+data::PreferenceLimits preference_limits(const Recipe& r) {
+  return {r.data.max_prompt_length, r.data.max_seq_len, r.data.truncation_mode == "keep_end"};
+}
+
+std::vector<data::PreferencePair> tokenize_pairs(const Recipe& r, const std::string& path, const data::Tokenizer& tok,
+                                                 DataStats& stats) {
+  const auto records = data::read_preference_records(path);
+  stats.records += static_cast<int64_t>(records.size());
+  const bool needs_template = std::any_of(records.begin(), records.end(),
+                                          [](const data::PreferenceRecord& x) { return x.conversational; });
+  const auto format = needs_template ? data::resolve_chat_format(r.data.chat_template, r.model.path, tok)
+                                     : data::ChatFormat(data::ChatTemplate::None);
+  std::vector<data::PreferencePair> pairs;
+  for (const auto& rec : records) pairs.push_back(data::tokenize_preference(rec, format, tok, preference_limits(r)));
+  return pairs;
+}
+
+// Each pair as two adjacent samples, chosen then rejected (the loader keeps them together: rows_per_sample 2).
+std::vector<data::TokenizedSample> pair_rows(const Recipe& r, const std::vector<data::PreferencePair>& pairs,
+                                             DataStats& stats) {
+  std::vector<data::TokenizedSample> out;
+  for (const auto& p : pairs) {
+    auto [chosen, rejected] = data::preference_rows(p, preference_limits(r));
+    stats.truncated += chosen.truncated + rejected.truncated;
+    out.push_back(std::move(chosen));
+    out.push_back(std::move(rejected));
+  }
+  return out;
+}
+
+RunData load_preference_data(const Recipe& r, const data::Tokenizer& tok) {
+  RunData d;
+  auto train = tokenize_pairs(r, r.data.train, tok, d.stats);
+  std::vector<data::PreferencePair> eval;
+  if (!r.data.eval.empty()) {
+    eval = tokenize_pairs(r, r.data.eval, tok, d.stats);
+  } else if (r.data.eval_fraction > 0) {
+    const auto is_eval = data::eval_split(static_cast<int64_t>(train.size()), r.data.eval_fraction, r.data.seed);
+    std::vector<data::PreferencePair> kept;
+    for (size_t i = 0; i < train.size(); ++i) (is_eval[i] ? eval : kept).push_back(std::move(train[i]));
+    train = std::move(kept);
+  }
+  d.train = pair_rows(r, train, d.stats);
+  d.eval = pair_rows(r, eval, d.stats);
+  return d;
+}
+
 }  // namespace
+
+bool preference_objective(const Recipe& r) { return r.train.objective != "sft"; }
 
 RunData load_data(const Recipe& r, const data::Tokenizer& tok) {
   RunData d;
-  d.train = tokenize_file(r, r.data.train, tok, d.stats).samples;
-  if (!r.data.eval.empty())
-    d.eval = tokenize_file(r, r.data.eval, tok, d.stats).samples;
-  else if (r.data.eval_fraction > 0)
-    std::tie(d.train, d.eval) = data::split_eval(std::move(d.train), r.data.eval_fraction, r.data.seed);
+  if (preference_objective(r)) {
+    d = load_preference_data(r, tok);
+  } else {
+    d.train = tokenize_file(r, r.data.train, tok, d.stats).samples;
+    if (!r.data.eval.empty())
+      d.eval = tokenize_file(r, r.data.eval, tok, d.stats).samples;
+    else if (r.data.eval_fraction > 0)
+      std::tie(d.train, d.eval) = data::split_eval(std::move(d.train), r.data.eval_fraction, r.data.seed);
+  }
   d.stats.train_samples = static_cast<int64_t>(d.train.size());
   d.stats.eval_samples = static_cast<int64_t>(d.eval.size());
   for (const auto& s : d.train) {
@@ -92,6 +146,7 @@ data::LoaderOptions loader_options(const Recipe& r, bool for_eval, int64_t ranks
   o.packing = r.data.packing;
   o.shuffle = !for_eval;
   o.seed = r.data.seed;
+  o.rows_per_sample = preference_objective(r) ? 2 : 1;
   return o;
 }
 

@@ -22,14 +22,15 @@
 #include "qtune/qat/qat_options.h"
 #include "qtune/train/calibrated_base.h"
 #include "qtune/train/checkpoint.h"
-#include "qtune/train/chunked_loss.h"
 #include "qtune/train/loss_plot.h"
 #include "qtune/train/metrics_log.h"
 #include "qtune/train/precision.h"
+#include "qtune/train/objectives/sft.h"
 #include "qtune/train/progress.h"
 #include "qtune/train/qat_layers.h"
 #include "qtune/train/run_directory.h"
 #include "qtune/train/run_setup.h"
+#include "qtune/train/step_sync.h"
 #include "qtune/util/device.h"
 #include "qtune/util/error.h"
 #include "qtune/util/memory.h"
@@ -43,20 +44,18 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Rank `rank`'s rows of a global micro-batch whose ranks hold `share` rows each (all of it for one rank).
-data::Batch rank_share(data::Batch global, int64_t rank, int64_t ranks, int64_t share) {
-  return ranks > 1 ? data::slice_rows(global, rank * share, (rank + 1) * share) : global;
+// Rank `rank`'s rows of a global micro-batch whose ranks hold `share` samples of `rows` rows each (all of it for one
+// rank).
+data::Batch rank_share(data::Batch global, int64_t rank, int64_t ranks, int64_t share, int64_t rows) {
+  return ranks > 1 ? data::slice_rows(global, rank * share * rows, (rank + 1) * share * rows) : global;
 }
 
-// Σ loss and token count of one micro-batch (no backward).
-LossSum batch_loss(nn::CausalLMImpl& model, const data::Batch& b) {
-  nn::ForwardOptions fo;
-  fo.position_ids = b.position_ids;
-  fo.segment_ids = b.segment_ids;
-  auto hidden = model.hidden_states(b.input_ids, fo);
-  return chunked_cross_entropy(hidden, model.lm_head_weight(), b.targets.to(hidden.device()), 0,
-                               model.config().final_logit_softcapping.value_or(0));
-}
+// One optimizer step's micro-batches: this rank's share of each, and where its rows lie in their epoch (the key of
+// their dropout masks).
+struct StepBatches {
+  std::vector<data::Batch> batches;
+  std::vector<lora::DropoutRows> rows;
+};
 
 // Writes the trained result into `dir` (complete or not at all: written beside it, then renamed).
 void save_result(RunSetup& run, const std::string& dir) {
@@ -158,7 +157,9 @@ void check_same_recipe(const Recipe& now, const std::string& saved_yaml, const s
 }  // namespace
 
 EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches,
-                    dist::Communicator* comm) {
+                    dist::Communicator* comm, Objective* objective) {
+  SftObjective sft;
+  if (!objective) objective = &sft;
   torch::NoGradGuard no_grad;
   const int64_t ranks = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const int64_t share = loader.options().batch_size / ranks;
@@ -172,13 +173,15 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
   const int64_t n = max_batches > 0 ? std::min((max_batches + ranks - 1) / ranks, all) : all;
   for (int64_t i = 0; i < n; ++i) {
     if (max_batches > 0 && i * ranks + rank >= max_batches) continue;
-    const auto b = rank_share(loader.batch(0, i), rank, ranks, share);
-    if (b.target_tokens == 0) continue;
-    auto ls = batch_loss(model, b);
+    const auto b = rank_share(loader.batch(0, i), rank, ranks, share, loader.rows_per_sample());
+    const int64_t units = objective->units(b);
+    if (units == 0) continue;
+    auto ls = objective->loss(model, b);
     sum += ls.sum.item<double>();
-    tokens += ls.tokens;
+    tokens += units;
   }
   model.train(was_training);
+  const bool token_loss = dynamic_cast<SftObjective*>(objective) != nullptr;
   if (comm && comm->connected()) {
     std::vector<at::Tensor> totals{at::tensor({sum, static_cast<double>(tokens)}, at::kDouble)};
     comm->all_reduce_sum(totals, "the eval loss");
@@ -187,7 +190,7 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
   }
   EvalResult r;
   r.tokens = tokens;
-  if (tokens > 0) r.loss = sum / static_cast<double>(tokens), r.perplexity = std::exp(r.loss);
+  if (tokens > 0) r.loss = sum / static_cast<double>(tokens), r.perplexity = token_loss ? std::exp(r.loss) : NAN;
   return r;
 }
 
@@ -307,6 +310,8 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   std::vector<at::Tensor> params;
   for (const auto& [name, p] : run.trainable) params.push_back(p);
   dist::GradientAllReduce gradient_sync(params);
+  const auto objective = make_objective(r);
+  const auto metric_names = objective->metric_names();
   if (comm->connected())
     fmt::print(out, "data parallel: {} ranks ({}), {} rows per rank and micro-batch; {} of gradients all-reduced per "
                     "step in {} bucket(s) by {}, timeout {} s\n",
@@ -316,6 +321,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   const bool terminal = options.terminal.value_or(Progress::stdout_is_terminal() && options.out == stdout) && root;
   Progress progress(out, terminal, r.train.log_every);
   Checkpointer checkpointer(run_dir, r.train.keep_last);
+  StepSync step_sync(*comm, gradient_sync, r.train.log_every, total);
   at::manual_seed(r.train.seed);  // dropout outside the trainer's row-keyed scopes (a resume restores it)
 
   TrainerState st;
@@ -383,10 +389,12 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   };
   auto do_eval = [&](int64_t step) -> std::optional<EvalResult> {
     if (!run.eval_loader) return std::nullopt;
-    auto e = evaluate(model, *run.eval_loader, r.train.eval_batches, comm.get());
+    auto e = evaluate(model, *run.eval_loader, r.train.eval_batches, comm.get(), objective.get());
     log_metrics({"eval", step, {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", double(e.tokens)}}});
-    progress.message(fmt::format("eval @ step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)", step, e.loss,
-                                 e.perplexity, e.tokens));
+    progress.message(std::isnan(e.perplexity) ? fmt::format("eval @ step {}: {} loss {:.4f} ({} pairs)", step,
+                                                            objective->name(), e.loss, e.tokens)
+                                              : fmt::format("eval @ step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)",
+                                                            step, e.loss, e.perplexity, e.tokens));
     plot();
     return e;
   };
@@ -418,72 +426,98 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   // Where the data stands: (epoch, batch index). With packing an epoch's batch count depends on its order.
   int64_t& epoch = st.epoch;
   int64_t& index = st.index;
-  auto last_log = Clock::now();
-  int64_t tokens_since_log = 0;
-  double rank_seconds = 0;  // this rank's forward/backward time since the last log line
-  int64_t rank_tokens = 0;
-  double sync_seconds = 0;  // in the all-reduce, waiting for the slowest rank included
-  int64_t sync_steps = 0;
-  for (int64_t step = st.step; step < total; ++step) {
-    set_qat_for(step);
-    const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
-    std::vector<data::Batch> batches;  // this rank's share of each micro-batch
-    std::vector<lora::DropoutRows> rows;  // and where its rows lie in their epoch (their dropout masks' key)
-    int64_t step_tokens = 0;           // target tokens of the whole step, every rank's share
+  // The next step's micro-batches (this rank's share of each), where their rows lie in their epoch (their dropout
+  // masks' key), and the whole step's units and target tokens, every rank's share.
+  auto next_step_batches = [&](StepTotals& totals) {
+    StepBatches s;
     for (int64_t a = 0; a < r.train.grad_accum; ++a) {
       if (index >= micro_batches_in_epoch(r, *run.train_loader, epoch)) {
         if (a > 0 && r.train.max_steps <= 0) break;  // an epoch's last step is not topped up from the next epoch
         ++epoch, index = 0;
       }
-      rows.push_back({lora::dropout_key(r.train.seed, epoch, 0), (index * ranks + rank) * share});
+      const int64_t rows_per_sample = run.train_loader->rows_per_sample();
+      s.rows.push_back({lora::dropout_key(r.train.seed, epoch, 0), (index * ranks + rank) * share * rows_per_sample});
       auto global = run.train_loader->batch(epoch, index++);
-      step_tokens += global.target_tokens;
-      batches.push_back(rank_share(std::move(global), rank, ranks, share));
+      totals.units += objective->units(global);
+      totals.tokens += global.target_tokens;
+      s.batches.push_back(rank_share(std::move(global), rank, ranks, share, rows_per_sample));
     }
-    // The loss of the step is the mean over every target token of all its micro-batches and ranks (not a mean of
-    // per-batch means): each share's Σ loss is divided by the step's token count before backward, and the ranks'
-    // gradients are summed.
+    return s;
+  };
+  auto last_log = Clock::now();
+  int64_t tokens_since_log = 0;
+  // After an update: the progress line, and every log_every steps a line of metrics.jsonl.
+  auto log_step = [&](int64_t done, const StepTotals& totals, double lr, double grad_norm) {
+    const double loss = totals.loss();
+    st.tokens_seen += totals.tokens;
+    tokens_since_log += totals.tokens;
+    if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
+    summary.last_loss = st.last_loss = loss;
+    st.loss_sum += loss, ++st.loss_steps;
+    st.window_loss_sum += loss, ++st.window_steps;
+    const double elapsed = seconds_since(start);
+    const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));  // every rank's tokens
+    const int64_t memory = peak_memory_bytes(run.device);
+    ProgressInfo info{done, total, loss, lr, tok_s, elapsed, memory, grad_norm};
+    for (size_t i = 0; i < metric_names.size(); ++i) info.metrics.emplace_back(metric_names[i], totals.metric(i));
+    progress.update(info);
+    if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
+      // loss_avg: the mean since the previous train line (HF's logged loss), not one step's, which may be a short
+      // epoch tail; the last line also carries the run's mean (HF's train_loss).
+      const double window_mean = st.window_loss_sum / static_cast<double>(st.window_steps);
+      summary.recent_loss = window_mean, summary.recent_from = done - st.window_steps + 1;
+      summary.mean_loss = st.loss_sum / static_cast<double>(st.loss_steps);
+      st.window_loss_sum = 0, st.window_steps = 0;
+      MetricRecord rec{"train",
+                       done,
+                       {{"loss", loss},
+                        {"loss_avg", window_mean},
+                        {"lr", lr},
+                        {"grad_norm", grad_norm},
+                        {"tokens", double(totals.tokens)},
+                        {"tokens_per_s", tok_s},
+                        {"elapsed_s", elapsed},
+                        {"mem_bytes", double(memory)}}};
+      if (done == total) rec.values.emplace_back("train_loss", summary.mean_loss);
+      for (const auto& m : info.metrics) rec.values.push_back(m);
+      log_metrics(std::move(rec));
+      last_log = Clock::now();
+      tokens_since_log = 0;
+    }
+  };
+
+  for (int64_t step = st.step; step < total; ++step) {
+    set_qat_for(step);
+    const int64_t done = step + 1;
+    const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
+    StepTotals totals;
+    totals.metric_sums.assign(metric_names.size(), 0.0);
+    const auto micro = next_step_batches(totals);
+    // The loss of the step is the mean over every unit (target token, pair) of all its micro-batches and ranks (not
+    // a mean of per-batch means): each share's Σ loss is divided by the step's units before backward, and the
+    // ranks' gradients are summed.
     const auto compute_start = Clock::now();
-    double loss_sum = 0;
     const double scale = fp16 ? scaler.scale() : 1.0;
-    for (size_t a = 0; a < batches.size(); ++a) {
-      const auto& b = batches[a];
-      if (b.target_tokens == 0) continue;
-      lora::DropoutRowsScope scope(rows[a]);
-      auto ls = batch_loss(model, b);
-      (ls.sum * (scale / static_cast<double>(std::max<int64_t>(step_tokens, 1)))).backward();
-      loss_sum += ls.sum.item<double>();
+    int64_t rank_tokens = 0;
+    for (size_t a = 0; a < micro.batches.size(); ++a) {
+      const auto& b = micro.batches[a];
+      if (objective->units(b) == 0) continue;
+      lora::DropoutRowsScope scope(micro.rows[a]);
+      auto ls = objective->loss(model, b);
+      (ls.sum * (scale / static_cast<double>(std::max<int64_t>(totals.units, 1)))).backward();
+      totals.loss_sum += ls.sum.item<double>();
+      for (size_t i = 0; i < ls.metric_sums.size(); ++i) totals.metric_sums[i] += ls.metric_sums[i];
       rank_tokens += b.target_tokens;
     }
-    rank_seconds += seconds_since(compute_start);
-    if (options.after_backward) options.after_backward(step + 1, params);
-    if (comm->connected()) {
-      // One round: the gradients, and [Σ loss, each rank's seconds, each rank's tokens] for the log.
-      auto stats = at::zeros({1 + 2 * ranks}, at::kDouble);
-      stats[0] = loss_sum;
-      stats[1 + rank] = rank_seconds;
-      stats[1 + ranks + rank] = static_cast<double>(rank_tokens);
-      const auto sync_start = Clock::now();
-      gradient_sync.run(*comm, fmt::format("the gradients of step {}", step + 1), {stats});
-      sync_seconds += seconds_since(sync_start), ++sync_steps;
-      loss_sum = stats[0].item<double>();
-      const int64_t done = step + 1;
-      if (root && (done % r.train.log_every == 0 || done == total)) {
-        std::string line;
-        for (int64_t k = 0; k < ranks; ++k)
-          line += fmt::format("{}rank {} {:.1f} tok/s", k ? ", " : "",  k,
-                              stats[1 + ranks + k].item<double>() / std::max(1e-9, stats[1 + k].item<double>()));
-        progress.message(fmt::format("step {}: {}; all-reduce {:.0f} ms per step (waiting for the slowest rank included)",
-                                     done, line, 1000 * sync_seconds / std::max<int64_t>(sync_steps, 1)));
-      }
-      if (done % r.train.log_every == 0 || done == total) rank_seconds = 0, rank_tokens = 0, sync_seconds = 0, sync_steps = 0;
-    }
-    const double loss = loss_sum / static_cast<double>(std::max<int64_t>(step_tokens, 1));
+    step_sync.add_compute(seconds_since(compute_start), rank_tokens);
+    if (options.after_backward) options.after_backward(done, params);
+    if (const auto line = step_sync.run(done, totals); !line.empty()) progress.message(line);
+
+    const double loss = totals.loss();
     if (!std::isfinite(loss) && !fp16)
       fail("step {}: the loss is {} (lr {:.3g}); stopping before the update. Lower optim.lr, raise "
            "schedule.warmup_steps, or check the data; {}",
-           step + 1, loss, lr, recovery_advice(last_checkpoint, last_checkpoint_step));
-    const int64_t done = step + 1;
+           done, loss, lr, recovery_advice(last_checkpoint, last_checkpoint_step));
     st.step = done;  // a skipped fp16 step is spent too (its data and learning rate); only its update is dropped
     summary.steps = done;
     if (fp16 && !scaler.unscale_and_check(params)) {
@@ -503,40 +537,8 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
       optimizer->step(lr);
       optimizer->zero_grad();
       if (fp16) scaler.update_after_good_step();
-
-      st.tokens_seen += step_tokens;
       st.loss_scaler = fp16 ? scaler.state() : std::vector<double>{};
-      tokens_since_log += step_tokens;
-      if (std::isnan(summary.first_loss)) summary.first_loss = st.first_loss = loss;
-      summary.last_loss = st.last_loss = loss;
-      st.loss_sum += loss, ++st.loss_steps;
-      st.window_loss_sum += loss, ++st.window_steps;
-      const double elapsed = seconds_since(start);
-      const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));  // every rank's tokens
-      const int64_t memory = peak_memory_bytes(run.device);
-      progress.update({done, total, loss, lr, tok_s, elapsed, memory, grad_norm});
-      if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
-        // loss_avg: the mean since the previous train line (HF's logged loss), not one step's, which may be a short
-        // epoch tail; the last line also carries the run's mean (HF's train_loss).
-        const double window_mean = st.window_loss_sum / static_cast<double>(st.window_steps);
-        summary.recent_loss = window_mean, summary.recent_from = done - st.window_steps + 1;
-        summary.mean_loss = st.loss_sum / static_cast<double>(st.loss_steps);
-        st.window_loss_sum = 0, st.window_steps = 0;
-        MetricRecord rec{"train",
-                         done,
-                         {{"loss", loss},
-                          {"loss_avg", window_mean},
-                          {"lr", lr},
-                          {"grad_norm", grad_norm},
-                          {"tokens", double(step_tokens)},
-                          {"tokens_per_s", tok_s},
-                          {"elapsed_s", elapsed},
-                          {"mem_bytes", double(memory)}}};
-        if (done == total) rec.values.emplace_back("train_loss", summary.mean_loss);
-        log_metrics(std::move(rec));
-        last_log = Clock::now();
-        tokens_since_log = 0;
-      }
+      log_step(done, totals, lr, grad_norm);
       if (options.on_step) options.on_step(done, loss);
     }
     // Evals, saves and a requested stop follow the step count, whether or not this step's update was skipped.

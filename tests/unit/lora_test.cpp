@@ -9,6 +9,7 @@
 #include <set>
 
 #include "qtune/kernels/dequant.h"
+#include "qtune/lora/adapter_switch.h"
 #include "qtune/lora/inject.h"
 #include "qtune/lora/lora_config.h"
 #include "qtune/lora/lora_linear.h"
@@ -331,6 +332,31 @@ TEST(LoraMerge, MergedLogitsMatchAndUnmergeRestoresExactly) {
   EXPECT_LE(max_diff(model->forward(ids), adapter), 1e-5);
   lora::unmerge_all(*model);
   EXPECT_TRUE(at::equal(model->forward(ids), adapter));
+}
+
+// PEFT's disable_adapter(): inside the scope the model is its base alone (the reference policy of DPO), merged
+// layers included; after it the adapted outputs come back exactly, and gradients still reach the adapters.
+TEST(LoraAdapterSwitch, DisabledAdaptersGiveTheBaseAndComeBackExactly) {
+  const auto cfg = tiny_config();
+  auto model = lora_model(cfg, no_dropout());
+  randomize_b(*model);
+  const auto ids = random_ids(2, 10, cfg.vocab_size);
+  at::Tensor adapted, base = base_model(cfg)->forward(ids).detach();
+  {
+    torch::NoGradGuard no_grad;
+    adapted = model->forward(ids);
+    ASSERT_GT(max_diff(adapted, base), 1e-3);
+    lora::AdaptersDisabled off(*model);
+    EXPECT_EQ(off.layers(), lora::lora_layers(*model).size());
+    EXPECT_TRUE(at::equal(model->forward(ids), base));
+    lora::merge_all(*model);
+    EXPECT_TRUE(at::equal(model->forward(ids), base));
+    lora::unmerge_all(*model);
+    lora::AdaptersDisabled nested(*model);  // a nested scope restores "off", the outer one "on"
+  }
+  EXPECT_TRUE(at::equal(model->forward(ids).detach(), adapted));
+  model->forward(ids).sum().backward();
+  for (const auto& [name, layer] : lora::lora_layers(*model)) EXPECT_TRUE(layer->lora_A().grad().defined()) << name;
 }
 
 TEST(LoraMerge, MergedStateDictHasHfNamesAndRebuildsTheAdaptedModel) {

@@ -30,6 +30,10 @@ struct LoaderOptions {
   bool packing = true;
   bool shuffle = true;
   uint64_t seed = 42;
+  // > 1: each run of this many consecutive samples is one unit that stays together, in adjacent rows of one batch
+  // (a preference pair: chosen, then rejected, in one forward as TRL's concatenated_forward); batch_size, the order
+  // and rows_per_epoch count those units, and nothing is packed.
+  int64_t rows_per_sample = 1;
 };
 
 class DataLoader {
@@ -49,6 +53,8 @@ class DataLoader {
 
   int64_t total_target_tokens() const;  // per epoch: every trained label of every sample, once
   size_t size() const { return samples_.size(); }
+  // Rows each sample fills in a batch: 1; 2 for preference pairs (chosen, then rejected, in adjacent rows).
+  int64_t rows_per_sample() const { return options_.rows_per_sample; }
   const LoaderOptions& options() const { return options_; }
 
  private:
@@ -69,6 +75,8 @@ Batch slice_rows(const Batch& batch, int64_t begin, int64_t end);
 
 // A deterministic train/eval split: round(eval_fraction * n) samples (at least 1, leaving at least 1 for training),
 // chosen by `seed`; both parts keep the original order. eval_fraction must be in (0, 1).
+// Which of n samples split_eval holds out (true: eval), for data kept in other shapes (preference pairs).
+std::vector<bool> eval_split(int64_t n, double eval_fraction, uint64_t seed);
 std::pair<std::vector<TokenizedSample>, std::vector<TokenizedSample>> split_eval(std::vector<TokenizedSample> samples,
                                                                                  double eval_fraction, uint64_t seed);
 

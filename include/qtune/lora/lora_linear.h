@@ -46,6 +46,9 @@ class LoraLinearImpl : public nn::LinearImpl, public qat::FakeQuantSwitch {
   void merge();
   void unmerge();
   bool merged() const { return merged_.defined(); }
+  // Off, forward is the base's alone (PEFT's disable_adapter; lora/adapter_switch.h switches a whole model).
+  void set_adapter_enabled(bool on) { enabled_ = on; }
+  bool adapter_enabled() const { return enabled_; }
 
   const nn::Linear& base() const { return base_; }
   const at::Tensor& lora_A() const { return lora_A_->weight; }
@@ -66,6 +69,7 @@ class LoraLinearImpl : public nn::LinearImpl, public qat::FakeQuantSwitch {
 
   qat::QatOptions qat_;
   bool qat_on_ = true;
+  bool enabled_ = true;
   at::Tensor merged_;  // fp32, defined while merged
   // merged_ and the base bias in the dtype of the last input, so that 16-bit forwards do not cast every call.
   at::Tensor merged_cast_, bias_cast_;

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace qtune::train {
 
@@ -17,6 +18,8 @@ struct ProgressInfo {
   double elapsed_s = 0;               // seconds since this process started training; drives ETA and redraw rate
   int64_t mem_bytes = 0;              // <= 0: not shown (unknown, e.g. on CPU)
   std::optional<double> grad_norm;
+  // An objective's own figures (DPO's "rewards/accuracies", "rewards/margins"), shown after the loss.
+  std::vector<std::pair<std::string, double>> metrics;
 };
 
 class Progress {

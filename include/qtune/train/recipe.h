@@ -63,6 +63,10 @@ struct DataSection {
   bool train_on_prompt = false;
   uint64_t seed = 42;
   double eval_fraction = 0.0;  // held out of data.train when data.eval is empty
+  // Preference data (data.format preference): TRL's max_prompt_length (0: none; a longer prompt keeps its end) and
+  // how a prompt + completion longer than max_seq_len (TRL's max_length) is cut.
+  int64_t max_prompt_length = 0;
+  std::string truncation_mode = "keep_start";  // keep_start | keep_end
 };
 
 struct OptimSection {
@@ -80,6 +84,7 @@ struct ScheduleSection {
 };
 
 struct TrainSection {
+  std::string objective = "sft";  // sft | dpo | orpo | simpo (train/objectives/)
   std::string mode = "lora";  // lora: adapters on the frozen (quantized) base | full: every weight trains, dense
   int64_t batch_size = 4;
   int64_t grad_accum = 4;
@@ -98,6 +103,26 @@ struct TrainSection {
   std::string output_dir = "runs/run";
 };
 
+// DPO's keys, with TRL's DPOConfig defaults.
+struct DpoSection {
+  double beta = 0.1;
+  std::string loss_type = "sigmoid";  // sigmoid | ipo | robust | hinge
+  double label_smoothing = 0.0;       // robust: the assumed fraction of flipped pairs, in [0, 0.5)
+};
+
+// ORPO's keys (TRL's ORPOConfig): beta weighs the odds-ratio term against the chosen side's NLL.
+struct OrpoSection {
+  double beta = 0.1;
+};
+
+// SimPO's keys (TRL's CPOConfig with loss_type simpo): length-normalised rewards, a target margin gamma.
+struct SimpoSection {
+  double beta = 0.1;   // CPOConfig's default (the SimPO paper suggests 2 to 2.5)
+  double gamma = 0.5;  // TRL's simpo_gamma
+  double label_smoothing = 0.0;
+  double cpo_alpha = 0.0;  // > 0: CPO's NLL of the chosen completions added (TRL's default 1: CPO-SimPO)
+};
+
 struct Recipe {
   std::string name = "run";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
@@ -108,6 +133,9 @@ struct Recipe {
   OptimSection optim;
   ScheduleSection schedule;
   TrainSection train;
+  DpoSection dpo;
+  OrpoSection orpo;
+  SimpoSection simpo;
   std::string source;  // the file it came from, for messages
 
   // Reads a YAML recipe, then applies `overrides` ("lora.r=32"), then validates. Relative paths in the file are

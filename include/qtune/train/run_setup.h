@@ -41,7 +41,10 @@ struct RunData {
 quant::QuantPlan quant_plan_of(const Recipe& recipe);
 // The tokenizer (model.tokenizer, else model.path) with the model's special ids.
 data::Tokenizer load_tokenizer(const Recipe& recipe, const io::ModelConfig& config);
-// Reads, templates, tokenizes and splits the data; errors name the file and line.
+// Whether train.objective trains on preference pairs (the loaders then batch pairs, chosen and rejected adjacent).
+bool preference_objective(const Recipe& recipe);
+// Reads, templates, tokenizes and splits the data; errors name the file and line. Preference data: each pair as two
+// samples, chosen then rejected; stats count samples (rows).
 RunData load_data(const Recipe& recipe, const data::Tokenizer& tokenizer);
 // `ranks` data-parallel ranks share each micro-batch: its rows are ranks x train.batch_size (one rank takes a share).
 data::LoaderOptions loader_options(const Recipe& recipe, bool for_eval, int64_t ranks = 1);

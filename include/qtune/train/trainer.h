@@ -13,6 +13,7 @@
 #include "qtune/data/collate.h"
 #include "qtune/dist/communicator.h"
 #include "qtune/nn/decoder.h"
+#include "qtune/train/objectives/objective.h"
 #include "qtune/train/recipe.h"
 
 namespace qtune::train {
@@ -60,8 +61,10 @@ struct TrainOptions {
 
 // Mean loss over the target tokens of the loader's first `max_batches` batches (0: all), in eval mode, no grad.
 // With a communicator of N ranks each rank evaluates its share of every batch and all get the whole result.
+// `objective` (default: SFT) gives the loss and its units (then `tokens` counts those units, and perplexity is
+// exp(loss) only for SFT's token loss).
 EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int64_t max_batches = 0,
-                    dist::Communicator* comm = nullptr);
+                    dist::Communicator* comm = nullptr, Objective* objective = nullptr);
 
 TrainSummary run_training(const Recipe& recipe, const TrainOptions& options = {});
 

@@ -1,0 +1,40 @@
+#pragma once
+// What a training step minimises, behind one small interface: the trainer's loop is the same for every objective
+// (next-token SFT, the preference losses), which give it the loss of a micro-batch, the units that loss sums over,
+// and their metrics. The loop divides by the step's units (every micro-batch and rank), so a step's loss is the mean
+// over its tokens (SFT) or its pairs (DPO), however the step was split.
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qtune/data/collate.h"
+#include "qtune/nn/decoder.h"
+
+namespace qtune::train {
+
+struct Recipe;
+
+struct ObjectiveLoss {
+  at::Tensor sum;                   // scalar fp32, differentiable: Σ over the micro-batch's units of their losses
+  std::vector<double> metric_sums;  // Σ over the same units of each of metric_names()
+};
+
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  virtual const char* name() const = 0;
+  // The units of a micro-batch that its loss sums over: target tokens (SFT), pairs (DPO). Counted on the global
+  // micro-batch before a rank takes its share, so every rank knows the step's total without a collective.
+  virtual int64_t units(const data::Batch& batch) const = 0;
+  virtual ObjectiveLoss loss(nn::CausalLMImpl& model, const data::Batch& batch) = 0;
+  // What loss() sums besides the loss, logged as means over the step's units (TRL's names: "rewards/chosen", ..).
+  virtual std::vector<std::string> metric_names() const { return {}; }
+};
+
+// The recipe's train.objective.
+std::unique_ptr<Objective> make_objective(const Recipe& recipe);
+
+}  // namespace qtune::train

@@ -1,0 +1,134 @@
+// DPO through the whole trainer on a tiny random Llama: exact resume, data parallel (2 ranks x b pairs = 1 rank x 2b),
+// TRL's metrics in metrics.jsonl and the progress line, and what a recipe that mixes objective and data says.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "qtune/io/atomic_file.h"
+#include "qtune/io/safetensors.h"
+#include "qtune/train/metrics_log.h"
+#include "tiny_run.h"
+
+namespace qtune::train {
+namespace {
+
+// Pairs from the demo questions: the right answer chosen, another question's answer rejected.
+std::string write_pairs(const TinyRun& t, const std::string& name, int64_t n, uint64_t seed) {
+  const auto qs = data::demo_questions(n + 1, seed);
+  std::string text;
+  for (int64_t i = 0; i < n; ++i) {
+    if (qs[i].answer == qs[i + 1].answer) continue;
+    text += nlohmann::json{{"prompt", qs[i].context + "\nQuestion: " + qs[i].question + "\nAnswer:"},
+                           {"chosen", " " + qs[i].answer},
+                           {"rejected", " " + qs[i + 1].answer}}
+                .dump() +
+            "\n";
+  }
+  const auto path = t.dir + "/" + name + ".jsonl";
+  io::write_text_atomically(path, text);
+  return path;
+}
+
+std::vector<std::string> dpo_keys(const TinyRun& t, std::vector<std::string> more) {
+  std::vector<std::string> keys = {"train.objective=dpo", "data.format=preference",
+                                   "data.train=" + write_pairs(t, "pairs", 40, 5),
+                                   "data.eval=" + write_pairs(t, "eval_pairs", 8, 6), "optim.lr=2e-3",
+                                   "train.log_every=1"};
+  keys.insert(keys.end(), more.begin(), more.end());
+  return keys;
+}
+
+std::vector<MetricRecord> train_lines(const std::string& run_dir) {
+  std::vector<MetricRecord> out;
+  for (const auto& r : MetricsLog::read(run_dir + "/metrics.jsonl"))
+    if (r.kind == "train") out.push_back(r);
+  return out;
+}
+
+double adapter_difference(const std::string& a_dir, const std::string& b_dir) {
+  auto a = io::SafetensorsFile::open(a_dir + "/adapter_model.safetensors");
+  auto b = io::SafetensorsFile::open(b_dir + "/adapter_model.safetensors");
+  double worst = 0;
+  for (const auto& info : a->tensors())
+    worst = std::max(worst, (a->tensor(info.name) - b->tensor(info.name)).abs().max().item<double>());
+  return worst;
+}
+
+// N steps straight and N/2 + stop + resume: the same losses and metrics, byte-identical adapters (LoRA dropout on,
+// gradient checkpointing on: the reference forward runs under no-grad between the policy's forward and backward).
+TEST(PreferenceTrain, DpoStoppedAndResumedIsBitIdentical) {
+  TinyRun t;
+  const std::vector<std::string> common = {"lora.dropout=0.1", "train.batch_size=2", "train.grad_accum=2",
+                                           "train.max_steps=6", "train.save_every=2"};
+  auto a = dpo_keys(t, common), b = dpo_keys(t, common);
+  a.push_back("train.output_dir=" + t.dir + "/a");
+  b.push_back("train.output_dir=" + t.dir + "/b");
+  std::vector<double> straight, resumed;
+  auto o = quiet();
+  o.on_step = [&](int64_t, double loss) { straight.push_back(loss); };
+  const auto s = run_training(t.recipe(a), o);
+  ASSERT_TRUE(s.eval_after.has_value());
+  EXPECT_TRUE(std::isfinite(s.eval_after->loss));
+  auto first = quiet();
+  first.stop_after_step = 3;
+  first.on_step = [&](int64_t, double loss) { resumed.push_back(loss); };
+  run_training(t.recipe(b), first);
+  auto second = quiet();
+  second.resume = "auto";
+  second.on_step = [&](int64_t, double loss) { resumed.push_back(loss); };
+  EXPECT_EQ(run_training(t.recipe(b), second).start_step, 2);  // the last save before the stop
+  ASSERT_EQ(straight.size(), 6u);
+  ASSERT_EQ(resumed.size(), 7u);  // step 3 redone
+  resumed.erase(resumed.begin() + 2);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(resumed[i], straight[i]) << "step " << i + 1;
+  EXPECT_TRUE(test::read_file(t.dir + "/a/adapter/adapter_model.safetensors") ==
+              test::read_file(t.dir + "/b/adapter/adapter_model.safetensors"));
+  const auto lines = train_lines(t.dir + "/b");
+  ASSERT_EQ(lines.size(), 6u);
+  for (const auto& rec : lines)
+    for (const char* m : {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                          "logps/chosen", "logps/rejected"})
+      EXPECT_TRUE(rec.value(m).has_value()) << m << " at step " << rec.step;
+  // The margin is the difference of the rewards; accuracy a fraction of pairs.
+  const auto& last = lines.back();
+  EXPECT_NEAR(*last.value("rewards/margins"), *last.value("rewards/chosen") - *last.value("rewards/rejected"), 1e-9);
+  EXPECT_GE(*last.value("rewards/accuracies"), 0.0);
+  EXPECT_LE(*last.value("rewards/accuracies"), 1.0);
+}
+
+// 2 ranks x 2 pairs = 1 rank x 4 pairs: a rank's share of a micro-batch is whole pairs, and the step's loss and
+// metrics are means over every pair of every rank.
+TEST(PreferenceTrain, TwoRanksEqualOneRankWithTwiceThePairs) {
+  TinyRun t;
+  auto two = dpo_keys(t, {"train.batch_size=2", "train.max_steps=4", "lora.dropout=0.1",
+                          "train.output_dir=" + t.dir + "/two"});
+  const auto path = t.dir + "/two.yaml";
+  io::write_text_atomically(path, t.recipe(two).to_yaml());
+  const auto r = test::run_qtune("train " + path + " --nproc 2");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("rewards/accuracies"), std::string::npos) << r.out;  // the progress line shows TRL's metrics
+  auto one = dpo_keys(t, {"train.batch_size=4", "train.max_steps=4", "lora.dropout=0.1",
+                          "train.output_dir=" + t.dir + "/one"});
+  run_training(t.recipe(one), quiet());
+  const auto l1 = train_lines(t.dir + "/one"), l2 = train_lines(t.dir + "/two");
+  ASSERT_EQ(l1.size(), l2.size());
+  for (size_t i = 0; i < l1.size(); ++i)
+    for (const char* m : {"loss", "rewards/margins", "logps/chosen"})
+      EXPECT_NEAR(*l2[i].value(m), *l1[i].value(m), 1e-5 * std::max(1.0, std::abs(*l1[i].value(m)))) << m << " " << i;
+  EXPECT_LT(adapter_difference(t.dir + "/one/adapter", t.dir + "/two/adapter"), 1e-4);
+}
+
+TEST(PreferenceTrain, ObjectiveAndDataFormatMustAgree) {
+  TinyRun t;
+  auto msg = test::error_of([&] { t.recipe({"train.objective=dpo"}); });
+  EXPECT_NE(msg.find("set data.format: preference"), std::string::npos) << msg;
+  msg = test::error_of([&] { t.recipe({"data.format=preference"}); });
+  EXPECT_NE(msg.find("train.objective sft"), std::string::npos) << msg;
+  msg = test::error_of([&] { t.recipe({"train.objective=dpo", "data.format=preference", "dpo.label_smoothing=0.5"}); });
+  EXPECT_NE(msg.find("dpo.label_smoothing"), std::string::npos) << msg;
+}
+
+}  // namespace
+}  // namespace qtune::train
