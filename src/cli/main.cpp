@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   qtune::cli::add_plan(app, action);
   qtune::cli::add_inspect(app, action);
   qtune::cli::add_tokenize(app, action);
+  qtune::cli::add_template(app, action);
   qtune::cli::add_convert(app, action);
   qtune::cli::add_generate(app, action);
   qtune::cli::add_eval(app, action);

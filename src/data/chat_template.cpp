@@ -1,4 +1,5 @@
 #include "qtune/data/chat_template.h"
+#include "qtune/jinja/chat_render.h"
 
 #include <algorithm>
 #include <optional>
@@ -433,7 +434,11 @@ void tokenize_pieces(const std::vector<TemplatePiece>& pieces, const Tokenizer& 
           // A group that straddles b is one token (merged across: the later piece's), or several that split a
           // character, whose share is for the prefix comparison to say.
           const bool straddles = group < spelled->size() && bytes_before < b;
-          if (!straddles || (*spelled)[group].tokens - tokens_before == 1) placed = tokens_before;
+          const bool single = straddles && (*spelled)[group].tokens - tokens_before == 1;
+          if (!straddles) placed = tokens_before;
+          // One token merged across the end of a reply is the reply's (transformers' assistant mask takes the token
+          // holding the reply's last character), across its start the reply's too.
+          else if (single) placed = pieces[k].response && !pieces[k + 1].response ? (*spelled)[group].tokens : tokens_before;
         }
         upto = placed ? *placed : tokens_before_by_prefix(tok, whole, encode(run.substr(0, b)), run.substr(0, b));
         upto = std::max(upto, done);
@@ -509,7 +514,49 @@ const char* chat_template_name(ChatTemplate t) {
   return "?";
 }
 
+namespace {
+
+// The record rendered by the model's Jinja template: the text as one run, the replies (the template's
+// {% generation %} blocks, else the prefix method's spans) marked as response. For generation, the messages up to
+// the final reply with add_generation_prompt on.
+std::vector<TemplatePiece> jinja_pieces(const Record& r, const ChatFormat& t, bool for_generation) {
+  const std::string record = r.source.empty() ? "record" : r.source;
+  jinja::ChatInput in;
+  in.extra = t.jinja_vars;
+  size_t n = r.messages.size();
+  if (for_generation && n > 0 && r.messages.back().role == "assistant") --n;
+  for (size_t i = 0; i < n; ++i)
+    in.messages.push_back({{"role", r.messages[i].role}, {"content", r.messages[i].content}});
+  in.add_generation_prompt = for_generation;
+  Pieces p;
+  try {
+    const std::string text = t.jinja->render(in).text;
+    if (for_generation) {
+      p.text(text);
+      return p.take();
+    }
+    size_t at = 0;
+    for (const auto& span : t.jinja->assistant_spans(in, record)) {
+      if (span.begin < at || span.end > text.size()) continue;  // a span transformers would not map either
+      p.text(text.substr(at, span.begin - at));
+      p.text(text.substr(span.begin, span.end - span.begin), true);
+      at = span.end;
+    }
+    p.text(text.substr(at));
+  } catch (const jinja::TemplateError& e) {
+    fail("{}: {}", record, e.what());
+  }
+  return p.take();
+}
+
+}  // namespace
+
+std::string ChatFormat::describe() const {
+  return jinja ? "the model's own (" + jinja->jinja().name() + ")" : chat_template_name(kind);
+}
+
 std::vector<TemplatePiece> render_pieces(const Record& r, const ChatFormat& t, bool for_generation) {
+  if (t.jinja && !r.is_text()) return jinja_pieces(r, t, for_generation);
   Pieces p;
   if (r.is_text()) {
     p.bos();

@@ -1,4 +1,5 @@
 #include "qtune/data/chat_template_match.h"
+#include "qtune/jinja/chat_render.h"
 
 #include "qtune/io/hf_config.h"
 
@@ -127,8 +128,31 @@ std::string family_without_template(const std::string& model_path) {
 
 }  // namespace
 
+namespace {
+
+// The template rendered by qtune's Jinja interpreter, with the tokenizer's special tokens as its variables.
+ChatFormat jinja_format(const ModelChatTemplate& t, const Tokenizer& tok) {
+  ChatFormat f(ChatTemplate::None);
+  f.jinja = std::make_shared<const jinja::ChatRenderer>(t.jinja, t.source);
+  auto put = [&](const char* name, int64_t id) {
+    if (id >= 0 && id < tok.vocab_size()) f.jinja_vars[name] = tok.piece(id);
+  };
+  put("bos_token", tok.bos_id());
+  put("eos_token", tok.eos_id());
+  put("unk_token", tok.unk_id());
+  if (tok.pad_id()) put("pad_token", *tok.pad_id());
+  return f;
+}
+
+}  // namespace
+
 ChatFormat resolve_chat_format(const std::string& setting, const std::string& model_path, const Tokenizer& tok) {
   ChatFormat f;
+  if (ends_with(setting, ".jinja")) {
+    std::ifstream in(setting, std::ios::binary);
+    if (!in) fail("data.chat_template {}: the template file cannot be read", setting);
+    return jinja_format({std::string(std::istreambuf_iterator<char>(in), {}), setting}, tok);
+  }
   if (setting == "auto") {
     const auto found = find_model_chat_template(model_path);
     if (!found && family_without_template(model_path) == "gemma") {
@@ -141,6 +165,12 @@ ChatFormat resolve_chat_format(const std::string& setting, const std::string& mo
            "--template on the command line) to one of {}",
            model_path, kChatTemplateNames);
     } else {
+      // A template a named one renders identically keeps it (the replies of Qwen3's multi-turn conversations, whose
+      // template rewrites earlier turns, are found there); any other is rendered by the Jinja interpreter.
+      bool named = false;
+      for (const auto& known : known_chat_templates())
+        if (match(canonical(found->jinja), canonical(known.jinja))) named = true;
+      if (!named) return jinja_format(*found, tok);
       f = match_chat_template(*found);
     }
   } else {

@@ -16,6 +16,7 @@
 #include "qtune/train/qat_layers.h"
 #include "qtune/train/qat_plan.h"
 #include "qtune/util/error.h"
+#include "qtune/util/strings.h"
 
 namespace qtune::train {
 namespace {
@@ -150,7 +151,10 @@ RecipeKey key(std::string name, std::string description, Get get, std::vector<st
     }
     T value = parse_value<T>(node, name, where);
     if constexpr (std::is_same_v<T, std::string>) {
-      if (!choices.empty() && std::find(choices.begin(), choices.end(), value) == choices.end())
+      // "FILE.jinja" among the choices stands for any path to a Jinja template.
+      const bool jinja_file = std::find(choices.begin(), choices.end(), "FILE.jinja") != choices.end() &&
+                              ends_with(value, ".jinja");
+      if (!choices.empty() && !jinja_file && std::find(choices.begin(), choices.end(), value) == choices.end())
         fail("{}: '{}' must be one of {}, got '{}'", where, name, fmt::format("{}", fmt::join(choices, " | ")), value);
     }
     get(r) = std::move(value);
@@ -254,7 +258,7 @@ std::vector<RecipeKey> make_schema() {
           {"alpaca-jsonl", "chat-jsonl", "text", "preference"}),
       key("data.chat_template", "How records become text", [](Recipe& r) -> auto& { return r.data.chat_template; },
           {"auto", "llama2", "mistral", "chatml", "llama3", "qwen2.5", "qwen3", "gemma", "phi3", "phi4", "alpaca",
-           "none"}),
+           "none", "FILE.jinja"}),
       key("data.max_seq_len", "Tokens per row; longer samples are truncated",
           [](Recipe& r) -> auto& { return r.data.max_seq_len; }),
       key("data.packing", "Pack short samples into one row (attention and positions stay within each sample)",

@@ -18,6 +18,13 @@
 
 #include "qtune/data/records.h"
 #include "qtune/data/tokenizer.h"
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+namespace qtune::jinja {
+class ChatRenderer;  // jinja/chat_render.h
+}
 
 namespace qtune::data {
 
@@ -54,8 +61,16 @@ struct ChatFormat {
   // The template closes a training conversation with eos_token after the last turn's end-of-turn marker
   // (Phi-3-mini: "{% else %}{{ eos_token }}"); the EOS is the prompt's, not trained.
   bool closing_eos = false;
+  // The model's own Jinja template (or a user's FILE.jinja), rendered by qtune's interpreter as transformers'
+  // apply_chat_template renders it, where no named template renders it identically. The replies are what its
+  // {% generation %} blocks mark, else what the prefix method finds (jinja/chat_render.h); the text is tokenized
+  // as is, so BOS and the end-of-turn markers are what the template writes. `kind` is None then.
+  std::shared_ptr<const jinja::ChatRenderer> jinja;
+  nlohmann::ordered_json jinja_vars = nlohmann::ordered_json::object();  // bos_token, eos_token ... as HF passes them
   // The named template as its family ships it: qwen2.5 with Qwen's default system prompt, phi3 as Phi-3-mini.
   ChatFormat(ChatTemplate k = ChatTemplate::Alpaca);  // NOLINT: a bare name is a format
+  // "qwen3", or the Jinja template's source.
+  std::string describe() const;
 };
 
 // The end-of-turn marker of a template ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>"), empty for those
