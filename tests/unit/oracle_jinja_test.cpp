@@ -253,4 +253,45 @@ TEST(OracleJinjaFuzz, RandomTemplatesRenderAsJinja2) {
   EXPECT_EQ(failures, 0) << "of " << all["cases"].size() << " cases, seed " << seed;
 }
 
+// `qtune template DIR --messages F.json [--ids | --assistant-mask]` prints apply_chat_template's text, its ids and
+// the same assistant mask as OracleJinjaPipeline checks; a template the prefix method cannot split is an error.
+TEST(OracleJinjaPipeline, TheTemplateCommandPrintsTransformersTextIdsAndMask) {
+  const auto all = cases();
+  if (all.is_null()) GTEST_FAIL() << "jinja/cases.json missing: run through ctest (oracle_jinja_render)";
+  if (all["pipeline"].empty()) GTEST_SKIP() << "SmolLM2's GGUF is absent: no tokenizer for the pipeline cases";
+  const auto dir = qtune::test::temp_dir();
+  auto numbers = [](const std::string& s) {
+    std::vector<int64_t> out;
+    std::istringstream in(s);
+    for (int64_t x; in >> x;) out.push_back(x);
+    return out;
+  };
+  for (const auto& c : all["pipeline"]) {
+    // Each run loads the binary and the tokenizer: the {% generation %} template and Mistral Nemo's (prefix error)
+    // on the multi-turn conversation keep the test to seconds; the library path checks the rest.
+    const std::string name = c["name"];
+    if (name != "generation.jinja" && name.find("Mistral-Nemo") == std::string::npos) continue;
+    SCOPED_TRACE(name);
+    for (const auto& conv : c["conversations"]) {
+      if (conv["name"] != "system_multi") continue;
+      SCOPED_TRACE(conv["name"].get<std::string>());
+      const std::string messages = dir + "/messages.json";
+      std::ofstream(messages) << conv["messages"].dump();
+      const std::string base = "template " + c["dir"].get<std::string>() + " --messages " + messages;
+      const auto text = qtune::test::run_qtune(base);
+      ASSERT_EQ(text.code, 0) << text.err;
+      EXPECT_EQ(text.out, conv["text"].get<std::string>());
+      const auto ids = qtune::test::run_qtune(base + " --ids");
+      EXPECT_EQ(numbers(ids.out), conv["ids"].get<std::vector<int64_t>>()) << ids.err;
+      const auto mask = qtune::test::run_qtune(base + " --assistant-mask");
+      if (conv.contains("not_a_prefix")) {
+        EXPECT_NE(mask.code, 0);
+        EXPECT_NE(mask.err.find("prefix"), std::string::npos) << mask.err;
+        continue;
+      }
+      EXPECT_EQ(numbers(mask.out), conv["mask"].get<std::vector<int64_t>>()) << mask.err;
+    }
+  }
+}
+
 }  // namespace
