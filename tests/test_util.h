@@ -52,11 +52,23 @@ inline std::string oracle_dir() { return env_or("QTUNE_ORACLE_DIR", std::string(
 
 inline std::string qtune_bin() { return env_or("QTUNE_BIN", std::string(QTUNE_TEST_BINARY_DIR) + "/qtune"); }
 
-// A fresh empty directory under the system temp dir, unique to the running test.
+// Where temp_dir() puts the directory of a test. A parameterised test's names hold '/', which would nest it.
+inline std::filesystem::path temp_dir_of(const ::testing::TestInfo& info) {
+  std::string name = std::string("qtune_test_") + info.test_suite_name() + "_" + info.name() + "_" + std::to_string(::getpid());
+  for (char& c : name)
+    if (c == '/') c = '_';
+  return std::filesystem::temp_directory_path() / name;
+}
+
+// Where run_qtune() captures the binary's stdout and stderr (base + ".out" / ".err").
+inline std::filesystem::path cli_capture_base() {
+  return std::filesystem::temp_directory_path() / ("qtune_cli_" + std::to_string(::getpid()));
+}
+
+// A fresh empty directory under the system temp dir, unique to the running test. It is removed when the test ends
+// (tests/unit/temp_dir_cleanup.cpp) unless QTUNE_KEEP_TEST_DIRS is set: a suite run writes gigabytes there.
 inline std::string temp_dir() {
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  auto dir = std::filesystem::temp_directory_path() /
-             (std::string("qtune_test_") + info->test_suite_name() + "_" + info->name() + "_" + std::to_string(::getpid()));
+  const auto dir = temp_dir_of(*::testing::UnitTest::GetInstance()->current_test_info());
   qtune::remove_tree(dir.string());
   std::filesystem::create_directories(dir);
   return dir.string();
@@ -91,7 +103,7 @@ struct QtuneRun {
 
 // Runs the qtune binary with `args` (preceded by `env`, e.g. "QTUNE_CRASH_AT=3"), capturing stdout and stderr.
 inline QtuneRun run_qtune(const std::string& args, const std::string& env = "") {
-  const auto base = std::filesystem::temp_directory_path() / ("qtune_cli_" + std::to_string(::getpid()));
+  const auto base = cli_capture_base();
   const std::string out = base.string() + ".out", err = base.string() + ".err";
   const int status = std::system((env + " " + qtune_bin() + " " + args + " >" + out + " 2>" + err).c_str());
   QtuneRun r;
