@@ -25,9 +25,10 @@ at::Tensor ScanLinearImpl::take_recorded() {
 }
 
 nn::Linear ScanFactory::make(const nn::LinearSpec& spec, const io::WeightSource& weights) {
-  auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, at::kFloat);
+  const auto options = at::TensorOptions().dtype(at::kFloat).device(device_);
+  auto w = nn::load_frozen(weights, spec.name + ".weight", {spec.out_features, spec.in_features}, options);
   at::Tensor b;
-  if (spec.bias) b = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, at::kFloat);
+  if (spec.bias) b = nn::load_frozen(weights, spec.name + ".bias", {spec.out_features}, options);
   auto linear = std::make_shared<ScanLinearImpl>(spec, w, b);
   if (spec.name.rfind("model.layers.", 0) == 0) {  // lm_head stays what it is
     order.push_back(spec.name);
@@ -37,28 +38,29 @@ nn::Linear ScanFactory::make(const nn::LinearSpec& spec, const io::WeightSource&
 }
 
 LayerInputs::LayerInputs(nn::CausalLMImpl& model, const io::ModelConfig& config,
-                         const std::vector<std::vector<int64_t>>& windows, int64_t seq_len)
+                         const std::vector<std::vector<int64_t>>& windows, int64_t seq_len, at::Device device)
     : model_(model) {
   const nn::PositionEncoding positions(config);
   for (const auto& w : windows) {
     const auto t = std::min<int64_t>(seq_len, static_cast<int64_t>(w.size()));
     if (t < 2) continue;
     Window win;
-    win.ids = at::tensor(std::vector<int64_t>(w.begin(), w.begin() + t), at::kLong).unsqueeze(0);
-    const auto pos = at::arange(t, at::kLong).expand({1, t});
+    win.ids = at::tensor(std::vector<int64_t>(w.begin(), w.begin() + t), at::kLong).to(device).unsqueeze(0);
+    const auto pos = at::arange(t, at::TensorOptions().dtype(at::kLong).device(device)).expand({1, t});
     win.positions = positions.inputs(pos, pos, at::Tensor(), at::kFloat);
     auto x = nn::scale_embeddings(model.trunk().embed_tokens->forward(win.ids), config).to(at::kFloat);
     for (const auto& layer : model.trunk().layers) {
       win.inputs.push_back(x);
       x = layer->forward(x, win.positions, nullptr, nullptr);
     }
+    tokens_ += t - 1;
     windows_.push_back(std::move(win));
   }
+  if (windows_.empty()) fail("calibration scan: no calibration window holds two tokens");
 }
 
 double LayerInputs::mean_nll(size_t from) {
   double sum = 0;
-  int64_t n = 0;
   const auto& layers = model_.trunk().layers;
   for (auto& w : windows_) {
     auto x = w.inputs[from];
@@ -67,10 +69,8 @@ double LayerInputs::mean_nll(size_t from) {
     const auto logp = at::log_softmax(logits.narrow(0, 0, logits.size(0) - 1), -1);
     const auto targets = w.ids.squeeze(0).narrow(0, 1, w.ids.size(1) - 1);
     sum += (-logp.gather(1, targets.unsqueeze(1))).sum().item<double>();
-    n += targets.size(0);
   }
-  if (n == 0) fail("calibration scan: no calibration window has two tokens");
-  return sum / static_cast<double>(n);
+  return sum / static_cast<double>(tokens_);
 }
 
 void LayerInputs::run_layer(size_t layer) {

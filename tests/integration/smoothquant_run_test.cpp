@@ -27,6 +27,15 @@ double max_rel(const at::Tensor& a, const at::Tensor& ref) {
   return (a - ref).abs().max().item<double>() / ref.abs().max().item<double>();
 }
 
+int64_t w8a8_linears(nn::CausalLMImpl& m) {
+  int64_t n = 0;
+  for (const auto& item : m.named_modules()) {
+    const auto l = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value());
+    n += l && l->weight().format() == "w8a8";
+  }
+  return n;
+}
+
 std::string command(const train::TinyRun& t, const std::string& out, const std::string& extra,
                     const std::string& calib = "corpus.txt") {
   return "quantize " + t.model + " --method smoothquant --calib " + t.dir + "/" + calib +
@@ -83,12 +92,7 @@ TEST(SmoothQuantRun, WritesTheW8a8CheckpointOfTheSmoothedModel) {
   EXPECT_EQ(io::read_json_file(out + "/smoothquant.json")["alpha"], 0.5);
   EXPECT_TRUE(fs::exists(out + "/tokenizer.json") || fs::exists(out + "/tokenizer.model"));
   auto m = nn::load_causal_lm(out, kFp32);
-  int64_t w8a8 = 0;
-  for (const auto& item : m->named_modules()) {
-    const auto l = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value());
-    w8a8 += l && l->weight().format() == "w8a8";
-  }
-  EXPECT_EQ(w8a8, 14);
+  EXPECT_EQ(w8a8_linears(*m), 14);
   // int8 weights and int8 inputs: the probe's logits move by a few percent of their largest on this tiny model.
   const double err = max_rel(train::probe_logits(*m), ref);
   std::printf("[ measured ] smoothed W8A8 against the fp32 source: %.3g of the largest logit\n", err);
@@ -125,12 +129,7 @@ TEST(SmoothQuantRun, GptqAfterSmoothingWritesTheW8a8CheckpointOfGptqsInt8Codes) 
   EXPECT_EQ(rtn_codes.to(at::kInt).abs().max().item<int>(), 127);
   EXPECT_FALSE(at::equal(codes, rtn_codes));
   auto m = nn::load_causal_lm(out, kFp32);
-  int64_t w8a8 = 0;
-  for (const auto& item : m->named_modules()) {
-    const auto l = std::dynamic_pointer_cast<nn::QuantizedLinearImpl>(item.value());
-    w8a8 += l && l->weight().format() == "w8a8";
-  }
-  EXPECT_EQ(w8a8, 14);
+  EXPECT_EQ(w8a8_linears(*m), 14);
   // The smoothed function with int8 weights and inputs: on this tiny random model (no outliers) that moves the probe's
   // logits by about 1% of their largest.
   const double err = max_rel(train::probe_logits(*m), ref);

@@ -42,17 +42,24 @@ class ScanLinearImpl : public nn::LinearImpl {
 
 class ScanFactory : public nn::LinearFactory {
  public:
+  explicit ScanFactory(at::Device device = at::kCPU) : device_(device) {}
   nn::Linear make(const nn::LinearSpec& spec, const io::WeightSource& weights) override;
   std::vector<std::string> order;  // the decoder layers' linears, in model order
   std::map<std::string, std::shared_ptr<ScanLinearImpl>> layers;
+
+ private:
+  at::Device device_;
 };
 
 // The dense model's hidden states entering each decoder layer, per window, and the mean next-token NLL from a layer
-// on: the same operations as CausalLMImpl::forward and eval::next_token_nll (the mean NLL is theirs).
+// on: the same operations as CausalLMImpl::forward and eval::next_token_nll (the mean NLL is theirs). Each window is
+// cut to `seq_len` tokens; one of fewer than two tokens scores nothing and is dropped, and none left is an error.
 class LayerInputs {
  public:
   LayerInputs(nn::CausalLMImpl& model, const io::ModelConfig& config, const std::vector<std::vector<int64_t>>& windows,
-              int64_t seq_len);
+              int64_t seq_len, at::Device device = at::kCPU);
+  // Next-token targets scored per mean_nll().
+  int64_t tokens() const { return tokens_; }
   // The mean next-token NLL with layers `from`… run on the cached inputs of layer `from`.
   double mean_nll(size_t from = 0);
   // Runs decoder layer `layer` on every window's cached input (its linears may record what they see).
@@ -66,6 +73,7 @@ class LayerInputs {
   };
   nn::CausalLMImpl& model_;
   std::vector<Window> windows_;
+  int64_t tokens_ = 0;
 };
 
 // "model.layers.12.mlp.up_proj" → 12.
