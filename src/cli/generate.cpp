@@ -55,8 +55,8 @@ std::vector<int64_t> chat_prompt(const GenerateArgs& args, const data::Tokenizer
   r.source = "--chat";
   if (!args.system.empty()) r.messages.push_back({"system", args.system});
   r.messages.push_back({"user", args.chat});
-  if (const std::string marker = data::end_of_turn_marker(format.kind); !marker.empty() && !args.ignore_eos)
-    if (auto id = tokenizer.token_id(marker)) options.stop_ids.push_back(*id);
+  if (!args.ignore_eos)
+    if (auto id = data::end_of_turn_id(format, tokenizer)) options.stop_ids.push_back(*id);
   fmt::print(stderr, "chat template: {}{}\n", format.describe(),
              format.default_system ? fmt::format(" (default system prompt: \"{}\")", *format.default_system) : "");
   return data::prompt_ids(r, format, tokenizer);

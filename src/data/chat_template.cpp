@@ -64,6 +64,11 @@ struct Conversation {
 Conversation conversation_of(const Record& r, const ChatFormat& format, bool for_generation) {
   const std::string problem = conversation_problem(r.messages, for_generation);
   if (!problem.empty()) fail("{}: {}", r.source.empty() ? "record" : r.source, problem);
+  if (r.uses_tools())
+    fail("{}: has tool calls, tool results or tools, which only a model's own template renders; the named template "
+         "'{}' has no tool turns (set data.chat_template: auto on a model whose template takes tools, or "
+         "data.chat_template: FILE.jinja)",
+         r.source.empty() ? "record" : r.source, chat_template_name(format.kind));
   Conversation c;
   size_t i = 0;
   if (r.messages[0].role == "system") c.system = r.messages[i++].content;
@@ -519,24 +524,34 @@ namespace {
 // The record rendered by the model's Jinja template: the text as one run, the replies (the template's
 // {% generation %} blocks, else the prefix method's spans) marked as response. For generation, the messages up to
 // the final reply with add_generation_prompt on.
-std::vector<TemplatePiece> jinja_pieces(const Record& r, const ChatFormat& t, bool for_generation) {
+std::vector<TemplatePiece> jinja_pieces(const Record& r, const jinja::ChatRenderer& renderer, const ChatFormat& t,
+                                        bool for_generation) {
   const std::string record = r.source.empty() ? "record" : r.source;
   jinja::ChatInput in;
   in.extra = t.jinja_vars;
+  // TRL merges a record's chat_template_kwargs into the call's keywords; the record's win.
+  if (r.template_kwargs.is_object())
+    for (const auto& [key, value] : r.template_kwargs.items()) in.extra[key] = value;
+  in.tools = r.tools;
   size_t n = r.messages.size();
   if (for_generation && n > 0 && r.messages.back().role == "assistant") --n;
-  for (size_t i = 0; i < n; ++i)
-    in.messages.push_back({{"role", r.messages[i].role}, {"content", r.messages[i].content}});
+  for (size_t i = 0; i < n; ++i) {
+    const auto& m = r.messages[i];
+    nlohmann::ordered_json message = {{"role", m.role}, {"content", m.content}};
+    if (m.extra.is_object())
+      for (const auto& [key, value] : m.extra.items()) message[key] = value;
+    in.messages.push_back(std::move(message));
+  }
   in.add_generation_prompt = for_generation;
   Pieces p;
   try {
-    const std::string text = t.jinja->render(in).text;
+    const std::string text = renderer.render(in).text;
     if (for_generation) {
       p.text(text);
       return p.take();
     }
     size_t at = 0;
-    for (const auto& span : t.jinja->assistant_spans(in, record)) {
+    for (const auto& span : renderer.assistant_spans(in, record)) {
       if (span.begin < at || span.end > text.size()) continue;  // a span transformers would not map either
       p.text(text.substr(at, span.begin - at));
       p.text(text.substr(span.begin, span.end - span.begin), true);
@@ -556,7 +571,8 @@ std::string ChatFormat::describe() const {
 }
 
 std::vector<TemplatePiece> render_pieces(const Record& r, const ChatFormat& t, bool for_generation) {
-  if (t.jinja && !r.is_text()) return jinja_pieces(r, t, for_generation);
+  if (t.jinja && !r.is_text()) return jinja_pieces(r, *t.jinja, t, for_generation);
+  if (t.model_jinja && !r.is_text() && r.uses_tools()) return jinja_pieces(r, *t.model_jinja, t, for_generation);
   Pieces p;
   if (r.is_text()) {
     p.bos();
@@ -625,6 +641,34 @@ TokenizedDataset tokenize_records(const std::vector<Record>& records, const Chat
     out.samples.push_back(std::move(s));
   }
   return out;
+}
+
+std::optional<int64_t> end_of_turn_id(const ChatFormat& format, const Tokenizer& tok) {
+  if (!format.jinja) {
+    const std::string marker = end_of_turn_marker(format.kind);
+    return marker.empty() ? std::nullopt : tok.token_id(marker);
+  }
+  // A Jinja template names no marker: render a probe reply and read which token the text after it starts with.
+  const std::string reply = "qtune probe reply";
+  Record probe;
+  probe.source = "the end-of-turn probe";
+  probe.messages = {{"user", "Hello"}, {"assistant", reply}};
+  std::string response;
+  try {
+    for (const auto& p : render_pieces(probe, format, /*for_generation=*/false))
+      if (p.response && p.kind == TemplatePiece::Kind::Text) response += p.text;
+  } catch (const std::exception&) {
+    return std::nullopt;  // a template that refuses the probe: stop at EOS alone
+  }
+  const auto at = response.find(reply);
+  if (at == std::string::npos) return std::nullopt;
+  std::string tail = response.substr(at + reply.size());
+  tail.erase(0, tail.find_first_not_of(" \t\r\n"));
+  for (size_t n = std::min<size_t>(tail.size(), 64); n >= 2; --n) {
+    const std::string marker = tail.substr(0, n);
+    if (auto id = tok.token_id(marker); id && tok.encode(marker, false, false) == std::vector<int64_t>{*id}) return id;
+  }
+  return std::nullopt;
 }
 
 }  // namespace qtune::data

@@ -172,6 +172,9 @@ ChatFormat resolve_chat_format(const std::string& setting, const std::string& mo
         if (match(canonical(found->jinja), canonical(known.jinja))) named = true;
       if (!named) return jinja_format(*found, tok);
       f = match_chat_template(*found);
+      const auto own = jinja_format(*found, tok);
+      f.model_jinja = own.jinja;
+      f.jinja_vars = own.jinja_vars;
     }
   } else {
     f = ChatFormat(parse_chat_template(setting));

@@ -9,7 +9,8 @@
 namespace qtune::data {
 namespace {
 
-using json = nlohmann::json;
+// Ordered: the keys of a tool call's arguments reach the template (its tojson) in the order the record wrote them.
+using json = nlohmann::ordered_json;
 
 constexpr const char* kEndOfText = "<|endoftext|>";
 
@@ -86,15 +87,39 @@ Record alpaca_record(const std::string& at, const std::string& line) {
 }
 
 constexpr const char* kChatExpected =
-    "chat-jsonl records are {\"messages\": [{\"role\", \"content\"}, ...]} or ShareGPT "
+    "chat-jsonl records are {\"messages\": [{\"role\", \"content\"}, ...], \"tools\"?} or ShareGPT "
     "{\"conversations\": [{\"from\", \"value\"}, ...]}";
+
+// TRL's conversational message: role and content, and whatever else it carries (tool_calls, tool_call_id, name,
+// reasoning_content) for the model's own template. An assistant turn that calls tools may have no content.
+Message chat_message(const json& m, const std::string& at) {
+  const std::string role = get_string(m, "role", at, kChatExpected);
+  if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+    fail("{} has unknown role '{}' (expected system, user, assistant or tool)", at, role);
+  Message message{role, "", json()};
+  for (const auto& [key, value] : m.items())
+    if (key != "role" && key != "content") message.extra[key] = value;
+  if (const auto tc = m.find("tool_calls"); tc != m.end() && !tc->is_null()) {
+    if (role != "assistant") fail("{}: only an assistant message calls tools, this one is '{}'", at, role);
+    if (!tc->is_array() || tc->empty()) fail("{}: \"tool_calls\" must be a non-empty list of calls", at);
+    for (const auto& call : *tc)
+      if (!call.is_object() || (!call.contains("function") && !call.contains("name")))
+        fail("{}: each of \"tool_calls\" must be an object {{\"type\": \"function\", \"function\": {{\"name\", "
+             "\"arguments\"}}}}, got {}", at, call.dump());
+  }
+  const auto content = m.find("content");
+  if ((content == m.end() || content->is_null()) && message.calls_tools()) {
+    message.extra["content"] = nullptr;
+  } else {
+    message.content = get_string(m, "content", at, kChatExpected);
+  }
+  return message;
+}
 
 Record chat_record(const std::string& at, const std::string& line) {
   const json j = parse_object(at, line, kChatExpected);
   const bool sharegpt = !j.contains("messages") && j.contains("conversations");
   const char* list = sharegpt ? "conversations" : "messages";
-  const char* role_key = sharegpt ? "from" : "role";
-  const char* content_key = sharegpt ? "value" : "content";
   auto it = j.find(list);
   if (it == j.end()) fail("{}: missing \"messages\" ({})", at, kChatExpected);
   if (!it->is_array()) fail("{}: \"{}\" must be a list, got {}", at, list, it->type_name());
@@ -102,19 +127,38 @@ Record chat_record(const std::string& at, const std::string& line) {
   r.source = at;
   for (size_t i = 0; i < it->size(); ++i) {
     const json& m = (*it)[i];
-    const std::string item = fmt::format("{}[{}]", list, i);
-    if (!m.is_object())
-      fail("{}: {} must be an object {{\"{}\", \"{}\"}}, got {}", at, item, role_key, content_key, m.type_name());
-    const std::string role = get_string(m, role_key, at + ": " + item, kChatExpected);
-    const std::string content = get_string(m, content_key, at + ": " + item, kChatExpected);
+    const std::string item = fmt::format("{}: {}[{}]", at, list, i);
+    if (!sharegpt) {
+      if (!m.is_object()) fail("{} must be an object {{\"role\", \"content\"}}, got {}", item, m.type_name());
+      r.messages.push_back(chat_message(m, item));
+      continue;
+    }
+    if (!m.is_object()) fail("{} must be an object {{\"from\", \"value\"}}, got {}", item, m.type_name());
+    const std::string role = get_string(m, "from", item, kChatExpected);
+    const std::string content = get_string(m, "value", item, kChatExpected);
     std::string mapped;
     if (role == "system" || role == "user" || role == "assistant") mapped = role;
-    else if (sharegpt && role == "human") mapped = "user";
-    else if (sharegpt && role == "gpt") mapped = "assistant";
-    else
-      fail("{}: {} has unknown {} '{}' (expected {})", at, item, role_key, role,
-           sharegpt ? "human, gpt or system" : "system, user or assistant");
-    r.messages.push_back({mapped, content});
+    else if (role == "human") mapped = "user";
+    else if (role == "gpt") mapped = "assistant";
+    else fail("{} has unknown from '{}' (expected human, gpt or system)", item, role);
+    r.messages.push_back({mapped, content, json()});
+  }
+  // TRL passes a record's "tools" (a list, or its JSON text) and "chat_template_kwargs" to apply_chat_template.
+  if (auto tools = j.find("tools"); tools != j.end() && !tools->is_null()) {
+    json parsed = *tools;
+    if (tools->is_string()) {
+      try {
+        parsed = json::parse(tools->get<std::string>());
+      } catch (const json::parse_error&) {
+        fail("{}: \"tools\" is a string that is not JSON; expected a list of function schemas", at);
+      }
+    }
+    if (!parsed.is_array()) fail("{}: \"tools\" must be a list of function schemas, got {}", at, parsed.type_name());
+    if (!parsed.empty()) r.tools = parsed;  // [] is none, as TRL passes it (tools or None)
+  }
+  if (auto kw = j.find("chat_template_kwargs"); kw != j.end() && !kw->is_null()) {
+    if (!kw->is_object()) fail("{}: \"chat_template_kwargs\" must be an object, got {}", at, kw->type_name());
+    r.template_kwargs = *kw;
   }
   const std::string problem = conversation_problem(r.messages);
   if (!problem.empty()) fail("{}: \"{}\": {}", at, list, problem);
@@ -159,25 +203,49 @@ std::vector<Record> text_documents(const std::string& path, const std::vector<Li
 
 }  // namespace
 
+bool Message::calls_tools() const {
+  if (!extra.is_object()) return false;
+  const auto it = extra.find("tool_calls");
+  return it != extra.end() && it->is_array() && !it->empty();
+}
+
+bool Record::uses_tools() const {
+  if (!tools.is_null()) return true;
+  for (const auto& m : messages)
+    if (m.role == "tool" || m.calls_tools()) return true;
+  return false;
+}
+
 std::string conversation_problem(const std::vector<Message>& messages, bool open_ended) {
   if (messages.empty()) return "no messages; expected at least a user and an assistant message";
   const size_t first = messages[0].role == "system" ? 1 : 0;
+  // What may follow each message: user → assistant; assistant → user, or tool results when it calls tools;
+  // tool → tool or assistant.
+  std::string expected = "user";
   for (size_t i = 0; i < messages.size(); ++i) {
     const auto& role = messages[i].role;
-    if (role != "system" && role != "user" && role != "assistant")
-      return fmt::format("message {} has unknown role '{}' (expected system, user or assistant)", i, role);
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool")
+      return fmt::format("message {} has unknown role '{}' (expected system, user, assistant or tool)", i, role);
     if (i < first) continue;
     if (role == "system") return fmt::format("message {} is a system message; only the first message may be one", i);
-    const char* expected = (i - first) % 2 == 0 ? "user" : "assistant";
-    if (role != expected)
+    const bool fits = expected == role || (expected == "tool or assistant" && (role == "tool" || role == "assistant"));
+    if (!fits) {
+      if (expected == "tool")
+        return fmt::format("message {} is '{}' where 'tool' was expected: message {} calls tools, so their results "
+                           "come next",
+                           i, role, i - 1);
       return fmt::format("message {} is '{}' where '{}' was expected: user and assistant turns alternate, "
                          "starting with user",
                          i, role, expected);
+    }
+    if (role == "user") expected = "assistant";
+    else if (role == "tool") expected = "tool or assistant";
+    else expected = messages[i].calls_tools() ? "tool" : "user";
   }
   if (messages.size() == first) return "only a system message; expected user and assistant turns after it";
-  if (!open_ended && messages.back().role != "assistant")
-    return fmt::format("the last message is '{}'; a training conversation ends with an assistant reply",
-                       messages.back().role);
+  if (!open_ended && (messages.back().role != "assistant" || messages.back().calls_tools()))
+    return fmt::format("the last message is '{}'{}; a training conversation ends with an assistant reply",
+                       messages.back().role, messages.back().calls_tools() ? " calling tools" : "");
   return "";
 }
 

@@ -20,8 +20,7 @@ ExactMatchResult exact_match(nn::CausalLMImpl& model, const data::Tokenizer& tok
   options.stop_ids = {tokenizer.eos_id()};
   // A reply ends at its template's end of turn, which is not the vocabulary's EOS in every family (Gemma's
   // <end_of_turn>, Phi-3's <|end|>), as generate --chat stops there too.
-  if (const std::string marker = data::end_of_turn_marker(chat_template.kind); !marker.empty())
-    if (auto id = tokenizer.token_id(marker)) options.stop_ids.push_back(*id);
+  if (auto id = data::end_of_turn_id(chat_template, tokenizer)) options.stop_ids.push_back(*id);
   for (size_t i = 0; i < records.size(); ++i) {
     const auto& r = records[i];
     if (r.is_text() || r.messages.back().role != "assistant") continue;

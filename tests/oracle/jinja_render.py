@@ -137,18 +137,21 @@ def gguf_template(path):
     return bytes(f.parts[f.data[0]]).decode("utf-8")
 
 
-PIPELINE_CONVERSATIONS = ["one_turn", "system_multi", "unicode_whitespace"]
+# (conversation, with the record's tools): "tool_calls" is TRL's conversational tool format, an assistant turn that
+# calls a tool, the tool's result and the answer, with the record's "tools" schemas.
+PIPELINE_CONVERSATIONS = [("one_turn", None), ("system_multi", None), ("unicode_whitespace", None),
+                          ("tool_calls", TOOLS)]
 
 
-def prefix_mask(tok, messages, text):
+def prefix_mask(tok, messages, text, tools):
     """TRL's completion mask by the prefix method: each reply is what messages[:i+1] adds to messages[:i] rendered
     with a generation prompt; a token is the reply's when its characters overlap that text."""
     spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        prompt = tok.apply_chat_template(messages[:i], add_generation_prompt=True, tokenize=False)
-        upto = tok.apply_chat_template(messages[:i + 1], tokenize=False)
+        prompt = tok.apply_chat_template(messages[:i], tools=tools, add_generation_prompt=True, tokenize=False)
+        upto = tok.apply_chat_template(messages[:i + 1], tools=tools, tokenize=False)
         if not (upto.startswith(prompt) and text.startswith(upto)):
             return None  # the template rewrites earlier turns: the prefix method has no answer (qtune raises)
         spans.append((len(prompt), len(upto)))
@@ -165,32 +168,43 @@ def pipeline_cases(out):
     templates = [("generation.jinja", os.path.join(HERE, "jinja_templates", "generation.jinja"), True)]
     lcpp = os.path.join(ROOT, ".cache", "llama-cpp-templates")
     for name in ("meta-llama-Llama-3.2-3B-Instruct.jinja", "mistralai-Mistral-Nemo-Instruct-2407.jinja",
-                 "ibm-granite-granite-3.3-2B-Instruct.jinja"):
+                 "ibm-granite-granite-3.3-2B-Instruct.jinja", "Qwen-Qwen2.5-7B-Instruct.jinja"):
         if os.path.exists(os.path.join(lcpp, name)):
             templates.append((name, os.path.join(lcpp, name), False))
+    # SmolLM2's own template, which auto renders with the named chatml: its records with tools go through the
+    # interpreted template.
+    templates.append(("SmolLM2-135M-Instruct (own)", None, False))
     cases = []
     for name, path, as_file in templates:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=file)
-        tok.chat_template = text
-        directory = os.path.join(out, "pipeline", name.replace(".jinja", ""))
+        if path is not None:
+            with open(path, encoding="utf-8") as f:
+                tok.chat_template = f.read()
+        directory = os.path.join(out, "pipeline", name.replace(".jinja", "").replace(" ", "_"))
         tok.save_pretrained(directory)
         case = {"name": name, "dir": directory, "setting": path if as_file else "auto", "conversations": []}
-        for conv in PIPELINE_CONVERSATIONS:
+        for conv, tools in PIPELINE_CONVERSATIONS:
+            if path is None and not tools:
+                continue
             messages = CONVERSATIONS[conv]
-            rendered = tok.apply_chat_template(messages, tokenize=False)
+            # The record as a chat-jsonl line holds it (the C++ test reads it back through read_records).
+            record = {"messages": messages, **({"tools": tools} if tools else {})}
+            try:
+                rendered = tok.apply_chat_template(messages, tools=tools, tokenize=False)
+            except Exception as e:  # noqa: BLE001 -- the template refuses the conversation: qtune must too
+                case["conversations"].append({"name": conv, "record": record, "error": str(e)})
+                continue
             if as_file:
-                d = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
+                d = tok.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
                                             return_assistant_tokens_mask=True)
                 ids, mask = list(d["input_ids"]), list(d["assistant_masks"])
             else:
                 ids = tok(rendered, add_special_tokens=False)["input_ids"]
-                mask = prefix_mask(tok, messages, rendered)
-            prompt_ids = tok.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"]
-            entry = {"name": conv, "messages": messages, "text": rendered, "ids": ids, "mask": mask,
-                     "prompt_ids": list(prompt_ids)}
+                mask = prefix_mask(tok, messages, rendered, tools)
+            prompt_ids = tok.apply_chat_template(messages[:-1], tools=tools, add_generation_prompt=True,
+                                                 tokenize=True, return_dict=True)["input_ids"]
+            entry = {"name": conv, "record": record, "messages": messages, "text": rendered, "ids": ids,
+                     "mask": mask, "prompt_ids": list(prompt_ids)}
             if mask is None:
                 entry["not_a_prefix"] = True
             case["conversations"].append(entry)

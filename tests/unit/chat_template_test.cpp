@@ -206,6 +206,22 @@ TEST(ChatTemplate, BosEosAndMaskingForEveryTemplate) {
 
 // One turn, one BOS, one EOS: the piecewise ids must be those of the rendered text encoded as a whole (the
 // header's add_dummy_prefix rule), e.g. no "▁" between mistral's "[/INST]" and the reply.
+// Tool calls and tool results have no turns in the named templates: a record with them is refused, naming it and what
+// renders it instead, never rendered without its tool turns.
+TEST(ChatTemplate, NamedTemplatesRefuseToolTurns) {
+  Record r = chat({{"user", "Weather?"}, {"assistant", ""}, {"tool", "22"}, {"assistant", "22 C."}});
+  r.messages[1].extra = {{"tool_calls", {{{"function", {{"name", "get_weather"}}}}}}};
+  r.source = "tools.jsonl:3";
+  for (auto t : kTemplates) {
+    const auto msg = error_of([&] { tokenize_record(r, t, tiny_tokenizer(), false, 4096); });
+    EXPECT_NE(msg.find("tools.jsonl:3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("only a model's own template"), std::string::npos) << msg;
+  }
+  Record with_tools = chat({{"user", "u"}, {"assistant", "a"}});
+  with_tools.tools = nlohmann::ordered_json::array({{{"type", "function"}}});
+  EXPECT_NE(error_of([&] { render_text(with_tools, ChatTemplate::ChatML); }).find("tool"), std::string::npos);
+}
+
 TEST(ChatTemplate, SingleTurnIdsEqualTheWholeRenderedTextEncoded) {
   const auto& tok = tiny_tokenizer();
   for (auto t : kTemplates) {

@@ -147,7 +147,7 @@ TEST(Records, ErrorsNameFileLineAndWhatWasExpected) {
   expect_error("[1, 2]\n", DataFormat::AlpacaJsonl, 1, {"expected a JSON object", "array"});
   const std::string chat_ok = R"({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})";
   expect_error(chat_ok + "\n" + R"({"messages": [{"role": "user", "content": "u"}, {"role": "bot", "content": "a"}]})",
-               DataFormat::ChatJsonl, 2, {"unknown role 'bot'", "system, user or assistant"});
+               DataFormat::ChatJsonl, 2, {"unknown role 'bot'", "system, user, assistant or tool"});
   expect_error(R"({"conversations": [{"from": "human", "value": "u"}, {"from": "model", "value": "a"}]})",
                DataFormat::ChatJsonl, 1, {"unknown from 'model'", "human, gpt or system"});
   expect_error(R"({"messages": [{"role": "user", "content": "u"}]})", DataFormat::ChatJsonl, 1,
@@ -176,6 +176,57 @@ TEST(Records, ConversationProblems) {
   EXPECT_NE(conversation_problem({{"user", "u"}, {"system", "s"}, {"assistant", "a"}}).find("only the first"),
             std::string::npos);
   EXPECT_NE(conversation_problem({{"assistant", "a"}}).find("'user' was expected"), std::string::npos);
+}
+
+// TRL's conversational tool format: an assistant turn that calls tools (content absent), the tools' results, the
+// answer, and the record's tools; every other key of a message is kept, in order, for the model's own template.
+TEST(Records, ToolCallsToolResultsAndToolsAreKeptForTheModelsTemplate) {
+  const std::string line =
+      R"({"messages": [{"role": "user", "content": "Weather in Paris?"},)"
+      R"( {"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"unit": "c", "city": "Paris"}}}]},)"
+      R"( {"role": "tool", "name": "get_weather", "tool_call_id": "c1", "content": "22"},)"
+      R"( {"role": "assistant", "content": "22 °C.", "reasoning_content": "Read it."}],)"
+      R"( "tools": "[{\"type\": \"function\", \"function\": {\"name\": \"get_weather\"}}]", "chat_template_kwargs": {"enable_thinking": false}})";
+  const auto records = read_records(write_file(qtune::test::temp_dir(), "tools.jsonl", line + "\n"), DataFormat::ChatJsonl);
+  ASSERT_EQ(records.size(), 1u);
+  const auto& r = records[0];
+  ASSERT_EQ(r.messages.size(), 4u);
+  EXPECT_TRUE(r.messages[1].calls_tools());
+  EXPECT_TRUE(r.messages[1].extra["content"].is_null());  // absent content stays absent for the template
+  EXPECT_EQ(r.messages[1].extra["tool_calls"][0]["function"]["arguments"].dump(), R"({"unit":"c","city":"Paris"})");
+  EXPECT_EQ(r.messages[2].role, "tool");
+  EXPECT_EQ(r.messages[2].content, "22");
+  EXPECT_EQ(r.messages[2].extra["tool_call_id"], "c1");
+  EXPECT_EQ(r.messages[3].extra["reasoning_content"], "Read it.");
+  ASSERT_TRUE(r.tools.is_array());  // TRL's JSON-text tools, parsed
+  EXPECT_EQ(r.tools[0]["function"]["name"], "get_weather");
+  EXPECT_EQ(r.template_kwargs["enable_thinking"], false);
+  EXPECT_TRUE(r.uses_tools());
+
+  const std::string user = R"({"role": "user", "content": "u"})", answer = R"({"role": "assistant", "content": "a"})";
+  const std::string call = R"({"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]})";
+  const std::string result = R"({"role": "tool", "content": "r"})";
+  auto chat = [](const std::vector<std::string>& ms, const std::string& more = "") {
+    std::string s = "{\"messages\": [";
+    for (size_t i = 0; i < ms.size(); ++i) s += (i ? ", " : "") + ms[i];
+    return s + "]" + more + "}";
+  };
+  // Two results for one call, then the answer: fine.
+  EXPECT_EQ(read_records(write_file(qtune::test::temp_dir(), "two.jsonl", chat({user, call, result, result, answer})),
+                         DataFormat::ChatJsonl).size(), 1u);
+  expect_error(chat({user, call, answer}), DataFormat::ChatJsonl, 1,
+               {"message 2 is 'assistant' where 'tool' was expected", "message 1 calls tools"});
+  expect_error(chat({user, call}), DataFormat::ChatJsonl, 1, {"the last message is 'assistant' calling tools"});
+  expect_error(chat({user, result, answer}), DataFormat::ChatJsonl, 1, {"message 1 is 'tool' where 'assistant'"});
+  expect_error(chat({R"({"role": "user", "content": "u", "tool_calls": [{"function": {"name": "f"}}]})", answer}),
+               DataFormat::ChatJsonl, 1, {"messages[0]", "only an assistant message calls tools"});
+  expect_error(chat({user, R"({"role": "assistant", "tool_calls": []})", result, answer}), DataFormat::ChatJsonl, 1,
+               {"messages[1]", "\"tool_calls\" must be a non-empty list"});
+  expect_error(chat({user, answer}, R"(, "tools": {"name": "f"})"), DataFormat::ChatJsonl, 1,
+               {"\"tools\" must be a list of function schemas", "object"});
+  expect_error(chat({user, answer}, R"(, "tools": "[oops")"), DataFormat::ChatJsonl, 1, {"\"tools\" is a string that is not JSON"});
+  EXPECT_FALSE(read_records(write_file(qtune::test::temp_dir(), "empty.jsonl", chat({user, answer}, R"(, "tools": [])")),
+                            DataFormat::ChatJsonl)[0].uses_tools());  // [] is no tools, as TRL passes it
 }
 
 }  // namespace

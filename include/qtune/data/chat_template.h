@@ -67,6 +67,9 @@ struct ChatFormat {
   // as is, so BOS and the end-of-turn markers are what the template writes. `kind` is None then.
   std::shared_ptr<const jinja::ChatRenderer> jinja;
   nlohmann::ordered_json jinja_vars = nlohmann::ordered_json::object();  // bos_token, eos_token ... as HF passes them
+  // Where `auto` chose a named template because it renders the model's own identically: the model's template, for
+  // the records with tool calls, tool results or tools, which the named templates have no turns for.
+  std::shared_ptr<const jinja::ChatRenderer> model_jinja;
   // The named template as its family ships it: qwen2.5 with Qwen's default system prompt, phi3 as Phi-3-mini.
   ChatFormat(ChatTemplate k = ChatTemplate::Alpaca);  // NOLINT: a bare name is a format
   // "qwen3", or the Jinja template's source.
@@ -130,5 +133,11 @@ struct TokenizedDataset {
 // counted), since they would only add padding and a batch of them has no loss.
 TokenizedDataset tokenize_records(const std::vector<Record>& records, const ChatFormat& t, const Tokenizer& tok,
                                   bool train_on_prompt, int64_t max_seq_len);
+
+// The token that ends an assistant turn in `format`, where it is a token of `tok`: the named template's marker, or
+// for a Jinja template the token its rendered reply ends with (found by rendering a probe conversation: the longest
+// token of the vocabulary that the text after the reply begins with). nullopt: the turn ends with EOS, or the
+// marker is text. Generation stops there, as the peers' stop strings do.
+std::optional<int64_t> end_of_turn_id(const ChatFormat& format, const Tokenizer& tok);
 
 }  // namespace qtune::data
