@@ -23,6 +23,8 @@ constexpr const char* kEvalColor = "#ff7f0e";
 constexpr const char* kGridColor = "#e8e8e8";
 constexpr const char* kTextColor = "#333333";
 constexpr const char* kMutedColor = "#6b6b6b";
+constexpr const char* kMarginColor = "#2ca02c";
+constexpr double kMarginPanelHeight = 190;
 
 std::string xml_escape(const std::string& s) {
   std::string out;
@@ -43,11 +45,12 @@ std::string xml_escape(const std::string& s) {
   return out;
 }
 
-std::vector<Point> loss_points(const std::vector<MetricRecord>& records, const std::string& kind) {
+std::vector<Point> metric_points(const std::vector<MetricRecord>& records, const std::string& kind,
+                                 const std::string& key) {
   std::vector<Point> pts;
   for (const auto& r : records) {
     if (r.kind != kind) continue;
-    auto loss = r.value("loss");
+    auto loss = r.value(key);
     // Clamped so that spans, padding and pixel positions stay finite even for a loss near DBL_MAX.
     if (loss && std::isfinite(*loss)) pts.push_back({static_cast<double>(r.step), std::clamp(*loss, -1e300, 1e300)});
   }
@@ -171,6 +174,63 @@ struct LegendEntry {
   std::string label, svg_sample;  // the sample is drawn at the origin, 28 px wide, centred on y = 0
 };
 
+// The reward-margin panel between y = top and y = bottom: the train margins raw and smoothed as the loss is, the eval
+// margins as markers, and a zero line (above it the policy prefers the chosen answers more than the reference does).
+std::string margin_panel(const std::vector<Point>& train, const std::vector<Point>& eval, const Axis& xa, double left,
+                         double right, double top_y, double bottom_y, double weight, size_t max_points) {
+  const double top = top_y + 16, bottom = bottom_y - 44;
+  double lo = 0, hi = 0;  // zero is always in view
+  for (const auto* series : {&train, &eval})
+    for (const auto& p : *series) lo = std::min(lo, p.y), hi = std::max(hi, p.y);
+  const double pad = (hi - lo) * 0.04;
+  const Axis ya = nice_axis(lo - pad, hi + pad, 4, false, false);
+  const Canvas c(left, top, right, bottom, xa, ya);
+  std::string svg = "<g class=\"margins-panel\">\n";
+  svg += "<g class=\"grid\" stroke=\"" + std::string(kGridColor) + "\" stroke-width=\"1\">\n";
+  for (double t : ya.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\"/>\n", left, c.py(t), right);
+  for (double t : xa.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\"/>\n", c.px(t), top, bottom);
+  svg += "</g>\n";
+  svg += fmt::format("<line class=\"margin-zero\" x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\" stroke=\"#999999\"/>\n",
+                     left, c.py(0), right);
+  svg += fmt::format("<g class=\"margin-y-ticks\" text-anchor=\"end\" fill=\"{}\">\n", kMutedColor);
+  for (double t : ya.ticks)
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" dy=\"0.35em\">{}</text>\n", left - 8, c.py(t), tick_label(t, ya));
+  svg += "</g>\n";
+  svg += fmt::format("<g class=\"margin-x-ticks\" text-anchor=\"middle\" fill=\"{}\">\n", kMutedColor);
+  for (double t : xa.ticks)
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", c.px(t), bottom + 18, step_label(t, xa));
+  svg += "</g>\n";
+  svg += fmt::format("<rect class=\"margin-frame\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"none\" stroke=\"#b0b0b0\"/>\n",
+                     left, top, right - left, bottom - top);
+  svg += fmt::format(
+      "<text class=\"margin-label\" x=\"0\" y=\"0\" text-anchor=\"middle\" font-size=\"13\" "
+      "transform=\"translate(20,{:.1f}) rotate(-90)\">reward margin</text>\n",
+      (top + bottom) / 2);
+  svg += fmt::format("<text class=\"margin-x-label\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\" font-size=\"13\">step</text>\n",
+                     (left + right) / 2, bottom_y - 8);
+  std::string latest;
+  if (!train.empty()) {
+    svg += fmt::format("<polyline class=\"train-margin\" fill=\"none\" stroke=\"{}\" stroke-opacity=\"0.3\" "
+                       "stroke-width=\"1\" points=\"{}\"/>\n",
+                       kMarginColor, c.points(thin(train, max_points, xa.lo, xa.hi)));
+    const auto smooth = ema(train, weight);
+    svg += fmt::format("<polyline class=\"train-margin-ema\" fill=\"none\" stroke=\"{}\" stroke-width=\"2.2\" "
+                       "points=\"{}\"/>\n",
+                       kMarginColor, c.points(thin(smooth, max_points, xa.lo, xa.hi)));
+    latest = fmt::format("train margin {} (smoothed {})", format_loss(train.back().y), format_loss(smooth.back().y));
+  }
+  if (!eval.empty()) {
+    svg += fmt::format("<g class=\"eval-margin-markers\" fill=\"#ffffff\" stroke=\"{}\" stroke-width=\"1.6\">\n", kEvalColor);
+    for (const auto& p : thin(eval, max_points / 4, xa.lo, xa.hi))
+      svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3.5\"/>\n", c.px(p.x), c.py(p.y));
+    svg += "</g>\n";
+    latest += fmt::format("{}eval margin {}", latest.empty() ? "" : " · ", format_loss(eval.back().y));
+  }
+  svg += fmt::format("<text class=\"margin-subtitle\" x=\"{:.1f}\" y=\"{:.1f}\" fill=\"{}\">rewards/margins: {}</text>\n",
+                     left, top - 4, kMutedColor, xml_escape(latest));
+  return svg + "</g>\n";
+}
+
 }  // namespace
 
 double default_ema_weight(size_t points) {
@@ -185,8 +245,13 @@ std::string loss_plot_svg(const std::vector<MetricRecord>& records, const std::s
   const double W = std::max(options.width, 320), H = std::max(options.height, 240);
   const double right = W - 24, top = 66, bottom = H - 56;
 
-  const auto train = loss_points(records, "train");
-  const auto eval = loss_points(records, "eval");
+  const auto train = metric_points(records, "train", "loss");
+  const auto eval = metric_points(records, "eval", "loss");
+  // A preference run (DPO, ORPO, SimPO, KTO) logs TRL's rewards/margins: a panel under the loss shows it, since the
+  // loss alone does not say whether chosen answers pull away from rejected ones.
+  const auto margins = metric_points(records, "train", "rewards/margins");
+  const auto eval_margins = metric_points(records, "eval", "rewards/margins");
+  const double panel = margins.empty() && eval_margins.empty() ? 0 : kMarginPanelHeight;
   const double weight =
       options.ema_weight >= 0 && options.ema_weight < 1 ? options.ema_weight : default_ema_weight(train.size());
   const auto smooth = ema(train, weight);
@@ -214,8 +279,9 @@ std::string loss_plot_svg(const std::vector<MetricRecord>& records, const std::s
   svg += fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{0}\" height=\"{1}\" viewBox=\"0 0 {0} {1}\" "
       "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\" font-size=\"12\" fill=\"{2}\">\n",
-      W, H, kTextColor);
-  svg += fmt::format("<rect class=\"background\" x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#ffffff\"/>\n", W, H);
+      W, H + panel, kTextColor);
+  svg += fmt::format("<rect class=\"background\" x=\"0\" y=\"0\" width=\"{}\" height=\"{}\" fill=\"#ffffff\"/>\n", W,
+                     H + panel);
 
   // Title, and a subtitle with the latest values: what someone glancing at the file wants to know.
   svg += fmt::format("<text class=\"title\" x=\"{:.1f}\" y=\"26\" font-size=\"16\" font-weight=\"bold\">{}</text>\n", left,
@@ -317,6 +383,7 @@ std::string loss_plot_svg(const std::vector<MetricRecord>& records, const std::s
     }
     svg += "</g>\n";
   }
+  if (panel > 0) svg += margin_panel(margins, eval_margins, xa, left, right, H, H + panel, weight, max_points);
   svg += "</svg>\n";
   return svg;
 }

@@ -320,6 +320,38 @@ TEST(LossPlot, WithoutEvalRecordsThereIsNoEvalLineOrLegendEntry) {
   expect_finite_geometry(svg);
 }
 
+// A preference run logs TRL's rewards/margins: a panel under the loss draws them (and only then), on the same steps.
+TEST(LossPlot, APreferenceRunGetsARewardMarginPanelUnderTheLoss) {
+  auto records = a_run(60, 20);
+  const Svg plain = render(records);
+  EXPECT_TRUE(plain.with_class("margins-panel").empty());
+  for (auto& r : records)
+    r.values.push_back({"rewards/margins", r.kind == "train" ? -0.2 + 0.03 * static_cast<double>(r.step) : 1.0});
+  const Svg svg = render(records);
+  ASSERT_NE(svg.one("margins-panel"), nullptr);
+  EXPECT_GT(std::stod(svg.elements[0].attrs.at("height")), std::stod(plain.elements[0].attrs.at("height")));
+  const auto margin = points_of(svg.one("train-margin")), loss = points_of(svg.one("train-loss"));
+  ASSERT_EQ(margin.size(), 60u);
+  ASSERT_EQ(points_of(svg.one("train-margin-ema")).size(), 60u);
+  EXPECT_EQ(svg.children(svg.one("eval-margin-markers"), "circle").size(), 3u);
+  const Element* frame = svg.one("margin-frame");
+  ASSERT_NE(frame, nullptr);
+  const double y0 = attr(frame, "y"), y1 = y0 + attr(frame, "height");
+  EXPECT_GT(y0, attr(svg.one("frame"), "y") + attr(svg.one("frame"), "height"));  // under the loss panel
+  for (size_t i = 0; i < margin.size(); ++i) {
+    EXPECT_NEAR(margin[i].x, loss[i].x, 0.01);  // the same step axis
+    EXPECT_GE(margin[i].y, y0 - 0.1);
+    EXPECT_LE(margin[i].y, y1 + 0.1);
+    if (i > 0) EXPECT_LT(margin[i].y, margin[i - 1].y);  // a rising margin goes up
+  }
+  // The zero line lies where the margin crosses zero (between steps 6 and 7).
+  const double zero = attr(svg.one("margin-zero"), "y1");
+  EXPECT_LT(zero, margin[5].y);
+  EXPECT_GT(zero, margin[7].y);
+  EXPECT_TRUE(svg.has_text("reward margin"));
+  expect_finite_geometry(svg);
+}
+
 TEST(LossPlot, OnlyEvalRecords) {
   const Svg svg = render({{"eval", 10, {{"loss", 3}}}, {"eval", 20, {{"loss", 2}}}});
   EXPECT_TRUE(svg.with_class("train-loss").empty());

@@ -1,7 +1,8 @@
 #pragma once
 // The loss curve of a run as a self-contained SVG (no scripts, no external fonts or files), so it opens in any
 // browser or image viewer and can be attached to a report: train loss as a thin line plus its smoothed trend
-// (debiased EMA, as TensorBoard smooths), eval loss as markers joined by a line, against the optimizer step.
+// (debiased EMA, as TensorBoard smooths), eval loss as markers joined by a line, against the optimizer step. A
+// preference run's records carry rewards/margins: a second panel under the loss plots them, against the same steps.
 #include <string>
 #include <vector>
 
