@@ -185,8 +185,8 @@ KtoRecord parse_kto_record(const std::string& at, const std::string& line) {
   }
   if (!j.is_object()) fail("{}: expected a JSON object ({}), got {}", at, kKtoExpected, j.type_name());
   if (j.contains("chosen") || j.contains("rejected"))
-    fail("{}: a preference pair (\"chosen\", \"rejected\"), not a KTO record: give {}, or train the pairs with "
-         "train.objective dpo, orpo or simpo",
+    fail("{}: a preference pair (\"chosen\", \"rejected\") in a file of KTO records (its first record is one): a "
+         "file is all pairs (unpaired for KTO) or all {}",
          at, kKtoExpected);
   if (!j.contains("completion")) fail("{}: missing \"completion\": a record with no completion ({})", at, kKtoExpected);
   if (!j.contains("prompt")) fail("{}: missing \"prompt\" ({})", at, kKtoExpected);
@@ -266,13 +266,42 @@ PreferencePair tokenize_preference(const PreferenceRecord& r, const ChatFormat& 
 }
 
 std::vector<KtoRecord> read_kto_records(const std::string& path) {
-  auto records = read_jsonl(path, kKtoExpected, parse_kto_record);
+  // As TRL's KTOTrainer, the first record says which: a file of pairs is unpaired.
+  const auto first = read_jsonl(path, kKtoExpected, [](const std::string&, const std::string& line) {
+    const auto j = json::parse(line, nullptr, false);
+    return j.is_object() && j.contains("chosen");
+  });
+  auto records = first.front() ? unpair(read_preference_records(path)) : read_jsonl(path, kKtoExpected, parse_kto_record);
   const auto desirable = std::count_if(records.begin(), records.end(), [](const KtoRecord& r) { return r.desirable; });
   if (desirable == 0 || desirable == static_cast<std::ptrdiff_t>(records.size()))
     fail("{}: every one of its {} KTO records has \"label\": {}; KTO weighs desirable completions against undesirable "
          "ones and needs both (TRL's KTOTrainer too)",
          path, records.size(), desirable == 0 ? "false" : "true");
   return records;
+}
+
+std::vector<KtoRecord> unpair(const std::vector<PreferenceRecord>& pairs) {
+  // TRL's unpair_preference_dataset is a batched datasets.map (1000 rows a batch): each batch's chosen, then its
+  // rejected.
+  constexpr size_t kMapBatch = 1000;
+  std::vector<KtoRecord> out;
+  for (size_t start = 0; start < pairs.size(); start += kMapBatch) {
+    const size_t end = std::min(pairs.size(), start + kMapBatch);
+    for (const bool desirable : {true, false})
+      for (size_t i = start; i < end; ++i) {
+        const auto& p = pairs[i];
+        KtoRecord r;
+        r.conversational = p.conversational;
+        r.desirable = desirable;
+        r.prompt = p.prompt;
+        r.prompt_messages = p.prompt_messages;
+        r.completion = desirable ? p.chosen : p.rejected;
+        r.completion_messages = desirable ? p.chosen_messages : p.rejected_messages;
+        r.source = p.source;
+        out.push_back(std::move(r));
+      }
+  }
+  return out;
 }
 
 KtoExample tokenize_kto(const KtoRecord& r, const ChatFormat& format, const Tokenizer& tok,

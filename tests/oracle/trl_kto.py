@@ -5,8 +5,9 @@ Usage: trl_kto.py OUT_DIR   (run by ctest as the oracle_trl_kto fixture)
 
 Writes OUT_DIR/base and OUT_DIR/adapter (as trl_preference.py: the policy is the base + adapter, the reference the
 base with the adapter off), OUT_DIR/kto.jsonl (plain prompt/completion/label records, both labels, mixed) and
-OUT_DIR/kto_chat.jsonl (the same as conversations), OUT_DIR/tokens.json (TRL's prompt_ids/completion_ids/
-KL_completion_ids/label of both files, the whole set as one batch), and per case OUT_DIR/<case>/:
+OUT_DIR/kto_chat.jsonl (the same as conversations), OUT_DIR/pairs.jsonl (prompt/chosen/rejected pairs, which TRL
+unpairs), OUT_DIR/tokens.json (TRL's prompt_ids/completion_ids/KL_completion_ids/label of each file, the whole set as
+one batch), and per case OUT_DIR/<case>/:
   first.json         TRL's loss and logged metrics on the whole set as one batch, before any update
   grads.safetensors  the LoRA gradients of that loss (PEFT's parameter names)
   history.json       the loss and metrics TRL logged at each of STEPS AdamW steps (batch = the whole set)
@@ -69,7 +70,8 @@ def main(out):
     tok = tokenizer(base_dir)
     base_model(base_dir, len(tok))
     random_adapter(base_dir).save_pretrained(adapter_dir)
-    for name, data in (("kto", RECORDS), ("kto_chat", CHAT)):
+    pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS]
+    for name, data in (("kto", RECORDS), ("kto_chat", CHAT), ("pairs", pairs)):
         with open(os.path.join(out, name + ".jsonl"), "w") as f:
             for x in data:
                 f.write(json.dumps(x) + "\n")
@@ -88,8 +90,10 @@ def main(out):
         trainer = kto_trainer(base_dir, adapter_dir, args, tok, RECORDS)
         model = trainer.model
         if not tokens:
+            # A paired set is unpaired by the trainer (unpair_preference_dataset) before its KL pairs are built.
             sets = {"kto": trainer.train_dataset,
-                    "kto_chat": kto_trainer(base_dir, adapter_dir, args, tok, CHAT).train_dataset}
+                    "kto_chat": kto_trainer(base_dir, adapter_dir, args, tok, CHAT).train_dataset,
+                    "pairs": kto_trainer(base_dir, adapter_dir, args, tok, pairs).train_dataset}
             for name, data in sets.items():
                 tokens[name] = [{k: ex[k] for k in ("prompt_ids", "completion_ids", "KL_completion_ids", "label")}
                                 for ex in data]

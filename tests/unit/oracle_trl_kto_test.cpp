@@ -72,7 +72,7 @@ TEST(OracleTrlKto, RecordsAndKlPairsTokenizeAsTrlsKtoTrainer) {
   const auto tokens = read_json(oracle() + "/tokens.json");
   const auto tok = data::Tokenizer::load(oracle() + "/base");
   const auto format = data::resolve_chat_format("auto", oracle() + "/base", tok);
-  for (const auto* name : {"kto", "kto_chat"}) {
+  for (const auto* name : {"kto", "kto_chat", "pairs"}) {  // pairs: unpaired as TRL does
     const auto records = data::read_kto_records(oracle() + "/" + name + ".jsonl");
     const auto& expected = tokens.at(name);
     ASSERT_EQ(records.size(), expected.size()) << name;

@@ -180,7 +180,8 @@ TEST(PreferenceData, BadKtoRecordsNameTheFileLineAndKey) {
   auto label = error(R"({"prompt": "Q", "completion": " A", "label": "yes"})");
   EXPECT_NE(label.find("\"label\" must be true"), std::string::npos) << label;
   auto pair = error(R"({"prompt": "Q", "chosen": " A", "rejected": " B"})");
-  EXPECT_NE(pair.find("train.objective dpo"), std::string::npos) << pair;
+  EXPECT_NE(pair.find(file + ":2"), std::string::npos) << pair;
+  EXPECT_NE(pair.find("a preference pair"), std::string::npos) << pair;
   // One label only: the file is named (no line is at fault).
   const auto one = test::error_of([&] {
     read_kto_records(write(R"({"prompt": "Q", "completion": " A", "label": true})"
@@ -192,6 +193,23 @@ TEST(PreferenceData, BadKtoRecordsNameTheFileLineAndKey) {
   // KTO records given to a pairwise objective say which objective reads them.
   const auto as_pairs = test::error_of([&] { read_preference_records(write(other)); });
   EXPECT_NE(as_pairs.find("set train.objective: kto"), std::string::npos) << as_pairs;
+}
+
+// A file of pairs given to KTO is unpaired as TRL's KTOTrainer does: the chosen of every pair, then the rejected.
+TEST(PreferenceData, KtoUnpairsAFileOfPairsInTrlsOrder) {
+  const auto r = read_kto_records(write(R"({"prompt": "Q", "chosen": " A", "rejected": " B"})"
+                                        "\n"
+                                        R"({"chosen": "R: C", "rejected": "R: D"})"
+                                        "\n"));
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].completion, " A");
+  EXPECT_TRUE(r[0].desirable);
+  EXPECT_EQ(r[1].prompt, "R:");
+  EXPECT_EQ(r[1].completion, " C");
+  EXPECT_EQ(r[2].completion, " B");
+  EXPECT_FALSE(r[2].desirable);
+  EXPECT_EQ(r[3].completion, " D");
+  EXPECT_EQ(r[3].source, test::temp_dir() + "/pairs.jsonl:2");
 }
 
 // The KL term's pairs as TRL builds them: row i's prompt with row i-1's completion (the first with the last's), and

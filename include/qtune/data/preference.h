@@ -56,10 +56,13 @@ struct KtoRecord {
   std::string source;                                            // "file:line"
 };
 
-// Every record of a KTO .jsonl file. Errors name the file, the line and the key: malformed JSON, no "prompt", no or an
-// empty "completion", a "label" that is not true/false, a pair (KTO trains on unpaired records), and, naming the
-// file, a set whose records all carry the same label (KTO weighs the desirable against the undesirable).
+// Every record of a KTO .jsonl file. A file of pairs (its first record has "chosen") is unpaired as TRL's KTOTrainer
+// does it: each pair's chosen desirable, its rejected not. Errors name the file, the line and the key: malformed JSON,
+// no "prompt", no or an empty "completion", a "label" that is not true/false, a pair among KTO records, and, naming
+// the file, a set whose records all carry the same label (KTO weighs the desirable against the undesirable).
 std::vector<KtoRecord> read_kto_records(const std::string& path);
+// Pairs as KTO records in TRL's order (unpair_preference_dataset): per 1000 pairs, their chosen, then their rejected.
+std::vector<KtoRecord> unpair(const std::vector<PreferenceRecord>& pairs);
 
 // A KTO record as token ids, tokenized as a DPO pair's side is: the prompt, then the completion after it.
 struct KtoExample {
