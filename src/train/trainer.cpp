@@ -392,8 +392,9 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     if (!run.eval_loader) return std::nullopt;
     auto e = evaluate(model, *run.eval_loader, r.train.eval_batches, comm.get(), objective.get());
     log_metrics({"eval", step, {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", double(e.tokens)}}});
-    progress.message(std::isnan(e.perplexity) ? fmt::format("eval @ step {}: {} loss {:.4f} ({} pairs)", step,
-                                                            objective->name(), e.loss, e.tokens)
+    const char* units = std::string(objective->name()) == "kto" ? "records" : "pairs";
+    progress.message(std::isnan(e.perplexity) ? fmt::format("eval @ step {}: {} loss {:.4f} ({} {})", step,
+                                                            objective->name(), e.loss, e.tokens, units)
                                               : fmt::format("eval @ step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)",
                                                             step, e.loss, e.perplexity, e.tokens));
     plot();
