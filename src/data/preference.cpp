@@ -271,7 +271,8 @@ std::vector<KtoRecord> read_kto_records(const std::string& path) {
     const auto j = json::parse(line, nullptr, false);
     return j.is_object() && j.contains("chosen");
   });
-  auto records = first.front() ? unpair(read_preference_records(path)) : read_jsonl(path, kKtoExpected, parse_kto_record);
+  auto records =
+      first.front() ? unpair(read_preference_records(path)) : read_jsonl(path, kKtoExpected, parse_kto_record);
   const auto desirable = std::count_if(records.begin(), records.end(), [](const KtoRecord& r) { return r.desirable; });
   if (desirable == 0 || desirable == static_cast<std::ptrdiff_t>(records.size()))
     fail("{}: every one of its {} KTO records has \"label\": {}; KTO weighs desirable completions against undesirable "

@@ -4,7 +4,8 @@
 Usage: trl_kto.py OUT_DIR   (run by ctest as the oracle_trl_kto fixture)
 
 Writes OUT_DIR/base and OUT_DIR/adapter (as trl_preference.py: the policy is the base + adapter, the reference the
-base with the adapter off), OUT_DIR/kto.jsonl (plain prompt/completion/label records, both labels, mixed) and
+base with the adapter off), OUT_DIR/adapter_small (its B scaled by 0.1: a negative KL estimate, which TRL clamps at
+0), OUT_DIR/kto.jsonl (plain prompt/completion/label records, both labels, mixed) and
 OUT_DIR/kto_chat.jsonl (the same as conversations), OUT_DIR/pairs.jsonl (prompt/chosen/rejected pairs, which TRL
 unpairs), OUT_DIR/tokens.json (TRL's prompt_ids/completion_ids/KL_completion_ids/label of each file, the whole set as
 one batch), and per case OUT_DIR/<case>/:
@@ -44,7 +45,11 @@ torch.set_num_threads(1)
 CASES = {
     "kto": dict(),
     "kto_weighted": dict(beta=0.5, desirable_weight=1.3, undesirable_weight=0.7),
+    "kto_clamped": dict(beta=0.3),
 }
+# The adapter each case starts from: kto_clamped's has B scaled by 0.1, which on these records turns the KL estimate
+# negative, so that TRL's clamp at 0 is what the case checks.
+ADAPTERS = {"kto_clamped": "adapter_small"}
 # Both labels, in an order where neither alternates: each prompt's KL partner is another record's completion.
 ORDER = [(0, True), (1, True), (0, False), (2, True), (1, False), (2, False), (3, False), (3, True)]
 RECORDS = [{"prompt": PAIRS[i][0], "completion": PAIRS[i][1 if good else 2], "label": good} for i, good in ORDER]
@@ -69,7 +74,13 @@ def main(out):
     base_dir, adapter_dir = os.path.join(out, "base"), os.path.join(out, "adapter")
     tok = tokenizer(base_dir)
     base_model(base_dir, len(tok))
-    random_adapter(base_dir).save_pretrained(adapter_dir)
+    peft = random_adapter(base_dir)
+    peft.save_pretrained(adapter_dir)
+    with torch.no_grad():
+        for name, p in peft.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.1)
+    peft.save_pretrained(os.path.join(out, "adapter_small"))
     pairs = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in PAIRS]
     for name, data in (("kto", RECORDS), ("kto_chat", CHAT), ("pairs", pairs)):
         with open(os.path.join(out, name + ".jsonl"), "w") as f:
@@ -87,7 +98,7 @@ def main(out):
                          lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=0.0, logging_steps=1,
                          save_strategy="no", report_to=[], use_cpu=True, seed=7, bf16=False, fp16=False,
                          dataloader_drop_last=False, train_sampling_strategy="sequential", **opts)
-        trainer = kto_trainer(base_dir, adapter_dir, args, tok, RECORDS)
+        trainer = kto_trainer(base_dir, os.path.join(out, ADAPTERS.get(case, "adapter")), args, tok, RECORDS)
         model = trainer.model
         if not tokens:
             # A paired set is unpaired by the trainer (unpair_preference_dataset) before its KL pairs are built.
@@ -102,6 +113,7 @@ def main(out):
         loss = trainer.compute_loss(model, batch)
         loss.backward()
         metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k.startswith(METRICS)}
+        assert (metrics["kl"] == 0) == (case == "kto_clamped"), (case, metrics["kl"])
         with open(os.path.join(case_dir, "first.json"), "w") as f:
             json.dump({"loss": loss.item(), **metrics}, f, indent=1)
         save_file({n: p.grad.detach().clone().contiguous() for n, p in model.named_parameters() if p.grad is not None},
@@ -114,7 +126,7 @@ def main(out):
             json.dump(history, f, indent=1)
         model.save_pretrained(os.path.join(case_dir, "adapter"))
     with open(os.path.join(out, "cases.json"), "w") as f:
-        json.dump(CASES, f)
+        json.dump({case: {**opts, "adapter": ADAPTERS.get(case, "adapter")} for case, opts in CASES.items()}, f)
     with open(os.path.join(out, "tokens.json"), "w") as f:
         json.dump(tokens, f)
     print(f"trl_kto: {len(CASES)} cases in {out}")

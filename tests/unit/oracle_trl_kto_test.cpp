@@ -39,7 +39,7 @@ train::Recipe recipe(const std::string& c, const std::string& out, int64_t steps
                                    opts.value("undesirable_weight", 1.0));
   std::string text = "name: " + c + "\nmodel:\n  path: " + oracle() + "/base\n  dtype: fp32\nquant:\n  format: none\n" +
                      "lora:\n  r: 4\n  alpha: 8\n  dropout: 0\n  targets: [q_proj, v_proj, o_proj, up_proj, down_proj]\n" +
-                     "  init_adapter: " + oracle() + "/adapter\n" + "data:\n  train: " + oracle() +
+                     "  init_adapter: " + oracle() + "/" + opts.at("adapter").get<std::string>() + "\n" + "data:\n  train: " + oracle() +
                      "/kto.jsonl\n  format: preference\n  chat_template: none\n  max_seq_len: 128\n  shuffle: false\n" +
                      "optim:\n  name: adamw\n  lr: 1e-3\nschedule:\n  kind: constant\n  warmup_steps: 0\n" +
                      "train:\n  objective: kto\n  precision: fp32\n  batch_size: 8\n  grad_accum: 1\n" +
@@ -61,7 +61,8 @@ std::string qtune_name(std::string peft) {
   return peft;
 }
 
-const std::vector<std::string> kCases = {"kto", "kto_weighted"};
+// TRL's defaults, other weights, and a negative KL estimate (clamped at 0).
+const std::vector<std::string> kCases = {"kto", "kto_weighted", "kto_clamped"};
 // Every metric TRL's KTOTrainer logs that qtune computes (not entropy, logits/* or num_tokens: see README).
 const std::vector<std::string> kMetrics = {"rewards/chosen", "rewards/rejected", "rewards/margins",
                                            "logps/chosen",   "logps/rejected",   "kl"};
