@@ -4,6 +4,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "qtune/data/preference.h"
 #include "qtune/util/error.h"
 
 namespace qtune::data {
@@ -66,9 +67,14 @@ DataLoader::DataLoader(std::vector<TokenizedSample> samples, LoaderOptions optio
   if (group < 1 || static_cast<int64_t>(samples_.size()) % group != 0)
     fail("data loader: {} samples do not come in units of {} rows", samples_.size(), group);
   if (group > 1) options_.packing = false;
+  const bool labelled = samples_.front().desirable >= 0;  // KTO records: one per row, their KL pairs by row
+  if (labelled) options_.packing = false;
   for (size_t i = 0; i < samples_.size(); ++i) {
     const auto& s = samples_[i];
     if (s.input_ids.empty()) fail("data loader: sample {} has no tokens", i);
+    if ((s.desirable >= 0) != labelled)
+      fail("data loader: sample {} {} a KTO label but sample 0 {}: all samples carry one or none", i,
+           s.desirable >= 0 ? "has" : "lacks", labelled ? "has" : "lacks");
     if (s.labels.size() != s.input_ids.size())
       fail("data loader: sample {} has {} labels for {} tokens; they must be aligned", i, s.labels.size(),
            s.input_ids.size());
@@ -132,26 +138,20 @@ int64_t DataLoader::total_batches(int64_t epochs) const {
 
 int64_t DataLoader::total_target_tokens() const { return total_target_tokens_; }
 
-Batch DataLoader::batch(int64_t epoch, int64_t index) const {
-  const auto rows = rows_of(epoch);
-  const int64_t n_rows = static_cast<int64_t>(rows->rows.size());
-  const int64_t batch_rows = options_.batch_size * options_.rows_per_sample;
-  const int64_t n_batches = (n_rows + batch_rows - 1) / batch_rows;
-  if (index < 0 || index >= n_batches)
-    fail("data loader: batch {} of epoch {} does not exist (the epoch has {} batches)", index, epoch, n_batches);
-  const int64_t first = index * batch_rows;
-  const int64_t b = std::min(batch_rows, n_rows - first);
+namespace {
 
+// rows[r]: the samples of row r, packed in order; T = the longest row.
+Batch collate(const std::vector<std::vector<const TokenizedSample*>>& rows, int64_t pad_id) {
+  const auto b = static_cast<int64_t>(rows.size());
   int64_t t_max = 0;
-  for (int64_t r = 0; r < b; ++r) {
+  for (const auto& row : rows) {
     int64_t len = 0;
-    for (int64_t i : rows->rows[first + r]) len += static_cast<int64_t>(samples_[i].input_ids.size());
+    for (const auto* s : row) len += static_cast<int64_t>(s->input_ids.size());
     t_max = std::max(t_max, len);
   }
-
   const auto opts = at::TensorOptions().dtype(at::kLong);
   Batch out;
-  out.input_ids = at::full({b, t_max}, pad_id_, opts);
+  out.input_ids = at::full({b, t_max}, pad_id, opts);
   out.targets = at::full({b, t_max}, kIgnoreLabel, opts);
   out.position_ids = at::empty({b, t_max}, opts);
   out.segment_ids = at::full({b, t_max}, -1, opts);
@@ -163,8 +163,8 @@ Batch DataLoader::batch(int64_t epoch, int64_t index) const {
     const int64_t row = r * t_max;
     int64_t t = 0;
     int64_t segment = 0;
-    for (int64_t i : rows->rows[first + r]) {
-      const auto& s = samples_[i];
+    for (const auto* sample : rows[r]) {
+      const auto& s = *sample;
       const int64_t len = static_cast<int64_t>(s.input_ids.size());
       for (int64_t k = 0; k < len; ++k, ++t) {
         ids[row + t] = s.input_ids[k];
@@ -182,6 +182,34 @@ Batch DataLoader::batch(int64_t epoch, int64_t index) const {
     // Padding: its own segment, positions counting from 0 so that a causal mask by position gives every padded
     // query at least one key (no all-masked row, no NaN).
     for (int64_t k = 0; t < t_max; ++k, ++t) positions[row + t] = k;
+  }
+  return out;
+}
+
+}  // namespace
+
+Batch DataLoader::batch(int64_t epoch, int64_t index) const {
+  const auto rows = rows_of(epoch);
+  const int64_t n_rows = static_cast<int64_t>(rows->rows.size());
+  const int64_t batch_rows = options_.batch_size * options_.rows_per_sample;
+  const int64_t n_batches = (n_rows + batch_rows - 1) / batch_rows;
+  if (index < 0 || index >= n_batches)
+    fail("data loader: batch {} of epoch {} does not exist (the epoch has {} batches)", index, epoch, n_batches);
+  const int64_t first = index * batch_rows;
+  const int64_t b = std::min(batch_rows, n_rows - first);
+  std::vector<std::vector<const TokenizedSample*>> picked(b);
+  for (int64_t r = 0; r < b; ++r)
+    for (int64_t i : rows->rows[first + r]) picked[r].push_back(&samples_[i]);
+  auto out = collate(picked, pad_id_);
+  if (samples_.front().desirable >= 0) {  // KTO: each row's label, and the mismatched pairs of the KL term
+    std::vector<const TokenizedSample*> own;
+    std::vector<uint8_t> labels;
+    for (const auto& row : picked) own.push_back(row.front()), labels.push_back(row.front()->desirable == 1);
+    out.desirable = at::tensor(std::vector<int64_t>(labels.begin(), labels.end()), at::kLong).to(at::kBool);
+    const auto mismatched = mismatched_rows(own, options_.max_seq_len);
+    std::vector<std::vector<const TokenizedSample*>> kl_rows;
+    for (const auto& s : mismatched) kl_rows.push_back({&s});
+    out.mismatched = std::make_shared<const Batch>(collate(kl_rows, pad_id_));
   }
   return out;
 }
@@ -215,6 +243,8 @@ Batch slice_rows(const Batch& batch, int64_t begin, int64_t end) {
   out.targets = batch.targets.narrow(0, begin, end - begin);
   out.position_ids = batch.position_ids.narrow(0, begin, end - begin);
   out.segment_ids = batch.segment_ids.narrow(0, begin, end - begin);
+  if (batch.desirable.defined()) out.desirable = batch.desirable.narrow(0, begin, end - begin);
+  if (batch.mismatched) out.mismatched = std::make_shared<const Batch>(slice_rows(*batch.mismatched, begin, end));
   if (end > begin) {
     out.target_tokens = out.targets.ne(kIgnoreLabel).sum().item<int64_t>();
     out.samples = (out.segment_ids.amax(1) + 1).sum().item<int64_t>();  // padding rows have segment -1 throughout

@@ -115,8 +115,9 @@ MemoryEstimate estimate_memory(const io::ModelConfig& c, const Recipe& r, const 
   // The paged optimizers keep their state in managed memory that the driver may move to the host.
 
   // Tokens of the largest micro-batch; a preference pair fills two rows (chosen and rejected in one forward; the
-  // reference's forward under no-grad stores nothing).
-  const int64_t batch_rows = r.train.batch_size * (r.train.objective == "sft" ? 1 : 2);
+  // reference's forward under no-grad stores nothing), a KTO record one (its KL pair runs under no-grad too).
+  const bool one_row = r.train.objective == "sft" || r.train.objective == "kto";
+  const int64_t batch_rows = r.train.batch_size * (one_row ? 1 : 2);
   const int64_t N = batch_rows * r.data.max_seq_len;
   const int64_t T = r.data.max_seq_len;
   // Saved for backward per token and layer: the two norms' inputs and outputs, q/k/v after RoPE and the attention

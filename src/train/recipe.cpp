@@ -271,6 +271,10 @@ std::vector<RecipeKey> make_schema() {
           "Preference data: a prompt + completion longer than data.max_seq_len (TRL's max_length) keeps its start or end",
           [](Recipe& r) -> auto& { return r.data.truncation_mode; }, {"keep_start", "keep_end"}),
       key("data.seed", "Shuffle and eval-split seed", [](Recipe& r) -> auto& { return r.data.seed; }),
+      key("data.shuffle",
+          "Shuffle the training data each epoch (false: the file's order, TRL's sequential sampling, which its "
+          "KTOTrainer requires)",
+          [](Recipe& r) -> auto& { return r.data.shuffle; }),
       key("data.eval_fraction", "Fraction of data.train held out for eval when data.eval is empty (0: no eval)",
           [](Recipe& r) -> auto& { return r.data.eval_fraction; }),
       key("optim.name", "Optimizer", [](Recipe& r) -> auto& { return r.optim.name; },
@@ -290,8 +294,9 @@ std::vector<RecipeKey> make_schema() {
           [](Recipe& r) -> auto& { return r.schedule.min_lr_ratio; }),
       key("train.objective",
           "What training minimises: sft (next-token loss) | dpo (preference pairs, data.format preference; the "
-          "reference is the base with the adapters off) | orpo | simpo (preference pairs, no reference)",
-          [](Recipe& r) -> auto& { return r.train.objective; }, {"sft", "dpo", "orpo", "simpo"}),
+          "reference is the base with the adapters off) | orpo | simpo (preference pairs, no reference) | kto "
+          "(prompt/completion/label records, data.format preference)",
+          [](Recipe& r) -> auto& { return r.train.objective; }, {"sft", "dpo", "orpo", "simpo", "kto"}),
       key("train.mode", "lora: adapters on the frozen quantized base; full: train every weight (dense, e.g. pretraining)",
           [](Recipe& r) -> auto& { return r.train.mode; }, {"lora", "full"}),
       key("train.batch_size", "Rows per micro-batch", [](Recipe& r) -> auto& { return r.train.batch_size; }),
@@ -346,6 +351,12 @@ std::vector<RecipeKey> make_schema() {
           "SimPO: weight of the chosen completions' NLL added to the loss (0: SimPO; TRL's CPOConfig default 1 is "
           "CPO-SimPO)",
           [](Recipe& r) -> auto& { return r.simpo.cpo_alpha; }),
+      key("kto.beta", "KTO: the scale of the implied reward, log-ratio to the reference minus the KL estimate",
+          [](Recipe& r) -> auto& { return r.kto.beta; }),
+      key("kto.desirable_weight", "KTO: the weight of the desirable (label true) records' losses",
+          [](Recipe& r) -> auto& { return r.kto.desirable_weight; }),
+      key("kto.undesirable_weight", "KTO: the weight of the undesirable (label false) records' losses",
+          [](Recipe& r) -> auto& { return r.kto.undesirable_weight; }),
   };
 }
 
@@ -556,7 +567,9 @@ void Recipe::validate() const {
         std::to_string(data.max_prompt_length));
   if ((train.objective == "sft") != (data.format != "preference"))
     fail("{}: train.objective {} needs {}: set data.format: {}", s, train.objective,
-         train.objective == "sft" ? "supervised records (alpaca-jsonl, chat-jsonl or text)" : "preference pairs",
+         train.objective == "sft"   ? "supervised records (alpaca-jsonl, chat-jsonl or text)"
+         : train.objective == "kto" ? "KTO records (prompt, completion, label)"
+                                    : "preference pairs",
          train.objective == "sft" ? "alpaca-jsonl, chat-jsonl or text (or a preference train.objective)"
                                   : "preference");
   check(dpo.beta > 0, "dpo.beta", "> 0", fmt::format("{}", dpo.beta));
@@ -567,6 +580,9 @@ void Recipe::validate() const {
   check(simpo.label_smoothing >= 0 && simpo.label_smoothing < 0.5, "simpo.label_smoothing", "in [0, 0.5)",
         fmt::format("{}", simpo.label_smoothing));
   check(simpo.cpo_alpha >= 0, "simpo.cpo_alpha", ">= 0", fmt::format("{}", simpo.cpo_alpha));
+  check(kto.beta > 0, "kto.beta", "> 0", fmt::format("{}", kto.beta));
+  check(kto.desirable_weight > 0, "kto.desirable_weight", "> 0", fmt::format("{}", kto.desirable_weight));
+  check(kto.undesirable_weight > 0, "kto.undesirable_weight", "> 0", fmt::format("{}", kto.undesirable_weight));
   check(data.eval_fraction >= 0 && data.eval_fraction < 1, "data.eval_fraction", "in [0, 1)",
         fmt::format("{}", data.eval_fraction));
   check(optim.lr > 0, "optim.lr", "> 0", fmt::format("{}", optim.lr));

@@ -114,13 +114,42 @@ RunData load_preference_data(const Recipe& r, const data::Tokenizer& tok) {
   return d;
 }
 
+std::vector<data::TokenizedSample> tokenize_kto_file(const Recipe& r, const std::string& path,
+                                                    const data::Tokenizer& tok, DataStats& stats) {
+  const auto records = data::read_kto_records(path);
+  stats.records += static_cast<int64_t>(records.size());
+  const bool needs_template =
+      std::any_of(records.begin(), records.end(), [](const data::KtoRecord& x) { return x.conversational; });
+  const auto format = needs_template ? data::resolve_chat_format(r.data.chat_template, r.model.path, tok)
+                                     : data::ChatFormat(data::ChatTemplate::None);
+  std::vector<data::TokenizedSample> rows;
+  for (const auto& rec : records) {
+    rows.push_back(data::kto_row(data::tokenize_kto(rec, format, tok, preference_limits(r)), preference_limits(r)));
+    stats.truncated += rows.back().truncated;
+  }
+  return rows;
+}
+
+// KTO: one row per record, its label carried along (the loader pairs the rows for the KL term).
+RunData load_kto_data(const Recipe& r, const data::Tokenizer& tok) {
+  RunData d;
+  d.train = tokenize_kto_file(r, r.data.train, tok, d.stats);
+  if (!r.data.eval.empty())
+    d.eval = tokenize_kto_file(r, r.data.eval, tok, d.stats);
+  else if (r.data.eval_fraction > 0)
+    std::tie(d.train, d.eval) = data::split_eval(std::move(d.train), r.data.eval_fraction, r.data.seed);
+  return d;
+}
+
 }  // namespace
 
 bool preference_objective(const Recipe& r) { return r.train.objective != "sft"; }
 
 RunData load_data(const Recipe& r, const data::Tokenizer& tok) {
   RunData d;
-  if (preference_objective(r)) {
+  if (r.train.objective == "kto") {
+    d = load_kto_data(r, tok);
+  } else if (preference_objective(r)) {
     d = load_preference_data(r, tok);
   } else {
     d.train = tokenize_file(r, r.data.train, tok, d.stats).samples;
@@ -144,9 +173,9 @@ data::LoaderOptions loader_options(const Recipe& r, bool for_eval, int64_t ranks
   o.batch_size = r.train.batch_size * ranks;
   o.max_seq_len = r.data.max_seq_len;
   o.packing = r.data.packing;
-  o.shuffle = !for_eval;
+  o.shuffle = !for_eval && r.data.shuffle;
   o.seed = r.data.seed;
-  o.rows_per_sample = preference_objective(r) ? 2 : 1;
+  o.rows_per_sample = preference_objective(r) && r.train.objective != "kto" ? 2 : 1;
   return o;
 }
 
@@ -202,6 +231,10 @@ RunSetup RunSetup::create(const Recipe& recipe, std::FILE* out, int64_t ranks) {
   auto data = load_data(r, s.tokenizer);
   s.stats = data.stats;
   const int64_t pad = s.tokenizer.pad_id().value_or(s.tokenizer.eos_id());
+  if (r.train.objective == "kto" && r.train.batch_size * ranks < 2)
+    fail("{}: train.objective kto needs at least 2 records per micro-batch (train.batch_size {} x {} rank(s)): its KL "
+         "term pairs each prompt with another record's completion of the same batch (TRL's KTOTrainer needs 2 too)",
+         r.source, r.train.batch_size, ranks);
   s.train_loader = std::make_unique<data::DataLoader>(std::move(data.train), loader_options(r, false, ranks), pad);
   if (!data.eval.empty())
     s.eval_loader = std::make_unique<data::DataLoader>(std::move(data.eval), loader_options(r, true, ranks), pad);

@@ -172,8 +172,9 @@ EvalResult evaluate(nn::CausalLMImpl& model, const data::DataLoader& loader, int
   const int64_t all = loader.batches_per_epoch(0);
   const int64_t n = max_batches > 0 ? std::min((max_batches + ranks - 1) / ranks, all) : all;
   for (int64_t i = 0; i < n; ++i) {
-    if (max_batches > 0 && i * ranks + rank >= max_batches) continue;
-    const auto b = rank_share(loader.batch(0, i), rank, ranks, share, loader.rows_per_sample());
+    auto b = rank_share(loader.batch(0, i), rank, ranks, share, loader.rows_per_sample());
+    if (max_batches > 0 && i * ranks + rank >= max_batches) b = data::slice_rows(b, 0, 0);  // sits this one out
+    objective->prepare(model, b, comm);
     const int64_t units = objective->units(b);
     if (units == 0) continue;
     auto ls = objective->loss(model, b);
@@ -391,8 +392,9 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     if (!run.eval_loader) return std::nullopt;
     auto e = evaluate(model, *run.eval_loader, r.train.eval_batches, comm.get(), objective.get());
     log_metrics({"eval", step, {{"loss", e.loss}, {"perplexity", e.perplexity}, {"tokens", double(e.tokens)}}});
-    progress.message(std::isnan(e.perplexity) ? fmt::format("eval @ step {}: {} loss {:.4f} ({} pairs)", step,
-                                                            objective->name(), e.loss, e.tokens)
+    const char* units = std::string(objective->name()) == "kto" ? "records" : "pairs";
+    progress.message(std::isnan(e.perplexity) ? fmt::format("eval @ step {}: {} loss {:.4f} ({} {})", step,
+                                                            objective->name(), e.loss, e.tokens, units)
                                               : fmt::format("eval @ step {}: loss {:.4f}, perplexity {:.3f} ({} tokens)",
                                                             step, e.loss, e.perplexity, e.tokens));
     plot();
@@ -459,7 +461,8 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     const double tok_s = tokens_since_log / std::max(1e-9, seconds_since(last_log));  // every rank's tokens
     const int64_t memory = peak_memory_bytes(run.device);
     ProgressInfo info{done, total, loss, lr, tok_s, elapsed, memory, grad_norm};
-    for (size_t i = 0; i < metric_names.size(); ++i) info.metrics.emplace_back(metric_names[i], totals.metric(i));
+    const auto values = objective->metric_values(totals.metric_sums, totals.metric_counts);
+    for (size_t i = 0; i < metric_names.size(); ++i) info.metrics.emplace_back(metric_names[i], values[i]);
     progress.update(info);
     if (done % r.train.log_every == 0 || done == total || done == 1) {  // step 1: the curve starts where the loss does
       // loss_avg: the mean since the previous train line (HF's logged loss), not one step's, which may be a short
@@ -492,6 +495,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     const double lr = optim::learning_rate(sched, r.optim.lr, step, total);
     StepTotals totals;
     totals.metric_sums.assign(metric_names.size(), 0.0);
+    totals.metric_counts.assign(metric_names.size(), 0.0);
     const auto micro = next_step_batches(totals);
     // The loss of the step is the mean over every unit (target token, pair) of all its micro-batches and ranks (not
     // a mean of per-batch means): each share's Σ loss is divided by the step's units before backward, and the
@@ -501,12 +505,17 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     int64_t rank_tokens = 0;
     for (size_t a = 0; a < micro.batches.size(); ++a) {
       const auto& b = micro.batches[a];
-      if (objective->units(b) == 0) continue;
       lora::DropoutRowsScope scope(micro.rows[a]);
+      objective->prepare(model, b, comm.get());
+      if (objective->units(b) == 0) continue;
       auto ls = objective->loss(model, b);
       (ls.sum * (scale / static_cast<double>(std::max<int64_t>(totals.units, 1)))).backward();
       totals.loss_sum += ls.sum.item<double>();
-      for (size_t i = 0; i < ls.metric_sums.size(); ++i) totals.metric_sums[i] += ls.metric_sums[i];
+      const auto units = static_cast<double>(objective->units(b));
+      for (size_t i = 0; i < ls.metric_sums.size(); ++i) {
+        totals.metric_sums[i] += ls.metric_sums[i];
+        totals.metric_counts[i] += ls.metric_counts.empty() ? units : ls.metric_counts[i];
+      }
       rank_tokens += b.target_tokens;
     }
     step_sync.add_compute(seconds_since(compute_start), rank_tokens);

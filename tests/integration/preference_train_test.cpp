@@ -1,5 +1,6 @@
-// DPO through the whole trainer on a tiny random Llama: exact resume, data parallel (2 ranks x b pairs = 1 rank x 2b),
-// TRL's metrics in metrics.jsonl and the progress line, and what a recipe that mixes objective and data says.
+// DPO and KTO through the whole trainer on a tiny random Llama: exact resume, data parallel (2 ranks x b pairs or
+// records = 1 rank x 2b), TRL's metrics in metrics.jsonl and the progress line, and what a recipe that mixes objective
+// and data says.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -128,6 +129,109 @@ TEST(PreferenceTrain, ObjectiveAndDataFormatMustAgree) {
   EXPECT_NE(msg.find("train.objective sft"), std::string::npos) << msg;
   msg = test::error_of([&] { t.recipe({"train.objective=dpo", "data.format=preference", "dpo.label_smoothing=0.5"}); });
   EXPECT_NE(msg.find("dpo.label_smoothing"), std::string::npos) << msg;
+}
+
+// KTO records from the demo questions: the right answer desirable, or another question's answer undesirable.
+std::string write_kto(const TinyRun& t, const std::string& name, int64_t n, uint64_t seed) {
+  const auto qs = data::demo_questions(n + 1, seed);
+  std::string text;
+  for (int64_t i = 0; i < n; ++i) {
+    const bool good = i % 3 != 1;
+    if (!good && qs[i].answer == qs[i + 1].answer) continue;
+    text += nlohmann::json{{"prompt", qs[i].context + "\nQuestion: " + qs[i].question + "\nAnswer:"},
+                           {"completion", " " + (good ? qs[i].answer : qs[i + 1].answer)},
+                           {"label", good}}
+                .dump() +
+            "\n";
+  }
+  const auto path = t.dir + "/" + name + ".jsonl";
+  io::write_text_atomically(path, text);
+  return path;
+}
+
+std::vector<std::string> kto_keys(const TinyRun& t, std::vector<std::string> more) {
+  std::vector<std::string> keys = {"train.objective=kto", "data.format=preference",
+                                   "data.train=" + write_kto(t, "records", 40, 5),
+                                   "data.eval=" + write_kto(t, "eval_records", 8, 6), "optim.lr=2e-3",
+                                   "train.log_every=1"};
+  keys.insert(keys.end(), more.begin(), more.end());
+  return keys;
+}
+
+const char* const kKtoMetrics[] = {"rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen",
+                                   "logps/rejected", "kl"};
+
+// As DPO's: N steps straight and N/2 + stop + resume give the same losses, metrics and bytes of adapter (the KL
+// pairs are built from each batch, so a resumed run rebuilds the same ones).
+TEST(PreferenceTrain, KtoStoppedAndResumedIsBitIdentical) {
+  TinyRun t;
+  const std::vector<std::string> common = {"lora.dropout=0.1", "train.batch_size=3", "train.grad_accum=2",
+                                           "train.max_steps=6", "train.save_every=2"};
+  auto a = kto_keys(t, common), b = kto_keys(t, common);
+  a.push_back("train.output_dir=" + t.dir + "/a");
+  b.push_back("train.output_dir=" + t.dir + "/b");
+  std::vector<double> straight, resumed;
+  auto o = quiet();
+  o.on_step = [&](int64_t, double loss) { straight.push_back(loss); };
+  const auto s = run_training(t.recipe(a), o);
+  ASSERT_TRUE(s.eval_after.has_value());
+  EXPECT_TRUE(std::isfinite(s.eval_after->loss));
+  auto first = quiet();
+  first.stop_after_step = 3;
+  first.on_step = [&](int64_t, double loss) { resumed.push_back(loss); };
+  run_training(t.recipe(b), first);
+  auto second = quiet();
+  second.resume = "auto";
+  second.on_step = [&](int64_t, double loss) { resumed.push_back(loss); };
+  EXPECT_EQ(run_training(t.recipe(b), second).start_step, 2);
+  ASSERT_EQ(straight.size(), 6u);
+  ASSERT_EQ(resumed.size(), 7u);  // step 3 redone
+  resumed.erase(resumed.begin() + 2);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(resumed[i], straight[i]) << "step " << i + 1;
+  EXPECT_TRUE(test::read_file(t.dir + "/a/adapter/adapter_model.safetensors") ==
+              test::read_file(t.dir + "/b/adapter/adapter_model.safetensors"));
+  const auto la = train_lines(t.dir + "/a"), lb = train_lines(t.dir + "/b");
+  ASSERT_EQ(lb.size(), 6u);
+  ASSERT_EQ(la.size(), 6u);
+  for (size_t i = 0; i < 6; ++i)
+    for (const char* m : kKtoMetrics) {
+      ASSERT_TRUE(lb[i].value(m).has_value()) << m << " at step " << lb[i].step;
+      if (std::isfinite(*la[i].value(m))) EXPECT_EQ(*lb[i].value(m), *la[i].value(m)) << m << " at step " << i + 1;
+    }
+  const auto& last = lb.back();
+  EXPECT_GE(*last.value("kl"), 0.0);  // clamped at 0, as TRL's
+}
+
+// 2 ranks x 2 records = 1 rank x 4 records: the KL pairs are built over the global micro-batch and the estimate is
+// all-reduced (TRL gathers it), so every rank uses the one estimate one rank would.
+TEST(PreferenceTrain, KtoTwoRanksEqualOneRankWithTwiceTheRecords) {
+  TinyRun t;
+  auto two = kto_keys(t, {"train.batch_size=2", "train.max_steps=4", "lora.dropout=0.1",
+                          "train.output_dir=" + t.dir + "/two"});
+  const auto path = t.dir + "/two.yaml";
+  io::write_text_atomically(path, t.recipe(two).to_yaml());
+  const auto r = test::run_qtune("train " + path + " --nproc 2");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("| kl "), std::string::npos) << r.out;  // the progress line shows TRL's metrics
+  auto one = kto_keys(t, {"train.batch_size=4", "train.max_steps=4", "lora.dropout=0.1",
+                          "train.output_dir=" + t.dir + "/one"});
+  run_training(t.recipe(one), quiet());
+  const auto l1 = train_lines(t.dir + "/one"), l2 = train_lines(t.dir + "/two");
+  ASSERT_EQ(l1.size(), l2.size());
+  for (size_t i = 0; i < l1.size(); ++i)
+    for (const char* m : {"loss", "kl", "rewards/chosen", "logps/rejected"}) {
+      const double want = *l1[i].value(m), got = *l2[i].value(m);
+      if (std::isnan(want))  // a step without an undesirable (or desirable) record: no mean, on both
+        EXPECT_TRUE(std::isnan(got)) << m << " " << i;
+      else
+        EXPECT_NEAR(got, want, 1e-5 * std::max(1.0, std::abs(want))) << m << " " << i;
+    }
+  EXPECT_LT(adapter_difference(t.dir + "/one/adapter", t.dir + "/two/adapter"), 1e-4);
+  // A micro-batch of one record would pair its prompt with its own completion.
+  const auto msg = test::error_of([&] {
+    run_training(t.recipe(kto_keys(t, {"train.batch_size=1", "train.output_dir=" + t.dir + "/b1"})), quiet());
+  });
+  EXPECT_NE(msg.find("at least 2 records per micro-batch"), std::string::npos) << msg;
 }
 
 }  // namespace

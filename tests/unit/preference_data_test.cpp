@@ -144,4 +144,102 @@ TEST(PreferenceData, LoaderKeepsEachPairsRowsAdjacent) {
   EXPECT_EQ(share.input_ids[0][0].item<int64_t>(), share.input_ids[1][0].item<int64_t>());
 }
 
+// KTO's unpaired records: prompt, completion and a boolean label, as strings or messages.
+TEST(PreferenceData, ReadsKtoRecordsPlainAndConversational) {
+  const auto path = write(
+      R"({"prompt": "Q: sky?", "completion": " Blue.", "label": true})"
+      "\n\n"
+      R"({"prompt": [{"role": "user", "content": "2+2?"}], "completion": [{"role": "assistant", "content": "5"}],)"
+      R"( "label": false})"
+      "\n");
+  const auto r = read_kto_records(path);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_FALSE(r[0].conversational);
+  EXPECT_TRUE(r[0].desirable);
+  EXPECT_EQ(r[0].completion, " Blue.");
+  EXPECT_EQ(r[0].source, path + ":1");
+  ASSERT_TRUE(r[1].conversational);
+  EXPECT_FALSE(r[1].desirable);
+  EXPECT_EQ(r[1].completion_messages[0].content, "5");
+  EXPECT_EQ(r[1].source, path + ":3");
+}
+
+TEST(PreferenceData, BadKtoRecordsNameTheFileLineAndKey) {
+  const auto file = test::temp_dir() + "/pairs.jsonl";
+  const std::string other = R"({"prompt": "Q", "completion": " B", "label": false})"
+                            "\n";
+  auto error = [&](const std::string& line) {
+    return test::error_of([&] { read_kto_records(write(other + line + "\n")); });
+  };
+  auto missing = error(R"({"prompt": "Q", "label": true})");
+  EXPECT_NE(missing.find(file + ":2"), std::string::npos) << missing;
+  EXPECT_NE(missing.find("no completion"), std::string::npos) << missing;
+  auto empty = error(R"({"prompt": "Q", "completion": "", "label": true})");
+  EXPECT_NE(empty.find(file + ":2"), std::string::npos) << empty;
+  EXPECT_NE(empty.find("no completion"), std::string::npos) << empty;
+  auto label = error(R"({"prompt": "Q", "completion": " A", "label": "yes"})");
+  EXPECT_NE(label.find("\"label\" must be true"), std::string::npos) << label;
+  auto pair = error(R"({"prompt": "Q", "chosen": " A", "rejected": " B"})");
+  EXPECT_NE(pair.find(file + ":2"), std::string::npos) << pair;
+  EXPECT_NE(pair.find("a preference pair"), std::string::npos) << pair;
+  // One label only: the file is named (no line is at fault).
+  const auto one = test::error_of([&] {
+    read_kto_records(write(R"({"prompt": "Q", "completion": " A", "label": true})"
+                           "\n"
+                           R"({"prompt": "R", "completion": " B", "label": true})"
+                           "\n"));
+  });
+  EXPECT_NE(one.find(file + ": every one of its 2 KTO records has \"label\": true"), std::string::npos) << one;
+  // KTO records given to a pairwise objective say which objective reads them.
+  const auto as_pairs = test::error_of([&] { read_preference_records(write(other)); });
+  EXPECT_NE(as_pairs.find("set train.objective: kto"), std::string::npos) << as_pairs;
+}
+
+// A file of pairs given to KTO is unpaired as TRL's KTOTrainer does: the chosen of every pair, then the rejected.
+TEST(PreferenceData, KtoUnpairsAFileOfPairsInTrlsOrder) {
+  const auto r = read_kto_records(write(R"({"prompt": "Q", "chosen": " A", "rejected": " B"})"
+                                        "\n"
+                                        R"({"chosen": "R: C", "rejected": "R: D"})"
+                                        "\n"));
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].completion, " A");
+  EXPECT_TRUE(r[0].desirable);
+  EXPECT_EQ(r[1].prompt, "R:");
+  EXPECT_EQ(r[1].completion, " C");
+  EXPECT_EQ(r[2].completion, " B");
+  EXPECT_FALSE(r[2].desirable);
+  EXPECT_EQ(r[3].completion, " D");
+  EXPECT_EQ(r[3].source, test::temp_dir() + "/pairs.jsonl:2");
+}
+
+// The KL term's pairs as TRL builds them: row i's prompt with row i-1's completion (the first with the last's), and
+// the loader carrying each row's label and those pairs, sliced with the rows.
+TEST(PreferenceData, KtoMismatchedPairsRotateCompletionsWithinTheBatch) {
+  std::vector<TokenizedSample> rows;
+  for (int64_t i = 0; i < 3; ++i)
+    rows.push_back(kto_row({{100 + i, 110 + i}, {20 + i, 30 + i}, i != 1, "x"}, {}));
+  EXPECT_EQ(rows[0].labels, (std::vector<int64_t>{-100, -100, 20, 30}));
+  EXPECT_EQ(rows[1].desirable, 0);
+  const auto kl = mismatched_rows({&rows[0], &rows[1], &rows[2]}, 0);
+  EXPECT_EQ(kl[0].input_ids, (std::vector<int64_t>{100, 110, 22, 32}));
+  EXPECT_EQ(kl[1].input_ids, (std::vector<int64_t>{101, 111, 20, 30}));
+  EXPECT_EQ(kl[1].labels, (std::vector<int64_t>{-100, -100, 20, 30}));
+  EXPECT_EQ(mismatched_rows({&rows[0], &rows[1]}, 3)[0].input_ids, (std::vector<int64_t>{100, 110, 21}));
+
+  LoaderOptions o;
+  o.batch_size = 3;
+  o.shuffle = false;
+  DataLoader loader(rows, o, 0);
+  const auto b = loader.batch(0, 0);
+  ASSERT_TRUE(b.desirable.defined());
+  ASSERT_TRUE(b.mismatched);
+  EXPECT_TRUE(at::equal(b.desirable, at::tensor({1, 0, 1}, at::kLong).to(at::kBool)));
+  EXPECT_EQ(b.mismatched->input_ids[1][2].item<int64_t>(), 20);
+  EXPECT_EQ(b.mismatched->samples, 3);
+  const auto share = slice_rows(b, 1, 3);  // a rank's share keeps the global batch's pairs
+  EXPECT_EQ(share.mismatched->samples, 2);
+  EXPECT_EQ(share.mismatched->input_ids[0][2].item<int64_t>(), 20);
+  EXPECT_FALSE(share.desirable[0].item<bool>());
+}
+
 }  // namespace

@@ -109,6 +109,7 @@ struct TokenizedSample {
   std::vector<int64_t> input_ids;
   std::vector<int64_t> labels;  // aligned with input_ids (HF convention: position t's label is input_ids[t] or -100)
   bool truncated = false;       // longer than max_seq_len: cut, keeping the start
+  int8_t desirable = -1;        // a KTO record's label (1 desirable, 0 undesirable); -1: none
 };
 
 constexpr int64_t kIgnoreLabel = -100;

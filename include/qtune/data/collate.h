@@ -22,6 +22,10 @@ struct Batch {
   at::Tensor segment_ids;   // [B, T] int64: 0, 1, 2 .. per packed sample within a row; padding is -1
   int64_t target_tokens = 0;  // targets != -100 (for a token-weighted loss across gradient accumulation)
   int64_t samples = 0;
+  // KTO (samples that carry a label; one per row): each row's label, and the mismatched pairs its KL term is
+  // estimated on, row i's prompt with row i-1's completion over the whole (global) micro-batch.
+  at::Tensor desirable;                      // [B] bool; undefined for other data
+  std::shared_ptr<const Batch> mismatched;  // B rows; null for other data
 };
 
 struct LoaderOptions {

@@ -62,6 +62,7 @@ struct DataSection {
   bool packing = true;
   bool train_on_prompt = false;
   uint64_t seed = 42;
+  bool shuffle = true;         // false: the file's order every epoch (TRL's train_sampling_strategy sequential)
   double eval_fraction = 0.0;  // held out of data.train when data.eval is empty
   // Preference data (data.format preference): TRL's max_prompt_length (0: none; a longer prompt keeps its end) and
   // how a prompt + completion longer than max_seq_len (TRL's max_length) is cut.
@@ -84,7 +85,7 @@ struct ScheduleSection {
 };
 
 struct TrainSection {
-  std::string objective = "sft";  // sft | dpo | orpo | simpo (train/objectives/)
+  std::string objective = "sft";  // sft | dpo | orpo | simpo | kto (train/objectives/)
   std::string mode = "lora";  // lora: adapters on the frozen (quantized) base | full: every weight trains, dense
   int64_t batch_size = 4;
   int64_t grad_accum = 4;
@@ -123,6 +124,12 @@ struct SimpoSection {
   double cpo_alpha = 0.0;  // > 0: CPO's NLL of the chosen completions added (TRL's default 1: CPO-SimPO)
 };
 
+// KTO's keys, with TRL's KTOConfig defaults: the weights of the desirable and undesirable records' losses.
+struct KtoSection {
+  double beta = 0.1;
+  double desirable_weight = 1.0, undesirable_weight = 1.0;
+};
+
 struct Recipe {
   std::string name = "run";
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
@@ -136,6 +143,7 @@ struct Recipe {
   DpoSection dpo;
   OrpoSection orpo;
   SimpoSection simpo;
+  KtoSection kto;
   std::string source;  // the file it came from, for messages
 
   // Reads a YAML recipe, then applies `overrides` ("lora.r=32"), then validates. Relative paths in the file are

@@ -1,6 +1,6 @@
 #pragma once
 // The sums of one optimizer step, and the one collective a data-parallel step makes: the gradients all-reduced with
-// the step's loss and metric sums and each rank's throughput riding along in the same round. Kept out of the
+// the step's loss and metric sums (and counts) and each rank's throughput riding along in the same round. Kept out of the
 // trainer's loop, which then reads as one step from top to bottom.
 #include <ATen/ATen.h>
 
@@ -16,12 +16,12 @@ namespace qtune::train {
 
 struct StepTotals {
   double loss_sum = 0;              // Σ of the objective's loss over the step's units (this rank's, then all ranks')
-  std::vector<double> metric_sums;  // Σ of each of the objective's metrics over the same units
-  int64_t units = 0;                // the step's units, every rank's: what the sums are divided by
-  int64_t tokens = 0;               // target tokens of the step, every rank's
+  std::vector<double> metric_sums;    // Σ of each of the objective's metrics over the same units
+  std::vector<double> metric_counts;  // what each metric's sum is divided by (the units, unless the objective says)
+  int64_t units = 0;                  // the step's units, every rank's: what the loss sum is divided by
+  int64_t tokens = 0;                 // target tokens of the step, every rank's
 
   double loss() const { return loss_sum / static_cast<double>(std::max<int64_t>(units, 1)); }
-  double metric(size_t i) const { return metric_sums[i] / static_cast<double>(std::max<int64_t>(units, 1)); }
 };
 
 class StepSync {

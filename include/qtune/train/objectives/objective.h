@@ -13,6 +13,10 @@
 #include "qtune/data/collate.h"
 #include "qtune/nn/decoder.h"
 
+namespace qtune::dist {
+class Communicator;
+}
+
 namespace qtune::train {
 
 struct Recipe;
@@ -20,6 +24,8 @@ struct Recipe;
 struct ObjectiveLoss {
   at::Tensor sum;                   // scalar fp32, differentiable: Σ over the micro-batch's units of their losses
   std::vector<double> metric_sums;  // Σ over the same units of each of metric_names()
+  // What each metric's sum is divided by (KTO's rewards/chosen: the desirable records); empty: the units.
+  std::vector<double> metric_counts;
 };
 
 class Objective {
@@ -30,8 +36,15 @@ class Objective {
   // micro-batch before a rank takes its share, so every rank knows the step's total without a collective.
   virtual int64_t units(const data::Batch& batch) const = 0;
   virtual ObjectiveLoss loss(nn::CausalLMImpl& model, const data::Batch& batch) = 0;
+  // Called before loss() for every micro-batch on every rank, a rank whose share is empty included (loss() is not
+  // called on an empty share): what an objective estimates over the whole global micro-batch with one collective,
+  // as KTO's KL term, which TRL gathers over the processes.
+  virtual void prepare(nn::CausalLMImpl& /*model*/, const data::Batch& /*share*/, dist::Communicator* /*comm*/) {}
   // What loss() sums besides the loss, logged as means over the step's units (TRL's names: "rewards/chosen", ..).
   virtual std::vector<std::string> metric_names() const { return {}; }
+  // The logged value of each metric from the step's sums and counts: sum / count (NaN where the count is 0); an
+  // objective may derive one from the others (KTO's rewards/margins).
+  virtual std::vector<double> metric_values(const std::vector<double>& sums, const std::vector<double>& counts) const;
 };
 
 // The recipe's train.objective.
