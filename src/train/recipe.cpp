@@ -297,6 +297,11 @@ std::vector<RecipeKey> make_schema() {
           "reference is the base with the adapters off) | orpo | simpo (preference pairs, no reference) | kto "
           "(prompt/completion/label records, data.format preference)",
           [](Recipe& r) -> auto& { return r.train.objective; }, {"sft", "dpo", "orpo", "simpo", "kto"}),
+      key("train.precompute_ref_log_probs",
+          "DPO, KTO: compute the reference's log-probabilities of every train and eval record once, before the first "
+          "step, and cache them in the run directory (ref_logps.safetensors, reused on resume) instead of a reference "
+          "forward in every step (TRL's option of that name)",
+          [](Recipe& r) -> auto& { return r.train.precompute_ref_log_probs; }, {}, false),
       key("train.mode", "lora: adapters on the frozen quantized base; full: train every weight (dense, e.g. pretraining)",
           [](Recipe& r) -> auto& { return r.train.mode; }, {"lora", "full"}),
       key("train.batch_size", "Rows per micro-batch", [](Recipe& r) -> auto& { return r.train.batch_size; }),
@@ -572,6 +577,18 @@ void Recipe::validate() const {
                                     : "preference pairs",
          train.objective == "sft" ? "alpaca-jsonl, chat-jsonl or text (or a preference train.objective)"
                                   : "preference");
+  if (train.precompute_ref_log_probs && train.objective != "dpo" && train.objective != "kto")
+    fail("{}: train.precompute_ref_log_probs caches the reference of DPO and KTO; train.objective {} has none: set it "
+         "to false",
+         s, train.objective);
+  if (train.precompute_ref_log_probs && (quant.qat != "none" || quant.qat_activations != "none"))
+    fail("{}: train.precompute_ref_log_probs computes the reference before the first step, but quant.qat changes the "
+         "base's forward during the run: set one of them off",
+         s);
+  if (train.precompute_ref_log_probs && train.mode != "lora")
+    fail("{}: train.precompute_ref_log_probs needs train.mode lora (the reference is the base with the adapters off); "
+         "got train.mode {}",
+         s, train.mode);
   check(dpo.beta > 0, "dpo.beta", "> 0", fmt::format("{}", dpo.beta));
   check(dpo.label_smoothing >= 0 && dpo.label_smoothing < 0.5, "dpo.label_smoothing", "in [0, 0.5)",
         fmt::format("{}", dpo.label_smoothing));

@@ -27,6 +27,7 @@
 #include "qtune/train/precision.h"
 #include "qtune/train/objectives/sft.h"
 #include "qtune/train/progress.h"
+#include "qtune/train/reference_cache.h"
 #include "qtune/train/qat_layers.h"
 #include "qtune/train/run_directory.h"
 #include "qtune/train/run_setup.h"
@@ -417,6 +418,36 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     progress.message(fmt::format("saved {}", dir));
   };
 
+  // train.precompute_ref_log_probs: the reference of every row the run reads (each step's micro-batches over the
+  // whole run, from its first step: the same table for a resumed run; the eval set), once, before any step.
+  std::optional<PreparedReference> reference;
+  if (r.train.precompute_ref_log_probs && objective->uses_reference()) {
+    const int64_t rows_per_sample = run.train_loader->rows_per_sample();
+    auto visit = [&](const std::function<void(const data::Batch&, int64_t)>& f) {
+      int64_t e = 0, i = 0;
+      for (int64_t step = 0; step < total; ++step)
+        for (int64_t a = 0; a < r.train.grad_accum; ++a) {
+          if (i >= micro_batches_in_epoch(r, *run.train_loader, e)) {
+            if (a > 0 && r.train.max_steps <= 0) break;  // as next_step_batches
+            ++e, i = 0;
+          }
+          f(run.train_loader->batch(e, i++), share * rows_per_sample);
+        }
+      if (run.eval_loader)
+        for (int64_t j = 0; j < run.eval_loader->batches_per_epoch(0); ++j)
+          f(run.eval_loader->batch(0, j),
+            run.eval_loader->options().batch_size / ranks * run.eval_loader->rows_per_sample());  // as evaluate()
+    };
+    reference = prepare_reference(model, run_dir + "/" + kReferenceCacheFile, reference_fingerprint(r), visit, *comm);
+    objective->set_reference_table(&reference->table);
+    summary.reference_cache = reference->computed ? "computed" : "read";
+    if (root && !reference->note.empty()) fmt::print(stderr, "note: {}\n", reference->note);
+    progress.message(reference->message);
+  }
+  auto finish_reference = [&] {
+    if (reference) summary.reference_misses = reference->table.misses();
+  };
+
   // Delayed QAT: fake quantization follows the step count alone, so a resumed run switches at the same step.
   auto set_qat_for = [&](int64_t step) {
     if (run.qat.plan) qat::set_fake_quant(model, step >= run.qat_start_step);
@@ -564,6 +595,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
     }
     if (options.stop_after_step > 0 && done >= options.stop_after_step) {
       progress.finish();
+      finish_reference();
       summary.tokens = st.tokens_seen;
       summary.seconds = seconds_since(start);
       return summary;
@@ -573,6 +605,7 @@ TrainSummary run_training(const Recipe& recipe_in, const TrainOptions& options) 
   summary.tokens = st.tokens_seen;
   if (st.loss_steps > 0) summary.mean_loss = st.loss_sum / static_cast<double>(st.loss_steps);
   summary.eval_after = do_eval(summary.steps);
+  finish_reference();
   plot();
   const auto out_dir = run_dir + (r.train.mode == "lora" ? "/adapter" : "/model");
   if (root) save_result(run, out_dir);

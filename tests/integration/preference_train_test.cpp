@@ -10,6 +10,7 @@
 #include "qtune/io/atomic_file.h"
 #include "qtune/io/safetensors.h"
 #include "qtune/train/metrics_log.h"
+#include "qtune/train/reference_cache.h"
 #include "tiny_run.h"
 
 namespace qtune::train {
@@ -232,6 +233,161 @@ TEST(PreferenceTrain, KtoTwoRanksEqualOneRankWithTwiceTheRecords) {
     run_training(t.recipe(kto_keys(t, {"train.batch_size=1", "train.output_dir=" + t.dir + "/b1"})), quiet());
   });
   EXPECT_NE(msg.find("at least 2 records per micro-batch"), std::string::npos) << msg;
+}
+
+// train.precompute_ref_log_probs: a run that reads the reference from the table computed before its first step
+// trains as one that runs the reference forward in every step (the same losses, metrics, first-step gradients and
+// adapter), for DPO (pairs) and KTO (records and their mismatched KL pairs), the eval set included.
+void expect_precomputed_equals_live(const TinyRun& t, std::vector<std::string> keys, const char* const* metrics,
+                                    size_t n_metrics) {
+  auto live = keys, cached = keys;
+  live.push_back("train.output_dir=" + t.dir + "/live");
+  cached.push_back("train.output_dir=" + t.dir + "/cached");
+  cached.push_back("train.precompute_ref_log_probs=true");
+  std::vector<double> live_losses, cached_losses;
+  std::vector<at::Tensor> live_grads, cached_grads;
+  auto watch = [](std::vector<double>& losses, std::vector<at::Tensor>& grads) {
+    auto o = quiet();
+    o.on_step = [&losses](int64_t, double loss) { losses.push_back(loss); };
+    o.after_backward = [&grads](int64_t step, const std::vector<at::Tensor>& params) {
+      if (step == 1)
+        for (const auto& p : params) grads.push_back(p.grad().detach().clone());
+    };
+    return o;
+  };
+  const auto a = run_training(t.recipe(live), watch(live_losses, live_grads));
+  const auto b = run_training(t.recipe(cached), watch(cached_losses, cached_grads));
+  EXPECT_EQ(a.reference_cache, "");
+  EXPECT_EQ(b.reference_cache, "computed");
+  EXPECT_EQ(b.reference_misses, 0);  // no step (nor eval) ran the reference forward
+  EXPECT_TRUE(std::filesystem::exists(t.dir + "/cached/" + kReferenceCacheFile));
+  ASSERT_EQ(live_losses.size(), cached_losses.size());
+  for (size_t i = 0; i < live_losses.size(); ++i) EXPECT_NEAR(cached_losses[i], live_losses[i], 1e-6) << "step " << i;
+  ASSERT_EQ(live_grads.size(), cached_grads.size());
+  ASSERT_FALSE(live_grads.empty());
+  for (size_t i = 0; i < live_grads.size(); ++i)
+    EXPECT_LE((cached_grads[i] - live_grads[i]).abs().max().item<double>(), 1e-6) << "gradient " << i;
+  const auto la = train_lines(t.dir + "/live"), lb = train_lines(t.dir + "/cached");
+  ASSERT_EQ(la.size(), lb.size());
+  for (size_t i = 0; i < la.size(); ++i)
+    for (size_t m = 0; m < n_metrics; ++m) {
+      const double want = *la[i].value(metrics[m]), got = *lb[i].value(metrics[m]);
+      if (std::isnan(want))
+        EXPECT_TRUE(std::isnan(got)) << metrics[m] << " at step " << i + 1;
+      else
+        EXPECT_NEAR(got, want, 1e-6) << metrics[m] << " at step " << i + 1;
+    }
+  ASSERT_TRUE(a.eval_after && b.eval_after);
+  EXPECT_NEAR(b.eval_after->loss, a.eval_after->loss, 1e-6);
+  EXPECT_LE(adapter_difference(t.dir + "/live/adapter", t.dir + "/cached/adapter"), 1e-6);
+}
+
+const char* const kDpoMetrics[] = {"loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                                   "rewards/margins", "logps/chosen", "logps/rejected"};
+
+TEST(PreferenceTrain, PrecomputedReferenceEqualsTheStepsReferenceForDpo) {
+  TinyRun t;
+  expect_precomputed_equals_live(
+      t, dpo_keys(t, {"lora.dropout=0.1", "train.batch_size=2", "train.grad_accum=2", "train.max_steps=4"}),
+      kDpoMetrics, std::size(kDpoMetrics));
+}
+
+TEST(PreferenceTrain, PrecomputedReferenceEqualsTheStepsReferenceForKto) {
+  TinyRun t;
+  expect_precomputed_equals_live(
+      t, kto_keys(t, {"lora.dropout=0.1", "train.batch_size=3", "train.grad_accum=2", "train.max_steps=4"}),
+      kKtoMetrics, std::size(kKtoMetrics));
+}
+
+// Stopped and resumed with the cache: the resumed run reads the file the first one wrote (not rewritten: the same
+// modification time) and ends with the uninterrupted run's adapter, byte for byte.
+TEST(PreferenceTrain, PrecomputedReferenceIsReusedOnResume) {
+  TinyRun t;
+  const std::vector<std::string> common = {"lora.dropout=0.1", "train.batch_size=2", "train.grad_accum=2",
+                                           "train.max_steps=6", "train.save_every=2",
+                                           "train.precompute_ref_log_probs=true"};
+  auto a = dpo_keys(t, common), b = dpo_keys(t, common);
+  a.push_back("train.output_dir=" + t.dir + "/a");
+  b.push_back("train.output_dir=" + t.dir + "/b");
+  EXPECT_EQ(run_training(t.recipe(a), quiet()).reference_cache, "computed");
+  auto first = quiet();
+  first.stop_after_step = 3;
+  EXPECT_EQ(run_training(t.recipe(b), first).reference_cache, "computed");
+  const auto cache = t.dir + "/b/" + kReferenceCacheFile;
+  const auto written = std::filesystem::last_write_time(cache);
+  const auto bytes = test::read_file(cache);
+  auto second = quiet();
+  second.resume = "auto";
+  const auto s = run_training(t.recipe(b), second);
+  EXPECT_EQ(s.start_step, 2);
+  EXPECT_EQ(s.reference_cache, "read");
+  EXPECT_EQ(s.reference_misses, 0);
+  EXPECT_TRUE(std::filesystem::last_write_time(cache) == written);
+  EXPECT_TRUE(test::read_file(cache) == bytes);
+  EXPECT_TRUE(test::read_file(t.dir + "/a/adapter/adapter_model.safetensors") ==
+              test::read_file(t.dir + "/b/adapter/adapter_model.safetensors"));
+}
+
+// A cache file that is not there to be trusted (corrupt bytes, another fingerprint, rows missing) is recomputed with
+// a note on stderr naming why, and the run goes on as it would have.
+TEST(PreferenceTrain, CorruptOrStaleReferenceCacheIsRecomputedWithANote) {
+  TinyRun t;
+  const auto keys = dpo_keys(t, {"train.batch_size=2", "train.max_steps=3", "train.save_every=1",
+                                 "train.precompute_ref_log_probs=true", "train.output_dir=" + t.dir + "/run"});
+  const auto recipe = t.recipe(keys);
+  auto first = quiet();
+  first.stop_after_step = 2;
+  run_training(recipe, first);
+  const auto cache = t.dir + "/run/" + kReferenceCacheFile;
+  const auto good = test::read_file(cache);
+  auto resume_and_note = [&] {
+    auto o = quiet();
+    o.resume = "auto";
+    testing::internal::CaptureStderr();
+    const auto s = run_training(recipe, o);
+    const auto err = testing::internal::GetCapturedStderr();
+    EXPECT_EQ(s.reference_cache, "computed") << err;
+    EXPECT_EQ(s.reference_misses, 0);
+    EXPECT_TRUE(test::read_file(cache) == good) << "the recomputed file differs from the first";
+    return err;
+  };
+  io::write_text_atomically(cache, "not a safetensors file");
+  auto err = resume_and_note();
+  EXPECT_NE(err.find("is unreadable"), std::string::npos) << err;
+  EXPECT_NE(err.find(kReferenceCacheFile), std::string::npos) << err;
+  io::write_safetensors(cache, {{"keys", at::zeros({1}, at::kLong)}, {"logps", at::zeros({1})}},
+                        {{"fingerprint", "0123456789abcdef"}});
+  err = resume_and_note();
+  EXPECT_NE(err.find("another base, data or settings"), std::string::npos) << err;
+  io::write_safetensors(cache, {{"keys", at::zeros({1}, at::kLong)}, {"logps", at::zeros({1})}},
+                        {{"fingerprint", reference_fingerprint(recipe)}});
+  err = resume_and_note();
+  EXPECT_NE(err.find("lacks"), std::string::npos) << err;
+  // Only DPO and KTO have a reference to precompute.
+  const auto msg = test::error_of([&] { t.recipe({"train.precompute_ref_log_probs=true"}); });
+  EXPECT_NE(msg.find("train.precompute_ref_log_probs"), std::string::npos) << msg;
+}
+
+// 2 ranks x 2 pairs with the cache (each rank computes its shares' rows, gathered into one file) = 1 rank x 4 pairs
+// with the reference in every step.
+TEST(PreferenceTrain, PrecomputedReferenceWithTwoRanksEqualsOneRank) {
+  TinyRun t;
+  auto two = dpo_keys(t, {"train.batch_size=2", "train.max_steps=4", "lora.dropout=0.1",
+                          "train.precompute_ref_log_probs=true", "train.output_dir=" + t.dir + "/two"});
+  const auto path = t.dir + "/two.yaml";
+  io::write_text_atomically(path, t.recipe(two).to_yaml());
+  const auto r = test::run_qtune("train " + path + " --nproc 2");
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE((r.out + r.err).find("reference log-probabilities: computed"), std::string::npos) << r.out << r.err;
+  auto one = dpo_keys(t, {"train.batch_size=4", "train.max_steps=4", "lora.dropout=0.1",
+                          "train.output_dir=" + t.dir + "/one"});
+  run_training(t.recipe(one), quiet());
+  const auto l1 = train_lines(t.dir + "/one"), l2 = train_lines(t.dir + "/two");
+  ASSERT_EQ(l1.size(), l2.size());
+  for (size_t i = 0; i < l1.size(); ++i)
+    for (const char* m : {"loss", "rewards/margins", "logps/chosen"})
+      EXPECT_NEAR(*l2[i].value(m), *l1[i].value(m), 1e-5 * std::max(1.0, std::abs(*l1[i].value(m)))) << m << " " << i;
+  EXPECT_LT(adapter_difference(t.dir + "/one/adapter", t.dir + "/two/adapter"), 1e-4);
 }
 
 }  // namespace

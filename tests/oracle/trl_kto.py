@@ -16,7 +16,9 @@ one batch), and per case OUT_DIR/<case>/:
 The options that match qtune's defaults: KTOConfig(beta, desirable_weight, undesirable_weight) with TRL 1.16's
 defaults otherwise (loss_type kto, max_length 1024 cut from the right, no precomputed reference: the reference is
 the PEFT model under its adapter switched off, as qtune's lora::AdaptersDisabled), train_sampling_strategy
-sequential (TRL's default for KTO; qtune's data.shuffle: false), the KL pairs rotated by one within each batch.
+sequential (TRL's default for KTO; qtune's data.shuffle: false), the KL pairs rotated by one within each batch;
+the case kto_precomputed sets precompute_ref_log_probs=True (the reference of the records and their KL pairs computed
+before training).
 """
 import json
 import os
@@ -46,6 +48,9 @@ CASES = {
     "kto": dict(),
     "kto_weighted": dict(beta=0.5, desirable_weight=1.3, undesirable_weight=0.7),
     "kto_clamped": dict(beta=0.3),
+    # The reference's log-probabilities of the records and their KL pairs computed once before training (qtune's
+    # train.precompute_ref_log_probs).
+    "kto_precomputed": dict(precompute_ref_log_probs=True),
 }
 # The adapter each case starts from: kto_clamped's has B scaled by 0.1, which on these records turns the KL estimate
 # negative, so that TRL's clamp at 0 is what the case checks.

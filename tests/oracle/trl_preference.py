@@ -16,7 +16,8 @@ OUT_DIR/<case>/:
   adapter/                the adapter after those steps (save_pretrained)
 The options that match qtune's defaults: DPOConfig(beta, loss_type=[...], label_smoothing) with TRL 1.16's
 defaults otherwise (max_length 1024, truncation_mode keep_start, no precomputed reference: the reference is the
-PEFT model under disable_adapter(), as qtune's lora::AdaptersDisabled).
+PEFT model under disable_adapter(), as qtune's lora::AdaptersDisabled); the case sigmoid_precomputed sets
+precompute_ref_log_probs=True (the reference's log-probabilities computed before training, under disable_adapter()).
 """
 import json
 import os
@@ -49,6 +50,8 @@ CASES = {
     "ipo": dict(loss_type=["ipo"], beta=0.5),
     "robust": dict(loss_type=["robust"], label_smoothing=0.2),
     "hinge": dict(loss_type=["hinge"], beta=0.3),
+    # The reference's log-probabilities computed once before training (qtune's train.precompute_ref_log_probs).
+    "sigmoid_precomputed": dict(loss_type=["sigmoid"], precompute_ref_log_probs=True),
 }
 FREE_CASES = {
     "orpo": (ORPOConfig, ORPOTrainer, dict(beta=0.2)),

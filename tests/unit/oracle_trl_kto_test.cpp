@@ -44,7 +44,9 @@ train::Recipe recipe(const std::string& c, const std::string& out, int64_t steps
                      "optim:\n  name: adamw\n  lr: 1e-3\nschedule:\n  kind: constant\n  warmup_steps: 0\n" +
                      "train:\n  objective: kto\n  precision: fp32\n  batch_size: 8\n  grad_accum: 1\n" +
                      "  max_steps: " + std::to_string(steps) + "\n  max_grad_norm: 0\n  gradient_checkpointing: false\n" +
-                     "  log_every: 1\n  output_dir: " + out + "\n" + section;
+                     "  log_every: 1\n  output_dir: " + out + "\n" +
+                     (opts.value("precompute_ref_log_probs", false) ? "  precompute_ref_log_probs: true\n" : "") +
+                     section;
   return train::Recipe::from_yaml_text(text, c + ".yaml");
 }
 
@@ -62,7 +64,9 @@ std::string qtune_name(std::string peft) {
 }
 
 // TRL's defaults, other weights, and a negative KL estimate (clamped at 0).
-const std::vector<std::string> kCases = {"kto", "kto_weighted", "kto_clamped"};
+// kto_precomputed: TRL's precompute_ref_log_probs=True, qtune's train.precompute_ref_log_probs (read by the trainer
+// in every step: ThreeAdamWSteps...).
+const std::vector<std::string> kCases = {"kto", "kto_weighted", "kto_clamped", "kto_precomputed"};
 // Every metric TRL's KTOTrainer logs that qtune computes (not entropy, logits/* or num_tokens: see README).
 const std::vector<std::string> kMetrics = {"rewards/chosen", "rewards/rejected", "rewards/margins",
                                            "logps/chosen",   "logps/rejected",   "kl"};
@@ -143,6 +147,10 @@ TEST(OracleTrlKto, ThreeAdamWStepsGiveTrlsAdapterAndMetrics) {
     o.out = devnull.get();
     o.overwrite = true;
     auto summary = train::run_training(recipe(c, out, 3), o);
+    if (c == "kto_precomputed") {  // every step read the cache: no reference forward
+      EXPECT_EQ(summary.reference_cache, "computed");
+      EXPECT_EQ(summary.reference_misses, 0);
+    }
     const auto ours = io::SafetensorsFile::open(summary.adapter_dir + "/adapter_model.safetensors");
     const auto trl = io::SafetensorsFile::open(oracle() + "/" + c + "/adapter/adapter_model.safetensors");
     ASSERT_EQ(ours->tensors().size(), trl->tensors().size());

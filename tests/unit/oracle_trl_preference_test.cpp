@@ -54,7 +54,9 @@ train::Recipe recipe(const std::string& c, const std::string& out, int64_t steps
                      "optim:\n  name: adamw\n  lr: 1e-3\nschedule:\n  kind: constant\n  warmup_steps: 0\n" +
                      "train:\n  objective: " + objective + "\n  precision: fp32\n  batch_size: 4\n  grad_accum: 1\n" +
                      "  max_steps: " + std::to_string(steps) + "\n  max_grad_norm: 0\n  gradient_checkpointing: false\n" +
-                     "  log_every: 1\n  output_dir: " + out + "\n" + section;
+                     "  log_every: 1\n  output_dir: " + out + "\n" +
+                     (opts.value("precompute_ref_log_probs", false) ? "  precompute_ref_log_probs: true\n" : "") +
+                     section;
   return train::Recipe::from_yaml_text(text, c + ".yaml");
 }
 
@@ -72,8 +74,11 @@ std::string qtune_name(std::string peft) {
   return peft;
 }
 
-// DPO's loss types (TRL's DPOTrainer), ORPO (trl.experimental's ORPOTrainer), SimPO and CPO-SimPO (its CPOTrainer).
-const std::vector<std::string> kCases = {"sigmoid", "ipo", "robust", "hinge", "orpo", "simpo", "cpo_simpo"};
+// DPO's loss types (TRL's DPOTrainer), ORPO (trl.experimental's ORPOTrainer), SimPO and CPO-SimPO (its CPOTrainer);
+// sigmoid_precomputed: TRL's precompute_ref_log_probs=True, qtune's train.precompute_ref_log_probs (the trainer reads
+// the cached reference in every step: ThreeAdamWSteps..., whose first line is the first step's loss).
+const std::vector<std::string> kCases = {"sigmoid", "ipo",  "robust",   "hinge", "sigmoid_precomputed",
+                                         "orpo",    "simpo", "cpo_simpo"};
 const std::vector<std::string> kMetrics = {"rewards/chosen", "rewards/rejected", "rewards/accuracies",
                                            "rewards/margins", "logps/chosen",   "logps/rejected"};
 
@@ -142,6 +147,10 @@ TEST(OracleTrlPreference, ThreeAdamWStepsGiveTrlsAdapterAndMetrics) {
     std::unique_ptr<std::FILE, int (*)(std::FILE*)> devnull(std::fopen("/dev/null", "w"), &std::fclose);
     o.out = devnull.get();
     auto summary = train::run_training(recipe(c, out, 3), o);
+    if (c == "sigmoid_precomputed") {  // every step read the cache: no reference forward
+      EXPECT_EQ(summary.reference_cache, "computed");
+      EXPECT_EQ(summary.reference_misses, 0);
+    }
     const auto ours = io::SafetensorsFile::open(summary.adapter_dir + "/adapter_model.safetensors");
     const auto trl = io::SafetensorsFile::open(oracle() + "/" + c + "/adapter/adapter_model.safetensors");
     ASSERT_EQ(ours->tensors().size(), trl->tensors().size());

@@ -86,6 +86,9 @@ struct ScheduleSection {
 
 struct TrainSection {
   std::string objective = "sft";  // sft | dpo | orpo | simpo | kto (train/objectives/)
+  // DPO, KTO: the reference's log-probabilities computed once before the first step and cached in the run directory
+  // (TRL's precompute_ref_log_probs), instead of a reference forward in every step.
+  bool precompute_ref_log_probs = false;
   std::string mode = "lora";  // lora: adapters on the frozen (quantized) base | full: every weight trains, dense
   int64_t batch_size = 4;
   int64_t grad_accum = 4;

@@ -39,6 +39,10 @@ struct TrainSummary {
   std::string model_dir;    // full mode: the Hugging Face model written at the end
   std::string resumed_from; // the checkpoint a resumed run started from
   int64_t start_step = 0;
+  // train.precompute_ref_log_probs: "computed" (before the first step) or "read" (the run directory's cache), and
+  // the micro-batches whose rows were not all in it (0: no step ran the reference forward).
+  std::string reference_cache;
+  int64_t reference_misses = 0;
 };
 
 struct TrainOptions {

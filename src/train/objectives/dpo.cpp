@@ -1,8 +1,6 @@
 #include "qtune/train/objectives/dpo.h"
 
-#include <torch/csrc/autograd/grad_mode.h>
-
-#include "qtune/lora/adapter_switch.h"
+#include "qtune/train/objectives/reference_logps.h"
 #include "qtune/train/objectives/sequence_logps.h"
 #include "qtune/util/error.h"
 
@@ -33,12 +31,7 @@ std::vector<std::string> DpoObjective::metric_names() const {
 
 ObjectiveLoss DpoObjective::loss(nn::CausalLMImpl& model, const data::Batch& b) {
   const auto policy = sequence_logps(model, b);
-  at::Tensor reference;
-  {
-    torch::NoGradGuard no_grad;
-    lora::AdaptersDisabled reference_policy(model);
-    reference = sequence_logps(model, b).logps;
-  }
+  const auto reference = reference_logps(model, b, reference_);
   // Rows alternate chosen, rejected.
   const auto pairs = policy.logps.view({-1, 2}), refs = reference.view({-1, 2});
   const auto tokens = policy.tokens.view({-1, 2}).to(pairs.device()).to(at::kFloat);

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "qtune/dist/communicator.h"
-#include "qtune/lora/adapter_switch.h"
+#include "qtune/train/objectives/reference_logps.h"
 #include "qtune/train/objectives/sequence_logps.h"
 #include "qtune/util/error.h"
 
@@ -13,14 +13,10 @@ namespace qtune::train {
 namespace {
 
 // The log-ratio of each row to the reference: the policy's differentiable, the reference's under no-grad.
-at::Tensor logratios(nn::CausalLMImpl& model, const data::Batch& b, at::Tensor* policy_logps = nullptr) {
+at::Tensor logratios(nn::CausalLMImpl& model, const data::Batch& b, const ReferenceTable* table,
+                     at::Tensor* policy_logps = nullptr) {
   const auto policy = sequence_logps(model, b).logps;
-  at::Tensor reference;
-  {
-    torch::NoGradGuard no_grad;
-    lora::AdaptersDisabled reference_policy(model);
-    reference = sequence_logps(model, b).logps;
-  }
+  const auto reference = reference_logps(model, b, table);
   if (policy_logps) *policy_logps = policy;
   return policy - reference;
 }
@@ -39,7 +35,7 @@ void KtoObjective::prepare(nn::CausalLMImpl& model, const data::Batch& share, di
   double sum = 0, rows = 0;
   if (share.samples > 0) {
     torch::NoGradGuard no_grad;  // TRL detaches the estimate
-    sum = logratios(model, *share.mismatched).sum().item<double>();
+    sum = logratios(model, *share.mismatched, reference_).sum().item<double>();
     rows = static_cast<double>(share.samples);
   }
   if (comm && comm->connected()) {  // TRL's gather_for_metrics(kl).mean(): every rank's rows
@@ -56,7 +52,7 @@ std::vector<std::string> KtoObjective::metric_names() const {
 
 ObjectiveLoss KtoObjective::loss(nn::CausalLMImpl& model, const data::Batch& b) {
   at::Tensor policy;
-  const auto r = logratios(model, b, &policy);
+  const auto r = logratios(model, b, reference_, &policy);
   const auto desirable = b.desirable.to(r.device());
   const auto losses = kto_losses(options_, r, desirable, kl_);
   const auto rewards = options_.beta * r.detach();

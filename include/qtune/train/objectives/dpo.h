@@ -32,6 +32,7 @@ class DpoObjective : public Objective {
   int64_t units(const data::Batch& batch) const override { return batch.samples / 2; }
   ObjectiveLoss loss(nn::CausalLMImpl& model, const data::Batch& batch) override;
   std::vector<std::string> metric_names() const override;
+  bool uses_reference() const override { return true; }
 
  private:
   DpoOptions options_;

@@ -27,6 +27,7 @@ class KtoObjective : public Objective {
   ObjectiveLoss loss(nn::CausalLMImpl& model, const data::Batch& batch) override;
   std::vector<std::string> metric_names() const override;
   std::vector<double> metric_values(const std::vector<double>& sums, const std::vector<double>& counts) const override;
+  bool uses_reference() const override { return true; }
 
  private:
   KtoOptions options_;

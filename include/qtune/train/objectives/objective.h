@@ -20,6 +20,7 @@ class Communicator;
 namespace qtune::train {
 
 struct Recipe;
+class ReferenceTable;
 
 struct ObjectiveLoss {
   at::Tensor sum;                   // scalar fp32, differentiable: Σ over the micro-batch's units of their losses
@@ -45,6 +46,14 @@ class Objective {
   // The logged value of each metric from the step's sums and counts: sum / count (NaN where the count is 0); an
   // objective may derive one from the others (KTO's rewards/margins).
   virtual std::vector<double> metric_values(const std::vector<double>& sums, const std::vector<double>& counts) const;
+  // Whether the objective compares with a reference policy (DPO, KTO), whose log-probabilities may be precomputed.
+  virtual bool uses_reference() const { return false; }
+  // The precomputed reference log-probabilities to read instead of the reference forward (null: computed in the
+  // step); the table outlives the objective's use of it.
+  void set_reference_table(const ReferenceTable* table) { reference_ = table; }
+
+ protected:
+  const ReferenceTable* reference_ = nullptr;
 };
 
 // The recipe's train.objective.
