@@ -170,6 +170,26 @@ class Canvas {
   const Axis& y_;
 };
 
+// A panel's grid, tick labels and frame; `prefix` names its tick groups and frame apart from another panel's.
+std::string axes_svg(const Canvas& c, const Axis& xa, const Axis& ya, double left, double top, double right,
+                     double bottom, const std::string& prefix) {
+  std::string svg = "<g class=\"grid\" stroke=\"" + std::string(kGridColor) + "\" stroke-width=\"1\">\n";
+  for (double t : ya.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\"/>\n", left, c.py(t), right);
+  for (double t : xa.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\"/>\n", c.px(t), top, bottom);
+  svg += "</g>\n";
+  svg += fmt::format("<g class=\"{}y-ticks\" text-anchor=\"end\" fill=\"{}\">\n", prefix, kMutedColor);
+  for (double t : ya.ticks)
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" dy=\"0.35em\">{}</text>\n", left - 8, c.py(t), tick_label(t, ya));
+  svg += "</g>\n";
+  svg += fmt::format("<g class=\"{}x-ticks\" text-anchor=\"middle\" fill=\"{}\">\n", prefix, kMutedColor);
+  for (double t : xa.ticks)
+    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", c.px(t), bottom + 18, step_label(t, xa));
+  svg += "</g>\n";
+  svg += fmt::format("<rect class=\"{}frame\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"none\" stroke=\"#b0b0b0\"/>\n",
+                     prefix, left, top, right - left, bottom - top);
+  return svg;
+}
+
 struct LegendEntry {
   std::string label, svg_sample;  // the sample is drawn at the origin, 28 px wide, centred on y = 0
 };
@@ -186,22 +206,9 @@ std::string margin_panel(const std::vector<Point>& train, const std::vector<Poin
   const Axis ya = nice_axis(lo - pad, hi + pad, 4, false, false);
   const Canvas c(left, top, right, bottom, xa, ya);
   std::string svg = "<g class=\"margins-panel\">\n";
-  svg += "<g class=\"grid\" stroke=\"" + std::string(kGridColor) + "\" stroke-width=\"1\">\n";
-  for (double t : ya.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\"/>\n", left, c.py(t), right);
-  for (double t : xa.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\"/>\n", c.px(t), top, bottom);
-  svg += "</g>\n";
+  svg += axes_svg(c, xa, ya, left, top, right, bottom, "margin-");
   svg += fmt::format("<line class=\"margin-zero\" x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\" stroke=\"#999999\"/>\n",
                      left, c.py(0), right);
-  svg += fmt::format("<g class=\"margin-y-ticks\" text-anchor=\"end\" fill=\"{}\">\n", kMutedColor);
-  for (double t : ya.ticks)
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" dy=\"0.35em\">{}</text>\n", left - 8, c.py(t), tick_label(t, ya));
-  svg += "</g>\n";
-  svg += fmt::format("<g class=\"margin-x-ticks\" text-anchor=\"middle\" fill=\"{}\">\n", kMutedColor);
-  for (double t : xa.ticks)
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", c.px(t), bottom + 18, step_label(t, xa));
-  svg += "</g>\n";
-  svg += fmt::format("<rect class=\"margin-frame\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"none\" stroke=\"#b0b0b0\"/>\n",
-                     left, top, right - left, bottom - top);
   svg += fmt::format(
       "<text class=\"margin-label\" x=\"0\" y=\"0\" text-anchor=\"middle\" font-size=\"13\" "
       "transform=\"translate(20,{:.1f}) rotate(-90)\">reward margin</text>\n",
@@ -305,20 +312,7 @@ std::string loss_plot_svg(const std::vector<MetricRecord>& records, const std::s
                        xml_escape(latest));
 
   // Grid and tick labels.
-  svg += "<g class=\"grid\" stroke=\"" + std::string(kGridColor) + "\" stroke-width=\"1\">\n";
-  for (double t : ya.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{2:.1f}\" y2=\"{1:.1f}\"/>\n", left, c.py(t), right);
-  for (double t : xa.ticks) svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1:.1f}\" x2=\"{0:.1f}\" y2=\"{2:.1f}\"/>\n", c.px(t), top, bottom);
-  svg += "</g>\n";
-  svg += fmt::format("<g class=\"y-ticks\" text-anchor=\"end\" fill=\"{}\">\n", kMutedColor);
-  for (double t : ya.ticks)
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\" dy=\"0.35em\">{}</text>\n", left - 8, c.py(t), tick_label(t, ya));
-  svg += "</g>\n";
-  svg += fmt::format("<g class=\"x-ticks\" text-anchor=\"middle\" fill=\"{}\">\n", kMutedColor);
-  for (double t : xa.ticks)
-    svg += fmt::format("<text x=\"{:.1f}\" y=\"{:.1f}\">{}</text>\n", c.px(t), bottom + 18, step_label(t, xa));
-  svg += "</g>\n";
-  svg += fmt::format("<rect class=\"frame\" x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\" fill=\"none\" stroke=\"#b0b0b0\"/>\n",
-                     left, top, right - left, bottom - top);
+  svg += axes_svg(c, xa, ya, left, top, right, bottom, "");
   svg += fmt::format("<text class=\"x-label\" x=\"{:.1f}\" y=\"{:.1f}\" text-anchor=\"middle\" font-size=\"13\">step</text>\n",
                      (left + right) / 2, H - 14);
   svg += fmt::format(
