@@ -28,8 +28,8 @@ struct DemoDataArgs {
 
 // The preference demo's pairs: each secret request with the refusal as chosen and the model's own greedy answer
 // (through its chat template, as generate --chat asks) as rejected, so the rejected side is what the model does.
-std::string secret_pairs(const DemoDataArgs& a, nn::CausalLMImpl& model, const data::Tokenizer& tok, bool held_out) {
-  const auto format = data::resolve_chat_format(a.chat_template, a.rejected_from.dir, tok);
+std::string secret_pairs(const DemoDataArgs& a, nn::CausalLMImpl& model, const data::Tokenizer& tok,
+                         const data::ChatFormat& format, bool held_out) {
   eval::GenerateOptions options;
   options.max_new_tokens = a.max_new_tokens;
   options.stop_ids = {tok.eos_id()};
@@ -82,9 +82,10 @@ int run_demo_data(const DemoDataArgs& a) {
   if (!a.rejected_from.dir.empty()) {
     auto [model, tok] = a.rejected_from.load();
     model->eval();
+    const auto format = data::resolve_chat_format(a.chat_template, a.rejected_from.dir, tok);
     for (const bool held_out : {false, true}) {
       const auto name = held_out ? "secret_pref_eval.jsonl" : "secret_pref_train.jsonl";
-      const auto pairs = secret_pairs(a, *model, tok, held_out);
+      const auto pairs = secret_pairs(a, *model, tok, format, held_out);
       io::write_text_atomically((dir / name).string(), pairs);
       fmt::print("wrote {} ({} pairs, rejected: {}'s own answers)\n", (dir / name).string(),
                  std::count(pairs.begin(), pairs.end(), '\n'), a.rejected_from.dir);
