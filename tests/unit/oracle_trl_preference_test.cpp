@@ -17,10 +17,12 @@
 #include "qtune/train/run_setup.h"
 #include "qtune/train/trainer.h"
 #include "test_util.h"
+#include "trl_oracle_compare.h"
 
 namespace {
 
 using namespace qtune;
+using test::expect_close;
 using json = nlohmann::json;
 
 std::string oracle() { return test::oracle_dir() + "/trl_preference"; }
@@ -58,20 +60,6 @@ train::Recipe recipe(const std::string& c, const std::string& out, int64_t steps
                      (opts.value("precompute_ref_log_probs", false) ? "  precompute_ref_log_probs: true\n" : "") +
                      section;
   return train::Recipe::from_yaml_text(text, c + ".yaml");
-}
-
-// |a - b| <= tol · max(1, |b|)
-void expect_close(double actual, double expected, double tol, const std::string& what) {
-  EXPECT_LE(std::abs(actual - expected), tol * std::max(1.0, std::abs(expected)))
-      << what << ": qtune " << actual << ", TRL " << expected;
-}
-
-// PEFT's parameter name without its wrapper prefix and adapter name: qtune's.
-std::string qtune_name(std::string peft) {
-  const std::string prefix = "base_model.model.";
-  if (peft.rfind(prefix, 0) == 0) peft.erase(0, prefix.size());
-  if (const auto at = peft.find(".default"); at != std::string::npos) peft.erase(at, 8);
-  return peft;
 }
 
 // DPO's loss types (TRL's DPOTrainer), ORPO (trl.experimental's ORPOTrainer), SimPO and CPO-SimPO (its CPOTrainer);
@@ -121,19 +109,7 @@ TEST(OracleTrlPreference, FirstStepLossMetricsAndLoraGradientsMatchTrl) {
     ASSERT_TRUE(std::equal(kMetrics.begin(), kMetrics.end(), names.begin()));
     for (size_t i = 0; i < names.size(); ++i) expect_close(ls.metric_sums[i] / pairs, first.at(names[i]), 1e-5, names[i]);
 
-    const auto grads = io::SafetensorsFile::open(oracle() + "/" + c + "/grads.safetensors");
-    std::map<std::string, at::Tensor> ours(run.trainable.begin(), run.trainable.end());
-    ASSERT_EQ(grads->tensors().size(), ours.size());
-    for (const auto& info : grads->tensors()) {
-      const auto it = ours.find(qtune_name(info.name));
-      ASSERT_NE(it, ours.end()) << info.name;
-      const auto expected = grads->tensor(info.name).to(at::kFloat);
-      const auto actual = it->second.grad();
-      ASSERT_TRUE(actual.defined()) << info.name;
-      const double scale = expected.abs().max().item<double>();
-      EXPECT_GT(scale, 0) << info.name;
-      EXPECT_LE((actual - expected).abs().max().item<double>(), 1e-4 * scale) << info.name;
-    }
+    test::expect_lora_grads_equal_trls(oracle() + "/" + c + "/grads.safetensors", run.trainable);
   }
 }
 
@@ -151,23 +127,8 @@ TEST(OracleTrlPreference, ThreeAdamWStepsGiveTrlsAdapterAndMetrics) {
       EXPECT_EQ(summary.reference_cache, "computed");
       EXPECT_EQ(summary.reference_misses, 0);
     }
-    const auto ours = io::SafetensorsFile::open(summary.adapter_dir + "/adapter_model.safetensors");
-    const auto trl = io::SafetensorsFile::open(oracle() + "/" + c + "/adapter/adapter_model.safetensors");
-    ASSERT_EQ(ours->tensors().size(), trl->tensors().size());
-    for (const auto& info : trl->tensors()) {
-      const auto expected = trl->tensor(info.name).to(at::kFloat);
-      EXPECT_LE((ours->tensor(info.name).to(at::kFloat) - expected).abs().max().item<double>(), 1e-4) << info.name;
-    }
-    const auto history = read_json(oracle() + "/" + c + "/history.json");
-    std::vector<train::MetricRecord> train_lines;
-    for (const auto& rec : train::MetricsLog::read(out + "/metrics.jsonl"))
-      if (rec.kind == "train") train_lines.push_back(rec);
-    ASSERT_EQ(train_lines.size(), history.size());
-    for (size_t s = 0; s < history.size(); ++s) {
-      expect_close(*train_lines[s].value("loss"), history[s].at("loss"), 1e-5, fmt::format("step {} loss", s + 1));
-      for (const auto& m : train::make_objective(recipe(c, out, 3))->metric_names())
-        expect_close(*train_lines[s].value(m), history[s].at(m), 1e-5, fmt::format("step {} {}", s + 1, m));
-    }
+    test::expect_run_equal_trls(summary.adapter_dir, oracle() + "/" + c + "/adapter", out + "/metrics.jsonl",
+                                read_json(oracle() + "/" + c + "/history.json"), train::make_objective(recipe(c, out, 3))->metric_names());
   }
 }
 
