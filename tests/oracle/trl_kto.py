@@ -31,14 +31,11 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from peft import LoraConfig, set_peft_model_state_dict  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import LlamaForCausalLM  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import KTOConfig, KTOTrainer  # noqa: E402
 
-from trl_preference import LORA, LR, PAIRS, STEPS, base_model, random_adapter, tokenizer  # noqa: E402
+from trl_preference import LR, PAIRS, STEPS, base_model, peft_trainer, random_adapter, tokenizer  # noqa: E402
 
 hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
@@ -65,13 +62,7 @@ METRICS = ("rewards/", "logps/", "kl")
 
 
 def kto_trainer(base_dir, adapter_dir, args, tok, rows):
-    model = LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    trainer = KTOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
-                         peft_config=LoraConfig(**LORA))
-    result = set_peft_model_state_dict(trainer.model, load_file(os.path.join(adapter_dir, "adapter_model.safetensors")))
-    assert not result.unexpected_keys, result.unexpected_keys
-    assert "ref" not in trainer.model.peft_config
-    return trainer
+    return peft_trainer(KTOTrainer, base_dir, adapter_dir, args, tok, rows)
 
 
 def main(out):

@@ -108,17 +108,21 @@ def random_adapter(base_dir):
     return peft
 
 
-def dpo_trainer(base_dir, adapter_dir, args, tok, rows):
-    """TRL's DPOTrainer on a fresh PEFT adapter (peft_config: the reference is the model under disable_adapter()),
-    whose weights are then set to the saved adapter's (a PeftModel passed in would get a frozen "ref" copy of its
-    adapter as the reference instead)."""
+def peft_trainer(trainer_class, base_dir, adapter_dir, args, tok, rows):
+    """A TRL trainer (DPOTrainer, KTOTrainer) on a fresh PEFT adapter (peft_config: the reference is the model under
+    disable_adapter()), whose weights are then set to the saved adapter's (a PeftModel passed in would get a frozen
+    "ref" copy of its adapter as the reference instead)."""
     model = LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    trainer = DPOTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
-                         peft_config=LoraConfig(**LORA))
+    trainer = trainer_class(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(rows),
+                            peft_config=LoraConfig(**LORA))
     result = set_peft_model_state_dict(trainer.model, load_file(os.path.join(adapter_dir, "adapter_model.safetensors")))
     assert not result.unexpected_keys, result.unexpected_keys
     assert "ref" not in trainer.model.peft_config
     return trainer
+
+
+def dpo_trainer(base_dir, adapter_dir, args, tok, rows):
+    return peft_trainer(DPOTrainer, base_dir, adapter_dir, args, tok, rows)
 
 
 def main(out):
